@@ -1,0 +1,58 @@
+"""One figure style for every notebook; files named after the notebook that makes them.
+
+``save_figure(fig, "01_lit_training")`` writes ``figures/01_lit_training.png`` (for reading) and
+``.pdf`` (for papers). Smoke-profile figures go to ``figures/smoke/`` (gitignored).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from .config import REPO_ROOT
+
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 200,
+    "savefig.bbox": "tight",
+    "font.size": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+}
+
+
+def apply_style() -> None:
+    """Apply the suite's matplotlib style."""
+    plt.rcParams.update(STYLE)
+
+
+def save_figure(fig, name: str, profile: str = "default") -> Path:
+    """Save ``fig`` as PNG and PDF under ``figures/`` (``figures/<profile>/`` unless default)."""
+    out = REPO_ROOT / "figures" if profile == "default" else REPO_ROOT / "figures" / profile
+    out.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"{name}.{ext}")
+    return out / f"{name}.png"
+
+
+def image_grid(paths: list[str], titles: list[str], ncols: int = 6, size: float = 1.8):
+    """A grid of images with wrapped titles (for showing what the data and vectors are)."""
+    import textwrap
+
+    from PIL import Image
+
+    nrows = (len(paths) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * 1.25 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, p, t in zip(axes.flat, paths, titles):
+        img = Image.open(p).convert("RGBA")
+        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        bg.alpha_composite(img)
+        ax.imshow(bg.convert("RGB"))
+        ax.set_title("\n".join(textwrap.wrap(t, 22)[:3]), fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,111 @@
+"""README tables generated from the committed result files (pyserini style: never typed by hand).
+
+    python -m lsr_lib.report            # rewrite the generated blocks of README.md
+    python -m lsr_lib.report --check    # exit 1 when a generated block is out of date
+
+A block in README.md looks like ``<!-- results:NAME -->`` ... ``<!-- /results -->``; NAME picks a
+renderer below, which reads ``results/default/*.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .config import REPO_ROOT
+
+BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def _load(results_dir: Path, stage: str) -> dict | None:
+    path = results_dir / f"{stage}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _row(name: str, res: dict) -> str:
+    t, i = res["text_to_image"], res["image_to_text"]
+    cells = [t["R@1"], t["R@5"], t["R@10"], t["MRR@10"] * 100, i["R@1"], i["R@5"], i["R@10"], i["MRR@10"] * 100]
+    return f"| {name} | " + " | ".join(f"{c:.1f}" for c in cells) + " |"
+
+
+HEADER = "| | T->I R@1 | R@5 | R@10 | MRR@10 | I->T R@1 | R@5 | R@10 | MRR@10 |\n|---|---|---|---|---|---|---|---|---|"
+
+
+def dense_baseline(results_dir: Path) -> str:
+    """Dense teacher on val / test, and on transformed test images."""
+    data = _load(results_dir, "01_dense_baseline")
+    if data is None:
+        return "_No results yet: run `make main`._\n"
+    r = data["results"]
+    lines = [HEADER]
+    for split, res in r["baseline"].items():
+        c = res["counts"]
+        lines.append(_row(f"dense teacher, {split} ({c['images']} images, {c['captions']} captions)", res))
+    for view, res in r.get("robustness_test", {}).items():
+        if view != "clean":
+            lines.append(_row(f"test, images {view.replace('_', ' ')}", res))
+    prov = data["provenance"]
+    lines.append("")
+    lines.append(f"_Generated from `results/default/01_dense_baseline.json` (commit {prov['commit']}, {prov['time_utc']}). MRR@10 in percent. Random ranking: T->I R@10 = {1000 / r['baseline']['test']['counts']['images']:.1f}% on test._")
+    return "\n".join(lines) + "\n"
+
+
+def data_counts(results_dir: Path) -> str:
+    """Images / captions / groups per split of the default collection."""
+    data = _load(results_dir, "01_dense_baseline")
+    if data is None:
+        return "_No results yet: run `make main`._\n"
+    r = data["results"]
+    lines = ["| split | images | captions | variant groups |", "|---|---|---|---|"]
+    for split in ("train", "val", "test"):
+        c = r["counts"][split]
+        lines.append(f"| {split} | {c['images']:,} | {c['captions']:,} | {c['groups']:,} |")
+    lines.append("")
+    lines.append(f"_Generated from `results/default/01_dense_baseline.json`; split sha256 `{r.get('split_sha256', 'n/a')}`._")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {"dense-baseline": dense_baseline, "data-counts": data_counts}
+DOCUMENTS = ("README.md", "data/README.md")
+
+
+def render(text: str, results_dir: Path) -> str:
+    """README text with every generated block re-rendered."""
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in RENDERERS:
+            raise KeyError(f"README block results:{name} has no renderer; known: {', '.join(RENDERERS)}")
+        return m.group(1) + RENDERERS[name](results_dir) + m.group(4)
+
+    return BLOCK.sub(sub, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite (or ``--check``) the generated README blocks."""
+    ap = argparse.ArgumentParser(prog="python -m lsr_lib.report")
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--results", type=Path, default=REPO_ROOT / "results" / "default")
+    args = ap.parse_args(argv)
+    stale = []
+    for doc in DOCUMENTS:
+        path = REPO_ROOT / doc
+        old = path.read_text()
+        new = render(old, args.results)
+        if new == old:
+            continue
+        if args.check:
+            stale.append(doc)
+        else:
+            path.write_text(new)
+            print(f"updated {doc}")
+    if stale:
+        print(f"{', '.join(stale)} out of date with {args.results}; run `python -m lsr_lib.report`")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

