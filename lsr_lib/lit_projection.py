@@ -111,7 +111,7 @@ def train_lit(
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "temperature": float(1 / model.logit_scale.exp())}
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "temperature": float(1 / model.logit_scale.detach().exp())}
         if val is not None:
             rec["val"] = evaluate_projection(model, val)
             r1 = rec["val"]["text_to_image"]["R@1"]
