@@ -57,11 +57,14 @@ def read_embeddings(path: str | Path, normalize_check: bool = False) -> tuple[li
     emb_col = table.column("emb").combine_chunks()
     if pa.types.is_fixed_size_list(emb_col.type):
         emb = emb_col.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), emb_col.type.list_size)
-    else:
-        lengths = set(len(v) if v is not None else -1 for v in emb_col.to_pylist())
-        if len(lengths) != 1 or -1 in lengths:
-            raise FeatureFileError(f"{path}: vectors of different lengths or missing vectors ({sorted(lengths)[:5]})")
-        emb = np.asarray(emb_col.to_pylist(), dtype=np.float32).reshape(len(ids), -1)
+    else:  # variable-length list column (the released files): check lengths, then flatten in Arrow
+        import pyarrow.compute as pc
+
+        lengths = pc.list_value_length(emb_col).to_numpy(zero_copy_only=False)
+        uniq = np.unique(lengths[~np.isnan(lengths.astype(float))]) if len(lengths) else np.array([0])
+        if emb_col.null_count or len(uniq) != 1:
+            raise FeatureFileError(f"{path}: vectors of different lengths or missing vectors (lengths {uniq[:5].tolist()}, {emb_col.null_count} missing)")
+        emb = emb_col.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), int(uniq[0]))
     emb = emb.astype(np.float32, copy=False)
     check_embeddings(ids, emb, str(path))
     if normalize_check:
