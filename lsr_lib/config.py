@@ -6,23 +6,21 @@ Each section is a frozen dataclass; paper hyperparameters carry their source in 
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import yaml
 
+from .d2s_config import D2SConfig
+from .typed_config import ConfigError, build_dataclass, to_dict
+
+__all__ = ["Config", "ConfigError", "D2SConfig", "build_dataclass", "load_config", "to_dict"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("smoke", "default", "paper")
-
-
-class ConfigError(ValueError):
-    """A profile file has an unknown key, a wrong type or a bad value."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +97,8 @@ class Config:
     lit: LitConfig = field(default_factory=LitConfig)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    d2s: D2SConfig = field(default_factory=D2SConfig)
+    d2s_conditions: tuple[str, ...] = ("with_control", "without_control")  # stage 02 runs
 
     def path(self, p: str | Path) -> Path:
         """Resolve a configured path against the repository root."""
@@ -122,79 +122,6 @@ class Config:
         """Short stable hash of the named sections, for cache manifests."""
         blob = json.dumps({n: to_dict(getattr(self, n)) for n in names}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def to_dict(obj: Any) -> Any:
-    """Dataclass -> plain JSON-able dict (tuples become lists)."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (tuple, list)):
-        return [to_dict(v) for v in obj]
-    return obj
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against type ``tp`` (recursively), converting lists to tuples."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of settings, got {type(value).__name__}")
-        return build_dataclass(tp, value, where)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {tp}")
-
-
-def build_dataclass(cls: type, values: dict, where: str = "") -> Any:
-    """Build ``cls`` from a dict, rejecting unknown keys and wrong types by name."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(where + '.' + k if where else k for k in unknown)}; "
-            f"allowed in {where or 'the top level'}: {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
-    return obj
 
 
 def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Optional[Path] = None) -> Config:

@@ -55,7 +55,8 @@ def ranks_chunked(score_fn: Callable[[slice], torch.Tensor], relevant_fn: Callab
     out = []
     for start in range(0, n_queries, chunk):
         sl = slice(start, min(start + chunk, n_queries))
-        out.append(first_relevant_rank(score_fn(sl), relevant_fn(sl)).numpy())
+        scores = score_fn(sl)
+        out.append(first_relevant_rank(scores, relevant_fn(sl).to(scores.device)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
