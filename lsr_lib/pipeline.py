@@ -22,6 +22,7 @@ from .config import PROFILES, REPO_ROOT
 # The registered stages, in order. A test fails when a notebook on disk is missing here.
 STAGES = [
     "01_cache_dense_features",
+    "02_train_sparse_heads",
 ]
 
 log = logging.getLogger("lsr_lib.pipeline")
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_stage(stage, args.profile, out_dir, progress=not args.no_progress)
         except Exception as e:
-            log.error("stage %s failed: %s\nthe executed notebook with the traceback is %s", stage, str(e).splitlines()[0] if str(e) else type(e).__name__, out_dir / f"{stage}.ipynb")
+            reason = f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
+            log.error("stage %s failed: %s\nthe executed notebook with the full traceback is %s", stage, reason, out_dir / f"{stage}.ipynb")
             return 1
         log.info("[%d/%d] %s done in %.0f s", k, len(stages), stage, time.time() - t0)
     return 0

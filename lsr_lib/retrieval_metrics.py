@@ -74,20 +74,24 @@ def evaluate_both_directions(
     ``text_image_ids`` (N_txt,) names each caption's image; ``image_ids`` (N_img,) the images.
     Works for dense and for sparse vectors given as dense tensors.
     """
-    image_vecs = image_vecs.float()
-    text_vecs = text_vecs.float()
+    scores = text_vecs.float() @ image_vecs.float().T  # (N_txt, N_img), computed once
+    return evaluate_scores(scores, text_image_ids, image_ids, ks, mrr_depth, return_ranks)
+
+
+def evaluate_scores(
+    scores: torch.Tensor,
+    text_image_ids: np.ndarray,
+    image_ids: np.ndarray,
+    ks: tuple[int, ...] = (1, 5, 10),
+    mrr_depth: int = 10,
+    return_ranks: bool = False,
+    chunk: int = 2048,
+) -> dict:
+    """Both directions from one (N_txt, N_img) score matrix (rows: captions, columns: images)."""
     text_image_ids = np.asarray(text_image_ids).astype(str)
     image_ids = np.asarray(image_ids).astype(str)
-    t2i = ranks_chunked(
-        lambda sl: text_vecs[sl] @ image_vecs.T,
-        lambda sl: relevance_matrix(text_image_ids[sl], image_ids),
-        len(text_vecs),
-    )
-    i2t = ranks_chunked(
-        lambda sl: image_vecs[sl] @ text_vecs.T,
-        lambda sl: relevance_matrix(image_ids[sl], text_image_ids),
-        len(image_vecs),
-    )
+    t2i = ranks_chunked(lambda sl: scores[sl], lambda sl: relevance_matrix(text_image_ids[sl], image_ids), scores.shape[0], chunk)
+    i2t = ranks_chunked(lambda sl: scores[:, sl].T, lambda sl: relevance_matrix(image_ids[sl], text_image_ids), scores.shape[1], chunk)
     out = {"text_to_image": metrics_from_ranks(t2i, ks, mrr_depth), "image_to_text": metrics_from_ranks(i2t, ks, mrr_depth)}
     if return_ranks:
         out["ranks"] = {"text_to_image": t2i, "image_to_text": i2t}
