@@ -37,6 +37,7 @@ class D2SConfig:
     gate: str = "batch"  # s2: one z per batch (paper) | "example"
     mixed_precision: bool = True  # s2: mixed precision on GPU; ignored on CPU
     amp_dtype: str = "bf16"  # bf16 | fp16 (fp16 uses a GradScaler)
+    cpu_bf16: bool = False  # bf16 autocast for training on CPU (about 2x faster matmuls on AVX512-BF16 / AMX CPUs); evaluation stays fp32
     seed: int = 0  # projection initialisation
     data_seed: int = 1  # batch order
     gate_seed: int = 2  # Bernoulli expansion gate

@@ -63,9 +63,10 @@ def training_step(
 ) -> dict:
     """One optimiser step on a batch: (B, d) image / text embeddings, optional (B, V) text masks."""
     dev, penalty = img.device.type, REGULARIZERS[cfg.regularizer]
-    amp = cfg.mixed_precision and dev == "cuda"
+    amp = (cfg.mixed_precision and dev == "cuda") or (cfg.cpu_bf16 and dev == "cpu")
+    dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" or dev == "cpu" else torch.float16
     opt.zero_grad(set_to_none=True)
-    with torch.autocast(device_type=dev, dtype=torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16, enabled=amp):
+    with torch.autocast(device_type=dev, dtype=dtype, enabled=amp):
         s_img, s_txt = model(img, txt, txt_mask)  # (B, V), (B, V)
         distill = distillation_loss(s_img, s_txt, img, txt, cfg.teacher_tau)
         reg = reg_weight(step, cfg.reg_weight_image, warmup) * penalty(s_img)
