@@ -42,6 +42,7 @@ class D2SConfig:
     data_seed: int = 1  # batch order
     gate_seed: int = 2  # Bernoulli expansion gate
     eval_every_epochs: int = 1  # s2: reference evaluates every epoch; the last epoch is always evaluated
+    select_from_fraction: float = 0.0  # s2 selects the best val R@1 over all epochs (0.0); > 0 skips the first share of epochs, before L1 has sparsified the vectors
     eval_batch_size: int = 1024
 
     def validate(self) -> None:
@@ -58,6 +59,7 @@ class D2SConfig:
                                                           "teacher_tau", "eval_every_epochs", "eval_batch_size")]
         rules += [(k, 0.0 <= getattr(self, k) < math.inf, ">= 0") for k in ("weight_decay", "reg_weight_image", "reg_weight_text")]
         rules += [(k, 0.0 <= getattr(self, k) <= 1.0, "in [0, 1]") for k in ("expansion_p0", "expansion_step_gamma")]
+        rules += [("select_from_fraction", 0.0 <= self.select_from_fraction < 1.0, "in [0, 1)")]
         rules += [(k, 0.0 < getattr(self, k) <= 1.0, "in (0, 1]") for k in ("expansion_end_fraction", "expansion_step_every")]
         for key, ok, must in rules:
             if not ok:

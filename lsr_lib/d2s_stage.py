@@ -6,8 +6,8 @@ the same seeds, so they see the same batches in the same order. ``no_exp`` is no
 it evaluates a trained model with every text vector restricted to its caption's own tokens.
 
 Writes under ``cfg.cache_dir / "d2s" / <condition>``: the training run (``best.safetensors``,
-``best.json``, ``last_state.pt``) and ``vectors/<split>_{images,texts}.npz`` (scipy CSR, the input
-of the analysis and indexing stages).
+``best.json``, ``last_state.pt``) and ``vectors/<split>_{images,texts,texts_own_tokens}.npz``
+(scipy CSR, the input of the analysis and indexing stages; a retrained model invalidates them).
 """
 from __future__ import annotations
 
@@ -69,6 +69,8 @@ def sparse_vectors(cfg: Config, name: str, split: str, col: ImageCaptionSet, img
     suffix = "_own_tokens" if own_tokens_only else ""
     ip, tp = out / f"{split}_images.npz", out / f"{split}_texts{suffix}.npz"
     best = run_dir(cfg, name) / "best.safetensors"
+    if not best.exists():
+        raise FileNotFoundError(f"{best} does not exist: train condition {name!r} first (notebooks/02_train_sparse_heads.ipynb)")
     fresh = lambda p: p.exists() and p.stat().st_mtime >= best.stat().st_mtime  # noqa: E731 (a rebuilt model invalidates its vectors)
     if fresh(ip) and fresh(tp):
         return load_sparse(ip), load_sparse(tp)
@@ -92,5 +94,8 @@ def evaluate_sparse(cfg: Config, col: ImageCaptionSet, img_csr, txt_csr) -> dict
 
 
 def tokenizer_for(cfg: Config):
-    """The BERT-uncased tokenizer matching the vocabulary layer's initialisation."""
-    return bert_uncased_tokenizer(cfg.d2s.vocab_init if cfg.d2s.vocab_init != "minilm" else "minilm")
+    """The BERT-uncased WordPiece tokenizer (30,522 terms), installed offline with MiniLM.
+
+    MiniLM and distilbert-base-uncased share this vocabulary, so the paper profile uses it too.
+    """
+    return bert_uncased_tokenizer("minilm")

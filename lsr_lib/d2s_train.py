@@ -203,7 +203,8 @@ def train_d2s(
         if val is not None and ((epoch + 1) % cfg.eval_every_epochs == 0 or epoch + 1 == cfg.epochs):
             rec["val"] = validate_sparse(model, val, cfg)
             rec["val_t2i_R@1"] = last_r1 = rec["val"]["text_to_image"]["R@1"]
-        if rec.get("val_t2i_R@1", -math.inf) > st["best_r1"] or (val is None and epoch + 1 == cfg.epochs):
+        eligible = epoch + 1 > cfg.select_from_fraction * cfg.epochs or epoch + 1 == cfg.epochs
+        if (eligible and rec.get("val_t2i_R@1", -math.inf) > st["best_r1"]) or (val is None and epoch + 1 == cfg.epochs):
             st["best_r1"], st["best_epoch"] = rec.get("val_t2i_R@1", float("nan")), epoch + 1
             _save_best(model, out_dir, {"epoch": epoch + 1, "val": rec.get("val"), "config": to_dict(cfg), "architecture": model.architecture()})
         rec["seconds"] = time.perf_counter() - t0

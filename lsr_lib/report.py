@@ -68,7 +68,32 @@ def data_counts(results_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: dict[str, Callable[[Path], str]] = {"dense-baseline": dense_baseline, "data-counts": data_counts}
+def d2s(results_dir: Path) -> str:
+    """Stage 02: dense teacher and every D2S condition on the test split, with FLOPs and lengths."""
+    data = _load(results_dir, "02_d2s")
+    if data is None:
+        return "_No results yet: run `make main`._\n"
+    r = data["results"]
+    lines = [HEADER.replace("|\n|---", " FLOPs | nnz caption | nnz image |\n|---|---|---|---", 1)]
+    for name, res in r["test"].items():
+        s = res.get("sparsity_text_to_image")
+        extra = f" {s['flops']:.2f} | {s['avg_nonzeros_query']:.1f} | {s['avg_nonzeros_document']:.1f} |" if s else " | | |"
+        lines.append(_row(name.replace("_", " "), res) + extra)
+    c = r.get("checks", {})
+    lines.append("")
+    if c:
+        lines.append(
+            f"With control, T->I R@1 is {c['with control: T->I R@1 as % of teacher']:.1f}% of the dense teacher's; "
+            f"FLOPs with / without control = {c['FLOPs with / without control']:.2f}; "
+            f"T->I R@1 without minus with control = {c['T->I R@1 without - with control (points)']:+.2f} points."
+        )
+        lines.append("")
+    prov = data["provenance"]
+    lines.append(f"_Generated from `results/default/02_d2s.json` (commit {prov['commit']}, {prov['time_utc']}). MRR@10 in percent; FLOPs: expected shared active terms per caption-image pair; nnz: average non-zeros._")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {"dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s}
 DOCUMENTS = ("README.md", "data/README.md")
 
 

@@ -90,8 +90,9 @@ def test_distillation_improves_val_recall(problem, tmp_path):
     assert after["MRR@10"] > before["MRR@10"]
 
 
-def test_same_seed_twice_gives_identical_numbers(problem, tmp_path):
-    cfg = _cfg(problem, epochs=3, gate="example")
+@pytest.mark.parametrize("cpu_bf16", [False, True], ids=["fp32", "cpu_bf16"])
+def test_same_seed_twice_gives_identical_numbers(problem, tmp_path, cpu_bf16):
+    cfg = _cfg(problem, epochs=3, gate="example", cpu_bf16=cpu_bf16)
     a = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "a", progress=False)
     b = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "b", progress=False)
     assert _numbers(a) == _numbers(b)
@@ -157,3 +158,9 @@ def test_encode_sparse_save_load_and_best_checkpoint(problem, tmp_path):
     back = load_sparse(tmp_path / "txt.npz")
     assert (back != txt).nnz == 0 and back.dtype == np.float32
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp files left
+
+
+def test_checkpoint_selection_skips_the_early_share(problem, tmp_path):
+    res = train_d2s(_cfg(problem, epochs=4, select_from_fraction=0.5), problem["train"], problem["val"], tmp_path / "sel", progress=False)
+    r1 = {h["epoch"]: h["val_t2i_R@1"] for h in res["history"]}
+    assert res["best_epoch"] in (3, 4) and res["best_val"]["text_to_image"]["R@1"] == max(r1[3], r1[4])
