@@ -56,3 +56,28 @@ def image_grid(paths: list[str], titles: list[str], ncols: int = 6, size: float 
         ax.set_title("\n".join(textwrap.wrap(t, 22)[:3]), fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def images_with_terms(paths: list[str], names: list[str], terms: dict[str, list[list[str]]], size: float = 2.0):
+    """One column per image: the image, its name, then each condition's top terms below it."""
+    import textwrap
+
+    from PIL import Image
+
+    n = len(paths)
+    fig, axes = plt.subplots(2, n, figsize=(size * n, size * 2.6), squeeze=False, gridspec_kw={"height_ratios": [1, 1.6]})
+    for j, (p, name) in enumerate(zip(paths, names)):
+        img = Image.open(p).convert("RGBA")
+        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        bg.alpha_composite(img)
+        axes[0, j].imshow(bg.convert("RGB"))
+        axes[0, j].set_title("\n".join(textwrap.wrap(name, 20)[:2]), fontsize=8)
+        lines = []
+        for cond, per_item in terms.items():
+            lines.append(f"{cond}:")
+            lines += ["  " + ", ".join(per_item[j][i : i + 3]) for i in range(0, len(per_item[j]), 3)]
+        axes[1, j].text(0, 1, "\n".join(lines), va="top", fontsize=6.5, family="monospace")
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

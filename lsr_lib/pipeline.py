@@ -23,6 +23,7 @@ from .config import PROFILES, REPO_ROOT
 STAGES = [
     "01_cache_dense_features",
     "02_train_sparse_heads",
+    "03_analyze_sparse_vectors",
 ]
 
 log = logging.getLogger("lsr_lib.pipeline")
