@@ -87,6 +87,23 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    """Stage 04: inverted-index retrieval and efficiency (DESIGN.md section 6)."""
+
+    exact_backends: tuple[str, ...] = ("numba", "qdrant_edge")  # checked against brute force
+    approx_backends: tuple[str, ...] = ("seismic", "pisa")  # recall@10 against exact (PISA: integer-quantised weights)
+    dense_backends: tuple[str, ...] = ("faiss_flat", "faiss_hnsw")  # the dense teacher, exact and HNSW (M=32, ef=64)
+    topk: int = 100
+    prune_doc_k: tuple[int, ...] = (0, 64, 32)  # index-time pruning of document vectors; 0 = none
+    prune_query_k: tuple[int, ...] = (0, 32, 16)  # paired with prune_doc_k
+    latency_queries: int = 200  # single-query calls timed per engine
+    qps_queries: int = 400  # queries in one batched call for QPS
+    scale_sizes: tuple[int, ...] = (100_000, 1_000_000)  # synthetic collections from the learned models' output distribution
+    scale_backends: tuple[str, ...] = ("numba", "seismic", "faiss_flat", "faiss_hnsw")
+    hnsw_max_docs: int = 200_000  # HNSW build cost on 2 cores: skipped above this size
+
+
+@dataclass(frozen=True)
 class Config:
     """One profile: every setting a stage needs."""
 
@@ -99,6 +116,7 @@ class Config:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     d2s: D2SConfig = field(default_factory=D2SConfig)
     d2s_conditions: tuple[str, ...] = ("with_control", "without_control")  # stage 02 runs
+    index: IndexConfig = field(default_factory=IndexConfig)
 
     def path(self, p: str | Path) -> Path:
         """Resolve a configured path against the repository root."""

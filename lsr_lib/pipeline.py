@@ -24,6 +24,7 @@ STAGES = [
     "01_cache_dense_features",
     "02_train_sparse_heads",
     "03_analyze_sparse_vectors",
+    "04_retrieve_with_inverted_index",
 ]
 
 log = logging.getLogger("lsr_lib.pipeline")

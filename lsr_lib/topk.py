@@ -82,21 +82,26 @@ def _query_disagrees(sa: np.ndarray, ra: np.ndarray, sb: np.ndarray, rb: np.ndar
 
 
 def topk_disagreements(scores_a: np.ndarray, rows_a: np.ndarray, scores_b: np.ndarray, rows_b: np.ndarray,
-                       k: int, atol: float = 1e-5) -> list[int]:
-    """Query indices whose top-k lists differ beyond permutations among (near-)tied scores."""
+                       k: int, atol: float = 1e-5, rtol: float = 1e-5) -> list[int]:
+    """Query indices whose top-k lists differ beyond permutations among (near-)tied scores.
+
+    Two scores are tied within ``max(atol, rtol * the query's top score)``: float32 sums in another
+    order (another engine) differ by about 1e-7 of the score's magnitude.
+    """
     sa, ra = np.asarray(scores_a)[:, :k], np.asarray(rows_a)[:, :k]
     sb, rb = np.asarray(scores_b)[:, :k], np.asarray(rows_b)[:, :k]
     if sa.shape != sb.shape or ra.shape != rb.shape:
         raise ValueError(f"shapes differ: {sa.shape} vs {sb.shape}")
-    return [q for q in range(sa.shape[0]) if _query_disagrees(sa[q], ra[q], sb[q], rb[q], k, atol)]
+    top = np.nan_to_num(np.abs(np.where(ra >= 0, sa, 0.0)), posinf=0.0).max(axis=1) if sa.size else np.zeros(0)
+    return [q for q in range(sa.shape[0]) if _query_disagrees(sa[q], ra[q], sb[q], rb[q], k, max(atol, rtol * float(top[q])))]
 
 
 def same_topk_up_to_ties(scores_a: np.ndarray, rows_a: np.ndarray, scores_b: np.ndarray, rows_b: np.ndarray,
-                         k: int, atol: float = 1e-5) -> bool:
+                         k: int, atol: float = 1e-5, rtol: float = 1e-5) -> bool:
     """True when two exact rankings agree except for permutations among tied scores (also at the k boundary).
 
     Per query: the same number of results; the same score at every rank (within ``atol``); a
     document in both lists has the same score; and every document scoring more than ``atol`` above
     the last place of a full list is in both lists (a short list must hold the same documents).
     """
-    return not topk_disagreements(scores_a, rows_a, scores_b, rows_b, k, atol)
+    return not topk_disagreements(scores_a, rows_a, scores_b, rows_b, k, atol, rtol)

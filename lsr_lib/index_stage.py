@@ -1,0 +1,165 @@
+"""Stage 04 glue: retrieval through inverted indexes, checks against brute force, benchmarks.
+
+Directions (DESIGN.md section 3): ``text_to_image`` indexes the image vectors and queries with
+captions; ``image_to_text`` indexes the captions and queries with images. Indexes persist under
+``data/cache/<profile>/indexes/<condition>/<direction>/<kind>`` and are rebuilt when the vectors
+they were built from change (``sparse_index.load_or_build`` compares fingerprints).
+
+Metrics from an index's top-k lists: the rank of the first relevant item in the list (a miss
+beyond k). Engines break ties by row order, not pessimistically as ``retrieval_metrics`` does,
+so exact-engine numbers can exceed the brute-force numbers of stage 02 by the tied cases only;
+``same_topk_up_to_ties`` checks that the lists agree except for permutations among ties.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .collection import ImageCaptionSet
+from .config import Config
+from .retrieval_metrics import metrics_from_ranks
+from .sparse_index import load_or_build, make_index
+
+DIRECTIONS = ("text_to_image", "image_to_text")
+
+
+def direction_data(direction: str, col: ImageCaptionSet, images, texts) -> tuple:
+    """(queries, docs, query keys, doc keys) for a direction; keys decide relevance."""
+    img_keys = col.images["image_id"].to_numpy().astype(str)
+    txt_keys = col.captions["image_id"].to_numpy().astype(str)
+    if direction == "text_to_image":
+        return texts, images, txt_keys, img_keys
+    if direction == "image_to_text":
+        return images, texts, img_keys, txt_keys
+    raise ValueError(f"unknown direction {direction!r}; known: {DIRECTIONS}")
+
+
+def index_path(cfg: Config, condition: str, direction: str, kind: str, tag: str = "") -> Path:
+    """Where one persisted index lives."""
+    return cfg.cache_dir / "indexes" / condition / direction / (kind + (f"_{tag}" if tag else ""))
+
+
+def build_or_load(cfg: Config, condition: str, direction: str, kind: str, docs, tag: str = "", **params):
+    """A persisted index for (condition, direction, kind), rebuilt only when its vectors changed."""
+    return load_or_build(kind, index_path(cfg, condition, direction, kind, tag), docs, **params)
+
+
+def ranks_from_topk(rows: np.ndarray, query_keys: np.ndarray, doc_keys: np.ndarray) -> np.ndarray:
+    """1-based rank of the first relevant document in each top-k list, ``k + 1`` when none is there."""
+    k = rows.shape[1]
+    keys = np.where(rows >= 0, doc_keys[np.clip(rows, 0, None)], "")  # (Q, k)
+    hit = keys == query_keys[:, None]
+    first = np.where(hit.any(1), hit.argmax(1) + 1, k + 1)
+    return first
+
+
+def topk_metrics(rows: np.ndarray, query_keys: np.ndarray, doc_keys: np.ndarray, cfg: Config) -> dict:
+    """R@k and MRR@10 from top-k lists (k must be at least the largest cutoff)."""
+    if rows.shape[1] < max(max(cfg.evaluation.ks), cfg.evaluation.mrr_depth):
+        raise ValueError(f"top-{rows.shape[1]} lists are too short for cutoffs {cfg.evaluation.ks} / MRR@{cfg.evaluation.mrr_depth}")
+    return metrics_from_ranks(ranks_from_topk(rows, query_keys, doc_keys), cfg.evaluation.ks, cfg.evaluation.mrr_depth)
+
+
+def brute_force_topk(queries, docs, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: exact sparse (or dense) product, top-k by score then row."""
+    return make_index("scipy" if sp.issparse(docs) else "faiss_flat").build(docs).search(queries, k)
+
+
+def dense_like(real: np.ndarray, n: int, seed: int = 0, chunk: int = 100_000) -> np.ndarray:
+    """Synthetic dense vectors from a Gaussian fitted to real ones (mean and covariance), L2-normalised."""
+    rng = np.random.default_rng(seed)
+    mean, cov = real.mean(0), np.cov(real, rowvar=False)
+    chol = np.linalg.cholesky(cov + 1e-6 * np.eye(cov.shape[0]))
+    out = np.empty((n, real.shape[1]), dtype=np.float32)
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        x = mean + rng.standard_normal((m, real.shape[1])) @ chol.T
+        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def evaluate_through_indexes(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """Every condition x direction x backend: metrics from the index, and its check against brute force.
+
+    ``vectors``: {condition: {"images", "texts"}} CSR; ``dense``: (image vectors, text vectors).
+    Returns (metric rows, check rows).
+    """
+    from tqdm.auto import tqdm
+
+    from .topk import recall_at_k, topk_disagreements
+
+    k, rows, checks = cfg.index.topk, [], []
+    jobs = [(c, d, kind) for c in vectors for d in DIRECTIONS for kind in cfg.index.exact_backends + cfg.index.approx_backends]
+    jobs += [("dense teacher", d, kind) for d in DIRECTIONS for kind in cfg.index.dense_backends]
+    refs: dict = {}
+    for cond, direction, kind in tqdm(jobs, desc="retrieve through indexes", disable=not progress):
+        img, txt = dense if cond == "dense teacher" else (vectors[cond]["images"], vectors[cond]["texts"])
+        queries, docs, qk, dk = direction_data(direction, col, img, txt)
+        if (cond, direction) not in refs:
+            refs[cond, direction] = brute_force_topk(queries, docs, k)
+        ref_scores, ref_rows = refs[cond, direction]
+        index = build_or_load(cfg, cond.replace(" ", "_"), direction, kind, docs)
+        scores, found = index.search(queries, k)
+        rows.append({"condition": cond, "direction": direction, "backend": kind, "exact": index.exact, **topk_metrics(found, qk, dk, cfg)})
+        bad = topk_disagreements(scores, found, ref_scores, ref_rows, 10)
+        checks.append({"condition": cond, "direction": direction, "backend": kind, "exact": index.exact,
+                       "recall@10_vs_exact": recall_at_k(found[:, :10], ref_rows[:, :10], 10),
+                       "queries_differing_from_brute_force_top10": int(len(bad)), "n_queries": int(queries.shape[0])})
+    return rows, checks
+
+
+def pruning_sweep(cfg: Config, col: ImageCaptionSet, vectors: dict, kind: str = "numba") -> list[dict]:
+    """Text->image effectiveness, FLOPs and latency with document / query vectors pruned to top-k terms."""
+    from .latency_bench import query_latency
+    from .sparse_stats import sparse_summary
+    from .topk import prune_topk
+
+    out = []
+    for cond, v in vectors.items():
+        for dk_, qk_ in zip(cfg.index.prune_doc_k, cfg.index.prune_query_k):
+            docs = prune_topk(v["images"], dk_) if dk_ else v["images"]
+            queries = prune_topk(v["texts"], qk_) if qk_ else v["texts"]
+            _, _, qkeys, dkeys = direction_data("text_to_image", col, v["images"], v["texts"])
+            index = make_index(kind).build(docs)
+            _, found = index.search(queries, cfg.index.topk)
+            s = sparse_summary(queries, docs)
+            out.append({"condition": cond, "doc_topk": dk_ or "all", "query_topk": qk_ or "all", "FLOPs": s["flops"],
+                        "nnz caption": s["avg_nonzeros_query"], "nnz image": s["avg_nonzeros_document"],
+                        **topk_metrics(found, qkeys, dkeys, cfg), **query_latency(index, queries, 10, cfg.index.latency_queries)})
+    return out
+
+
+def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], docs_override: dict | None = None, size_label: str = "test split", progress: bool = True) -> list[dict]:
+    """Build time, size, memory, latency and QPS (1 and 2 threads) per backend, text->image.
+
+    ``docs_override``: {condition: docs} to benchmark on other (e.g. synthetic) collections.
+    """
+    from tqdm.auto import tqdm
+
+    from .latency_bench import benchmark_index
+    from .sparse_stats import sparse_summary
+
+    k, nq = 10, cfg.index.qps_queries
+    out = []
+    conds = list(vectors) + ["dense teacher"]
+    backends = {c: (cfg.index.dense_backends if c == "dense teacher" else cfg.index.exact_backends + cfg.index.approx_backends) for c in conds}
+    if docs_override is not None:
+        backends = {c: [b for b in cfg.index.scale_backends if (b.startswith("faiss")) == (c == "dense teacher")] for c in conds}
+    jobs = [(c, b) for c in conds for b in backends[c]]
+    for cond, kind in tqdm(jobs, desc=f"benchmark ({size_label})", disable=not progress):
+        if cond == "dense teacher":
+            docs, queries = (docs_override or {}).get(cond, dense[0]), dense[1][:nq]
+        else:
+            docs, queries = (docs_override or {}).get(cond, vectors[cond]["images"]), vectors[cond]["texts"][:nq]
+        n_docs = docs.shape[0]
+        if kind == "faiss_hnsw" and n_docs > cfg.index.hnsw_max_docs:
+            continue
+        exact_rows = brute_force_topk(queries, docs, k)[1] if kind in ("seismic", "pisa", "faiss_hnsw") else None
+        row = {"condition": cond, "collection": size_label, "n_docs": int(n_docs),
+               **benchmark_index(kind, docs, queries, k, exact_rows, n_latency=cfg.index.latency_queries)}
+        if cond != "dense teacher":
+            row["FLOPs"] = sparse_summary(queries, docs)["flops"]
+        out.append(row)
+    return out
