@@ -93,7 +93,50 @@ def d2s(results_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: dict[str, Callable[[Path], str]] = {"dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s}
+def analyses(results_dir: Path) -> str:
+    """Stage 03: co-activation and semantic deviation per condition, and the plain findings."""
+    data = _load(results_dir, "03_analyses")
+    if data is None:
+        return "_No results yet: run `make main`._\n"
+    r = data["results"]
+    lines = ["| condition | FLOPs | terms in >10% of images | caption expansion weight share | unrelated expansion share | image caption precision@10 | Kendall tau T->I |", "|---|---|---|---|---|---|---|"]
+    for name, c in r["coactivation"].items():
+        t, i = r["text_deviation"][name], r["image_deviation"][name]
+        tau = r["faithfulness"][name]["text_to_image"]["tau"]["mean_tau"]
+        lines.append(f"| {name.replace('_', ' ')} | {c['FLOPs']:.2f} | {c.get('terms in >10% of images', float('nan')):.0f} | {t['expansion_weight_share (mean)']:.3f} | "
+                     f"{t['unrelated_expansion_share (mean)']:.3f} | {i['caption_precision_at_k (mean)']:.3f} | {tau:.3f} |")
+    lines.append("")
+    for k, v in r.get("findings", {}).items():
+        lines.append(f"- with control vs without, {k}: {v}")
+    lines.append("")
+    lines.append(f"_Generated from `results/default/03_analyses.json` (commit {data['provenance']['commit']}); means over test vectors, unrelated = MiniLM cosine < {r['unrelated_threshold']}._")
+    return "\n".join(lines) + "\n"
+
+
+def efficiency(results_dir: Path) -> str:
+    """Stage 04: latency at the largest collection size, per engine and condition."""
+    data = _load(results_dir, "04_efficiency")
+    if data is None:
+        return "_No results yet: run `make main`._\n"
+    rows = data["results"]["scale"] or data["results"]["test_collection"]
+    n = max(r["n_docs"] for r in rows)
+    lines = [f"At {n:,} documents (text->image; synthetic documents drawn from each model's output distribution, real test captions as queries):", "",
+             "| condition | engine | build (s) | size (MB) | p50 latency (ms) | p99 (ms) | QPS 1 thread | QPS 2 threads | recall@10 | FLOPs |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["n_docs"] != n:
+            continue
+        rec = r.get("recall@10")
+        rec = "exact" if rec is None or rec != rec else f"{rec:.3f}"
+        fl = r.get("FLOPs")
+        fl = "" if fl is None or fl != fl else f"{fl:.2f}"
+        lines.append(f"| {r['condition'].replace('_', ' ')} | {r['kind']} | {r['build_s']:.1f} | {r['size_mb']:.0f} | {r['latency_p50_ms']:.3f} | {r['latency_p99_ms']:.3f} | {r['qps_1t']:.0f} | {r['qps_2t']:.0f} | {rec} | {fl} |")
+    m = data["results"]["machine"]
+    lines.append("")
+    lines.append(f"_Generated from `results/default/04_efficiency.json`; {m.get('cpu', '?')}, {m.get('cpu_count')} cores, {m.get('memory_gib')} GiB; one shared machine: only 2x differences are meaningful._")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {"dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses, "efficiency": efficiency}
 DOCUMENTS = ("README.md", "data/README.md")
 
 
