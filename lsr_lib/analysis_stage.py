@@ -58,8 +58,9 @@ def summary_means(per_condition: dict[str, pd.DataFrame], columns: list[str]) ->
 
 def compare(a: float, b: float) -> str:
     """'lower' / 'higher' / 'equal' with the relative change, for plain-language findings."""
-    if not np.isfinite(a) or not np.isfinite(b) or b == 0:
-        return "not comparable"
-    rel = 100 * (a - b) / abs(b)
+    if not np.isfinite(a) or not np.isfinite(b):
+        return "not comparable (undefined)"
     word = "lower" if a < b else "higher" if a > b else "equal"
-    return f"{word} ({a:.3g} vs {b:.3g}, {rel:+.1f}%)"
+    if b == 0:
+        return f"{word} ({a:.3g} vs {b:.3g})"
+    return f"{word} ({a:.3g} vs {b:.3g}, {100 * (a - b) / abs(b):+.1f}%)"

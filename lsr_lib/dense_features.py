@@ -11,6 +11,7 @@ made with the same configuration:
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -138,14 +139,19 @@ def project_views(model, img_cache: ShardedCache, txt_cache: ShardedCache, image
     return img, txt
 
 
-def write_dense_dir(out_dir: Path, collection: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, manifest: dict) -> None:
-    """Write the stage's contract with later stages: parquet features + Karpathy meta + manifest."""
+def write_dense_dir(out_dir: Path, collection: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, manifest: dict, image_root: Path | None = None) -> None:
+    """Write the stage's contract with later stages: parquet features + Karpathy meta + manifest.
+
+    Image paths are stored relative to ``image_root`` (recorded in the manifest), so later stages
+    can show the images.
+    """
     from . import karpathy
 
     write_embeddings(out_dir / "img_embs.parquet", collection.images["image_id"].tolist(), img)
     write_embeddings(out_dir / "text_embs.parquet", collection.captions["text_id"].tolist(), txt)
-    karpathy.write_karpathy(collection, out_dir / "dataset_meta.json")
-    atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+    karpathy.write_karpathy(collection, out_dir / "dataset_meta.json", image_root)
+    extra = {"image_root": str(image_root)} if image_root is not None else {}
+    atomic_write_text(out_dir / "manifest.json", json.dumps({**manifest, **extra}, indent=2, sort_keys=True))
 
 
 def load_dense_dir(dense_dir: Path, split: str | None = None) -> tuple[ImageCaptionSet, np.ndarray, np.ndarray]:
@@ -154,7 +160,8 @@ def load_dense_dir(dense_dir: Path, split: str | None = None) -> tuple[ImageCapt
 
     if not (dense_dir / "manifest.json").exists():
         raise FileNotFoundError(f"{dense_dir} has no dense features; run notebooks/01_cache_dense_features.ipynb for this profile first")
-    col = karpathy.load_karpathy(dense_dir / "dataset_meta.json")
+    image_root = json.loads((dense_dir / "manifest.json").read_text()).get("image_root")
+    col = karpathy.load_karpathy(dense_dir / "dataset_meta.json", image_root)
     if split is not None:
         col = col.split(split)
     iid, iemb = read_embeddings(dense_dir / "img_embs.parquet")
@@ -193,7 +200,11 @@ def build_dense_features(cfg: Config, collection: ImageCaptionSet, device: torch
         encoder = make_encoder(cfg)
         img, txt = extract_with_encoder(cfg, collection, encoder, cfg.cache_dir / f"extract_{kind}", progress)
         extra = {"fingerprint": encoder.fingerprint()}
-    write_dense_dir(out, collection, img, txt, {**manifest, **extra})
+    paths = [p for p in collection.images["path"] if p]
+    root = Path(os.path.commonpath(paths)) if paths else None
+    if root is not None and root.is_file():
+        root = root.parent
+    write_dense_dir(out, collection, img, txt, {**manifest, **extra}, root)
     return {"skipped": False, "dir": str(out), **extra}
 
 

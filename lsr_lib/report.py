@@ -74,7 +74,7 @@ def d2s(results_dir: Path) -> str:
     if data is None:
         return "_No results yet: run `make main`._\n"
     r = data["results"]
-    lines = [HEADER.replace("|\n|---", " FLOPs | nnz caption | nnz image |\n|---|---|---|---", 1)]
+    lines = [HEADER.replace(" |\n|---", " | FLOPs | nnz caption | nnz image |\n|---|---|---|---", 1)]
     for name, res in r["test"].items():
         s = res.get("sparsity_text_to_image")
         extra = f" {s['flops']:.2f} | {s['avg_nonzeros_query']:.1f} | {s['avg_nonzeros_document']:.1f} |" if s else " | | |"

@@ -50,3 +50,11 @@ def test_sparse_evaluation_matches_dense_computation():
     assert got["text_to_image"] == ref["text_to_image"] and got["image_to_text"] == ref["image_to_text"]
     shared = np.mean([[len(set(txt[q].indices) & set(img[d].indices)) for d in range(3)] for q in range(4)])
     assert got["sparsity_text_to_image"]["flops"] == pytest.approx(shared)
+
+
+def test_compare_words():
+    from lsr_lib.analysis_stage import compare
+
+    assert compare(1.0, 2.0).startswith("lower") and "-50.0%" in compare(1.0, 2.0)
+    assert compare(0.2, 0.0) == "higher (0.2 vs 0)"
+    assert compare(float("nan"), 1.0).startswith("not comparable")

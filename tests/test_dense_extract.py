@@ -54,9 +54,10 @@ def test_extract_writes_contract_and_is_reused(cfg, tmp_path):
     calls = enc.calls
     extract_with_encoder(cfg, col, enc, tmp_path / "x", progress=False)
     assert enc.calls == calls  # cached
-    write_dense_dir(tmp_path / "dense", col, img, txt, {"encoder": "colour"})
+    write_dense_dir(tmp_path / "dense", col, img, txt, {"encoder": "colour"}, FIX / "karpathy_images")
     col2, img2, txt2 = load_dense_dir(tmp_path / "dense")
     assert col2.images["image_id"].tolist() == col.images["image_id"].tolist() and np.array_equal(img2, img)
+    assert col2.images["path"].tolist() == col.images["path"].tolist()  # later stages can show the images
     res = dense_baseline(dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, splits=("val",))), tmp_path / "dense")
     assert set(res["val"]) >= {"text_to_image", "image_to_text", "counts"}
 
