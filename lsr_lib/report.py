@@ -136,7 +136,29 @@ def efficiency(results_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: dict[str, Callable[[Path], str]] = {"dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses, "efficiency": efficiency}
+def benchmarks(results_dir: Path) -> str:
+    """CPU throughput of feature extraction (stage 01) and D2S training (stage 02)."""
+    root = results_dir.parent / "benchmarks"
+    lines = []
+    ext = root / "01_feature_extraction_cpu.json"
+    if ext.exists():
+        e = json.loads(ext.read_text())
+        lines.append(f"- Stage 01 on CPU ({e['torch_threads']} threads): SVG rendering {e['svg_render_images_per_s']:.0f} images/s, "
+                     f"EfficientNet-Lite0 tower {e['image_tower_images_per_s']:.1f} images/s (batch {e['image_batch']}), "
+                     f"MiniLM tower {e['text_tower_captions_per_s']:.0f} captions/s (batch {e['text_batch']}); peak RSS {e['peak_rss_mib']:.0f} MiB.")
+    tr = root / "02_d2s_training_cpu.json"
+    if tr.exists():
+        t = json.loads(tr.read_text())
+        parts = ", ".join(f"{r['precision']} / {r['text']}: {r['pairs_per_s']:.0f} pairs/s" for r in t["rows"])
+        lines.append(f"- Stage 02 D2S training on CPU (batch {t['batch']}, V = {t['vocab']:,}, H = {t['hidden']}): {parts}; peak RSS {t['peak_rss_mib']} MiB.")
+    if not lines:
+        return "_No benchmark results yet._\n"
+    lines.append("")
+    lines.append("_Generated from `results/benchmarks/*.json` (machine described in each file)._")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {"benchmarks": benchmarks, "dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses, "efficiency": efficiency}
 DOCUMENTS = ("README.md", "data/README.md")
 
 
