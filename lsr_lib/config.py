@@ -101,6 +101,7 @@ class IndexConfig:
     scale_sizes: tuple[int, ...] = (100_000, 1_000_000)  # synthetic collections from the learned models' output distribution
     scale_backends: tuple[str, ...] = ("numba", "seismic", "faiss_flat", "faiss_hnsw")
     hnsw_max_docs: int = 200_000  # HNSW build cost on 2 cores: skipped above this size
+    seismic_search: tuple[tuple[int, float], ...] = ((20, 0.7), (40, 0.9), (60, 1.0))  # (query_cut, heap_factor): recall / latency sweep, no rebuild
 
 
 @dataclass(frozen=True)

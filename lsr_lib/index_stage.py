@@ -157,9 +157,27 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
         if kind == "faiss_hnsw" and n_docs > cfg.index.hnsw_max_docs:
             continue
         exact_rows = brute_force_topk(queries, docs, k)[1] if kind in ("seismic", "pisa", "faiss_hnsw") else None
-        row = {"condition": cond, "collection": size_label, "n_docs": int(n_docs),
-               **benchmark_index(kind, docs, queries, k, exact_rows, n_latency=cfg.index.latency_queries)}
+        base = {"condition": cond, "collection": size_label, "n_docs": int(n_docs)}
         if cond != "dense teacher":
-            row["FLOPs"] = sparse_summary(queries, docs)["flops"]
-        out.append(row)
+            base["FLOPs"] = sparse_summary(queries, docs)["flops"]
+        if kind == "seismic":
+            out += seismic_sweep(cfg, docs, queries, exact_rows, base)
+        else:
+            out.append({**base, **benchmark_index(kind, docs, queries, k, exact_rows, n_latency=cfg.index.latency_queries)})
     return out
+
+
+def seismic_sweep(cfg: Config, docs, queries, exact_rows: np.ndarray, base: dict, k: int = 10) -> list[dict]:
+    """One Seismic build, searched with each (query_cut, heap_factor): recall against latency."""
+    from .latency_bench import batch_qps, measure_build, query_latency
+    from .topk import recall_at_k
+
+    index, built = measure_build("seismic", docs)
+    rows = []
+    for cut, heap in cfg.index.seismic_search:
+        index.set_search_params(query_cut=cut, heap_factor=heap)
+        row = {**base, **built, "kind": f"seismic qc={cut} hf={heap}", **query_latency(index, queries, k, cfg.index.latency_queries)}
+        row.update({f"qps_{t}t": batch_qps(index, queries, k, threads=t) for t in (1, 2)})
+        row[f"recall@{k}"] = recall_at_k(index.search(queries, k)[1], exact_rows, k)
+        rows.append(row)
+    return rows
