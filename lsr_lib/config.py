@@ -102,6 +102,7 @@ class IndexConfig:
     scale_backends: tuple[str, ...] = ("numba", "seismic", "faiss_flat", "faiss_hnsw")
     hnsw_max_docs: int = 200_000  # HNSW build cost on 2 cores: skipped above this size
     seismic_search: tuple[tuple[int, float], ...] = ((20, 0.7), (40, 0.9), (60, 1.0))  # (query_cut, heap_factor): recall / latency sweep, no rebuild
+    seismic_postings_per_doc: tuple[float, ...] = (0.001,)  # n_postings = fraction x documents, one build each (DESIGN.md section 6: 0.0005-0.0015)
 
 
 @dataclass(frozen=True)

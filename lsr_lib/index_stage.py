@@ -172,12 +172,14 @@ def seismic_sweep(cfg: Config, docs, queries, exact_rows: np.ndarray, base: dict
     from .latency_bench import batch_qps, measure_build, query_latency
     from .topk import recall_at_k
 
-    index, built = measure_build("seismic", docs)
     rows = []
-    for cut, heap in cfg.index.seismic_search:
-        index.set_search_params(query_cut=cut, heap_factor=heap)
-        row = {**base, **built, "kind": f"seismic qc={cut} hf={heap}", **query_latency(index, queries, k, cfg.index.latency_queries)}
-        row.update({f"qps_{t}t": batch_qps(index, queries, k, threads=t) for t in (1, 2)})
-        row[f"recall@{k}"] = recall_at_k(index.search(queries, k)[1], exact_rows, k)
-        rows.append(row)
+    for per_doc in cfg.index.seismic_postings_per_doc:
+        index, built = measure_build("seismic", docs, n_postings_per_doc=per_doc)
+        for cut, heap in cfg.index.seismic_search:
+            index.set_search_params(query_cut=cut, heap_factor=heap)
+            row = {**base, **built, "kind": f"seismic np={per_doc:g}N qc={cut} hf={heap}", **query_latency(index, queries, k, cfg.index.latency_queries)}
+            row.update({f"qps_{t}t": batch_qps(index, queries, k, threads=t) for t in (1, 2)})
+            row[f"recall@{k}"] = recall_at_k(index.search(queries, k)[1], exact_rows, k)
+            rows.append(row)
+        del index
     return rows
