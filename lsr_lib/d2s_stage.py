@@ -76,10 +76,13 @@ def sparse_vectors(cfg: Config, name: str, split: str, col: ImageCaptionSet, img
         return load_sparse(ip), load_sparse(tp)
     model, _ = load_best(run_dir(cfg, name))
     d = cfg.d2s.eval_batch_size
-    img_csr = encode_sparse(model, torch.from_numpy(img), "image", d)  # (N_img, V)
+    if fresh(ip):  # image vectors do not depend on own_tokens_only: encode them once
+        img_csr = load_sparse(ip)
+    else:
+        img_csr = encode_sparse(model, torch.from_numpy(img), "image", d)  # (N_img, V)
+        save_sparse(ip, img_csr)
     masks = caption_token_masks(col.captions["text"].tolist(), tokenizer) if own_tokens_only else None  # (N_txt, L) ids
     txt_csr = encode_sparse(model, torch.from_numpy(txt), "text", d, masks)  # (N_txt, V)
-    save_sparse(ip, img_csr)
     save_sparse(tp, txt_csr)
     return img_csr, txt_csr
 

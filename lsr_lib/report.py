@@ -20,6 +20,20 @@ from .config import REPO_ROOT
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
+MISSING = "_No results yet: run `make main`._\n"
+
+
+def from_stage(stage: str) -> Callable[[Callable[[dict], str]], Callable[[Path], str]]:
+    """Renderer decorator: load ``results/default/<stage>.json``, or render a placeholder."""
+    def wrap(render_data: Callable[[dict], str]) -> Callable[[Path], str]:
+        def render_dir(results_dir: Path) -> str:
+            data = _load(results_dir, stage)
+            return MISSING if data is None else render_data(data)
+        render_dir.__doc__ = render_data.__doc__
+        return render_dir
+    return wrap
+
+
 def _load(results_dir: Path, stage: str) -> dict | None:
     path = results_dir / f"{stage}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -34,11 +48,9 @@ def _row(name: str, res: dict) -> str:
 HEADER = "| | T->I R@1 | R@5 | R@10 | MRR@10 | I->T R@1 | R@5 | R@10 | MRR@10 |\n|---|---|---|---|---|---|---|---|---|"
 
 
-def dense_baseline(results_dir: Path) -> str:
+@from_stage("01_dense_baseline")
+def dense_baseline(data: dict) -> str:
     """Dense teacher on val / test, and on transformed test images."""
-    data = _load(results_dir, "01_dense_baseline")
-    if data is None:
-        return "_No results yet: run `make main`._\n"
     r = data["results"]
     lines = [HEADER]
     for split, res in r["baseline"].items():
@@ -53,11 +65,9 @@ def dense_baseline(results_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def data_counts(results_dir: Path) -> str:
+@from_stage("01_dense_baseline")
+def data_counts(data: dict) -> str:
     """Images / captions / groups per split of the default collection."""
-    data = _load(results_dir, "01_dense_baseline")
-    if data is None:
-        return "_No results yet: run `make main`._\n"
     r = data["results"]
     lines = ["| split | images | captions | variant groups |", "|---|---|---|---|"]
     for split in ("train", "val", "test"):
@@ -68,11 +78,9 @@ def data_counts(results_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def d2s(results_dir: Path) -> str:
+@from_stage("02_d2s")
+def d2s(data: dict) -> str:
     """Stage 02: dense teacher and every D2S condition on the test split, with FLOPs and lengths."""
-    data = _load(results_dir, "02_d2s")
-    if data is None:
-        return "_No results yet: run `make main`._\n"
     r = data["results"]
     lines = [HEADER.replace(" |\n|---", " | FLOPs | nnz caption | nnz image |\n|---|---|---|---", 1)]
     for name, res in r["test"].items():
@@ -93,11 +101,9 @@ def d2s(results_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def analyses(results_dir: Path) -> str:
+@from_stage("03_analyses")
+def analyses(data: dict) -> str:
     """Stage 03: co-activation and semantic deviation per condition, and the plain findings."""
-    data = _load(results_dir, "03_analyses")
-    if data is None:
-        return "_No results yet: run `make main`._\n"
     r = data["results"]
     lines = ["| condition | FLOPs | terms in >10% of images | caption expansion weight share | unrelated expansion share | image caption precision@10 | Kendall tau T->I |", "|---|---|---|---|---|---|---|"]
     for name, c in r["coactivation"].items():
@@ -113,11 +119,9 @@ def analyses(results_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def efficiency(results_dir: Path) -> str:
+@from_stage("04_efficiency")
+def efficiency(data: dict) -> str:
     """Stage 04: latency at the largest collection size, per engine and condition."""
-    data = _load(results_dir, "04_efficiency")
-    if data is None:
-        return "_No results yet: run `make main`._\n"
     rows = data["results"]["scale"] or data["results"]["test_collection"]
     n = max(r["n_docs"] for r in rows)
     lines = [f"At {n:,} documents (text->image; synthetic documents drawn from each model's output distribution, real test captions as queries):", "",
