@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import yaml
 
 from .d2s_config import D2SConfig
+from .suggest_config import SuggestConfig
 from .typed_config import ConfigError, build_dataclass, to_dict
 
-__all__ = ["Config", "ConfigError", "D2SConfig", "build_dataclass", "load_config", "to_dict"]
+__all__ = ["Config", "ConfigError", "D2SConfig", "SweepSetting", "build_dataclass", "load_config", "split_profile", "to_dict"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("smoke", "default", "paper")
@@ -102,7 +104,38 @@ class IndexConfig:
     scale_backends: tuple[str, ...] = ("numba", "seismic", "faiss_flat", "faiss_hnsw")
     hnsw_max_docs: int = 200_000  # HNSW build cost on 2 cores: skipped above this size
     seismic_search: tuple[tuple[int, float], ...] = ((20, 0.7), (40, 0.9), (60, 1.0))  # (query_cut, heap_factor): recall / latency sweep, no rebuild
+    hnsw_ef_search: tuple[int, ...] = (64,)  # HNSW efSearch sweep (one build): recall / latency, for recall-matched comparisons
     seismic_postings_per_doc: tuple[float, ...] = (0.001,)  # n_postings = fraction x documents, one build each (DESIGN.md section 6: 0.0005-0.0015)
+
+
+@dataclass(frozen=True)
+class SweepSetting:
+    """One (dataset, backbone) point of a profile's sweep: config overrides merged over the profile.
+
+    Loaded as profile ``<profile>/<dataset>_<backbone>`` (e.g. ``paper/mscoco_albef``), whose
+    results go to ``results/<profile>/<dataset>_<backbone>/`` and caches to
+    ``data/cache/<profile>/<dataset>_<backbone>/``; ``python -m lsr_lib.sweep`` runs them all.
+    """
+
+    dataset: str  # mscoco | flickr30k
+    backbone: str  # blip | albef
+    overrides: Any = None  # nested mapping like the profile file; checked key by key when the setting is loaded
+    extract_kernel: str = "python3"  # Jupyter kernel for stage 01 (lsr-lavis for encoder.kind lavis, environment-lavis.yml)
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}_{self.backbone}"
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        for key in ("dataset", "backbone"):
+            if not re.fullmatch(r"[a-z0-9]+", getattr(self, key)):
+                raise ConfigError(f"{key}: must be lower-case letters and digits (it names a results folder), got {getattr(self, key)!r}")
+        if self.overrides is not None and not isinstance(self.overrides, dict):
+            raise ConfigError(f"overrides: expected a mapping of settings, got {self.overrides!r}")
+        bad = sorted({"profile", "sweep"} & set(self.overrides or {}))
+        if bad:
+            raise ConfigError(f"overrides: {', '.join(bad)} cannot be overridden by a sweep setting")
 
 
 @dataclass(frozen=True)
@@ -119,6 +152,8 @@ class Config:
     d2s: D2SConfig = field(default_factory=D2SConfig)
     d2s_conditions: tuple[str, ...] = ("with_control", "without_control")  # stage 02 runs
     index: IndexConfig = field(default_factory=IndexConfig)
+    suggest: SuggestConfig = field(default_factory=SuggestConfig)  # stage 05: image suggestion, M1-M4
+    sweep: tuple[SweepSetting, ...] = ()  # paper profile: the (dataset, backbone) settings lsr_lib.sweep runs
 
     def path(self, p: str | Path) -> Path:
         """Resolve a configured path against the repository root."""
@@ -136,7 +171,17 @@ class Config:
 
     @property
     def results_dir(self) -> Path:
+        """``results/<profile>`` (``results/<profile>/<setting>`` for a sweep setting)."""
         return REPO_ROOT / "results" / self.profile
+
+    def setting(self, name: str) -> SweepSetting:
+        """The sweep setting called ``name`` (``mscoco_blip`` or ``mscoco/blip``)."""
+        name = name.replace("/", "_")
+        for s in self.sweep:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.sweep) or "none (the profile has no sweep section)"
+        raise ConfigError(f"profile {self.profile!r} has no sweep setting {name!r}; known: {known}")
 
     def section_hash(self, *names: str) -> str:
         """Short stable hash of the named sections, for cache manifests."""
@@ -144,21 +189,40 @@ class Config:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def split_profile(profile: str) -> tuple[str, Optional[str]]:
+    """``"paper/mscoco_blip"`` -> ``("paper", "mscoco_blip")``; ``"default"`` -> ``("default", None)``."""
+    base, _, setting = profile.partition("/")
+    return base, (setting or None)
+
+
 def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Optional[Path] = None) -> Config:
-    """Load ``params/<profile>.yaml`` (plus optional nested overrides) into a :class:`Config`."""
+    """Load ``params/<profile>.yaml`` (plus optional nested overrides) into a :class:`Config`.
+
+    ``profile`` may name a sweep setting, ``<profile>/<dataset>_<backbone>``: the setting's
+    overrides from the profile's ``sweep`` section are merged first, then ``overrides``.
+    """
     params_dir = params_dir or REPO_ROOT / "params"
-    path = Path(params_dir) / f"{profile}.yaml"
+    base, setting = split_profile(profile)
+    path = Path(params_dir) / f"{base}.yaml"
     if not path.exists():
         raise ConfigError(f"no profile file {path}; available: {', '.join(p.stem for p in sorted(Path(params_dir).glob('*.yaml')))}")
     raw = yaml.safe_load(path.read_text()) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw.setdefault("profile", base)
+    if setting is not None:
+        try:
+            chosen = build_dataclass(Config, raw).setting(setting)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        raw = _merge(raw, chosen.overrides or {})
+        raw["profile"] = f"{raw['profile']}/{chosen.name}"  # results/<profile>/<setting>/, data/cache/<profile>/<setting>/
     raw = _merge(raw, overrides or {})
-    raw.setdefault("profile", profile)
     try:
         return build_dataclass(Config, raw)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        where = f" (sweep setting {setting!r})" if setting else ""
+        raise ConfigError(f"{path}{where}: {e}") from None
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -160,26 +160,63 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
         base = {"condition": cond, "collection": size_label, "n_docs": int(n_docs)}
         if cond != "dense teacher":
             base["FLOPs"] = sparse_summary(queries, docs)["flops"]
-        if kind == "seismic":
-            out += seismic_sweep(cfg, docs, queries, exact_rows, base)
+        if kind in ("seismic", "faiss_hnsw"):
+            out += search_sweep(cfg, kind, docs, queries, exact_rows, base)
         else:
             out.append({**base, **benchmark_index(kind, docs, queries, k, exact_rows, n_latency=cfg.index.latency_queries)})
     return out
 
 
-def seismic_sweep(cfg: Config, docs, queries, exact_rows: np.ndarray, base: dict, k: int = 10) -> list[dict]:
-    """One Seismic build, searched with each (query_cut, heap_factor): recall against latency."""
+def search_sweep(cfg: Config, kind: str, docs, queries, exact_rows: np.ndarray, base: dict, k: int = 10) -> list[dict]:
+    """Recall against latency for an approximate engine: one build per build setting, searched
+    with every search setting (Seismic: ``n_postings`` x (query_cut, heap_factor); HNSW: efSearch).
+    """
     from .latency_bench import batch_qps, measure_build, query_latency
     from .topk import recall_at_k
 
+    if kind == "seismic":
+        builds = [({"n_postings_per_doc": f}, f"np={f:g}N") for f in cfg.index.seismic_postings_per_doc]
+        searches = [({"query_cut": c, "heap_factor": h}, f"qc={c} hf={h}") for c, h in cfg.index.seismic_search]
+    elif kind == "faiss_hnsw":
+        builds = [({}, "")]
+        searches = [({"ef_search": ef}, f"ef={ef}") for ef in cfg.index.hnsw_ef_search]
+    else:
+        raise ValueError(f"no search sweep for engine {kind!r}; sweeps exist for seismic and faiss_hnsw")
     rows = []
-    for per_doc in cfg.index.seismic_postings_per_doc:
-        index, built = measure_build("seismic", docs, n_postings_per_doc=per_doc)
-        for cut, heap in cfg.index.seismic_search:
-            index.set_search_params(query_cut=cut, heap_factor=heap)
-            row = {**base, **built, "kind": f"seismic np={per_doc:g}N qc={cut} hf={heap}", **query_latency(index, queries, k, cfg.index.latency_queries)}
+    for build_params, build_label in builds:
+        index, built = measure_build(kind, docs, **build_params)
+        for search_params, search_label in searches:
+            index.set_search_params(**search_params)
+            label = " ".join(x for x in (kind, build_label, search_label) if x)
+            row = {**base, **built, "kind": label, **query_latency(index, queries, k, cfg.index.latency_queries)}
             row.update({f"qps_{t}t": batch_qps(index, queries, k, threads=t) for t in (1, 2)})
             row[f"recall@{k}"] = recall_at_k(index.search(queries, k)[1], exact_rows, k)
             rows.append(row)
         del index
     return rows
+
+
+def recall_matched(rows: list[dict], targets: tuple[float, ...] = (0.9, 0.95, 0.99), k: int = 10) -> list[dict]:
+    """For each collection size, condition, engine and recall target: the fastest setting (p50)
+    whose recall@k reaches the target. Exact engines count as recall 1. An engine that never
+    reaches a target gets no row for it (its best recall is reported instead).
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return []
+    df["engine"] = df["kind"].str.split(" ").str[0]
+    df["recall"] = df.get(f"recall@{k}", pd.Series(np.nan, index=df.index)).fillna(1.0)
+    out = []
+    for (n, cond, engine), g in df.groupby(["n_docs", "condition", "engine"], sort=False):
+        for t in targets:
+            ok = g[g["recall"] >= t]
+            if ok.empty:
+                out.append({"n_docs": int(n), "condition": cond, "engine": engine, "target_recall": t, "setting": None,
+                            "latency_p50_ms": None, "recall": None, "best_recall": float(g["recall"].max())})
+                continue
+            best = ok.loc[ok["latency_p50_ms"].idxmin()]
+            out.append({"n_docs": int(n), "condition": cond, "engine": engine, "target_recall": t, "setting": best["kind"],
+                        "latency_p50_ms": float(best["latency_p50_ms"]), "recall": float(best["recall"]), "best_recall": float(g["recall"].max())})
+    return out

@@ -134,6 +134,19 @@ def efficiency(data: dict) -> str:
         fl = r.get("FLOPs")
         fl = "" if fl is None or fl != fl else f"{fl:.2f}"
         lines.append(f"| {r['condition'].replace('_', ' ')} | {r['kind']} | {r['build_s']:.1f} | {r['size_mb']:.0f} | {r['latency_p50_ms']:.3f} | {r['latency_p99_ms']:.3f} | {r['qps_1t']:.0f} | {r['qps_2t']:.0f} | {rec} | {fl} |")
+    matched = [r for r in data["results"].get("recall_matched", []) if r["n_docs"] == n]
+    if matched:
+        targets = sorted({r["target_recall"] for r in matched})
+        lines += ["", f"At equal recall, {n:,} documents: p50 latency (ms) of the fastest setting reaching each recall@10 (exact engines count as 1; '-' = never reached, best recall in brackets):", "",
+                  "| condition | engine | " + " | ".join(f"recall >= {t:g}" for t in targets) + " |", "|---|---|" + "---|" * len(targets)]
+        cells: dict = {}
+        for r in matched:
+            v = "-" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.3f}"
+            if r["latency_p50_ms"] is None:
+                v += f" ({r['best_recall']:.2f})"
+            cells.setdefault((r["condition"], r["engine"]), {})[r["target_recall"]] = v
+        for (cond, engine), c in cells.items():
+            lines.append(f"| {cond.replace('_', ' ')} | {engine} | " + " | ".join(c.get(t, "") for t in targets) + " |")
     m = data["results"]["machine"]
     lines.append("")
     lines.append(f"_Generated from `results/default/04_efficiency.json`; {m.get('cpu', '?')}, {m.get('cpu_count')} cores, {m.get('memory_gib')} GiB; one shared machine: only 2x differences are meaningful._")

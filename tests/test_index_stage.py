@@ -1,0 +1,47 @@
+"""Stage 04 glue: approximate-engine sweeps and the recall-matched comparison."""
+import numpy as np
+import pytest
+
+from lsr_lib.config import load_config
+from lsr_lib.index_stage import recall_matched, search_sweep
+from lsr_lib.index_stage import brute_force_topk
+
+
+def rows():
+    base = {"n_docs": 1000, "condition": "with_control"}
+    return [
+        {**base, "kind": "numba", "latency_p50_ms": 5.0, "recall@10": None},
+        {**base, "kind": "seismic np=0.001N qc=20 hf=0.7", "latency_p50_ms": 1.0, "recall@10": 0.80},
+        {**base, "kind": "seismic np=0.01N qc=20 hf=0.7", "latency_p50_ms": 3.0, "recall@10": 0.96},
+        {**base, "kind": "seismic np=0.01N qc=60 hf=1.0", "latency_p50_ms": 4.0, "recall@10": 0.995},
+        {**base, "condition": "dense teacher", "kind": "faiss_hnsw ef=16", "latency_p50_ms": 0.2, "recall@10": 0.7},
+        {**base, "condition": "dense teacher", "kind": "faiss_hnsw ef=64", "latency_p50_ms": 0.5, "recall@10": 0.92},
+    ]
+
+
+def test_recall_matched_picks_fastest_setting_reaching_each_target():
+    out = {(r["engine"], r["target_recall"]): r for r in recall_matched(rows(), (0.9, 0.95, 0.99))}
+    assert out[("numba", 0.99)]["latency_p50_ms"] == 5.0  # exact counts as recall 1
+    assert out[("seismic", 0.9)]["setting"] == "seismic np=0.01N qc=20 hf=0.7"  # 0.001N never reaches 0.9
+    assert out[("seismic", 0.99)]["setting"] == "seismic np=0.01N qc=60 hf=1.0"
+    assert out[("faiss_hnsw", 0.9)]["latency_p50_ms"] == 0.5
+    miss = out[("faiss_hnsw", 0.95)]
+    assert miss["setting"] is None and miss["latency_p50_ms"] is None and miss["best_recall"] == pytest.approx(0.92)
+
+
+def test_hnsw_sweep_recall_grows_with_ef_search():
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((3000, 32)).astype(np.float32)
+    queries = rng.standard_normal((40, 32)).astype(np.float32)
+    exact = brute_force_topk(queries, docs, 10)[1]
+    cfg = load_config("smoke", {"index": {"hnsw_ef_search": [4, 256], "latency_queries": 10}})
+    out = search_sweep(cfg, "faiss_hnsw", docs, queries, exact, {"condition": "dense teacher", "n_docs": 3000})
+    assert [r["kind"] for r in out] == ["faiss_hnsw ef=4", "faiss_hnsw ef=256"]
+    assert out[0]["build_s"] == out[1]["build_s"]  # one build, searched twice
+    assert out[1]["recall@10"] > out[0]["recall@10"] and out[1]["recall@10"] >= 0.95
+
+
+def test_search_sweep_rejects_engines_without_a_sweep():
+    cfg = load_config("smoke")
+    with pytest.raises(ValueError, match="no search sweep"):
+        search_sweep(cfg, "numba", None, None, None, {})
