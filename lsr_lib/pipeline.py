@@ -3,6 +3,7 @@
     python -m lsr_lib.pipeline --profile default            # every stage
     python -m lsr_lib.pipeline --profile smoke --stages 01  # one stage
     python -m lsr_lib.pipeline --profile paper --dry-run    # print what would run
+    python -m lsr_lib.pipeline --profile paper/flickr30k_albef   # one sweep setting (see lsr_lib.sweep)
 
 Executed copies go to ``runs/<profile>/`` (gitignored); the notebooks on disk stay output-free.
 Each stage skips the work whose outputs are already on disk for the same configuration, so a
@@ -17,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PROFILES, REPO_ROOT
+from .config import PROFILES, REPO_ROOT, split_profile
 
 # The registered stages, in order. A test fails when a notebook on disk is missing here.
 STAGES = [
@@ -25,6 +26,7 @@ STAGES = [
     "02_train_sparse_heads",
     "03_analyze_sparse_vectors",
     "04_retrieve_with_inverted_index",
+    "05_image_suggestion",
 ]
 
 log = logging.getLogger("lsr_lib.pipeline")
@@ -41,21 +43,28 @@ def select_stages(wanted: list[str] | None) -> list[str]:
     return out
 
 
-def run_stage(stage: str, profile: str, out_dir: Path, progress: bool = True) -> Path:
-    """Execute one notebook with papermill, parameters ``profile`` and ``progress``."""
+def run_stage(stage: str, profile: str, out_dir: Path, progress: bool = True, kernel_name: str = "python3") -> Path:
+    """Execute one notebook with papermill, parameters ``profile`` and ``progress``, in ``kernel_name``."""
     import papermill as pm
 
     src = REPO_ROOT / "notebooks" / f"{stage}.ipynb"
     dst = out_dir / f"{stage}.ipynb"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "progress": progress}, cwd=str(REPO_ROOT / "notebooks"), kernel_name="python3", log_output=False, progress_bar=progress)
+    pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "progress": progress}, cwd=str(REPO_ROOT / "notebooks"), kernel_name=kernel_name, log_output=False, progress_bar=progress)
     return dst
+
+
+def _profile_name(name: str) -> str:
+    """argparse type: a known profile, optionally followed by ``/<sweep setting>``."""
+    if split_profile(name)[0] not in PROFILES:
+        raise argparse.ArgumentTypeError(f"unknown profile {name!r}; known: {', '.join(PROFILES)} (optionally /<sweep setting>)")
+    return name
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns a process exit code."""
     ap = argparse.ArgumentParser(prog="python -m lsr_lib.pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", choices=PROFILES, default="default")
+    ap.add_argument("--profile", type=_profile_name, default="default", help=f"{', '.join(PROFILES)}, or <profile>/<sweep setting>")
     ap.add_argument("--stages", nargs="*", help="stage numbers or names (default: all)")
     ap.add_argument("--out", type=Path, default=None, help="folder for executed notebooks (default runs/<profile>)")
     ap.add_argument("--dry-run", action="store_true", help="print the stages and commands, run nothing")

@@ -89,3 +89,36 @@ class TextTower:
 
     def fingerprint(self) -> dict:
         return {"tower": "all-MiniLM-L6-v2", "weights_sha": file_sha(self.path / "model.safetensors")}
+
+
+class TokenTower:
+    """Locked all-MiniLM-L6-v2 token states: {"states": (B, L, 384), "token_ids": (B, L), "mask": (B, L)}.
+
+    The un-pooled last-layer states the MLP / MLM sparse encoders of stage 05 read; texts are
+    padded or truncated to ``max_tokens`` WordPiece tokens ([CLS] and [SEP] included).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", max_tokens: int = 32):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = minilm_path()
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        self.model = AutoModel.from_pretrained(str(self.path)).eval().to(self.device)
+        self.max_tokens = max_tokens
+
+    @torch.inference_mode()
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt")
+        out = self.model(input_ids=enc["input_ids"].to(self.device), attention_mask=enc["attention_mask"].to(self.device))
+        return {"states": out.last_hidden_state.float().cpu().numpy(), "token_ids": enc["input_ids"].numpy(), "mask": enc["attention_mask"].numpy()}
+
+    def fingerprint(self) -> dict:
+        return {"tower": "all-MiniLM-L6-v2 tokens", "weights_sha": file_sha(self.path / "model.safetensors"), "max_tokens": self.max_tokens}
+
+
+def patch_states(tower: ImageTower, images: list[Image.Image]) -> dict[str, np.ndarray]:
+    """EfficientNet-Lite0's 7x7 feature map as 49 patch states: {"patches": (B, 49, 1280)}."""
+    with torch.inference_mode():
+        fmap = tower.model.extract_features(tower.preprocess(images).to(tower.device))  # (B, 1280, 7, 7)
+        return {"patches": fmap.flatten(2).transpose(1, 2).float().cpu().numpy()}

@@ -1,0 +1,210 @@
+"""Stage 05 glue: cache frozen tower states, train M1-M4, export vectors, evaluate through an index.
+
+Writes under ``cfg.cache_dir / "suggest"``: ``states_text/`` and ``states_image/`` (sharded,
+resumable caches of MiniLM token states and EfficientNet-Lite0 patch states), and per
+configuration ``<M>/best.safetensors``, ``best.json`` and ``vectors/<split>_{queries,docs}.npz``
+(scipy CSR; a retrained model invalidates them).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from .config import Config
+from .d2s_train import load_sparse, save_sparse
+from .feature_cache import ShardedCache
+from .sparse_stats import sparse_summary
+from .suggest_data import SuggestionSet, emoji_suggestion_set, load_atomic, load_document_image
+from .suggest_model import CONFIG_SIDES
+from .suggest_train import encode, load_suggest_model, train_suggest
+
+MEASURES = ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100")  # ir_measures names: MAP@10 = AP@10, MRR@10 = RR@10
+
+
+def suggest_dir(cfg: Config) -> Path:
+    return cfg.cache_dir / "suggest"
+
+
+def load_suggestion_set(cfg: Config, collection=None) -> SuggestionSet:
+    """The profile's suggestion data: emoji suggestion from stage 01's collection, or AToMiC files."""
+    s = cfg.suggest
+    if s.source == "atomic":
+        qrels = {split: cfg.path(s.atomic_qrels) / f"{split}.qrels" for split in ("train", "validation", "test")}
+        qrels = {k: p if p.exists() else p.with_suffix(".parquet") for k, p in qrels.items()}
+        data = load_atomic(cfg.path(s.atomic_texts), cfg.path(s.atomic_images), qrels)
+        return SuggestionSet(data.name, data.queries.replace({"split": {"validation": "val"}}), data.docs.replace({"split": {"validation": "val"}}), data.qrels)
+    if collection is None:
+        from .dense_features import load_collection
+
+        collection = load_collection(cfg)
+    return emoji_suggestion_set(collection)
+
+
+def _checksum(ids, texts) -> str:
+    h = hashlib.sha256()
+    for i, t in zip(ids, texts):
+        h.update(f"{i}\t{t}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_states(cfg: Config, data: SuggestionSet, device: torch.device | str = "cpu", progress: bool = True) -> tuple[ShardedCache, ShardedCache]:
+    """Fill (or reuse) the token-state cache of every query and caption and the patch-state cache of every image."""
+    from .towers import ImageTower, TokenTower, patch_states
+
+    text_ids = [f"q:{i}" for i in data.queries["query_id"]] + [f"d:{i}" for i in data.docs["doc_id"]]
+    texts = list(data.queries["text"]) + [str(c) for c in data.docs["caption"]]
+    tok = TokenTower(device, cfg.suggest.max_text_tokens)
+    tcache = ShardedCache(suggest_dir(cfg) / "states_text", {**tok.fingerprint(), "texts": _checksum(text_ids, texts), "n": len(text_ids)}, cfg.extraction.shard_size)
+    text_of = dict(zip(text_ids, texts))
+    tcache.fill(text_ids, lambda b: tok([text_of[i] for i in b]), cfg.extraction.text_batch_size, "token states", progress)
+    img = ImageTower(device, cfg.data.image_size)
+    icache = ShardedCache(suggest_dir(cfg) / "states_image", {**img.fingerprint(), "images": _checksum(data.docs["doc_id"], data.docs["path"]), "n": len(data.docs)}, cfg.extraction.shard_size)
+    row_of = {d: k for k, d in enumerate(data.docs["doc_id"])}
+    icache.fill(list(data.docs["doc_id"]), lambda b: patch_states(img, [load_document_image(data.docs.iloc[row_of[i]]) for i in b]), cfg.extraction.image_batch_size, "patch states", progress)
+    return tcache, icache
+
+
+def split_tensors(data: SuggestionSet, tcache: ShardedCache, icache: ShardedCache, need_patches: bool = True) -> dict:
+    """Tensors of one split: query / caption token states, image patches, positive document rows."""
+    def text(ids):
+        _, a = tcache.read(ids)
+        return {"states": torch.from_numpy(a["states"]), "token_ids": torch.from_numpy(a["token_ids"]).long(), "mask": torch.from_numpy(a["mask"])}
+
+    out = {"queries": text([f"q:{i}" for i in data.queries["query_id"]]), "captions": text([f"d:{i}" for i in data.docs["doc_id"]]), "patches": None}
+    if need_patches:
+        out["patches"] = torch.from_numpy(icache.read(list(data.docs["doc_id"]))[1]["patches"])
+    out["pos"] = data.positive_doc_rows()
+    return out
+
+
+def train_configuration(cfg: Config, config: str, train: dict, val: dict, states_fp: dict, progress: bool = True) -> dict:
+    """Train (or reuse) one configuration's encoders; returns the run record (history, best epoch)."""
+    return train_suggest(config, cfg.suggest, train, val, suggest_dir(cfg) / config, states_fp, progress)
+
+
+def export_vectors(cfg: Config, config: str, split: str, tensors: dict) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """CSR query and document vectors of a split (cached as .npz beside the model)."""
+    out = suggest_dir(cfg) / config / "vectors"
+    qp, dp = out / f"{split}_queries.npz", out / f"{split}_docs.npz"
+    best = suggest_dir(cfg) / config / "best.safetensors"
+    fresh = lambda p: p.exists() and best.exists() and p.stat().st_mtime >= best.stat().st_mtime  # noqa: E731
+    if fresh(qp) and fresh(dp):
+        return load_sparse(qp), load_sparse(dp)
+    model = load_suggest_model(suggest_dir(cfg) / config)
+    q = sp.csr_matrix(encode(model, "query", tensors["queries"], None, cfg.suggest.eval_batch_size).numpy())
+    d = sp.csr_matrix(encode(model, "doc", tensors["captions"], tensors["patches"], max(1, cfg.suggest.eval_batch_size // 8)).numpy())
+    q.eliminate_zeros()
+    d.eliminate_zeros()
+    save_sparse(qp, q)
+    save_sparse(dp, d)
+    return q, d
+
+
+def evaluate_through_index(cfg: Config, data: SuggestionSet, q: sp.csr_matrix, d: sp.csr_matrix, kind: str = "numba", depth: int = 100) -> dict:
+    """Retrieve every query's top ``depth`` through a stage-04 index; ir_measures on the run."""
+    import ir_measures
+
+    from .sparse_index import make_index
+
+    index = make_index(kind).build(d)
+    scores, rows = index.search(q, depth)
+    doc_ids = data.docs["doc_id"].to_numpy()
+    run = [ir_measures.ScoredDoc(qid, doc_ids[r], float(s)) for qid, rr, ss in zip(data.queries["query_id"], rows, scores) for r, s in zip(rr, ss) if r >= 0]
+    qrels = [ir_measures.Qrel(r.query_id, r.doc_id, int(r.relevance)) for r in data.qrels.itertuples()]
+    agg = ir_measures.calc_aggregate([ir_measures.parse_measure(m) for m in MEASURES], qrels, run)
+    out = {m: float(agg[ir_measures.parse_measure(m)]) for m in MEASURES}
+    stats = sparse_summary(q, d)
+    out.update({"FLOPs": stats["flops"], "nnz query": stats["avg_nonzeros_query"], "nnz doc": stats["avg_nonzeros_document"],
+                "max df share (queries)": stats["max_df_share_query"], "index": kind, "depth": depth})
+    return out
+
+
+def results_table(results: dict) -> pd.DataFrame:
+    """Configurations x (query / document encoders, metrics in percent, FLOPs, vector lengths)."""
+    rows = {}
+    for config, r in results.items():
+        qk, dk, di = CONFIG_SIDES[config]
+        rows[config] = {"query": qk.replace("_text", "").upper(), "document": f"{dk.split('_')[0].upper()} ({di})",
+                        **{("MAP@10" if m == "AP@10" else "MRR@10" if m == "RR@10" else m): 100 * r[m] for m in MEASURES},
+                        "FLOPs": r["FLOPs"], "nnz query": r["nnz query"], "nnz doc": r["nnz doc"]}
+    return pd.DataFrame(rows).T
+
+
+def example_vectors(data: SuggestionSet, q: sp.csr_matrix, d: sp.csr_matrix, query_rows, k: int = 8) -> pd.DataFrame:
+    """Top terms of a few queries and of their relevant documents."""
+    from .expansion_control import bert_uncased_tokenizer
+    from .semantic_deviation import top_terms
+
+    tok = bert_uncased_tokenizer("minilm")
+    pos = data.positive_doc_rows()
+    fmt = lambda row: ", ".join(f"{t} {w:.2f}" for t, w in zip(*top_terms(row, tok, k)[["term", "weight"]].to_numpy().T))  # noqa: E731
+    rows = []
+    for i in query_rows:
+        doc = data.docs.iloc[pos[i]]
+        rows.append({"query": data.queries["text"].iloc[i], "query vector": fmt(q[i]), "document caption": doc["caption"], "document vector": fmt(d[pos[i]])})
+    return pd.DataFrame(rows)
+
+
+def findings(results: dict) -> list[dict]:
+    """The paper's three findings, checked on these results (metric values as fractions).
+
+    1. caption-enriched documents beat image-only: best of M2 / M3 against M1 (nDCG@10);
+    2. image + caption adds little over caption only: M4 against M3 (nDCG@10);
+    3. MLP queries are sparser and less co-activated than MLM queries: M2-M4 against M1 (query
+       non-zeros, and the largest share of queries any one term is active in).
+    """
+    out = []
+    have = lambda *cs: all(c in results for c in cs)  # noqa: E731
+    if have("M1", "M2", "M3"):
+        cap = max(("M2", "M3"), key=lambda c: results[c]["nDCG@10"])
+        a, b = results[cap]["nDCG@10"], results["M1"]["nDCG@10"]
+        out.append({"finding": "caption-enriched documents beat image-only", "holds": a > b,
+                    "evidence": f"nDCG@10 {cap} {100 * a:.1f} vs M1 {100 * b:.1f}"})
+    if have("M3", "M4"):
+        a, b = results["M4"]["nDCG@10"], results["M3"]["nDCG@10"]
+        out.append({"finding": "image + caption adds little over caption only (within 2 points nDCG@10)", "holds": abs(a - b) < 0.02,
+                    "evidence": f"nDCG@10 M4 {100 * a:.1f} vs M3 {100 * b:.1f} ({100 * (a - b):+.1f})"})
+    if have("M1") and any(c in results for c in ("M2", "M3", "M4")):
+        mlp = [c for c in ("M2", "M3", "M4") if c in results]
+        nnz = max(results[c]["nnz query"] for c in mlp)
+        df = max(results[c]["max df share (queries)"] for c in mlp)
+        out.append({"finding": "MLP query vectors are sparser and less co-activated than MLM query vectors",
+                    "holds": nnz < results["M1"]["nnz query"] and df < results["M1"]["max df share (queries)"],
+                    "evidence": f"non-zeros per query: MLP at most {nnz:.1f} vs MLM {results['M1']['nnz query']:.1f}; "
+                                f"largest share of queries one term is active in: MLP at most {df:.2f} vs MLM {results['M1']['max df share (queries)']:.2f}"})
+    return out
+
+
+def explorer_models(cfg: Config, split: str = "test") -> list:
+    """M1-M4 as explorer models (``lsr_lib.explorer``): typed queries encoded live, test documents from stage 05's vectors."""
+    from .explorer import ExplorerModel
+    from .towers import TokenTower
+
+    data = load_suggestion_set(cfg).split(split)
+    out = []
+    tower = None
+    for config in cfg.suggest.configurations:
+        folder = suggest_dir(cfg) / config
+        dp = folder / "vectors" / f"{split}_docs.npz"
+        if not dp.exists():
+            continue
+        tower = tower or TokenTower("cpu", cfg.suggest.max_text_tokens)
+        model = load_suggest_model(folder)
+
+        def encode_queries(texts, model=model):
+            a = tower(list(texts))
+            t = {"states": torch.from_numpy(a["states"]), "token_ids": torch.from_numpy(a["token_ids"]).long(), "mask": torch.from_numpy(a["mask"])}
+            m = sp.csr_matrix(encode(model, "query", t, None, cfg.suggest.eval_batch_size).numpy())
+            m.eliminate_zeros()
+            return m
+
+        qk, dk, di = CONFIG_SIDES[config]
+        out.append(ExplorerModel(name=f"{config} ({qk.split('_')[0].upper()} query / {dk.split('_')[0].upper()} {di} docs)", encode_queries=encode_queries,
+                                 image_vectors=load_sparse(dp), image_ids=data.docs["doc_id"].to_numpy(), image_paths=list(data.docs["path"]),
+                                 description=f"stage 05 {config}: documents are emoji represented by {di}; scores are sparse dot products"))
+    return out

@@ -1,0 +1,174 @@
+"""Stage 05: suggestion data, MLP / MLM encoders, InfoNCE training, findings (no network)."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from lsr_lib.collection import ImageCaptionSet
+from lsr_lib.config import ConfigError, load_config
+from lsr_lib.suggest_data import SuggestionDataError, SuggestionSet, emoji_suggestion_set, load_atomic, read_qrels
+from lsr_lib.suggest_model import SuggestModel
+from lsr_lib.suggest_stage import findings
+from lsr_lib.suggest_train import flops_reg, infonce_loss, mrr_at_10, train_suggest
+
+ATOMIC = Path(__file__).parent / "fixtures" / "atomic"
+ATOMIC_QRELS = {s: ATOMIC / f"{s}.qrels" for s in ("train", "validation", "test")}
+
+
+def tiny_collection() -> ImageCaptionSet:
+    images = pd.DataFrame({"image_id": ["A", "B", "C"], "split": ["train", "train", "test"], "path": ["", "", ""], "group_id": ["a", "b", "c"]})
+    captions = pd.DataFrame({"text_id": ["A#0", "A#1", "A#2", "B#0", "C#0", "C#1"], "image_id": ["A", "A", "A", "B", "C", "C"],
+                             "split": ["train"] * 4 + ["test"] * 2, "text": ["laptop", "personal computer", "pc", "castle", "wave", "waving hand"]})
+    return ImageCaptionSet("tiny", images, captions)
+
+
+def test_emoji_suggestion_queries_are_never_the_document_caption():
+    s = emoji_suggestion_set(tiny_collection())
+    assert s.docs.set_index("doc_id")["caption"].to_dict() == {"A": "laptop", "B": "castle", "C": "wave"}
+    assert set(s.queries["text"]) == {"personal computer", "pc", "waving hand"}
+    assert s.qrels.set_index("query_id")["doc_id"].to_dict() == {"A#1": "A", "A#2": "A", "C#1": "C"}
+    train = s.split("train")
+    assert list(train.docs["doc_id"]) == ["A", "B"] and list(train.positive_doc_rows()) == [0, 0]
+    assert s.split("test").counts() == {"test": {"queries": 1, "documents": 1, "qrels": 1}}
+
+
+def test_atomic_loader_reads_the_published_format():
+    s = load_atomic(ATOMIC / "texts.parquet", ATOMIC / "images.parquet", ATOMIC_QRELS)
+    assert s.counts()["train"] == {"queries": 4, "documents": 4, "qrels": 4}
+    q = s.queries.set_index("query_id")["text"]
+    assert q["sec0"] == "Red (colour) Introduction The colour red in art and nature."
+    caps = s.docs.set_index("doc_id")["caption"]
+    assert caps["img0"] == "a red square" and caps["img3"] == "yellow colour swatch"  # falls back to the alt text
+    from lsr_lib.suggest_data import load_document_image
+
+    assert load_document_image(s.docs.iloc[2]).getpixel((5, 5))[2] > 150  # the blue WebP decodes
+
+
+def test_atomic_loader_names_mismatched_ids(tmp_path):
+    bad = tmp_path / "test.qrels"
+    bad.write_text("sec5 Q0 img99 1\n")
+    with pytest.raises(SuggestionDataError, match="img99"):
+        load_atomic(ATOMIC / "texts.parquet", ATOMIC / "images.parquet", {**ATOMIC_QRELS, "test": bad})
+    with pytest.raises(FileNotFoundError, match="huggingface-cli download"):
+        load_atomic(tmp_path / "nothing", ATOMIC / "images.parquet", ATOMIC_QRELS)
+
+
+def test_read_qrels_keeps_positive_judgements_only(tmp_path):
+    p = tmp_path / "q.qrels"
+    p.write_text("t1 Q0 i1 1\nt1 Q0 i2 0\nt2 0 i3 2\n")
+    assert read_qrels(p).values.tolist() == [["t1", "i1", 1], ["t2", "i3", 2]]
+
+
+def test_suggestion_set_rejects_dangling_qrels():
+    s = emoji_suggestion_set(tiny_collection())
+    with pytest.raises(SuggestionDataError, match="not in the document table"):
+        SuggestionSet("x", s.queries, s.docs, pd.concat([s.qrels, pd.DataFrame({"query_id": ["A#1"], "doc_id": ["Z"], "relevance": [1]})]))
+
+
+def _text(ids: list[list[int]], dim: int = 384, seed: int = 0) -> dict:
+    L = max(map(len, ids))
+    tok = torch.tensor([r + [0] * (L - len(r)) for r in ids])
+    return {"states": torch.randn(len(ids), L, dim, generator=torch.Generator().manual_seed(seed)), "token_ids": tok, "mask": (tok > 0).float()}
+
+
+def test_mlp_vectors_hold_only_the_texts_own_tokens():
+    m = SuggestModel("M3")
+    with torch.no_grad():
+        m.query_encoder.score.bias.fill_(5.0)  # every token gets a positive weight
+        v = m.encode_queries(_text([[101, 2023, 3899, 2023, 102], [101, 7592, 102]]))
+    assert set(torch.nonzero(v[0]).flatten().tolist()) == {2023, 3899}  # [CLS] / [SEP] / padding excluded, repeats pooled
+    assert set(torch.nonzero(v[1]).flatten().tolist()) == {7592}
+
+
+def test_m4_image_reweights_caption_terms_but_adds_none():
+    m = SuggestModel("M4")
+    with torch.no_grad():
+        m.doc_encoder.score.bias.fill_(3.0)
+    cap = _text([[101, 2023, 3899, 102]])
+    a = m.encode_docs(cap, torch.randn(1, 49, 1280, generator=torch.Generator().manual_seed(1)))
+    b = m.encode_docs(cap, torch.randn(1, 49, 1280, generator=torch.Generator().manual_seed(2)))
+    assert set(torch.nonzero(a[0]).flatten().tolist()) <= {2023, 3899}
+    assert not torch.allclose(a, b)  # the image changes the weights
+
+
+def test_mlm_text_starts_from_its_own_tokens_and_expands():
+    from lsr_lib.towers import TokenTower
+
+    tower = TokenTower("cpu", 16)
+    a = tower(["a red bicycle on the beach"])
+    t = {"states": torch.from_numpy(a["states"]), "token_ids": torch.from_numpy(a["token_ids"]).long(), "mask": torch.from_numpy(a["mask"])}
+    m = SuggestModel("M2")
+    with torch.no_grad():
+        v = m.encode_docs(t, None)[0]
+    own = {i for i in a["token_ids"][0].tolist() if i > 103}
+    active = set(torch.nonzero(v).flatten().tolist())
+    assert len(own & active) >= 0.8 * len(own) and len(active - own) > 0  # own tokens fire at initialisation (most of them), plus expansions
+    assert len(active) < 1000  # sparse, not all 30,522 terms
+
+
+def test_infonce_masks_other_positives_of_the_same_document():
+    q = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    d = torch.tensor([[5.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    same = infonce_loss(q, d, torch.tensor([0, 0, 1]))  # queries 0 and 1 share document row 0
+    distinct = infonce_loss(q, d, torch.tensor([0, 1, 2]))
+    assert same.item() < 0.01 < distinct.item()
+    assert flops_reg(torch.tensor([[1.0, 0.0], [1.0, 2.0]])).item() == pytest.approx(1.0 + 1.0)
+
+
+def test_mrr_counts_ties_against_the_query():
+    q = torch.tensor([[1.0], [1.0]])
+    d = torch.tensor([[1.0], [1.0], [0.5]])
+    assert mrr_at_10(q, d, np.array([0, 2])) == pytest.approx((0.5 + 1 / 3) / 2)
+
+
+def test_training_learns_a_separable_toy_task(tmp_path):
+    """Query k's tokens are [k, k+1]; document k's caption is [k]: M3 must learn to match them."""
+    n = 40
+    ids = [[101, 2000 + k, 3000 + k, 102] for k in range(n)]
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(5000, 384, generator=g)
+    def text(rows):
+        tok = torch.tensor(rows)
+        return {"states": emb[tok % 5000], "token_ids": tok, "mask": torch.ones_like(tok, dtype=torch.float32)}
+    queries, captions = text(ids), text([[101, 2000 + k, 102, 0] for k in range(n)])
+    captions["mask"][:, 3] = 0
+    data = {"queries": queries, "captions": captions, "patches": None, "pos": np.arange(n)}
+    cfg = load_config("smoke", {"suggest": {"epochs": 3, "batch_size": 8, "cpu_bf16": False}}).suggest
+    run = train_suggest("M3", cfg, data, data, tmp_path / "M3", {"states": "toy"}, progress=False)
+    assert run["best"]["val_mrr@10"] > 0.9  # each query shares exactly one term with its own document
+    again = train_suggest("M3", cfg, data, data, tmp_path / "M3", {"states": "toy"}, progress=False)
+    assert again["history"] == run["history"]  # reused, not retrained
+
+
+def test_findings_report_what_the_numbers_say():
+    base = {"nDCG@10": 0.3, "nnz query": 4.0, "max df share (queries)": 0.05}
+    res = {"M1": {**base, "nDCG@10": 0.1, "nnz query": 60.0, "max df share (queries)": 0.9}, "M2": base, "M3": base, "M4": {**base, "nDCG@10": 0.35}}
+    out = {f["finding"].split(" ")[0]: f["holds"] for f in findings(res)}
+    assert out == {"caption-enriched": True, "image": False, "MLP": True}  # M4 is 5 points above M3: not "little"
+
+
+def test_suggest_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="configurations"):
+        load_config("smoke", {"suggest": {"configurations": ["M5"]}})
+    with pytest.raises(ConfigError, match="atomic_texts"):
+        load_config("smoke", {"suggest": {"source": "atomic"}})
+
+
+def test_stage_runs_on_the_atomic_fixture(tmp_path):
+    """The paper path of stage 05 end to end on the AToMiC fixture: states, training, index, metrics."""
+    from lsr_lib.suggest_stage import cache_states, evaluate_through_index, export_vectors, load_suggestion_set, split_tensors, train_configuration
+
+    cfg = load_config("smoke", {"data": {"root": str(tmp_path)}, "suggest": {"source": "atomic", "atomic_texts": str(ATOMIC / "texts.parquet"),
+                                "atomic_images": str(ATOMIC / "images.parquet"), "atomic_qrels": str(ATOMIC), "configurations": ["M1", "M4"], "epochs": 1, "batch_size": 4}})
+    data = load_suggestion_set(cfg)
+    tc, ic = cache_states(cfg, data, progress=False)
+    fp = {"t": tc.manifest, "i": ic.manifest}
+    tensors = {s: split_tensors(data.split(s), tc, ic) for s in ("train", "val", "test")}
+    for c in ("M1", "M4"):
+        train_configuration(cfg, c, tensors["train"], tensors["val"], fp, progress=False)
+        q, d = export_vectors(cfg, c, "test", tensors["test"])
+        out = evaluate_through_index(cfg, data.split("test"), q, d)
+        assert out["R@100"] == 1.0  # one document in the test split: it is always retrieved
