@@ -62,12 +62,18 @@ def _masked_lm_init(source: str) -> dict[str, Optional[torch.Tensor]]:
     """Output embeddings (tied word embeddings + bias) and vocab LayerNorm of a masked LM."""
     from transformers import AutoModelForMaskedLM
 
+    looks_local = source.startswith((".", "/", "~")) or Path(source).exists()
+    if looks_local and not Path(source).expanduser().is_dir():
+        raise FileNotFoundError(f"d2s.vocab_init: {source!r} is not a folder; save a masked LM there with save_pretrained, or use a model name")
     try:
-        model = AutoModelForMaskedLM.from_pretrained(source)
-    except OSError as e:
+        model = AutoModelForMaskedLM.from_pretrained(str(Path(source).expanduser()) if looks_local else source)
+    except (OSError, ValueError) as e:
         raise OSError(
-            f"cannot load the masked LM {source!r} ({e}). Nothing can be downloaded here: give a local "
-            "folder saved with save_pretrained, a .safetensors file with 'weight' (V, H), or 'minilm'"
+            f"d2s.vocab_init: cannot load the masked LM {source!r} ({e}). Download it first on a machine "
+            f"with internet, `hf download {source}` (`huggingface-cli download {source}` with "
+            "huggingface_hub < 1.0); it is then read from the Hugging Face cache offline. Or set "
+            "d2s.vocab_init to a local folder saved with save_pretrained, a .safetensors file with "
+            "'weight' (V, H), or 'minilm'"
         ) from e
     out = model.get_output_embeddings()  # DistilBERT: vocab_projector; BERT: cls.predictions.decoder
     weight = out.weight.detach().float().clone()  # (V, H)

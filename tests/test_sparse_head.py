@@ -106,3 +106,59 @@ def test_vocab_init_from_tiny_distilbert_mlm(tmp_path):
 def test_vocab_init_from_installed_minilm():
     w, b = vocab_layer_init("minilm")
     assert w.shape == (30522, 384) and torch.count_nonzero(b) == 0
+
+
+def _tiny_distilbert_mlm(folder):
+    """A randomly initialised DistilBertForMaskedLM saved with save_pretrained (no download)."""
+    from transformers import DistilBertConfig, DistilBertForMaskedLM
+
+    torch.manual_seed(1)  # transformers initialises from the global RNG; only the saved values matter here
+    cfg = DistilBertConfig(vocab_size=50, dim=24, n_layers=1, n_heads=2, hidden_dim=48, max_position_embeddings=16)
+    mlm = DistilBertForMaskedLM(cfg)
+    with torch.no_grad():
+        mlm.vocab_projector.bias.uniform_(-1, 1)  # non-zero, so copying the bias is checked
+        mlm.vocab_layer_norm.bias.uniform_(-1, 1)
+    mlm.save_pretrained(folder)
+    return mlm
+
+
+def test_d2s_build_model_takes_the_distilbert_mlm_head(tmp_path):
+    """The paper's vocab_init path (distilbert-base-uncased) on a tiny local stand-in: H x V + bias from vocab_projector."""
+    from lsr_lib.d2s_config import D2SConfig
+    from lsr_lib.d2s_train import build_model
+
+    mlm = _tiny_distilbert_mlm(tmp_path / "distilbert-tiny")
+    for shared in (True, False):
+        model = build_model(D2SConfig(vocab_init=str(tmp_path / "distilbert-tiny"), hidden_dim=24, shared_head=shared), dense_dim=D)
+        assert (model.vocab_size, model.hidden_dim) == (50, 24)
+        for head in model.heads.values():
+            assert torch.equal(head.vocab.weight, mlm.vocab_projector.weight)  # (V, H), tied to the word embeddings
+            assert torch.equal(head.vocab.weight, mlm.distilbert.embeddings.word_embeddings.weight)
+            assert torch.equal(head.vocab.bias, mlm.vocab_projector.bias)
+            assert torch.equal(head.norm.weight, mlm.vocab_layer_norm.weight)
+            assert torch.equal(head.norm.bias, mlm.vocab_layer_norm.bias)
+            assert head.proj.weight.shape == (24, D)
+
+
+def test_d2s_build_model_rejects_a_wrong_hidden_dim(tmp_path):
+    import pytest
+
+    from lsr_lib.d2s_config import D2SConfig
+    from lsr_lib.d2s_train import build_model
+    from lsr_lib.typed_config import ConfigError
+
+    _tiny_distilbert_mlm(tmp_path / "m")
+    with pytest.raises(ConfigError, match="hidden_dim: 768 .* H = 24"):
+        build_model(D2SConfig(vocab_init=str(tmp_path / "m"), hidden_dim=768), dense_dim=D)
+
+
+def test_missing_masked_lm_says_to_download_it_first(tmp_path):
+    import pytest
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache("distilbert-base-uncased", "config.json"), str):
+        pytest.skip("distilbert-base-uncased is in the local Hugging Face cache")
+    with pytest.raises(OSError, match=r"(?s)d2s\.vocab_init: .*`hf download distilbert-base-uncased`.*huggingface-cli download distilbert-base-uncased"):
+        mlm_head_init("distilbert-base-uncased")
+    with pytest.raises(FileNotFoundError, match=r"d2s\.vocab_init: .* is not a folder"):
+        mlm_head_init(str(tmp_path / "no_such_model"))
