@@ -1,6 +1,8 @@
 # Two commands for a fresh machine (see README.md):
 #   make main   install into .venv, then run every stage on the embedded default (papermill)
 #   make test   install into .venv, then run the unit tests and the notebooks on `smoke` (nbval)
+#   make paper  (GPU, data downloaded first) the paper sweep: MSCOCO / Flickr30k x BLIP / ALBEF,
+#               then the expected-values check and results/paper/summary.md (README "The paper path")
 # torch: a CPU build is installed only when the venv has no torch yet, so a GPU user can
 # install their CUDA torch into .venv first (or set TORCH_SPEC) and keep it.
 PYTHON ?= python3
@@ -8,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup main test smoke paper-dry-run report lab
+.PHONY: setup main test smoke paper paper-dry-run report lab
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +31,11 @@ test: setup
 smoke: setup
 	$(PY) -m lsr_lib.pipeline --profile smoke
 
+paper: setup
+	$(PY) -m lsr_lib.sweep --profile paper
+
 paper-dry-run: setup
-	$(PY) -m lsr_lib.pipeline --profile paper --dry-run
+	$(PY) -m lsr_lib.sweep --profile paper --dry-run
 
 report: setup
 	$(PY) -m lsr_lib.report
