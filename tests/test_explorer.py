@@ -1,0 +1,225 @@
+"""The explorer's data functions (lsr_lib.explorer) on hand-made vectors, the real tokenizer and a fake encoder."""
+import sys
+import types
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from PIL import Image
+
+from lsr_lib import explorer as ex
+from lsr_lib.expansion_control import bert_uncased_tokenizer
+from lsr_lib.sparse_index import load_or_build, read_meta
+
+V = 30522
+WORDS = ["red", "dog", "cat", "heart", "blue", "car", "happy", "face", "animal", "tree"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return bert_uncased_tokenizer()
+
+
+def vec(tok, weights: dict) -> sp.csr_matrix:
+    """(1, V) CSR from {token string: weight}."""
+    ids = tok.convert_tokens_to_ids(list(weights))
+    assert tok.unk_token_id not in ids
+    return sp.csr_matrix((list(weights.values()), ([0] * len(ids), ids)), shape=(1, V), dtype=np.float32)
+
+
+def fake_encoder(tok):
+    """Each of the text's own tokens at weight 1, plus the expansion term 'animal' at 0.5."""
+    def encode(texts):
+        rows = []
+        for t in texts:
+            ids = tok(t, add_special_tokens=False)["input_ids"]
+            rows.append(vec(tok, {**{tok.convert_ids_to_tokens(i): 1.0 for i in ids}, "animal": 0.5}))
+        return sp.vstack(rows).tocsr()
+    return encode
+
+
+@pytest.fixture(scope="module")
+def model(tok, tmp_path_factory):
+    rng = np.random.default_rng(3)
+    folder = tmp_path_factory.mktemp("images")
+    images = []
+    for i in range(9):  # random weights on a few real words: no ties
+        words = rng.choice(WORDS, size=4, replace=False)
+        images.append(vec(tok, {w: float(rng.uniform(0.1, 2.0)) for w in words}))
+    images.append(vec(tok, {"tree": 1.0}))  # shares no term with "red dog" queries
+    paths = []
+    for i in range(len(images)):
+        p = folder / f"img{i}.png"
+        Image.new("RGBA", (32, 32), (20 * i, 100, 200, 255)).save(p)
+        paths.append(str(p))
+    captions = ["red dog", "a happy dog", "blue car", "red heart", "cat face", "dog and cat"]
+    cap_img = np.array(["i0", "i0", "i1", "i2", "i3", "i3"])
+    cap_vecs = fake_encoder(tok)(captions)
+    return ex.ExplorerModel(name="fake", encode_queries=fake_encoder(tok), image_vectors=sp.vstack(images).tocsr(),
+                            image_ids=np.array([f"i{i}" for i in range(len(images))]), image_paths=paths,
+                            caption_vectors=cap_vecs, captions=captions, caption_image_ids=cap_img, tokenizer=tok)
+
+
+def brute_force(q: sp.csr_matrix, docs: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with a shared term, by score then row, and their scores."""
+    s = (docs @ q.T).toarray().ravel()
+    shares = np.asarray((docs.multiply(q) != 0).sum(1)).ravel() > 0
+    rows = np.flatnonzero(shares)
+    rows = rows[np.lexsort((rows, -s[rows]))]
+    return rows, s[rows]
+
+
+def test_query_terms_are_labelled_own_or_expansion(model):
+    v = ex.query_view(model, "red dog", k=5)
+    kinds = dict(zip(v["terms"]["term"], v["terms"]["kind"]))
+    assert kinds == {"red": "own", "dog": "own", "animal": "expansion"}
+    assert v["terms"]["term"].iloc[-1] == "animal"  # weight 0.5 below the own tokens' 1.0
+    assert v["summary"]["expansion_weight_share"] == pytest.approx(0.5 / 2.5)
+    assert (v["summary"]["own_terms_active"], v["summary"]["expansion_terms"], v["summary"]["nnz"]) == (2, 1, 3)
+    assert v["terms"]["share"].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kind", [None, "scipy"])
+def test_ranking_equals_brute_force(model, tok, kind):
+    m = ex.ExplorerModel(**{**model.__dict__, "index": None if kind is None else ex.make_index(kind).build(model.image_vectors)})
+    q = fake_encoder(tok)(["red dog"])
+    rows, scores = brute_force(q, m.image_vectors)
+    v = ex.query_view(m, "red dog", k=20)
+    assert v["images"]["row"].tolist() == rows.tolist()
+    assert np.allclose(v["images"]["score"], scores, rtol=1e-5)
+    assert v["images"]["image_id"].tolist() == [f"i{r}" for r in rows]
+    assert v["images"]["path"].tolist() == [m.image_paths[r] for r in rows]
+    assert "i9" not in v["images"]["image_id"].tolist()  # no shared term: not a candidate
+    assert ex.query_view(m, "red dog", k=3)["images"]["row"].tolist() == rows[:3].tolist()
+
+
+def test_contributions_sum_to_the_score(model, tok):
+    v = ex.query_view(model, "red dog happy", k=6)
+    q = fake_encoder(tok)(["red dog happy"])
+    for (_, img), c in zip(v["images"].iterrows(), v["contributions"]):
+        d = model.image_vectors[img["row"]]
+        assert c["contribution"].sum() == pytest.approx(img["score"], rel=1e-5)
+        assert c["contribution"].sum() == pytest.approx(float((q @ d.T).toarray()[0, 0]), rel=1e-5)
+        assert np.allclose(c["contribution"], c["query_weight"] * c["doc_weight"])
+        assert c["contribution"].is_monotonic_decreasing
+        shared = set(q.indices) & set(d.indices)
+        assert set(c["term_id"]) == shared
+        assert img["top_terms"].split(" ")[0] == c["term"].iloc[0]
+
+
+def test_a_caption_query_marks_its_own_image(model):
+    v = ex.query_view(model, "Red Dog ", k=10)
+    assert v["images"].loc[v["images"]["relevant"], "image_id"].tolist() == ["i0"]
+    assert not ex.query_view(model, "red dogs", k=10)["images"]["relevant"].any()
+
+
+def test_image_view(model, tok):
+    img = vec(tok, {"dog": 2.0, "tree": 1.0, "happy": 0.5})  # i0's captions: "red dog", "a happy dog"
+    m = ex.ExplorerModel(**{**model.__dict__, "image_vectors": sp.vstack([img, model.image_vectors[1:]]).tocsr(), "index": None, "caption_index": None})
+    v = ex.image_view(m, 0, k=10)
+    assert dict(zip(v["terms"]["term"], v["terms"]["kind"])) == {"dog": "caption", "tree": "other", "happy": "caption"}
+    assert v["own_captions"] == ["red dog", "a happy dog"]
+    rows, scores = brute_force(img, m.caption_vectors)
+    assert v["captions"]["row"].tolist() == rows.tolist()
+    assert np.allclose(v["captions"]["score"], scores, rtol=1e-5)
+    assert v["captions"]["relevant"].tolist() == [m.caption_image_ids[r] == "i0" for r in rows]
+    none = ex.ExplorerModel(**{**m.__dict__, "caption_vectors": None, "caption_index": None})
+    assert ex.image_view(none, 0)["captions"] is None
+
+
+def test_compare_models_side_by_side(model, tok):
+    half = ex.ExplorerModel(**{**model.__dict__, "name": "half", "image_vectors": model.image_vectors * 0.5, "index": None})
+    frame = ex.compare_models([model, half], "red dog", k=4, n_terms=3)
+    assert list(frame.columns.get_level_values(0).unique()) == ["fake", "half"]
+    assert list(frame.index) == [1, 2, 3, 4]
+    assert frame[("fake", "image_id")].tolist() == ex.query_view(model, "red dog", k=4)["images"]["image_id"].tolist()
+    assert np.allclose(frame[("half", "score")], frame[("fake", "score")] * 0.5)
+    assert frame[("fake", "term")].iloc[:3].tolist() == ["red", "dog", "animal"]  # tie at 1.0: lower term id first (red 2417 < dog 3899)
+    assert frame[("fake", "term")].isna().iloc[3]
+
+
+def test_model_checks_its_shapes(model):
+    with pytest.raises(ValueError, match="image vectors"):
+        ex.ExplorerModel(**{**model.__dict__, "image_paths": model.image_paths[:-1]})
+    with pytest.raises(ValueError, match="caption vectors"):
+        ex.ExplorerModel(**{**model.__dict__, "captions": model.captions[:-1]})
+
+
+def test_saved_index_is_used_only_when_it_matches(model, tmp_path):
+    path = tmp_path / "numba"
+    saved = load_or_build("numba", path, model.image_vectors)
+    idx = ex.saved_or_built_index(path, model.image_vectors)
+    assert idx.fingerprint == saved.fingerprint and idx.n_docs == model.image_vectors.shape[0]
+    other = model.image_vectors[:5]
+    before = read_meta(path)
+    fresh = ex.saved_or_built_index(path, other)
+    assert fresh.n_docs == 5 and read_meta(path) == before  # built in memory; stage 04's files untouched
+    assert ex.saved_or_built_index(tmp_path / "absent", other).n_docs == 5
+
+
+def test_missing_stage_05_says_which_stage_to_run(model, monkeypatch):
+    cfg = SimpleNamespace(profile="smoke")
+    models, why = ex.suggestion_models(cfg, module="lsr_lib.no_such_stage")
+    assert models == [] and "stage 05" in why and "--profile smoke --stages 05" in why
+
+    mod = types.ModuleType("fake_suggest")
+    monkeypatch.setitem(sys.modules, "fake_suggest", mod)
+    models, why = ex.suggestion_models(cfg, module="fake_suggest")
+    assert models == [] and "explorer_models" in why
+
+    def unbuilt(cfg, split="test"):
+        raise FileNotFoundError("data/cache/smoke/suggest/m1 is missing")
+    mod.explorer_models = unbuilt
+    models, why = ex.suggestion_models(cfg, module="fake_suggest")
+    assert models == [] and "m1 is missing" in why and "--stages 05" in why
+
+    mod.explorer_models = lambda cfg, split="test": []  # importable, nothing built yet
+    models, why = ex.suggestion_models(cfg, module="fake_suggest")
+    assert models == [] and "--profile smoke --stages 05" in why
+    mod.explorer_models = lambda cfg, split="test": [model]
+    assert ex.suggestion_models(cfg, module="fake_suggest") == ([model], None)
+    mod.explorer_models = lambda cfg, split="test": ["not a model"]
+    assert "not ExplorerModel" in ex.suggestion_models(cfg, module="fake_suggest")[1]
+
+    monkeypatch.setattr(ex, "d2s_models", lambda cfg, split="test": [model])
+    with pytest.warns(UserWarning, match="stage 05"):
+        assert ex.available_models(cfg, module="lsr_lib.no_such_stage") == [model]
+    mod.explorer_models = lambda cfg, split="test": [model, model]
+    assert len(ex.available_models(cfg, module="fake_suggest")) == 3
+
+
+def test_d2s_models_say_which_stage_to_run(tmp_path):
+    from lsr_lib.config import load_config
+
+    cfg = load_config("smoke", overrides={"data": {"root": str(tmp_path)}})
+    with pytest.raises(FileNotFoundError, match="01_cache_dense_features"):
+        ex.d2s_models(cfg)
+
+
+def test_image_choices(model):
+    choices = ex.image_choices(model)
+    assert choices[0] == ("i0 · red dog", 0) and choices[9] == ("i9", 9)
+
+
+def test_widget_shows_the_views(model):
+    pytest.importorskip("ipywidgets")
+    from lsr_lib.explorer_widgets import explorer_widget
+
+    other = ex.ExplorerModel(**{**model.__dict__, "name": "other model", "image_vectors": model.image_vectors * 0.5, "index": None})
+    tabs = explorer_widget([model, other], text="red dog", k=3)
+    query_html = tabs.children[0].children[1].value
+    top = ex.query_view(model, "red dog", k=3)["images"]
+    assert all(f"#{r}  {s:.2f}" in query_html and f">{i}<" in query_html for r, s, i in zip(top["rank"], top["score"], top["image_id"]))
+    assert "expansion" in query_html and "data:image/png;base64," in query_html
+    box = tabs.children[0].children[0]
+    box.children[0].value = "blue car"  # typing a new query redraws the view and the compare tab
+    assert tabs.children[0].children[1].value != query_html
+    assert "blue car" not in tabs.children[2].children[1].value and "other model" in tabs.children[2].children[1].value
+    assert tabs.children[2].children[0].children[0].value == "blue car"
+    assert "red dog" in tabs.children[1].children[1].value  # image tab: i0 and its captions
+    tabs.children[1].children[0].children[1].value = 3
+    assert "cat face" in tabs.children[1].children[1].value
+    before = tabs.children[1].children[1].value
+    tabs.children[1].children[0].children[0].value = 1  # the other model, same image: its (halved) weights
+    assert tabs.children[1].children[0].children[1].value == 3 and tabs.children[1].children[1].value != before
