@@ -27,6 +27,7 @@ STAGES = [
     "03_analyze_sparse_vectors",
     "04_retrieve_with_inverted_index",
     "05_image_suggestion",
+    "06_explore_sparse_vectors",
 ]
 
 log = logging.getLogger("lsr_lib.pipeline")

@@ -175,7 +175,28 @@ def benchmarks(results_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: dict[str, Callable[[Path], str]] = {"benchmarks": benchmarks, "dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses, "efficiency": efficiency}
+@from_stage("05_suggestion")
+def suggestion(data: dict) -> str:
+    """Stage 05: M1-M4 on the test split, and the paper's three findings checked."""
+    r = data["results"]
+    res = r["results"]
+    names = {"M1": ("MLM", "MLM, image only"), "M2": ("MLP", "MLM, caption"), "M3": ("MLP", "MLP, caption"), "M4": ("MLP", "MLP, image + caption")}
+    lines = ["| config | query | document | NDCG@10 | MAP@10 | MRR@10 | R@10 | R@100 | FLOPs | nnz query | nnz doc |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c, m in res.items():
+        q, d = names.get(c, ("?", "?"))
+        lines.append(f"| {c} | {q} | {d} | " + " | ".join(f"{100 * m[k]:.1f}" for k in ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100"))
+                     + f" | {m['FLOPs']:.2f} | {m['nnz query']:.1f} | {m['nnz doc']:.1f} |")
+    test = r["counts"].get("test", {})
+    lines += ["", f"The paper's findings on this test split ({test.get('queries', '?')} queries, {test.get('documents', '?')} documents):", ""]
+    for f in r["findings"]:
+        lines.append(f"- {f['finding']}: **{'holds' if f['holds'] else 'does not hold'}** ({f['evidence']})")
+    lines += ["", f"_Generated from `results/default/05_suggestion.json` (commit {data['provenance']['commit']}); metrics in percent, "
+              "retrieved through the exact numba inverted index, scored by ir_measures; best epoch by validation MRR@10: "
+              + ", ".join(f"{c} {e}" for c, e in r["best_epoch"].items()) + "._"]
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {"benchmarks": benchmarks, "dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses, "efficiency": efficiency, "suggestion": suggestion}
 DOCUMENTS = ("README.md", "data/README.md")
 
 

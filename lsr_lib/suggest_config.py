@@ -29,7 +29,7 @@ class SuggestConfig:
     reg_weight_doc: float = 1e-3
     mlm_bias_init: float = -4.0  # added to the MLM vocabulary bias: about 50-300 active terms per vector at initialisation (0 makes all 30,522 fire: MiniLM's MLM transform is untrained)
     cpu_bf16: bool = True  # bf16 autocast for training on CPU; evaluation stays fp32
-    finetune_towers: bool = False  # GPU: train the towers too (not supported on cached states; see the notebook)
+    finetune_towers: bool = False  # GPU: train MiniLM and EfficientNet-Lite0 too (at lr_vocab), reading live tower inputs instead of cached states
     seed: int = 0
     data_seed: int = 1
     eval_batch_size: int = 256
@@ -49,5 +49,3 @@ class SuggestConfig:
         for k in ("reg_weight_query", "reg_weight_doc"):
             if getattr(self, k) < 0:
                 raise ConfigError(f"suggest.{k}: must be >= 0, got {getattr(self, k)!r}")
-        if self.finetune_towers:
-            raise ConfigError("suggest.finetune_towers: true is not implemented yet; stage 05 trains the sparse heads on cached, frozen tower states")

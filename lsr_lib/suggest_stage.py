@@ -82,12 +82,93 @@ def split_tensors(data: SuggestionSet, tcache: ShardedCache, icache: ShardedCach
     return out
 
 
-def train_configuration(cfg: Config, config: str, train: dict, val: dict, states_fp: dict, progress: bool = True) -> dict:
-    """Train (or reuse) one configuration's encoders; returns the run record (history, best epoch)."""
-    return train_suggest(config, cfg.suggest, train, val, suggest_dir(cfg) / config, states_fp, progress)
+class SuggestTowers(torch.nn.Module):
+    """The two towers as trainable modules, for ``suggest.finetune_towers`` (GPU)."""
+
+    def __init__(self, cfg: Config, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        from .towers import ImageTower, TokenTower
+
+        tok, img = TokenTower("cpu", cfg.suggest.max_text_tokens), ImageTower("cpu", cfg.data.image_size)
+        self.tokenizer, self.max_tokens, self._img = tok.tokenizer, tok.max_tokens, img
+        self.text = tok.model
+        self.image = img.model
+        self.to(device)
+        self.device = torch.device(device)
+
+    def text_states(self, texts: list[str]) -> dict:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt").to(self.device)
+        out = self.text(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        return {"states": out, "token_ids": enc["input_ids"], "mask": enc["attention_mask"].float()}
+
+    def patch_states(self, images: list) -> torch.Tensor:
+        fmap = self.image.extract_features(self._img.preprocess(images).to(self.device))  # (B, 1280, 7, 7)
+        return fmap.flatten(2).transpose(1, 2)  # (B, 49, 1280)
 
 
-def export_vectors(cfg: Config, config: str, split: str, tensors: dict) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+class LiveText:
+    """Texts encoded by the (trainable) towers when a batch is taken, instead of cached states."""
+
+    def __init__(self, texts: list[str], towers: SuggestTowers) -> None:
+        self.texts, self.towers = list(texts), towers
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take_rows(self, rows) -> dict:
+        return self.towers.text_states([self.texts[int(i)] for i in rows])
+
+
+class LivePatches:
+    """Document images run through the (trainable) image tower when a batch is taken."""
+
+    def __init__(self, docs: pd.DataFrame, towers: SuggestTowers) -> None:
+        self.docs, self.towers = docs.reset_index(drop=True), towers
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def take_rows(self, rows) -> torch.Tensor:
+        return self.towers.patch_states([load_document_image(self.docs.iloc[int(i)]) for i in rows])
+
+
+def live_tensors(data: SuggestionSet, towers: SuggestTowers) -> dict:
+    """The inputs of one split for fine-tuning: like :func:`split_tensors`, read live through ``towers``."""
+    return {"queries": LiveText(data.queries["text"], towers), "captions": LiveText([str(c) for c in data.docs["caption"]], towers),
+            "patches": LivePatches(data.docs, towers), "pos": data.positive_doc_rows()}
+
+
+def train_configuration(cfg: Config, config: str, train: dict, val: dict, states_fp: dict, progress: bool = True, towers: SuggestTowers | None = None) -> dict:
+    """Train (or reuse) one configuration's encoders; returns the run record (history, best epoch).
+
+    With ``suggest.finetune_towers`` pass ``towers`` and :func:`live_tensors` inputs: the towers
+    then train with the heads (meant for a GPU; on CPU only for tests on a few items).
+    """
+    device = towers.device if towers is not None else "cpu"
+    return train_suggest(config, cfg.suggest, train, val, suggest_dir(cfg) / config, states_fp, progress, towers, device)
+
+
+def fit_and_export(cfg: Config, config: str, data: SuggestionSet, tensors: dict | None, states_fp: dict, progress: bool = True,
+                   device: torch.device | str = "cpu") -> tuple[dict, sp.csr_matrix, sp.csr_matrix]:
+    """Train (or reuse) one configuration and export its test vectors.
+
+    Frozen towers (default): ``tensors`` are the cached states of :func:`split_tensors`. With
+    ``suggest.finetune_towers`` each configuration fine-tunes its own copy of the towers on live
+    inputs (``tensors`` is ignored) and exports with the tuned towers.
+    """
+    if not cfg.suggest.finetune_towers:
+        run = train_configuration(cfg, config, tensors["train"], tensors["val"], states_fp, progress)
+        return (run, *export_vectors(cfg, config, "test", tensors["test"]))
+    from .suggest_train import load_tuned_towers
+
+    towers = SuggestTowers(cfg, device)
+    live = {s: live_tensors(data.split(s), towers) for s in ("train", "val", "test")}
+    run = train_configuration(cfg, config, live["train"], live["val"], states_fp, progress, towers)
+    load_tuned_towers(suggest_dir(cfg) / config, towers)
+    return (run, *export_vectors(cfg, config, "test", live["test"], towers.device))
+
+
+def export_vectors(cfg: Config, config: str, split: str, tensors: dict, device: torch.device | str = "cpu") -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """CSR query and document vectors of a split (cached as .npz beside the model)."""
     out = suggest_dir(cfg) / config / "vectors"
     qp, dp = out / f"{split}_queries.npz", out / f"{split}_docs.npz"
@@ -95,9 +176,9 @@ def export_vectors(cfg: Config, config: str, split: str, tensors: dict) -> tuple
     fresh = lambda p: p.exists() and best.exists() and p.stat().st_mtime >= best.stat().st_mtime  # noqa: E731
     if fresh(qp) and fresh(dp):
         return load_sparse(qp), load_sparse(dp)
-    model = load_suggest_model(suggest_dir(cfg) / config)
-    q = sp.csr_matrix(encode(model, "query", tensors["queries"], None, cfg.suggest.eval_batch_size).numpy())
-    d = sp.csr_matrix(encode(model, "doc", tensors["captions"], tensors["patches"], max(1, cfg.suggest.eval_batch_size // 8)).numpy())
+    model = load_suggest_model(suggest_dir(cfg) / config).to(device)
+    q = sp.csr_matrix(encode(model, "query", tensors["queries"], None, cfg.suggest.eval_batch_size, device).numpy())
+    d = sp.csr_matrix(encode(model, "doc", tensors["captions"], tensors["patches"], max(1, cfg.suggest.eval_batch_size // 8), device).numpy())
     q.eliminate_zeros()
     d.eliminate_zeros()
     save_sparse(qp, q)

@@ -172,3 +172,20 @@ def test_stage_runs_on_the_atomic_fixture(tmp_path):
         q, d = export_vectors(cfg, c, "test", tensors["test"])
         out = evaluate_through_index(cfg, data.split("test"), q, d)
         assert out["R@100"] == 1.0  # one document in the test split: it is always retrieved
+
+
+def test_finetuning_the_towers_trains_them_and_exports_with_them(tmp_path):
+    """suggest.finetune_towers (the GPU path) on the CPU with the AToMiC fixture: towers change and are reused at export."""
+    from lsr_lib.suggest_stage import SuggestTowers, fit_and_export, load_suggestion_set, suggest_dir
+    from lsr_lib.suggest_train import load_tuned_towers
+
+    cfg = load_config("smoke", {"data": {"root": str(tmp_path)}, "suggest": {"source": "atomic", "atomic_texts": str(ATOMIC / "texts.parquet"),
+                                "atomic_images": str(ATOMIC / "images.parquet"), "atomic_qrels": str(ATOMIC), "configurations": ["M4"],
+                                "epochs": 1, "batch_size": 4, "finetune_towers": True, "lr_vocab": 1e-3}})
+    data = load_suggestion_set(cfg)
+    run, q, d = fit_and_export(cfg, "M4", data, None, {"towers": "fine-tuned"}, progress=False)
+    assert run["complete"] and q.shape[0] == 1 and d.shape[0] == 1
+    fresh, tuned = SuggestTowers(cfg), load_tuned_towers(suggest_dir(cfg) / "M4", SuggestTowers(cfg))
+    a, b = fresh.state_dict(), tuned.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a if "encoder.layer.0" in k)  # MiniLM trained
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("image._blocks.0"))  # EfficientNet trained
