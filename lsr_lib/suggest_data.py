@@ -81,7 +81,7 @@ class SuggestionSet:
         missing = ~self.queries["query_id"].isin(first.index)
         if missing.any():
             raise SuggestionDataError(f"{self.name}: query {self.queries.loc[missing, 'query_id'].iloc[0]!r} has no relevant document in this split")
-        return row_of.loc[first.loc[self.queries["query_id"]].to_numpy()].to_numpy()
+        return row_of.loc[first.loc[self.queries["query_id"]].to_numpy()].to_numpy().copy()  # writable: torch.as_tensor warns on read-only arrays
 
 
 def emoji_suggestion_set(col: ImageCaptionSet) -> SuggestionSet:

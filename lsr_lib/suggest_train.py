@@ -118,7 +118,7 @@ def train_suggest(config: str, cfg: SuggestConfig, train: dict, val: dict, out_d
         losses = []
         for s in tqdm(range(0, n, cfg.batch_size), desc=f"{config} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False):
             rows = order[s : s + cfg.batch_size]
-            drows = torch.as_tensor(np.array(train["pos"]))[rows]
+            drows = torch.as_tensor(train["pos"])[rows]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 q = model.encode_queries(take(train["queries"], rows, device))
                 d = model.encode_docs(take(train["captions"], drows, device), take(train["patches"], drows, device))
