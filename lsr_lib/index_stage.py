@@ -220,3 +220,58 @@ def recall_matched(rows: list[dict], targets: tuple[float, ...] = (0.9, 0.95, 0.
             out.append({"n_docs": int(n), "condition": cond, "engine": engine, "target_recall": t, "setting": best["kind"],
                         "latency_p50_ms": float(best["latency_p50_ms"]), "recall": float(best["recall"]), "best_recall": float(g["recall"].max())})
     return out
+
+
+def efficiency_figure(allrows, metrics, target: float = 0.95):
+    """Stage 04's four panels from the benchmark rows (test collection + scale) and the metrics.
+
+    Engines with a search sweep (Seismic, HNSW) appear once per size: their fastest setting
+    reaching recall@10 >= ``target`` (:func:`recall_matched`); panel 4 shows the whole sweep.
+    """
+    import pandas as pd
+    from matplotlib.ticker import NullFormatter
+
+    from . import figures
+
+    m = pd.DataFrame(recall_matched(allrows.to_dict(orient="records"), (target,))).dropna(subset=["latency_p50_ms"])
+    flops = allrows.groupby(["n_docs", "condition"])["FLOPs"].first()
+    m["FLOPs"] = [flops.get((n, c), float("nan")) for n, c in zip(m["n_docs"], m["condition"])]
+    fig, axes = figures.plt.subplots(1, 4, figsize=(18, 3.8))
+    for (cond, engine), g in m.groupby(["condition", "engine"]):
+        g = g.sort_values("n_docs")
+        axes[0].plot(g["n_docs"], g["latency_p50_ms"], marker="o", label=f"{engine}, {cond.replace('_', ' ')}")
+    axes[0].set(xscale="log", yscale="log", xlabel="documents", ylabel="p50 latency (ms)", title=f"latency against size (recall@10 >= {target:g})")
+    axes[0].legend(fontsize=6)
+    sparse = m[m["condition"] != "dense teacher"]
+    sizes = sorted(sparse["n_docs"].unique())
+    markers = dict(zip(sizes, "osD^v"))
+    for k, (engine, g) in enumerate(sparse.groupby("engine")):
+        for n, h in g.groupby("n_docs"):
+            axes[1].scatter(h["FLOPs"], h["latency_p50_ms"], color=f"C{k}", marker=markers[n], label=f"{engine}, {n:,} docs")
+            if len(h) == 2:
+                axes[1].plot(h["FLOPs"], h["latency_p50_ms"], color=f"C{k}", lw=0.8)
+    axes[1].set(yscale="log", xlabel="FLOPs (with control: left, without: right)", ylabel="p50 latency (ms)", title="latency against FLOPs")
+    axes[1].legend(fontsize=6)
+    test = allrows[allrows["n_docs"] == allrows["n_docs"].min()].assign(engine=lambda d: d["kind"].str.split(" ").str[0], r=lambda d: d["recall@10"].fillna(1.0))
+    best = test.sort_values(["r", "latency_p50_ms"], ascending=[False, True]).drop_duplicates(["condition", "engine"])
+    t2i = metrics.xs("text_to_image", level="direction").reset_index().merge(best, left_on=["condition", "backend"], right_on=["condition", "engine"])
+    for cond, g in t2i.groupby("condition"):
+        axes[2].scatter(g["latency_p50_ms"], g["R@10"], label=cond.replace("_", " "))
+        for _, r in g.iterrows():
+            axes[2].annotate(r["backend"], (r["latency_p50_ms"], r["R@10"]), fontsize=6)
+    axes[2].set(xscale="log", xlabel="p50 latency (ms), test collection", ylabel="text->image R@10 (%)", title="effectiveness against latency")
+    axes[2].xaxis.set_minor_formatter(NullFormatter())
+    axes[2].legend(fontsize=6)
+    top = allrows[allrows["n_docs"] == allrows["n_docs"].max()].assign(engine=lambda d: d["kind"].str.split(" ").str[0], r=lambda d: d["recall@10"].fillna(1.0))
+    for (cond, engine), g in top.groupby(["condition", "engine"]):
+        if engine == "seismic":  # one curve per n_postings build
+            for build, h in g.groupby(g["kind"].str.split(" ").str[1]):
+                h = h.sort_values("latency_p50_ms")
+                axes[3].plot(h["latency_p50_ms"], h["r"], marker="o", label=f"seismic {build}, {cond.replace('_', ' ')}")
+            continue
+        g = g.sort_values("latency_p50_ms")
+        axes[3].plot(g["latency_p50_ms"], g["r"], marker="o", ls="-" if len(g) > 1 else "", label=f"{engine}, {cond.replace('_', ' ')}")
+    axes[3].set(xscale="log", xlabel="p50 latency (ms)", ylabel="recall@10 against exact", title=f"recall against latency, {int(top['n_docs'].max()):,} docs")
+    axes[3].legend(fontsize=5)
+    fig.tight_layout()
+    return fig
