@@ -33,8 +33,9 @@ def save_figure(fig, name: str, profile: str = "default") -> Path:
     """Save ``fig`` as PNG and PDF under ``figures/`` (``figures/<profile>/`` unless default)."""
     out = REPO_ROOT / "figures" if profile == "default" else REPO_ROOT / "figures" / profile
     out.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"{name}.{ext}")
+    # no creation date in the files: rerunning a stage with the same results leaves git clean
+    fig.savefig(out / f"{name}.png", metadata={"Software": None})
+    fig.savefig(out / f"{name}.pdf", metadata={"CreationDate": None, "Producer": None, "Creator": None})
     return out / f"{name}.png"
 
 
