@@ -9,23 +9,11 @@ import scipy.sparse as sp
 from PIL import Image
 
 from lsr_lib import explorer as ex
-from lsr_lib.expansion_control import bert_uncased_tokenizer
 from lsr_lib.sparse_index import load_or_build, read_meta
 
-V = 30522
+from sparse_helpers import V, vec
+
 WORDS = ["red", "dog", "cat", "heart", "blue", "car", "happy", "face", "animal", "tree"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return bert_uncased_tokenizer()
-
-
-def vec(tok, weights: dict) -> sp.csr_matrix:
-    """(1, V) CSR from {token string: weight}."""
-    ids = tok.convert_tokens_to_ids(list(weights))
-    assert tok.unk_token_id not in ids
-    return sp.csr_matrix((list(weights.values()), ([0] * len(ids), ids)), shape=(1, V), dtype=np.float32)
 
 
 def fake_encoder(tok):

@@ -6,21 +6,8 @@ import scipy.sparse as sp
 
 from lsr_lib import semantic_deviation as sd
 from lsr_lib.collection import ImageCaptionSet
-from lsr_lib.expansion_control import bert_uncased_tokenizer
 
-V = 30522
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return bert_uncased_tokenizer()
-
-
-def vec(tok, weights: dict) -> sp.csr_matrix:
-    """(1, V) CSR from {token string: weight}."""
-    ids = tok.convert_tokens_to_ids(list(weights))
-    assert tok.unk_token_id not in ids
-    return sp.csr_matrix((list(weights.values()), ([0] * len(ids), ids)), shape=(1, V), dtype=np.float32)
+from sparse_helpers import V, vec
 
 
 def test_term_categories_and_stop_words(tok):
