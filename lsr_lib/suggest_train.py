@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .retrieval_metrics import first_relevant_rank, metrics_from_ranks
 from .suggest_config import SuggestConfig
 from .suggest_model import SuggestModel
 from .typed_config import to_dict
@@ -74,11 +75,10 @@ def encode(model: SuggestModel, side: str, text, patches, batch_size: int, devic
 
 
 def mrr_at_10(q: torch.Tensor, d: torch.Tensor, pos_rows: np.ndarray) -> float:
-    """Validation MRR@10 (one relevant document per query; ties count against the query)."""
-    s = q @ d.T
-    own = s[torch.arange(len(q)), torch.as_tensor(pos_rows)]
-    rank = (s >= own[:, None]).sum(1)  # 1-based, ties pessimistic
-    return float(torch.where(rank <= 10, 1.0 / rank, torch.zeros_like(own)).mean())
+    """Validation MRR@10 (one relevant document per query; ties count against the query, as everywhere)."""
+    relevant = torch.zeros(len(q), len(d), dtype=torch.bool)
+    relevant[torch.arange(len(q)), torch.as_tensor(pos_rows)] = True
+    return metrics_from_ranks(first_relevant_rank(q @ d.T, relevant), ks=(), mrr_depth=10)["MRR@10"]
 
 
 def train_suggest(config: str, cfg: SuggestConfig, train: dict, val: dict, out_dir: Path, fingerprint: dict, progress: bool = True,
