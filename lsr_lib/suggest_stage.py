@@ -89,21 +89,18 @@ class SuggestTowers(torch.nn.Module):
         super().__init__()
         from .towers import ImageTower, TokenTower
 
-        tok, img = TokenTower("cpu", cfg.suggest.max_text_tokens), ImageTower("cpu", cfg.data.image_size)
-        self.tokenizer, self.max_tokens, self._img = tok.tokenizer, tok.max_tokens, img
-        self.text = tok.model
-        self.image = img.model
-        self.to(device)
         self.device = torch.device(device)
+        self._tok, self._img = TokenTower(self.device, cfg.suggest.max_text_tokens), ImageTower(self.device, cfg.data.image_size)
+        self.text, self.image = self._tok.model, self._img.model  # registered: trained, saved, loaded
+        self.to(self.device)
 
     def text_states(self, texts: list[str]) -> dict:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt").to(self.device)
-        out = self.text(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        return {"states": out, "token_ids": enc["input_ids"], "mask": enc["attention_mask"].float()}
+        return self._tok.encode(texts, pad_to_max=False)
 
     def patch_states(self, images: list) -> torch.Tensor:
-        fmap = self.image.extract_features(self._img.preprocess(images).to(self.device))  # (B, 1280, 7, 7)
-        return fmap.flatten(2).transpose(1, 2)  # (B, 49, 1280)
+        from .towers import patch_map
+
+        return patch_map(self._img, images)
 
 
 class LiveText:

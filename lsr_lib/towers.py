@@ -107,18 +107,27 @@ class TokenTower:
         self.model = AutoModel.from_pretrained(str(self.path)).eval().to(self.device)
         self.max_tokens = max_tokens
 
+    def encode(self, texts: list[str], pad_to_max: bool = True) -> dict[str, torch.Tensor]:
+        """Tensors on the tower's device, with gradients when called outside inference mode (fine-tuning)."""
+        enc = self.tokenizer(list(texts), padding="max_length" if pad_to_max else True, truncation=True, max_length=self.max_tokens, return_tensors="pt").to(self.device)
+        out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        return {"states": out.last_hidden_state, "token_ids": enc["input_ids"], "mask": enc["attention_mask"].float()}
+
     @torch.inference_mode()
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=self.max_tokens, return_tensors="pt")
-        out = self.model(input_ids=enc["input_ids"].to(self.device), attention_mask=enc["attention_mask"].to(self.device))
-        return {"states": out.last_hidden_state.float().cpu().numpy(), "token_ids": enc["input_ids"].numpy(), "mask": enc["attention_mask"].numpy()}
+        return {k: v.float().cpu().numpy() for k, v in self.encode(texts).items()}
 
     def fingerprint(self) -> dict:
         return {"tower": "all-MiniLM-L6-v2 tokens", "weights_sha": file_sha(self.path / "model.safetensors"), "max_tokens": self.max_tokens}
 
 
+def patch_map(tower: ImageTower, images: list[Image.Image]) -> torch.Tensor:
+    """EfficientNet-Lite0's 7x7 feature map as 49 patch states (B, 49, 1280); with gradients outside inference mode."""
+    fmap = tower.model.extract_features(tower.preprocess(images).to(tower.device))  # (B, 1280, 7, 7)
+    return fmap.flatten(2).transpose(1, 2)
+
+
+@torch.inference_mode()
 def patch_states(tower: ImageTower, images: list[Image.Image]) -> dict[str, np.ndarray]:
-    """EfficientNet-Lite0's 7x7 feature map as 49 patch states: {"patches": (B, 49, 1280)}."""
-    with torch.inference_mode():
-        fmap = tower.model.extract_features(tower.preprocess(images).to(tower.device))  # (B, 1280, 7, 7)
-        return {"patches": fmap.flatten(2).transpose(1, 2).float().cpu().numpy()}
+    """The patch states of :func:`patch_map` for the cache: {"patches": (B, 49, 1280)}."""
+    return {"patches": patch_map(tower, images).float().cpu().numpy()}
