@@ -178,13 +178,14 @@ def benchmarks(results_dir: Path) -> str:
 @from_stage("05_suggestion")
 def suggestion(data: dict) -> str:
     """Stage 05: M1-M4 on the test split, and the paper's three findings checked."""
+    from .suggest_model import describe
+
     r = data["results"]
     res = r["results"]
-    names = {"M1": ("MLM", "MLM, image only"), "M2": ("MLP", "MLM, caption"), "M3": ("MLP", "MLP, caption"), "M4": ("MLP", "MLP, image + caption")}
     lines = ["| config | query | document | NDCG@10 | MAP@10 | MRR@10 | R@10 | R@100 | FLOPs | nnz query | nnz doc |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c, m in res.items():
-        q, d = names.get(c, ("?", "?"))
-        lines.append(f"| {c} | {q} | {d} | " + " | ".join(f"{100 * m[k]:.1f}" for k in ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100"))
+        q, d, di = describe(c)
+        lines.append(f"| {c} | {q} | {d}, {di} | " + " | ".join(f"{100 * m[k]:.1f}" for k in ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100"))
                      + f" | {m['FLOPs']:.2f} | {m['nnz query']:.1f} | {m['nnz doc']:.1f} |")
     test = r["counts"].get("test", {})
     lines += ["", f"The paper's findings on this test split ({test.get('queries', '?')} queries, {test.get('documents', '?')} documents):", ""]

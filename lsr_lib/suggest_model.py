@@ -40,6 +40,12 @@ CONFIG_SIDES = {  # (query encoder, document encoder, document input)
 }
 
 
+def describe(config: str) -> tuple[str, str, str]:
+    """("MLP" | "MLM", "MLP" | "MLM", document input) of a configuration, for tables and labels."""
+    q, d, doc_input = CONFIG_SIDES[config]
+    return q.split("_")[0].upper(), d.split("_")[0].upper(), doc_input
+
+
 def _init_linear(lin: nn.Linear, g: torch.Generator) -> None:
     nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=g)
     bound = 1.0 / math.sqrt(lin.weight.shape[1])

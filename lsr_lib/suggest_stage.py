@@ -20,7 +20,7 @@ from .d2s_train import load_sparse, save_sparse
 from .feature_cache import ShardedCache
 from .sparse_stats import sparse_summary
 from .suggest_data import SuggestionSet, emoji_suggestion_set, load_atomic, load_document_image
-from .suggest_model import CONFIG_SIDES
+from .suggest_model import describe
 from .suggest_train import encode, load_suggest_model, train_suggest
 
 MEASURES = ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100")  # ir_measures names: MAP@10 = AP@10, MRR@10 = RR@10
@@ -206,8 +206,8 @@ def results_table(results: dict) -> pd.DataFrame:
     """Configurations x (query / document encoders, metrics in percent, FLOPs, vector lengths)."""
     rows = {}
     for config, r in results.items():
-        qk, dk, di = CONFIG_SIDES[config]
-        rows[config] = {"query": qk.replace("_text", "").upper(), "document": f"{dk.split('_')[0].upper()} ({di})",
+        qk, dk, di = describe(config)
+        rows[config] = {"query": qk, "document": f"{dk} ({di})",
                         **{("MAP@10" if m == "AP@10" else "MRR@10" if m == "RR@10" else m): 100 * r[m] for m in MEASURES},
                         "FLOPs": r["FLOPs"], "nnz query": r["nnz query"], "nnz doc": r["nnz doc"]}
     return pd.DataFrame(rows).T
@@ -275,14 +275,14 @@ def explorer_models(cfg: Config, split: str = "test") -> list:
         model = load_suggest_model(folder)
 
         def encode_queries(texts, model=model):
-            a = tower(list(texts))
-            t = {"states": torch.from_numpy(a["states"]), "token_ids": torch.from_numpy(a["token_ids"]).long(), "mask": torch.from_numpy(a["mask"])}
+            with torch.inference_mode():
+                t = tower.encode(list(texts))
             m = sp.csr_matrix(encode(model, "query", t, None, cfg.suggest.eval_batch_size).numpy())
             m.eliminate_zeros()
             return m
 
-        qk, dk, di = CONFIG_SIDES[config]
-        out.append(ExplorerModel(name=f"{config} ({qk.split('_')[0].upper()} query / {dk.split('_')[0].upper()} {di} docs)", encode_queries=encode_queries,
+        qk, dk, di = describe(config)
+        out.append(ExplorerModel(name=f"{config} ({qk} query / {dk} {di} docs)", encode_queries=encode_queries,
                                  image_vectors=load_sparse(dp), image_ids=data.docs["doc_id"].to_numpy(), image_paths=list(data.docs["path"]),
                                  description=f"stage 05 {config}: documents are emoji represented by {di}; scores are sparse dot products"))
     return out
