@@ -14,12 +14,10 @@ papermill / nbval) and the ipywidgets layer (``explorer_widgets``, in JupyterLab
 
 Models are read from files: stage 02's D2S vectors (:func:`d2s_models`; a typed query goes
 MiniLM -> LiT text projection -> D2S text head with full expansion, as at evaluation) and, when
-``lsr_lib.suggest_stage.explorer_models(cfg, split)`` exists and its outputs are built, stage
-05's M1-M4 (:func:`suggestion_models`).
+built, stage 05's M1-M4 (:func:`suggestion_models`, through ``suggest_stage.explorer_models``).
 """
 from __future__ import annotations
 
-import importlib
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,9 +29,6 @@ import scipy.sparse as sp
 
 from .semantic_deviation import _row, own_token_ids, top_terms
 from .sparse_index import RetrievalIndex, as_csr, fingerprint, load_index, make_index, read_meta
-
-SUGGEST_MODULE = "lsr_lib.suggest_stage"
-
 
 @dataclass
 class ExplorerModel:
@@ -269,32 +264,24 @@ def d2s_models(cfg, split: str = "test", dense_encoder: Optional[Callable[[list[
     return out
 
 
-def suggestion_models(cfg, split: str = "test", module: str = SUGGEST_MODULE) -> tuple[list[ExplorerModel], Optional[str]]:
-    """Stage 05's M1-M4 through ``<module>.explorer_models(cfg, split=...)``; ([], why) when unavailable."""
+def suggestion_models(cfg, split: str = "test", loader: Optional[Callable] = None) -> tuple[list[ExplorerModel], Optional[str]]:
+    """Stage 05's M1-M4 (``suggest_stage.explorer_models``, or ``loader``); ([], why) when not built."""
+    if loader is None:
+        from .suggest_stage import explorer_models as loader
     run = f"run stage 05 (image suggestion, M1-M4): python -m lsr_lib.pipeline --profile {cfg.profile} --stages 05"
     try:
-        mod = importlib.import_module(module)
-    except ImportError as err:
-        return [], f"M1-M4 not shown: {module} cannot be imported ({err}); it comes with stage 05, then {run}"
-    fn = getattr(mod, "explorer_models", None)
-    if fn is None:
-        return [], f"M1-M4 not shown: {module} has no explorer_models(cfg, split)"
-    try:
-        models = list(fn(cfg, split=split))
+        models = list(loader(cfg, split=split))
     except FileNotFoundError as err:
         return [], f"M1-M4 not shown: stage 05 outputs are missing for profile {cfg.profile!r} ({err}); {run}"
     if not models:
         return [], f"M1-M4 not shown: no stage 05 vectors for profile {cfg.profile!r}; {run}"
-    bad = [type(m).__name__ for m in models if not isinstance(m, ExplorerModel)]
-    if bad:
-        return [], f"M1-M4 not shown: {module}.explorer_models returned {bad[0]}, not ExplorerModel"
     return models, None
 
 
-def available_models(cfg, split: str = "test", module: str = SUGGEST_MODULE) -> list[ExplorerModel]:
+def available_models(cfg, split: str = "test", loader: Optional[Callable] = None) -> list[ExplorerModel]:
     """The D2S models of stage 02 plus stage 05's M1-M4 when built (a warning says why they are not)."""
     models = d2s_models(cfg, split)
-    extra, why = suggestion_models(cfg, split, module)
+    extra, why = suggestion_models(cfg, split, loader)
     if why:
         warnings.warn(why, stacklevel=2)
     return models + extra

@@ -1,6 +1,4 @@
 """The explorer's data functions (lsr_lib.explorer) on hand-made vectors, the real tokenizer and a fake encoder."""
-import sys
-import types
 from types import SimpleNamespace
 
 import numpy as np
@@ -148,33 +146,20 @@ def test_saved_index_is_used_only_when_it_matches(model, tmp_path):
 
 def test_missing_stage_05_says_which_stage_to_run(model, monkeypatch):
     cfg = SimpleNamespace(profile="smoke")
-    models, why = ex.suggestion_models(cfg, module="lsr_lib.no_such_stage")
-    assert models == [] and "stage 05" in why and "--profile smoke --stages 05" in why
-
-    mod = types.ModuleType("fake_suggest")
-    monkeypatch.setitem(sys.modules, "fake_suggest", mod)
-    models, why = ex.suggestion_models(cfg, module="fake_suggest")
-    assert models == [] and "explorer_models" in why
 
     def unbuilt(cfg, split="test"):
         raise FileNotFoundError("data/cache/smoke/suggest/m1 is missing")
-    mod.explorer_models = unbuilt
-    models, why = ex.suggestion_models(cfg, module="fake_suggest")
+    models, why = ex.suggestion_models(cfg, loader=unbuilt)
     assert models == [] and "m1 is missing" in why and "--stages 05" in why
 
-    mod.explorer_models = lambda cfg, split="test": []  # importable, nothing built yet
-    models, why = ex.suggestion_models(cfg, module="fake_suggest")
+    models, why = ex.suggestion_models(cfg, loader=lambda cfg, split="test": [])  # nothing built yet
     assert models == [] and "--profile smoke --stages 05" in why
-    mod.explorer_models = lambda cfg, split="test": [model]
-    assert ex.suggestion_models(cfg, module="fake_suggest") == ([model], None)
-    mod.explorer_models = lambda cfg, split="test": ["not a model"]
-    assert "not ExplorerModel" in ex.suggestion_models(cfg, module="fake_suggest")[1]
+    assert ex.suggestion_models(cfg, loader=lambda cfg, split="test": [model]) == ([model], None)
 
     monkeypatch.setattr(ex, "d2s_models", lambda cfg, split="test": [model])
     with pytest.warns(UserWarning, match="stage 05"):
-        assert ex.available_models(cfg, module="lsr_lib.no_such_stage") == [model]
-    mod.explorer_models = lambda cfg, split="test": [model, model]
-    assert len(ex.available_models(cfg, module="fake_suggest")) == 3
+        assert ex.available_models(cfg, loader=unbuilt) == [model]
+    assert len(ex.available_models(cfg, loader=lambda cfg, split="test": [model, model])) == 3
 
 
 def test_d2s_models_say_which_stage_to_run(tmp_path):
