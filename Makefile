@@ -22,23 +22,23 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 main: setup
-	$(PY) -m lsr_lib.pipeline --profile default
-	$(PY) -m lsr_lib.report
+	$(PY) -m lsr_lib.run.pipeline --profile default
+	$(PY) -m lsr_lib.results.report
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests notebooks --nbval-lax -q
 
 smoke: setup
-	$(PY) -m lsr_lib.pipeline --profile smoke
+	$(PY) -m lsr_lib.run.pipeline --profile smoke
 
 paper: setup
-	$(PY) -m lsr_lib.sweep --profile paper
+	$(PY) -m lsr_lib.run.sweep --profile paper
 
 paper-dry-run: setup
-	$(PY) -m lsr_lib.sweep --profile paper --dry-run
+	$(PY) -m lsr_lib.run.sweep --profile paper --dry-run
 
 report: setup
-	$(PY) -m lsr_lib.report
+	$(PY) -m lsr_lib.results.report
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -21,10 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from lsr_lib.config import REPO_ROOT, D2SConfig  # noqa: E402
-from lsr_lib.d2s_train import build_model, make_optimizer, training_step  # noqa: E402
-from lsr_lib.dense_encoder import pick_device  # noqa: E402
-from lsr_lib.provenance import machine, versions  # noqa: E402
+from lsr_lib.config.profiles import REPO_ROOT, D2SConfig  # noqa: E402
+from lsr_lib.train.d2s import build_model, make_optimizer, training_step  # noqa: E402
+from lsr_lib.dense.encoder import pick_device  # noqa: E402
+from lsr_lib.results.provenance import machine, versions  # noqa: E402
 
 
 def main(argv=None) -> int:

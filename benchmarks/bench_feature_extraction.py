@@ -18,11 +18,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from lsr_lib.config import REPO_ROOT  # noqa: E402
-from lsr_lib.dense_encoder import pick_device  # noqa: E402
-from lsr_lib.emoji_data import build_emoji_collection, on_white, openmoji_svg_dir, render_svg  # noqa: E402
-from lsr_lib.provenance import machine, versions  # noqa: E402
-from lsr_lib.towers import ImageTower, TextTower  # noqa: E402
+from lsr_lib.config.profiles import REPO_ROOT  # noqa: E402
+from lsr_lib.dense.encoder import pick_device  # noqa: E402
+from lsr_lib.data.emoji import build_emoji_collection, on_white, openmoji_svg_dir, render_svg  # noqa: E402
+from lsr_lib.results.provenance import machine, versions  # noqa: E402
+from lsr_lib.dense.towers import ImageTower, TextTower  # noqa: E402
 
 
 def peak_rss_mib() -> float:

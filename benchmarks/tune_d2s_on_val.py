@@ -6,10 +6,10 @@ Runs go to /tmp/d2s_trials/TAG/<condition>; the test split is never read. The se
 the committed default are logged in results/default/02_d2s_val_trials.log.
 """
 import sys, dataclasses, json, time
-from lsr_lib.config import load_config
-from lsr_lib.d2s_stage import *
-from lsr_lib.dense_features import dense_dir, load_dense_dir
-from lsr_lib.d2s_train import train_d2s
+from lsr_lib.config.profiles import load_config
+from lsr_lib.stages.train_sparse_heads import *
+from lsr_lib.stages.cache_dense_features import dense_dir, load_dense_dir
+from lsr_lib.train.d2s import train_d2s
 tag=sys.argv[1]; kw=json.loads(sys.argv[2])
 cfg=load_config('default')
 d2s=dataclasses.replace(cfg.d2s, **kw)

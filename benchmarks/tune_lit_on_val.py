@@ -5,9 +5,9 @@
 Edit the list of settings at the bottom; results go to stdout (see results/default/01_lit_val_trials.log).
 """
 import dataclasses, time, sys
-from lsr_lib.config import load_config
-from lsr_lib.dense_features import *
-from lsr_lib.lit_projection import train_lit, image_feature_matrix
+from lsr_lib.config.profiles import load_config
+from lsr_lib.stages.cache_dense_features import *
+from lsr_lib.dense.lit_projection import train_lit, image_feature_matrix
 cfg=load_config('default')
 col=load_collection(cfg, render=False)
 ic,tc=cache_tower_features(cfg,col,torch.device('cpu'),progress=False)

@@ -11,6 +11,6 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="module")
 def tok():
     """The BERT-uncased WordPiece tokenizer, installed offline with MiniLM."""
-    from lsr_lib.expansion_control import bert_uncased_tokenizer
+    from lsr_lib.sparse.expansion_control import bert_uncased_tokenizer
 
     return bert_uncased_tokenizer()

@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import BertTokenizer, BlipConfig, BlipForImageTextRetrieval, BlipImageProcessorPil, BlipProcessor
 
-from lsr_lib.blip_encoder import BlipHFEncoder, blip_pre_caption, weights_digest
-from lsr_lib.karpathy import load_image, load_karpathy
+from lsr_lib.dense.blip import BlipHFEncoder, blip_pre_caption, weights_digest
+from lsr_lib.data.karpathy import load_image, load_karpathy
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROJ_DIM = 16

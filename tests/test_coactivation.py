@@ -1,4 +1,4 @@
-"""Co-activation breakdown (lsr_lib.coactivation) against brute-force counts on tiny CSR matrices."""
+"""Co-activation breakdown (lsr_lib.analysis.coactivation) against brute-force counts on tiny CSR matrices."""
 import itertools
 
 import matplotlib
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lsr_lib import coactivation as co
-from lsr_lib.sparse_stats import coactivation_flops
+from lsr_lib.analysis import coactivation as co
+from lsr_lib.metrics.sparse_stats import coactivation_flops
 
 
 class FakeTokenizer:

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from lsr_lib.collection import CollectionError, ImageCaptionSet
+from lsr_lib.data.collection import CollectionError, ImageCaptionSet
 
 
 def _make(images, captions):

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import yaml
 
-from lsr_lib.config import PROFILES, ConfigError, load_config
+from lsr_lib.config.profiles import PROFILES, ConfigError, load_config
 
 
 @pytest.mark.parametrize("profile", PROFILES)

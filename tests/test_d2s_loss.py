@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lsr_lib.d2s_loss import distillation_loss, flops_penalty, l1_penalty, reg_weight
+from lsr_lib.train.d2s_loss import distillation_loss, flops_penalty, l1_penalty, reg_weight
 
 
 def _tiny(seed: int = 0):

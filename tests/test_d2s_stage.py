@@ -7,11 +7,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from lsr_lib.collection import ImageCaptionSet
-from lsr_lib.config import D2SConfig, load_config
-from lsr_lib.d2s_stage import condition_config, evaluate_sparse, training_pairs
-from lsr_lib.expansion_control import bert_uncased_tokenizer
-from lsr_lib.retrieval_metrics import evaluate_both_directions
+from lsr_lib.data.collection import ImageCaptionSet
+from lsr_lib.config.profiles import D2SConfig, load_config
+from lsr_lib.stages.train_sparse_heads import condition_config, evaluate_sparse, training_pairs
+from lsr_lib.sparse.expansion_control import bert_uncased_tokenizer
+from lsr_lib.metrics.retrieval import evaluate_both_directions
 
 
 def test_conditions_differ_only_in_the_schedule():
@@ -53,7 +53,7 @@ def test_sparse_evaluation_matches_dense_computation():
 
 
 def test_compare_words():
-    from lsr_lib.analysis_stage import compare
+    from lsr_lib.stages.analyze_sparse_vectors import compare
 
     assert compare(1.0, 2.0).startswith("lower") and "-50.0%" in compare(1.0, 2.0)
     assert compare(0.2, 0.0) == "higher (0.2 vs 0)"

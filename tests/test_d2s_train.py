@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-import lsr_lib.d2s_train as d2s_train
-from lsr_lib.config import ConfigError, build_dataclass
-from lsr_lib.d2s_train import D2SConfig, build_model, encode_sparse, load_best, load_sparse, save_sparse, train_d2s, validate_sparse
+import lsr_lib.train.d2s as d2s_train
+from lsr_lib.config.profiles import ConfigError, build_dataclass
+from lsr_lib.train.d2s import D2SConfig, build_model, encode_sparse, load_best, load_sparse, save_sparse, train_d2s, validate_sparse
 
 D, V, H, CONCEPTS, CAPS = 16, 64, 16, 12, 2
 

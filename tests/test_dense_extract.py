@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from lsr_lib.config import load_config
-from lsr_lib.dense_encoder import DenseEncoder
-from lsr_lib.dense_extract import extract_with_encoder, load_released_features, make_encoder
-from lsr_lib.dense_features import dense_baseline, load_dense_dir, write_dense_dir
-from lsr_lib.feature_files import write_embeddings
-from lsr_lib.karpathy import ImageLoadError, load_karpathy
+from lsr_lib.config.profiles import load_config
+from lsr_lib.dense.encoder import DenseEncoder
+from lsr_lib.dense.extract import extract_with_encoder, load_released_features, make_encoder
+from lsr_lib.stages.cache_dense_features import dense_baseline, load_dense_dir, write_dense_dir
+from lsr_lib.storage.feature_files import write_embeddings
+from lsr_lib.data.karpathy import ImageLoadError, load_karpathy
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 

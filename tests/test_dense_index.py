@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lsr_lib.dense_index import numpy_topk_inner_product
-from lsr_lib.sparse_index import load_index, load_or_build, make_index, recall_at_k, same_topk_up_to_ties
+from lsr_lib.index.dense import numpy_topk_inner_product
+from lsr_lib.index.sparse import load_index, load_or_build, make_index, recall_at_k, same_topk_up_to_ties
 
 K = 10
 

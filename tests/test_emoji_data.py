@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lsr_lib.emoji_data import build_emoji_collection, captions_for, hex_to_emoji, render_svg, openmoji_svg_dir, split_checksum, variant_group
+from lsr_lib.data.emoji import build_emoji_collection, captions_for, hex_to_emoji, render_svg, openmoji_svg_dir, split_checksum, variant_group
 
 
 def test_captions_come_from_real_annotations():

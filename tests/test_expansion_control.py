@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lsr_lib.expansion_control import (
+from lsr_lib.sparse.expansion_control import (
     SCHEDULES,
     ExpansionGate,
     bert_uncased_tokenizer,

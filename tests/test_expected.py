@@ -5,8 +5,8 @@ import re
 import pytest
 import yaml
 
-from lsr_lib.config import load_config
-from lsr_lib.expected import ExpectedFileError, evaluate, expected_path, format_table, judge, load_expected, lookup, main, markdown_table
+from lsr_lib.config.profiles import load_config
+from lsr_lib.results.expected import ExpectedFileError, evaluate, expected_path, format_table, judge, load_expected, lookup, main, markdown_table
 
 SOURCES = {"paper": "a paper, table 2", "bound": "a published upper bound"}
 

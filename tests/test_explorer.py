@@ -1,4 +1,4 @@
-"""The explorer's data functions (lsr_lib.explorer) on hand-made vectors, the real tokenizer and a fake encoder."""
+"""The explorer's data functions (lsr_lib.stages.explore_sparse_vectors) on hand-made vectors, the real tokenizer and a fake encoder."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import scipy.sparse as sp
 from PIL import Image
 
-from lsr_lib import explorer as ex
-from lsr_lib.sparse_index import load_or_build, read_meta
+from lsr_lib.stages import explore_sparse_vectors as ex
+from lsr_lib.index.sparse import load_or_build, read_meta
 
 from sparse_helpers import V, vec
 
@@ -163,7 +163,7 @@ def test_missing_stage_05_says_which_stage_to_run(model, monkeypatch):
 
 
 def test_d2s_models_say_which_stage_to_run(tmp_path):
-    from lsr_lib.config import load_config
+    from lsr_lib.config.profiles import load_config
 
     cfg = load_config("smoke", overrides={"data": {"root": str(tmp_path)}})
     with pytest.raises(FileNotFoundError, match="01_cache_dense_features"):
@@ -177,7 +177,7 @@ def test_image_choices(model):
 
 def test_widget_shows_the_views(model):
     pytest.importorskip("ipywidgets")
-    from lsr_lib.explorer_widgets import explorer_widget
+    from lsr_lib.stages.explore_widgets import explorer_widget
 
     other = ex.ExplorerModel(**{**model.__dict__, "name": "other model", "image_vectors": model.image_vectors * 0.5, "index": None})
     tabs = explorer_widget([model, other], text="red dog", k=3)

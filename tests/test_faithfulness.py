@@ -1,4 +1,4 @@
-"""Faithfulness to the dense teacher (lsr_lib.faithfulness): top-k Kendall tau-b and per-query R@k agreement."""
+"""Faithfulness to the dense teacher (lsr_lib.analysis.faithfulness): top-k Kendall tau-b and per-query R@k agreement."""
 import math
 
 import numpy as np
@@ -7,7 +7,7 @@ import scipy.sparse as sp
 import torch
 from scipy import stats
 
-from lsr_lib import faithfulness as fa
+from lsr_lib.analysis import faithfulness as fa
 
 DENSE = np.array([[0.9, 0.8, 0.7, 0.1, 0.0], [0.5, 0.4, 0.3, 0.2, 0.1], [0.9, 0.8, 0.7, 0.0, 0.0]])
 SPARSE = np.array([[3.0, 1.0, 2.0, 10.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 2.0, 0.0, 0.0]])

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from lsr_lib.feature_cache import CacheMismatchError, ShardedCache
+from lsr_lib.storage.shard_cache import CacheMismatchError, ShardedCache
 
 
 def _compute(calls):

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lsr_lib.feature_files import FeatureFileError, align, read_embeddings, write_embeddings
+from lsr_lib.storage.feature_files import FeatureFileError, align, read_embeddings, write_embeddings
 
 
 def test_round_trip(tmp_path):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lsr_lib.image_augment import EVAL_TRANSFORMS, eval_transform, random_view, stroke
+from lsr_lib.data.image_augment import EVAL_TRANSFORMS, eval_transform, random_view, stroke
 
 
 def _img():

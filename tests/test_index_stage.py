@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from lsr_lib.config import load_config
-from lsr_lib.index_stage import recall_matched, search_sweep
-from lsr_lib.index_stage import brute_force_topk
+from lsr_lib.config.profiles import load_config
+from lsr_lib.stages.retrieve_with_inverted_index import recall_matched, search_sweep
+from lsr_lib.stages.retrieve_with_inverted_index import brute_force_topk
 
 
 def rows():

@@ -1,4 +1,4 @@
-"""Karpathy-split loader, writer and image loading on committed fixtures (lsr_lib.karpathy)."""
+"""Karpathy-split loader, writer and image loading on committed fixtures (lsr_lib.data.karpathy)."""
 import json
 from pathlib import Path
 
@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lsr_lib.collection import CollectionError, ImageCaptionSet
-from lsr_lib.karpathy import ImageLoadError, KarpathyFormatError, load_image, load_karpathy, write_karpathy
+from lsr_lib.data.collection import CollectionError, ImageCaptionSet
+from lsr_lib.data.karpathy import ImageLoadError, KarpathyFormatError, load_image, load_karpathy, write_karpathy
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "karpathy_tiny.json"

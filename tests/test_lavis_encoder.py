@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from transformers import BertTokenizer
 
-from lsr_lib.blip_encoder import blip_pre_caption
-from lsr_lib.karpathy import load_image, load_karpathy
-from lsr_lib.lavis_encoder import MOMENTUM_MODULES, LavisEncoder
+from lsr_lib.dense.blip import blip_pre_caption
+from lsr_lib.data.karpathy import load_image, load_karpathy
+from lsr_lib.dense.lavis import MOMENTUM_MODULES, LavisEncoder
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WIDTH, DIM, SIZE = 24, 8, 16

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from lsr_lib.config import LitConfig
-from lsr_lib.lit_projection import contrastive_loss, load_projection, save_projection, train_lit
+from lsr_lib.config.profiles import LitConfig
+from lsr_lib.dense.lit_projection import contrastive_loss, load_projection, save_projection, train_lit
 
 
 def test_contrastive_loss_matches_manual():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lsr_lib.pipeline import STAGES, main, select_stages
+from lsr_lib.run.pipeline import STAGES, main, select_stages
 
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("*.ipynb"))
@@ -46,6 +46,6 @@ def test_pipeline_dry_run_lists_every_stage(capsys):
 
 
 def test_readme_tables_match_result_files():
-    from lsr_lib.report import main as report_main
+    from lsr_lib.results.report import main as report_main
 
-    assert report_main(["--check"]) == 0, "README.md is stale: run `python -m lsr_lib.report`"
+    assert report_main(["--check"]) == 0, "README.md is stale: run `python -m lsr_lib.results.report`"

@@ -5,7 +5,7 @@ import pytest
 import torch
 from ir_measures import RR, Qrel, ScoredDoc, Success
 
-from lsr_lib.retrieval_metrics import evaluate_both_directions, first_relevant_rank, metrics_from_ranks
+from lsr_lib.metrics.retrieval import evaluate_both_directions, first_relevant_rank, metrics_from_ranks
 
 
 def test_hand_computed_ranks():

@@ -1,11 +1,11 @@
-"""Semantic deviation measures (lsr_lib.semantic_deviation) on hand-made vectors with the real tokenizer."""
+"""Semantic deviation measures (lsr_lib.analysis.semantic_deviation) on hand-made vectors with the real tokenizer."""
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from lsr_lib import semantic_deviation as sd
-from lsr_lib.collection import ImageCaptionSet
+from lsr_lib.analysis import semantic_deviation as sd
+from lsr_lib.data.collection import ImageCaptionSet
 
 from sparse_helpers import V, vec
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import save_file
 
-from lsr_lib.sparse_head import D2SModel, SparseHead, mlm_head_init, vocab_layer_init
+from lsr_lib.sparse.head import D2SModel, SparseHead, mlm_head_init, vocab_layer_init
 
 D, H, V = 12, 8, 40
 
@@ -124,8 +124,8 @@ def _tiny_distilbert_mlm(folder):
 
 def test_d2s_build_model_takes_the_distilbert_mlm_head(tmp_path):
     """The paper's vocab_init path (distilbert-base-uncased) on a tiny local stand-in: H x V + bias from vocab_projector."""
-    from lsr_lib.d2s_config import D2SConfig
-    from lsr_lib.d2s_train import build_model
+    from lsr_lib.config.d2s import D2SConfig
+    from lsr_lib.train.d2s import build_model
 
     mlm = _tiny_distilbert_mlm(tmp_path / "distilbert-tiny")
     for shared in (True, False):
@@ -143,9 +143,9 @@ def test_d2s_build_model_takes_the_distilbert_mlm_head(tmp_path):
 def test_d2s_build_model_rejects_a_wrong_hidden_dim(tmp_path):
     import pytest
 
-    from lsr_lib.d2s_config import D2SConfig
-    from lsr_lib.d2s_train import build_model
-    from lsr_lib.typed_config import ConfigError
+    from lsr_lib.config.d2s import D2SConfig
+    from lsr_lib.train.d2s import build_model
+    from lsr_lib.config.typed import ConfigError
 
     _tiny_distilbert_mlm(tmp_path / "m")
     with pytest.raises(ConfigError, match="hidden_dim: 768 .* H = 24"):

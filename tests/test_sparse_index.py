@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lsr_lib.latency_bench import benchmark_index, synthetic_collection
-from lsr_lib.sparse_index import (as_csr, load_index, load_or_build, make_index, prune_topk, read_meta, recall_at_k,
+from lsr_lib.index.latency import benchmark_index, synthetic_collection
+from lsr_lib.index.sparse import (as_csr, load_index, load_or_build, make_index, prune_topk, read_meta, recall_at_k,
                                   same_topk_up_to_ties, topk_disagreements)
-from lsr_lib.sparse_index_backends import require
+from lsr_lib.index.backends import require
 
 K = 10
 N_DOCS, VOCAB = 500, 2000
@@ -165,7 +165,7 @@ def test_unknown_params_and_missing_packages():
         make_index("numba", n_postings=3)
     with pytest.raises(ImportError, match="pip install some-dist"):
         require("no_such_module_xyz", "some-dist", "the test index")
-    code = ("import sys, lsr_lib.sparse_index, lsr_lib.dense_index, lsr_lib.latency_bench; "
+    code = ("import sys, lsr_lib.index.sparse, lsr_lib.index.dense, lsr_lib.index.latency; "
             "assert not {'seismic', 'qdrant_edge', 'pyterrier_pisa', 'faiss', 'numba'} & set(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lsr_lib.sparse_stats import avg_nonzeros, coactivation_flops, sparse_summary
+from lsr_lib.metrics.sparse_stats import avg_nonzeros, coactivation_flops, sparse_summary
 
 
 def _random_sparse(n, v, density, seed):

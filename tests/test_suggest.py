@@ -7,12 +7,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from lsr_lib.collection import ImageCaptionSet
-from lsr_lib.config import ConfigError, load_config
-from lsr_lib.suggest_data import SuggestionDataError, SuggestionSet, emoji_suggestion_set, load_atomic, read_qrels
-from lsr_lib.suggest_model import SuggestModel
-from lsr_lib.suggest_stage import findings
-from lsr_lib.suggest_train import flops_reg, infonce_loss, mrr_at_10, train_suggest
+from lsr_lib.data.collection import ImageCaptionSet
+from lsr_lib.config.profiles import ConfigError, load_config
+from lsr_lib.data.suggest import SuggestionDataError, SuggestionSet, emoji_suggestion_set, load_atomic, read_qrels
+from lsr_lib.sparse.suggest_encoders import SuggestModel
+from lsr_lib.stages.image_suggestion import findings
+from lsr_lib.train.suggest import flops_reg, infonce_loss, mrr_at_10, train_suggest
 
 ATOMIC = Path(__file__).parent / "fixtures" / "atomic"
 ATOMIC_QRELS = {s: ATOMIC / f"{s}.qrels" for s in ("train", "validation", "test")}
@@ -42,7 +42,7 @@ def test_atomic_loader_reads_the_published_format():
     assert q["sec0"] == "Red (colour) Introduction The colour red in art and nature."
     caps = s.docs.set_index("doc_id")["caption"]
     assert caps["img0"] == "a red square" and caps["img3"] == "yellow colour swatch"  # falls back to the alt text
-    from lsr_lib.suggest_data import load_document_image
+    from lsr_lib.data.suggest import load_document_image
 
     assert load_document_image(s.docs.iloc[2]).getpixel((5, 5))[2] > 150  # the blue WebP decodes
 
@@ -95,7 +95,7 @@ def test_m4_image_reweights_caption_terms_but_adds_none():
 
 
 def test_mlm_text_starts_from_its_own_tokens_and_expands():
-    from lsr_lib.towers import TokenTower
+    from lsr_lib.dense.towers import TokenTower
 
     tower = TokenTower("cpu", 16)
     a = tower(["a red bicycle on the beach"])
@@ -159,7 +159,7 @@ def test_suggest_config_errors_name_the_key():
 
 def test_stage_runs_on_the_atomic_fixture(tmp_path):
     """The paper path of stage 05 end to end on the AToMiC fixture: states, training, index, metrics."""
-    from lsr_lib.suggest_stage import cache_states, evaluate_through_index, export_vectors, load_suggestion_set, split_tensors, train_configuration
+    from lsr_lib.stages.image_suggestion import cache_states, evaluate_through_index, export_vectors, load_suggestion_set, split_tensors, train_configuration
 
     cfg = load_config("smoke", {"data": {"root": str(tmp_path)}, "suggest": {"source": "atomic", "atomic_texts": str(ATOMIC / "texts.parquet"),
                                 "atomic_images": str(ATOMIC / "images.parquet"), "atomic_qrels": str(ATOMIC), "configurations": ["M1", "M4"], "epochs": 1, "batch_size": 4}})
@@ -176,8 +176,8 @@ def test_stage_runs_on_the_atomic_fixture(tmp_path):
 
 def test_finetuning_the_towers_trains_them_and_exports_with_them(tmp_path):
     """suggest.finetune_towers (the GPU path) on the CPU with the AToMiC fixture: towers change and are reused at export."""
-    from lsr_lib.suggest_stage import SuggestTowers, fit_and_export, load_suggestion_set, suggest_dir
-    from lsr_lib.suggest_train import load_tuned_towers
+    from lsr_lib.stages.image_suggestion import SuggestTowers, fit_and_export, load_suggestion_set, suggest_dir
+    from lsr_lib.train.suggest import load_tuned_towers
 
     cfg = load_config("smoke", {"data": {"root": str(tmp_path)}, "suggest": {"source": "atomic", "atomic_texts": str(ATOMIC / "texts.parquet"),
                                 "atomic_images": str(ATOMIC / "images.parquet"), "atomic_qrels": str(ATOMIC), "configurations": ["M4"],

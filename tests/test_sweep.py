@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lsr_lib import sweep, sweep_summary
-from lsr_lib.config import ConfigError, load_config, to_dict
+from lsr_lib.run import sweep
+
+from lsr_lib.results import sweep_summary
+from lsr_lib.config.profiles import ConfigError, load_config, to_dict
 
 SETTINGS = ["mscoco_blip", "mscoco_albef", "flickr30k_blip", "flickr30k_albef"]
 STAGES = ["01_cache_dense_features", "02_train_sparse_heads", "03_analyze_sparse_vectors", "04_retrieve_with_inverted_index"]
@@ -19,8 +21,8 @@ def test_dry_run_prints_every_command_for_all_settings_in_order(capsys):
     commands = [line for line in lines if line.startswith("papermill ")]
     expected = [f"papermill notebooks/{st}.ipynb runs/paper/{s}/{st}.ipynb -p profile paper/{s}" for s in SETTINGS for st in STAGES]
     assert commands == expected
-    assert lines.index(commands[-1]) < lines.index("python -m lsr_lib.expected --profile paper --markdown results/paper/expected_check.md")
-    assert any(line.startswith("python -m lsr_lib.sweep --profile paper --summary-only") for line in lines)
+    assert lines.index(commands[-1]) < lines.index("python -m lsr_lib.results.expected --profile paper --markdown results/paper/expected_check.md")
+    assert any(line.startswith("python -m lsr_lib.run.sweep --profile paper --summary-only") for line in lines)
 
 
 def test_only_keeps_file_order_and_unknown_settings_are_named(capsys):
@@ -77,8 +79,8 @@ def test_setting_overrides_are_checked_key_by_key(tmp_path):
 def tmp_repo(tmp_path, monkeypatch):
     """results/ and runs/ under a temporary root (params/ linked to the repository's)."""
     (tmp_path / "params").symlink_to(sweep.REPO_ROOT / "params")
-    monkeypatch.setattr("lsr_lib.config.REPO_ROOT", tmp_path)
-    monkeypatch.setattr("lsr_lib.sweep.REPO_ROOT", tmp_path)
+    monkeypatch.setattr("lsr_lib.config.profiles.REPO_ROOT", tmp_path)
+    monkeypatch.setattr("lsr_lib.run.sweep.REPO_ROOT", tmp_path)
     return tmp_path
 
 
@@ -124,7 +126,7 @@ def _metrics(r1):
 
 def test_summary_is_generated_from_result_files(tmp_path, monkeypatch):
     saved = []
-    monkeypatch.setattr("lsr_lib.figures.save_figure", lambda fig, name, profile="default": saved.append(name) or Path(sweep_summary.REPO_ROOT) / "figures" / profile / f"{name}.png")
+    monkeypatch.setattr("lsr_lib.results.figures.save_figure", lambda fig, name, profile="default": saved.append(name) or Path(sweep_summary.REPO_ROOT) / "figures" / profile / f"{name}.png")
     settings = list(load_config("paper").sweep)
     root = tmp_path / "results"
     (root / "mscoco_blip").mkdir(parents=True)
@@ -145,7 +147,7 @@ def test_summary_is_generated_from_result_files(tmp_path, monkeypatch):
 def test_makefile_paper_dry_run_calls_the_sweep():
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
     target = makefile.split("paper-dry-run: setup\n", 1)[1].splitlines()[0]
-    assert target.strip() == "$(PY) -m lsr_lib.sweep --profile paper --dry-run"
+    assert target.strip() == "$(PY) -m lsr_lib.run.sweep --profile paper --dry-run"
 
 
 def test_editing_another_setting_keeps_results_current(tmp_repo):

@@ -1,0 +1,232 @@
+"""Typed, frozen run configuration loaded from ``params/<profile>.yaml``.
+
+Every stage reads one :class:`Config`. Unknown keys and wrong types are errors that name the
+key, raised before any work starts (HOUSE_STYLE: "unknown keys and wrong types are errors").
+Each section is a frozen dataclass; paper hyperparameters carry their source in the YAML.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .d2s import D2SConfig
+from .suggest import SuggestConfig
+from .typed import ConfigError, build_dataclass, to_dict
+
+__all__ = ["Config", "ConfigError", "D2SConfig", "SweepSetting", "build_dataclass", "load_config", "split_profile", "to_dict"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROFILES = ("smoke", "default", "paper")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which image-caption collection to use and how to split it."""
+
+    name: str = "emoji"  # emoji (embedded default) | mscoco | flickr30k
+    root: str = "data"  # relative to the repository root unless absolute
+    max_groups: Optional[int] = None  # smoke: keep only this many variant groups
+    split_seed: int = 13
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train, val, test
+    image_size: int = 224
+    karpathy_json: Optional[str] = None  # paper profile: dataset_{coco,flickr30k}.json
+    image_root: Optional[str] = None  # paper profile: folder the Karpathy file paths are under
+    train_splits: tuple[str, ...] = ("train",)  # reference code: train only, restval excluded
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The frozen dense dual encoder (DESIGN.md section 4/5)."""
+
+    kind: str = "lit_towers"  # lit_towers | blip_hf | lavis | feature_files
+    checkpoint: Optional[str] = None  # blip_hf / lavis model name or path
+    features_dir: Optional[str] = None  # feature_files: folder with img_embs.parquet, text_embs.parquet
+    embed_dim: int = 256
+
+
+@dataclass(frozen=True)
+class LitConfig:
+    """LiT-style projections trained on top of the two locked towers (embedded default)."""
+
+    image_features: tuple[str, ...] = ("avg", "max", "logits")  # parts of the tower output used
+    train_views: int = 4  # augmented renderings per training image (0 = clean only)
+    eval_transforms: tuple[str, ...] = ("grayscale", "small_offset", "thick_stroke", "hue_shift", "tinted_background")
+    hidden_dim: int = 1024
+    epochs: int = 60
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    dropout: float = 0.1
+    init_temperature: float = 0.07
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Batched tower / encoder forward passes and the on-disk feature cache."""
+
+    device: str = "auto"  # auto | cpu | cuda
+    image_batch_size: int = 64
+    text_batch_size: int = 256
+    shard_size: int = 1024  # rows per cache shard: an interrupted run resumes at shard granularity
+    mixed_precision: bool = True  # only used on CUDA
+    num_threads: int = 0  # torch CPU threads, 0 = torch default
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Retrieval evaluation (DESIGN.md section 3)."""
+
+    ks: tuple[int, ...] = (1, 5, 10)
+    mrr_depth: int = 10
+    splits: tuple[str, ...] = ("val", "test")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Stage 04: inverted-index retrieval and efficiency (DESIGN.md section 6)."""
+
+    exact_backends: tuple[str, ...] = ("numba", "qdrant_edge")  # checked against brute force
+    approx_backends: tuple[str, ...] = ("seismic", "pisa")  # recall@10 against exact (PISA: integer-quantised weights)
+    dense_backends: tuple[str, ...] = ("faiss_flat", "faiss_hnsw")  # the dense teacher, exact and HNSW (M=32, ef=64)
+    topk: int = 100
+    prune_doc_k: tuple[int, ...] = (0, 64, 32)  # index-time pruning of document vectors; 0 = none
+    prune_query_k: tuple[int, ...] = (0, 32, 16)  # paired with prune_doc_k
+    latency_queries: int = 200  # single-query calls timed per engine
+    qps_queries: int = 400  # queries in one batched call for QPS
+    scale_sizes: tuple[int, ...] = (100_000, 1_000_000)  # synthetic collections from the learned models' output distribution
+    scale_backends: tuple[str, ...] = ("numba", "seismic", "faiss_flat", "faiss_hnsw")
+    hnsw_max_docs: int = 200_000  # HNSW build cost on 2 cores: skipped above this size
+    seismic_search: tuple[tuple[int, float], ...] = ((20, 0.7), (40, 0.9), (60, 1.0))  # (query_cut, heap_factor): recall / latency sweep, no rebuild
+    hnsw_ef_search: tuple[int, ...] = (64,)  # HNSW efSearch sweep (one build): recall / latency, for recall-matched comparisons
+    seismic_postings_per_doc: tuple[float, ...] = (0.001,)  # n_postings = fraction x documents, one build each (DESIGN.md section 6: 0.0005-0.0015)
+
+
+@dataclass(frozen=True)
+class SweepSetting:
+    """One (dataset, backbone) point of a profile's sweep: config overrides merged over the profile.
+
+    Loaded as profile ``<profile>/<dataset>_<backbone>`` (e.g. ``paper/mscoco_albef``), whose
+    results go to ``results/<profile>/<dataset>_<backbone>/`` and caches to
+    ``data/cache/<profile>/<dataset>_<backbone>/``; ``python -m lsr_lib.run.sweep`` runs them all.
+    """
+
+    dataset: str  # mscoco | flickr30k
+    backbone: str  # blip | albef
+    overrides: Any = None  # nested mapping like the profile file; checked key by key when the setting is loaded
+    extract_kernel: str = "python3"  # Jupyter kernel for stage 01 (lsr-lavis for encoder.kind lavis, environment-lavis.yml)
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}_{self.backbone}"
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        for key in ("dataset", "backbone"):
+            if not re.fullmatch(r"[a-z0-9]+", getattr(self, key)):
+                raise ConfigError(f"{key}: must be lower-case letters and digits (it names a results folder), got {getattr(self, key)!r}")
+        if self.overrides is not None and not isinstance(self.overrides, dict):
+            raise ConfigError(f"overrides: expected a mapping of settings, got {self.overrides!r}")
+        bad = sorted({"profile", "sweep"} & set(self.overrides or {}))
+        if bad:
+            raise ConfigError(f"overrides: {', '.join(bad)} cannot be overridden by a sweep setting")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One profile: every setting a stage needs."""
+
+    profile: str
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    lit: LitConfig = field(default_factory=LitConfig)
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    d2s: D2SConfig = field(default_factory=D2SConfig)
+    d2s_conditions: tuple[str, ...] = ("with_control", "without_control")  # stage 02 runs
+    index: IndexConfig = field(default_factory=IndexConfig)
+    suggest: SuggestConfig = field(default_factory=SuggestConfig)  # stage 05: image suggestion, M1-M4
+    sweep: tuple[SweepSetting, ...] = ()  # paper profile: the (dataset, backbone) settings lsr_lib.run.sweep runs
+
+    def path(self, p: str | Path) -> Path:
+        """Resolve a configured path against the repository root."""
+        p = Path(p)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.data.root)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Per-profile cache of features and checkpoints (gitignored)."""
+        return self.data_dir / "cache" / self.profile
+
+    @property
+    def results_dir(self) -> Path:
+        """``results/<profile>`` (``results/<profile>/<setting>`` for a sweep setting)."""
+        return REPO_ROOT / "results" / self.profile
+
+    def setting(self, name: str) -> SweepSetting:
+        """The sweep setting called ``name`` (``mscoco_blip`` or ``mscoco/blip``)."""
+        name = name.replace("/", "_")
+        for s in self.sweep:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.sweep) or "none (the profile has no sweep section)"
+        raise ConfigError(f"profile {self.profile!r} has no sweep setting {name!r}; known: {known}")
+
+    def section_hash(self, *names: str) -> str:
+        """Short stable hash of the named sections, for cache manifests."""
+        blob = json.dumps({n: to_dict(getattr(self, n)) for n in names}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def split_profile(profile: str) -> tuple[str, Optional[str]]:
+    """``"paper/mscoco_blip"`` -> ``("paper", "mscoco_blip")``; ``"default"`` -> ``("default", None)``."""
+    base, _, setting = profile.partition("/")
+    return base, (setting or None)
+
+
+def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Optional[Path] = None) -> Config:
+    """Load ``params/<profile>.yaml`` (plus optional nested overrides) into a :class:`Config`.
+
+    ``profile`` may name a sweep setting, ``<profile>/<dataset>_<backbone>``: the setting's
+    overrides from the profile's ``sweep`` section are merged first, then ``overrides``.
+    """
+    params_dir = params_dir or REPO_ROOT / "params"
+    base, setting = split_profile(profile)
+    path = Path(params_dir) / f"{base}.yaml"
+    if not path.exists():
+        raise ConfigError(f"no profile file {path}; available: {', '.join(p.stem for p in sorted(Path(params_dir).glob('*.yaml')))}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw.setdefault("profile", base)
+    if setting is not None:
+        try:
+            chosen = build_dataclass(Config, raw).setting(setting)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        raw = _merge(raw, chosen.overrides or {})
+        raw["profile"] = f"{raw['profile']}/{chosen.name}"  # results/<profile>/<setting>/, data/cache/<profile>/<setting>/
+    raw = _merge(raw, overrides or {})
+    try:
+        return build_dataclass(Config, raw)
+    except ConfigError as e:
+        where = f" (sweep setting {setting!r})" if setting else ""
+        raise ConfigError(f"{path}{where}: {e}") from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

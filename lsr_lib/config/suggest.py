@@ -1,0 +1,51 @@
+"""Hyperparameters of stage 05, image suggestion with MLP / MLM sparse encoders (DESIGN.md 1B)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .typed import ConfigError
+
+CONFIGURATIONS = ("M1", "M2", "M3", "M4")
+SOURCES = ("emoji", "atomic")
+
+
+@dataclass(frozen=True)
+class SuggestConfig:
+    """One stage-05 run; comments cite the paper (arXiv 2402.07736) or say why a value differs."""
+
+    source: str = "emoji"  # emoji (embedded default: emoji suggestion) | atomic (TREC AToMiC files)
+    atomic_texts: Optional[str] = None  # AToMiC-Texts parquet (file or folder of shards)
+    atomic_images: Optional[str] = None  # AToMiC-Images parquet (file or folder of shards)
+    atomic_qrels: Optional[str] = None  # folder with <split> qrels (TREC text or parquet), or one file per split pattern
+    configurations: tuple[str, ...] = CONFIGURATIONS  # paper: M1-M4
+    max_text_tokens: int = 32  # WordPiece tokens per text, [CLS]/[SEP] included
+    epochs: int = 5  # paper: 5
+    batch_size: int = 64
+    lr_encoder: float = 1e-3  # MLP scorers, MLM transforms, image projections
+    lr_vocab: float = 5e-5  # MLM vocabulary layers (initialised from the tied word embeddings)
+    warmup_fraction: float = 0.1
+    reg_weight_query: float = 1e-3  # FLOPs regulariser (SPLADE), warmed up quadratically over the LR warm-up
+    reg_weight_doc: float = 1e-3
+    mlm_bias_init: float = -4.0  # added to the MLM vocabulary bias: about 50-300 active terms per vector at initialisation (0 makes all 30,522 fire: MiniLM's MLM transform is untrained)
+    cpu_bf16: bool = True  # bf16 autocast for training on CPU; evaluation stays fp32
+    finetune_towers: bool = False  # GPU: train MiniLM and EfficientNet-Lite0 too (at lr_vocab), reading live tower inputs instead of cached states
+    seed: int = 0
+    data_seed: int = 1
+    eval_batch_size: int = 256
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        bad = [c for c in self.configurations if c not in CONFIGURATIONS]
+        if bad:
+            raise ConfigError(f"suggest.configurations: unknown {bad}; known: {', '.join(CONFIGURATIONS)}")
+        if self.source not in SOURCES:
+            raise ConfigError(f"suggest.source: must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if self.source == "atomic" and not (self.atomic_texts and self.atomic_images and self.atomic_qrels):
+            raise ConfigError("suggest.source is 'atomic': set suggest.atomic_texts, suggest.atomic_images and suggest.atomic_qrels to the downloaded files")
+        for k in ("max_text_tokens", "epochs", "batch_size", "lr_encoder", "lr_vocab", "eval_batch_size"):
+            if not getattr(self, k) > 0:
+                raise ConfigError(f"suggest.{k}: must be > 0, got {getattr(self, k)!r}")
+        for k in ("reg_weight_query", "reg_weight_doc"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"suggest.{k}: must be >= 0, got {getattr(self, k)!r}")

@@ -1,0 +1,206 @@
+"""Expected paper-scale numbers as data, checked against the result files (pyserini style).
+
+    python -m lsr_lib.results.expected --profile paper            # table of OK / OKish / FAIL / UNKNOWN / MISSING
+    python -m lsr_lib.results.expected --profile paper --markdown results/paper/expected_check.md
+
+``results/expected/<profile>.yaml`` maps condition -> metric -> expected value, tolerance and
+source (the ``sources`` section says where each number was read). A metric is a dotted path into
+a stage's result file ``results/<profile>/<file>``; a value may be ``unknown`` when no quotable
+source gives it (never guessed). Comparisons: ``equal`` (the reproduction should match),
+``at_most`` / ``at_least`` (a published bound, e.g. ITM-reranked numbers an ITC-only run cannot
+beat). Status: OK within the tolerance, OKish within twice it, FAIL beyond, UNKNOWN when the
+expected value is unknown, MISSING when the result file or key is absent. Exit code 1 on FAIL.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import yaml
+
+from ..config.profiles import REPO_ROOT
+
+COMPARES = ("equal", "at_most", "at_least")
+STATUSES = ("OK", "OKish", "FAIL", "UNKNOWN", "MISSING")
+CONDITION_KEYS = {"file", "prefix", "metrics", "source", "compare", "tolerance", "note"}
+METRIC_KEYS = {"expected", "source", "compare", "tolerance", "note"}
+
+
+class ExpectedFileError(ValueError):
+    """The expected-values file has an unknown key or a bad value."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expected number: where to read the measured value and how to compare."""
+
+    condition: str  # e.g. mscoco_blip/with_control
+    metric: str  # dotted path below the condition's prefix, e.g. text_to_image.R@1
+    file: str  # result file relative to results/<profile>/
+    path: tuple[str, ...]  # full key path inside that file
+    expected: Optional[float]  # None = unknown
+    tolerance: float
+    compare: str  # equal | at_most | at_least
+    source: str  # key of the file's `sources` section
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check: Check
+    measured: Optional[float]
+    status: str
+
+
+def judge(measured: Optional[float], expected: Optional[float], tolerance: float, compare: str = "equal") -> str:
+    """OK / OKish / FAIL / UNKNOWN / MISSING for one number."""
+    if measured is None:
+        return "MISSING"
+    if expected is None:
+        return "UNKNOWN"
+    excess = {"equal": abs(measured - expected), "at_most": measured - expected, "at_least": expected - measured}[compare]
+    if excess <= tolerance:
+        return "OK"
+    return "OKish" if excess <= 2 * tolerance else "FAIL"
+
+
+def load_expected(path: Union[str, Path]) -> tuple[list[Check], dict[str, str]]:
+    """(checks, sources) from an expected-values YAML; unknown keys and bad values raise by name."""
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(raw) - {"profile", "sources", "default_tolerance", "conditions"})
+    if unknown:
+        raise ExpectedFileError(f"{path}: unknown top-level key(s) {', '.join(unknown)}")
+    sources = {str(k): str(v).strip() for k, v in (raw.get("sources") or {}).items()}
+    default_tol = float(raw.get("default_tolerance", 1.0))
+    checks = []
+    for cond, spec in (raw.get("conditions") or {}).items():
+        where = f"{path}: conditions.{cond}"
+        if not isinstance(spec, dict) or not {"file", "metrics"} <= set(spec):
+            raise ExpectedFileError(f"{where}: needs 'file' and 'metrics'")
+        if set(spec) - CONDITION_KEYS:
+            raise ExpectedFileError(f"{where}: unknown key(s) {', '.join(sorted(set(spec) - CONDITION_KEYS))}; allowed: {', '.join(sorted(CONDITION_KEYS))}")
+        prefix = tuple(spec["prefix"].split(".")) if spec.get("prefix") else ()
+        for metric, entry in spec["metrics"].items():
+            entry = entry if isinstance(entry, dict) else {"expected": entry}
+            if set(entry) - METRIC_KEYS:
+                raise ExpectedFileError(f"{where}.metrics.{metric}: unknown key(s) {', '.join(sorted(set(entry) - METRIC_KEYS))}")
+            merged = {"source": spec.get("source", ""), "compare": spec.get("compare", "equal"), "tolerance": spec.get("tolerance", default_tol), "note": spec.get("note", ""), **entry}
+            checks.append(_check(f"{where}.metrics.{metric}", cond, metric, spec["file"], prefix, merged, sources))
+    return checks, sources
+
+
+def _check(where: str, cond: str, metric: str, file: str, prefix: tuple[str, ...], e: dict, sources: dict) -> Check:
+    value = e.get("expected")
+    if value == "unknown":
+        value = None
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ExpectedFileError(f"{where}: expected must be a number or 'unknown', got {value!r}")
+    if e["compare"] not in COMPARES:
+        raise ExpectedFileError(f"{where}: compare must be one of {', '.join(COMPARES)}, got {e['compare']!r}")
+    if e["source"] not in sources:
+        raise ExpectedFileError(f"{where}: source {e['source']!r} is not in the sources section ({', '.join(sources)})")
+    tol = float(e["tolerance"])
+    if not tol >= 0:
+        raise ExpectedFileError(f"{where}: tolerance must be >= 0, got {tol}")
+    return Check(cond, metric, file, prefix + tuple(metric.split(".")), None if value is None else float(value), tol, e["compare"], e["source"], str(e["note"]).strip())
+
+
+def lookup(data: dict, path: tuple[str, ...]) -> Optional[float]:
+    """The number at ``path`` in a nested dict, or None when any key is missing or it is not a number."""
+    node = data
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    ok = isinstance(node, (int, float)) and not isinstance(node, bool) and math.isfinite(node)
+    return float(node) if ok else None
+
+
+def evaluate(checks: list[Check], results: Union[Path, dict]) -> list[Outcome]:
+    """Compare every check with ``results``: a folder of result files, or ``{file: loaded dict}``."""
+    cache: dict[str, Optional[dict]] = {}
+    out = []
+    for c in checks:
+        if c.file not in cache:
+            if isinstance(results, dict):
+                cache[c.file] = results.get(c.file)
+            else:
+                p = Path(results) / c.file
+                cache[c.file] = json.loads(p.read_text()) if p.exists() else None
+        data = cache[c.file]
+        measured = None if data is None else lookup(data, c.path)
+        out.append(Outcome(c, measured, judge(measured, c.expected, c.tolerance, c.compare)))
+    return out
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.3f}".rstrip("0").rstrip(".")
+
+
+def _rows(outcomes: list[Outcome]) -> list[list[str]]:
+    sign = {"equal": "=", "at_most": "<=", "at_least": ">="}
+    return [[o.check.condition, o.check.metric, f"{sign[o.check.compare]} {_fmt(o.check.expected)}" if o.check.expected is not None else "unknown",
+             _fmt(o.measured), f"±{_fmt(o.check.tolerance)}", o.status, o.check.source] for o in outcomes]
+
+
+HEAD = ["condition", "metric", "expected", "measured", "tol.", "status", "source"]
+
+
+def format_table(outcomes: list[Outcome]) -> str:
+    """Fixed-width plain-text table for the terminal."""
+    rows = [HEAD] + _rows(outcomes)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEAD))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def markdown_table(outcomes: list[Outcome], sources: dict[str, str]) -> str:
+    """Markdown table plus the source legend (for results/<profile>/summary.md)."""
+    lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+    lines += ["| " + " | ".join(r) + " |" for r in _rows(outcomes)]
+    used = sorted({o.check.source for o in outcomes})
+    lines += ["", "Sources:", ""] + [f"- `{k}`: {' '.join(sources[k].split())}" for k in used]
+    return "\n".join(lines) + "\n"
+
+
+def summary_counts(outcomes: list[Outcome]) -> dict[str, int]:
+    """How many checks ended in each status."""
+    return {s: sum(o.status == s for o in outcomes) for s in STATUSES}
+
+
+def expected_path(profile: str) -> Path:
+    return REPO_ROOT / "results" / "expected" / f"{profile}.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; 1 when any check FAILs (or is MISSING with --strict)."""
+    ap = argparse.ArgumentParser(prog="python -m lsr_lib.results.expected", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="paper")
+    ap.add_argument("--expected", type=Path, default=None, help="expected-values YAML (default results/expected/<profile>.yaml)")
+    ap.add_argument("--results", type=Path, default=None, help="results folder (default results/<profile>)")
+    ap.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown to this file")
+    ap.add_argument("--strict", action="store_true", help="MISSING results also fail")
+    args = ap.parse_args(argv)
+    expected = args.expected or expected_path(args.profile)
+    if not expected.exists():
+        print(f"no expected-values file {expected}; write one like results/expected/paper.yaml", file=sys.stderr)
+        return 2
+    checks, sources = load_expected(expected)
+    outcomes = evaluate(checks, args.results or REPO_ROOT / "results" / args.profile)
+    print(format_table(outcomes))
+    counts = summary_counts(outcomes)
+    shown = expected.resolve().relative_to(REPO_ROOT) if expected.resolve().is_relative_to(REPO_ROOT) else expected
+    print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"  (expected values: {shown})")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown_table(outcomes, sources))
+    return 1 if counts["FAIL"] or (args.strict and counts["MISSING"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

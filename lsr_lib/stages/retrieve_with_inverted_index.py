@@ -1,0 +1,277 @@
+"""Stage 04 glue: retrieval through inverted indexes, checks against brute force, benchmarks.
+
+Directions (DESIGN.md section 3): ``text_to_image`` indexes the image vectors and queries with
+captions; ``image_to_text`` indexes the captions and queries with images. Indexes persist under
+``data/cache/<profile>/indexes/<condition>/<direction>/<kind>`` and are rebuilt when the vectors
+they were built from change (``sparse_index.load_or_build`` compares fingerprints).
+
+Metrics from an index's top-k lists: the rank of the first relevant item in the list (a miss
+beyond k). Engines break ties by row order, not pessimistically as ``retrieval_metrics`` does,
+so exact-engine numbers can exceed the brute-force numbers of stage 02 by the tied cases only;
+``same_topk_up_to_ties`` checks that the lists agree except for permutations among ties.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..data.collection import ImageCaptionSet
+from ..config.profiles import Config
+from ..metrics.retrieval import metrics_from_ranks
+from ..index.sparse import load_or_build, make_index
+
+DIRECTIONS = ("text_to_image", "image_to_text")
+
+
+def direction_data(direction: str, col: ImageCaptionSet, images, texts) -> tuple:
+    """(queries, docs, query keys, doc keys) for a direction; keys decide relevance."""
+    img_keys = col.images["image_id"].to_numpy().astype(str)
+    txt_keys = col.captions["image_id"].to_numpy().astype(str)
+    if direction == "text_to_image":
+        return texts, images, txt_keys, img_keys
+    if direction == "image_to_text":
+        return images, texts, img_keys, txt_keys
+    raise ValueError(f"unknown direction {direction!r}; known: {DIRECTIONS}")
+
+
+def index_path(cfg: Config, condition: str, direction: str, kind: str, tag: str = "") -> Path:
+    """Where one persisted index lives."""
+    return cfg.cache_dir / "indexes" / condition / direction / (kind + (f"_{tag}" if tag else ""))
+
+
+def build_or_load(cfg: Config, condition: str, direction: str, kind: str, docs, tag: str = "", **params):
+    """A persisted index for (condition, direction, kind), rebuilt only when its vectors changed."""
+    return load_or_build(kind, index_path(cfg, condition, direction, kind, tag), docs, **params)
+
+
+def ranks_from_topk(rows: np.ndarray, query_keys: np.ndarray, doc_keys: np.ndarray) -> np.ndarray:
+    """1-based rank of the first relevant document in each top-k list, ``k + 1`` when none is there."""
+    k = rows.shape[1]
+    keys = np.where(rows >= 0, doc_keys[np.clip(rows, 0, None)], "")  # (Q, k)
+    hit = keys == query_keys[:, None]
+    first = np.where(hit.any(1), hit.argmax(1) + 1, k + 1)
+    return first
+
+
+def topk_metrics(rows: np.ndarray, query_keys: np.ndarray, doc_keys: np.ndarray, cfg: Config) -> dict:
+    """R@k and MRR@10 from top-k lists (k must be at least the largest cutoff)."""
+    if rows.shape[1] < max(max(cfg.evaluation.ks), cfg.evaluation.mrr_depth):
+        raise ValueError(f"top-{rows.shape[1]} lists are too short for cutoffs {cfg.evaluation.ks} / MRR@{cfg.evaluation.mrr_depth}")
+    return metrics_from_ranks(ranks_from_topk(rows, query_keys, doc_keys), cfg.evaluation.ks, cfg.evaluation.mrr_depth)
+
+
+def brute_force_topk(queries, docs, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: exact sparse (or dense) product, top-k by score then row."""
+    return make_index("scipy" if sp.issparse(docs) else "faiss_flat").build(docs).search(queries, k)
+
+
+def dense_like(real: np.ndarray, n: int, seed: int = 0, chunk: int = 100_000) -> np.ndarray:
+    """Synthetic dense vectors from a Gaussian fitted to real ones (mean and covariance), L2-normalised."""
+    rng = np.random.default_rng(seed)
+    mean, cov = real.mean(0), np.cov(real, rowvar=False)
+    chol = np.linalg.cholesky(cov + 1e-6 * np.eye(cov.shape[0]))
+    out = np.empty((n, real.shape[1]), dtype=np.float32)
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        x = mean + rng.standard_normal((m, real.shape[1])) @ chol.T
+        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def evaluate_through_indexes(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """Every condition x direction x backend: metrics from the index, and its check against brute force.
+
+    ``vectors``: {condition: {"images", "texts"}} CSR; ``dense``: (image vectors, text vectors).
+    Returns (metric rows, check rows).
+    """
+    from tqdm.auto import tqdm
+
+    from ..index.topk import recall_at_k, topk_disagreements
+
+    k, rows, checks = cfg.index.topk, [], []
+    jobs = [(c, d, kind) for c in vectors for d in DIRECTIONS for kind in cfg.index.exact_backends + cfg.index.approx_backends]
+    jobs += [("dense teacher", d, kind) for d in DIRECTIONS for kind in cfg.index.dense_backends]
+    refs: dict = {}
+    for cond, direction, kind in tqdm(jobs, desc="retrieve through indexes", disable=not progress):
+        img, txt = dense if cond == "dense teacher" else (vectors[cond]["images"], vectors[cond]["texts"])
+        queries, docs, qk, dk = direction_data(direction, col, img, txt)
+        if (cond, direction) not in refs:
+            refs[cond, direction] = brute_force_topk(queries, docs, k)
+        ref_scores, ref_rows = refs[cond, direction]
+        index = build_or_load(cfg, cond.replace(" ", "_"), direction, kind, docs)
+        scores, found = index.search(queries, k)
+        rows.append({"condition": cond, "direction": direction, "backend": kind, "exact": index.exact, **topk_metrics(found, qk, dk, cfg)})
+        bad = topk_disagreements(scores, found, ref_scores, ref_rows, 10)
+        checks.append({"condition": cond, "direction": direction, "backend": kind, "exact": index.exact,
+                       "recall@10_vs_exact": recall_at_k(found[:, :10], ref_rows[:, :10], 10),
+                       "queries_differing_from_brute_force_top10": int(len(bad)), "n_queries": int(queries.shape[0])})
+    return rows, checks
+
+
+def pruning_sweep(cfg: Config, col: ImageCaptionSet, vectors: dict, kind: str = "numba") -> list[dict]:
+    """Text->image effectiveness, FLOPs and latency with document / query vectors pruned to top-k terms."""
+    from ..index.latency import query_latency
+    from ..metrics.sparse_stats import sparse_summary
+    from ..index.topk import prune_topk
+
+    out = []
+    for cond, v in vectors.items():
+        for dk_, qk_ in zip(cfg.index.prune_doc_k, cfg.index.prune_query_k):
+            docs = prune_topk(v["images"], dk_) if dk_ else v["images"]
+            queries = prune_topk(v["texts"], qk_) if qk_ else v["texts"]
+            _, _, qkeys, dkeys = direction_data("text_to_image", col, v["images"], v["texts"])
+            index = make_index(kind).build(docs)
+            _, found = index.search(queries, cfg.index.topk)
+            s = sparse_summary(queries, docs)
+            out.append({"condition": cond, "doc_topk": dk_ or "all", "query_topk": qk_ or "all", "FLOPs": s["flops"],
+                        "nnz caption": s["avg_nonzeros_query"], "nnz image": s["avg_nonzeros_document"],
+                        **topk_metrics(found, qkeys, dkeys, cfg), **query_latency(index, queries, 10, cfg.index.latency_queries)})
+    return out
+
+
+def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], docs_override: dict | None = None, size_label: str = "test split", progress: bool = True) -> list[dict]:
+    """Build time, size, memory, latency and QPS (1 and 2 threads) per backend, text->image.
+
+    ``docs_override``: {condition: docs} to benchmark on other (e.g. synthetic) collections.
+    """
+    from tqdm.auto import tqdm
+
+    from ..index.latency import benchmark_index
+    from ..metrics.sparse_stats import sparse_summary
+
+    k, nq = 10, cfg.index.qps_queries
+    out = []
+    conds = list(vectors) + ["dense teacher"]
+    backends = {c: (cfg.index.dense_backends if c == "dense teacher" else cfg.index.exact_backends + cfg.index.approx_backends) for c in conds}
+    if docs_override is not None:
+        backends = {c: [b for b in cfg.index.scale_backends if (b.startswith("faiss")) == (c == "dense teacher")] for c in conds}
+    jobs = [(c, b) for c in conds for b in backends[c]]
+    for cond, kind in tqdm(jobs, desc=f"benchmark ({size_label})", disable=not progress):
+        if cond == "dense teacher":
+            docs, queries = (docs_override or {}).get(cond, dense[0]), dense[1][:nq]
+        else:
+            docs, queries = (docs_override or {}).get(cond, vectors[cond]["images"]), vectors[cond]["texts"][:nq]
+        n_docs = docs.shape[0]
+        if kind == "faiss_hnsw" and n_docs > cfg.index.hnsw_max_docs:
+            continue
+        exact_rows = brute_force_topk(queries, docs, k)[1] if kind in ("seismic", "pisa", "faiss_hnsw") else None
+        base = {"condition": cond, "collection": size_label, "n_docs": int(n_docs)}
+        if cond != "dense teacher":
+            base["FLOPs"] = sparse_summary(queries, docs)["flops"]
+        if kind in ("seismic", "faiss_hnsw"):
+            out += search_sweep(cfg, kind, docs, queries, exact_rows, base)
+        else:
+            out.append({**base, **benchmark_index(kind, docs, queries, k, exact_rows, n_latency=cfg.index.latency_queries)})
+    return out
+
+
+def search_sweep(cfg: Config, kind: str, docs, queries, exact_rows: np.ndarray, base: dict, k: int = 10) -> list[dict]:
+    """Recall against latency for an approximate engine: one build per build setting, searched
+    with every search setting (Seismic: ``n_postings`` x (query_cut, heap_factor); HNSW: efSearch).
+    """
+    from ..index.latency import batch_qps, measure_build, query_latency
+    from ..index.topk import recall_at_k
+
+    if kind == "seismic":
+        builds = [({"n_postings_per_doc": f}, f"np={f:g}N") for f in cfg.index.seismic_postings_per_doc]
+        searches = [({"query_cut": c, "heap_factor": h}, f"qc={c} hf={h}") for c, h in cfg.index.seismic_search]
+    elif kind == "faiss_hnsw":
+        builds = [({}, "")]
+        searches = [({"ef_search": ef}, f"ef={ef}") for ef in cfg.index.hnsw_ef_search]
+    else:
+        raise ValueError(f"no search sweep for engine {kind!r}; sweeps exist for seismic and faiss_hnsw")
+    rows = []
+    for build_params, build_label in builds:
+        index, built = measure_build(kind, docs, **build_params)
+        for search_params, search_label in searches:
+            index.set_search_params(**search_params)
+            label = " ".join(x for x in (kind, build_label, search_label) if x)
+            row = {**base, **built, "kind": label, **query_latency(index, queries, k, cfg.index.latency_queries)}
+            row.update({f"qps_{t}t": batch_qps(index, queries, k, threads=t) for t in (1, 2)})
+            row[f"recall@{k}"] = recall_at_k(index.search(queries, k)[1], exact_rows, k)
+            rows.append(row)
+        del index
+    return rows
+
+
+def recall_matched(rows: list[dict], targets: tuple[float, ...] = (0.9, 0.95, 0.99), k: int = 10) -> list[dict]:
+    """For each collection size, condition, engine and recall target: the fastest setting (p50)
+    whose recall@k reaches the target. Exact engines count as recall 1. An engine that never
+    reaches a target gets no row for it (its best recall is reported instead).
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return []
+    df["engine"] = df["kind"].str.split(" ").str[0]
+    df["recall"] = df.get(f"recall@{k}", pd.Series(np.nan, index=df.index)).fillna(1.0)
+    out = []
+    for (n, cond, engine), g in df.groupby(["n_docs", "condition", "engine"], sort=False):
+        for t in targets:
+            ok = g[g["recall"] >= t]
+            if ok.empty:
+                out.append({"n_docs": int(n), "condition": cond, "engine": engine, "target_recall": t, "setting": None,
+                            "latency_p50_ms": None, "recall": None, "best_recall": float(g["recall"].max())})
+                continue
+            best = ok.loc[ok["latency_p50_ms"].idxmin()]
+            out.append({"n_docs": int(n), "condition": cond, "engine": engine, "target_recall": t, "setting": best["kind"],
+                        "latency_p50_ms": float(best["latency_p50_ms"]), "recall": float(best["recall"]), "best_recall": float(g["recall"].max())})
+    return out
+
+
+def efficiency_figure(allrows, metrics, target: float = 0.95):
+    """Stage 04's four panels from the benchmark rows (test collection + scale) and the metrics.
+
+    Engines with a search sweep (Seismic, HNSW) appear once per size: their fastest setting
+    reaching recall@10 >= ``target`` (:func:`recall_matched`); panel 4 shows the whole sweep.
+    """
+    import pandas as pd
+    from matplotlib.ticker import NullFormatter
+
+    from ..results import figures
+
+    m = pd.DataFrame(recall_matched(allrows.to_dict(orient="records"), (target,))).dropna(subset=["latency_p50_ms"])
+    flops = allrows.groupby(["n_docs", "condition"])["FLOPs"].first()
+    m["FLOPs"] = [flops.get((n, c), float("nan")) for n, c in zip(m["n_docs"], m["condition"])]
+    fig, axes = figures.plt.subplots(1, 4, figsize=(18, 3.8))
+    for (cond, engine), g in m.groupby(["condition", "engine"]):
+        g = g.sort_values("n_docs")
+        axes[0].plot(g["n_docs"], g["latency_p50_ms"], marker="o", label=f"{engine}, {cond.replace('_', ' ')}")
+    axes[0].set(xscale="log", yscale="log", xlabel="documents", ylabel="p50 latency (ms)", title=f"latency against size (recall@10 >= {target:g})")
+    axes[0].legend(fontsize=6)
+    sparse = m[m["condition"] != "dense teacher"]
+    sizes = sorted(sparse["n_docs"].unique())
+    markers = dict(zip(sizes, "osD^v"))
+    for k, (engine, g) in enumerate(sparse.groupby("engine")):
+        for n, h in g.groupby("n_docs"):
+            axes[1].scatter(h["FLOPs"], h["latency_p50_ms"], color=f"C{k}", marker=markers[n], label=f"{engine}, {n:,} docs")
+            if len(h) == 2:
+                axes[1].plot(h["FLOPs"], h["latency_p50_ms"], color=f"C{k}", lw=0.8)
+    axes[1].set(yscale="log", xlabel="FLOPs (with control: left, without: right)", ylabel="p50 latency (ms)", title="latency against FLOPs")
+    axes[1].legend(fontsize=6)
+    test = allrows[allrows["n_docs"] == allrows["n_docs"].min()].assign(engine=lambda d: d["kind"].str.split(" ").str[0], r=lambda d: d["recall@10"].fillna(1.0))
+    best = test.sort_values(["r", "latency_p50_ms"], ascending=[False, True]).drop_duplicates(["condition", "engine"])
+    t2i = metrics.xs("text_to_image", level="direction").reset_index().merge(best, left_on=["condition", "backend"], right_on=["condition", "engine"])
+    for cond, g in t2i.groupby("condition"):
+        axes[2].scatter(g["latency_p50_ms"], g["R@10"], label=cond.replace("_", " "))
+        for _, r in g.iterrows():
+            axes[2].annotate(r["backend"], (r["latency_p50_ms"], r["R@10"]), fontsize=6)
+    axes[2].set(xscale="log", xlabel="p50 latency (ms), test collection", ylabel="text->image R@10 (%)", title="effectiveness against latency")
+    axes[2].xaxis.set_minor_formatter(NullFormatter())
+    axes[2].legend(fontsize=6)
+    top = allrows[allrows["n_docs"] == allrows["n_docs"].max()].assign(engine=lambda d: d["kind"].str.split(" ").str[0], r=lambda d: d["recall@10"].fillna(1.0))
+    for (cond, engine), g in top.groupby(["condition", "engine"]):
+        if engine == "seismic":  # one curve per n_postings build
+            for build, h in g.groupby(g["kind"].str.split(" ").str[1]):
+                h = h.sort_values("latency_p50_ms")
+                axes[3].plot(h["latency_p50_ms"], h["r"], marker="o", label=f"seismic {build}, {cond.replace('_', ' ')}")
+            continue
+        g = g.sort_values("latency_p50_ms")
+        axes[3].plot(g["latency_p50_ms"], g["r"], marker="o", ls="-" if len(g) > 1 else "", label=f"{engine}, {cond.replace('_', ' ')}")
+    axes[3].set(xscale="log", xlabel="p50 latency (ms)", ylabel="recall@10 against exact", title=f"recall against latency, {int(top['n_docs'].max()):,} docs")
+    axes[3].legend(fontsize=5)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,242 @@
+"""Dense2Sparse training with and without probabilistic expansion control (DESIGN.md section 2).
+
+AdamW (weight decay 0), LR 1e-3 for the first projection and 5e-5 for LayerNorm + vocabulary
+layer, linear warm-up over 20% of the steps then linear decay to 0; in-batch distillation
+(``d2s_loss``) plus an L1 or FLOPs penalty on both sides, warmed up quadratically over the LR
+warm-up; a Bernoulli gate per batch (or example) masks text vectors to their caption's tokens with
+probability ``p(epoch)``. The best epoch by val text->image R@1 (full expansion) is kept as
+``best.safetensors`` + ``best.json``; ``last_state.pt`` (atomic, every epoch) makes an interrupted
+run resume to the same final numbers as an uninterrupted one (CPU). ``seed`` (initialisation),
+``data_seed`` (batch order) and ``gate_seed`` (gate) are separate generators: switching expansion
+control on or off does not change the data order.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..config.d2s import D2SConfig
+from ..config.typed import ConfigError, to_dict
+from .d2s_loss import REGULARIZERS, distillation_loss, reg_weight
+from ..sparse.expansion_control import ExpansionGate, dense_masks
+from ..metrics.retrieval import evaluate_both_directions
+from ..sparse.head import D2SModel, mlm_head_init
+from ..metrics.sparse_stats import flops_from_df
+
+BEST_WEIGHTS, BEST_META, LAST_STATE = "best.safetensors", "best.json", "last_state.pt"
+
+
+def build_model(cfg: D2SConfig, dense_dim: int) -> D2SModel:
+    """A fresh D2S model: vocabulary layer from ``cfg.vocab_init``, projections from ``cfg.seed``."""
+    parts = mlm_head_init(cfg.vocab_init)
+    if cfg.hidden_dim is not None and cfg.hidden_dim != parts["weight"].shape[1]:
+        raise ConfigError(f"hidden_dim: {cfg.hidden_dim} but vocab_init {cfg.vocab_init!r} has H = {parts['weight'].shape[1]}")
+    return D2SModel.build(dense_dim, parts, torch.Generator().manual_seed(cfg.seed), cfg.shared_head)
+
+
+def make_optimizer(model: D2SModel, cfg: D2SConfig, total_steps: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR, int]:
+    """AdamW with the two LR groups and the warm-up / linear-decay schedule; also returns T (warm-up steps)."""
+    proj = [p for h in model.heads.values() for p in h.proj.parameters()]
+    vocab = [p for h in model.heads.values() for p in (*h.norm.parameters(), *h.vocab.parameters())]
+    groups = [{"params": proj, "lr": cfg.lr_projection}, {"params": vocab, "lr": cfg.lr_vocab}]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+    warmup = int(total_steps * cfg.warmup_fraction)  # as transformers' get_linear_schedule_with_warmup
+
+    def factor(step: int) -> float:
+        return step / max(1, warmup) if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor), warmup
+
+
+def training_step(
+    model: D2SModel, opt, sched, scaler, cfg: D2SConfig, img: torch.Tensor, txt: torch.Tensor, txt_mask: Optional[torch.Tensor], step: int, warmup: int
+) -> dict:
+    """One optimiser step on a batch: (B, d) image / text embeddings, optional (B, V) text masks."""
+    dev, penalty = img.device.type, REGULARIZERS[cfg.regularizer]
+    amp = (cfg.mixed_precision and dev == "cuda") or (cfg.cpu_bf16 and dev == "cpu")
+    dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" or dev == "cpu" else torch.float16
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=dev, dtype=dtype, enabled=amp):
+        s_img, s_txt = model(img, txt, txt_mask)  # (B, V), (B, V)
+        distill = distillation_loss(s_img, s_txt, img, txt, cfg.teacher_tau)
+        reg = reg_weight(step, cfg.reg_weight_image, warmup) * penalty(s_img)
+        reg = reg + reg_weight(step, cfg.reg_weight_text, warmup) * penalty(s_txt)
+        loss = distill + reg
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    with torch.no_grad():
+        nnz_i, nnz_t = (s_img > 0).sum(1).float().mean(), (s_txt > 0).sum(1).float().mean()
+        vals = torch.stack([loss.detach().float(), distill.detach().float(), reg.detach().float(), nnz_i, nnz_t]).tolist()  # one sync
+    return dict(zip(("loss", "distill", "reg", "nnz_img", "nnz_txt"), vals))
+
+
+@torch.no_grad()
+def encode_dense(model: D2SModel, emb: torch.Tensor, side: str, batch_size: int = 1024, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(N, d) embeddings -> (N, V) float32 term weights as a dense CPU tensor (``masks``: (N, L) ids, text only)."""
+    if side not in ("image", "text") or (side == "image" and masks is not None):
+        raise ValueError(f"side must be 'image' or 'text' (masks only for text), got {side!r}")
+    dev, was_training = next(model.parameters()).device, model.training
+    model.eval()
+    out = []
+    for s in range(0, len(emb), batch_size):
+        e = emb[s : s + batch_size].to(dev).float()  # (b, d)
+        m = None if masks is None else dense_masks(masks[s : s + batch_size].to(dev), model.vocab_size)  # (b, V)
+        out.append((model.encode_image(e) if side == "image" else model.encode_text(e, m)).float().cpu())  # (b, V)
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, model.vocab_size)
+
+
+def encode_sparse(model: D2SModel, emb: torch.Tensor, side: str, batch_size: int = 1024, masks: Optional[torch.Tensor] = None) -> sp.csr_matrix:
+    """(N, d) embeddings -> scipy CSR (N, V) float32, full expansion unless ``masks`` (N, L) are given."""
+    parts = []
+    for s in range(0, len(emb), batch_size):  # one dense (b, V) block at a time
+        block = encode_dense(model, emb[s : s + batch_size], side, batch_size, None if masks is None else masks[s : s + batch_size])
+        parts.append(sp.csr_matrix(block.numpy()))
+    return sp.vstack(parts, format="csr").astype(np.float32) if parts else sp.csr_matrix((0, model.vocab_size), dtype=np.float32)
+
+
+def _atomic(path: Path, write, suffix: str = ".tmp") -> None:
+    """Call ``write(tmp_path)`` then move the result onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_sparse(path: str | Path, m: sp.spmatrix) -> None:
+    """Write a CSR matrix to ``.npz`` atomically."""
+    _atomic(Path(path), lambda tmp: sp.save_npz(tmp, sp.csr_matrix(m, dtype=np.float32)), suffix=".npz")
+
+
+def load_sparse(path: str | Path) -> sp.csr_matrix:
+    """Read a matrix written by :func:`save_sparse` as CSR float32."""
+    return sp.csr_matrix(sp.load_npz(str(path)), dtype=np.float32)
+
+
+def load_best(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[D2SModel, dict]:
+    """The best checkpoint of a run and its sidecar metadata."""
+    meta = json.loads((Path(out_dir) / BEST_META).read_text())
+    model = D2SModel(**meta["architecture"])
+    model.load_state_dict(load_file(str(Path(out_dir) / BEST_WEIGHTS)))
+    return model.to(device).eval(), meta
+
+
+def validate_sparse(model: D2SModel, val: dict, cfg: D2SConfig) -> dict:
+    """Val metrics (both directions, full expansion), non-zeros per vector and FLOPs."""
+    img = encode_dense(model, val["img_emb"], "image", cfg.eval_batch_size)  # (N_img, V)
+    txt = encode_dense(model, val["txt_emb"], "text", cfg.eval_batch_size)  # (N_txt, V)
+    out = evaluate_both_directions(img, txt, val["text_image_ids"], val["image_ids"])
+    out["nnz_image"] = float((img > 0).sum(1).float().mean())
+    out["nnz_text"] = float((txt > 0).sum(1).float().mean())
+    out["flops"] = flops_from_df((txt > 0).sum(0).numpy(), (img > 0).sum(0).numpy(), len(txt), len(img))
+    return out
+
+
+def train_d2s(
+    cfg: D2SConfig, train: dict, val: Optional[dict], out_dir: str | Path, device: str | torch.device = "cpu",
+    progress: bool = True, resume: bool = True, stop_after_epoch: Optional[int] = None,
+) -> dict:
+    """Train (or resume) a D2S model; returns per-epoch history, best epoch and paths.
+
+    ``train``: ``img_emb`` (N, d), ``txt_emb`` (N, d), one row per (caption, image) pair, and
+    ``txt_mask_ids`` (N, L) from ``caption_token_masks`` (needed when p can be > 0). ``val``:
+    ``img_emb``, ``txt_emb``, ``image_ids``, ``text_image_ids`` (or None: the last epoch is kept).
+    ``stop_after_epoch``: return after that many epochs (a time-boxed or interrupted run).
+    History epochs are 1-based; ``p`` of epoch k is the schedule at the 0-based epoch k - 1.
+    """
+    cfg.validate()
+    out_dir, device = Path(out_dir), torch.device(device)
+    img_all, txt_all = train["img_emb"].float().to(device), train["txt_emb"].float().to(device)  # (N, d)
+    if txt_all.shape != img_all.shape:
+        raise ValueError(f"train img_emb {tuple(img_all.shape)} and txt_emb {tuple(txt_all.shape)} must have one row per pair")
+    if train.get("txt_mask_ids") is None and any(cfg.p(e) > 0 for e in range(cfg.epochs)):
+        raise ValueError("train['txt_mask_ids'] is needed for expansion control (p > 0); build it with caption_token_masks")
+    mask_ids = train["txt_mask_ids"].to(device) if train.get("txt_mask_ids") is not None else None  # (N, L)
+    n, d = img_all.shape
+    model = build_model(cfg, d).to(device)
+    steps_per_epoch = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+    opt, sched, warmup = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.mixed_precision and device.type == "cuda" and cfg.amp_dtype == "fp16")
+    run = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler}
+    data_gen, gate = torch.Generator().manual_seed(cfg.data_seed), ExpansionGate(cfg.gate, cfg.gate_seed)  # separate streams
+    fingerprint = {"config": to_dict(cfg), "n_pairs": n, "dense_dim": d, "train_sum": round(float(img_all.double().sum() + txt_all.double().sum()), 6)}
+    state_path, st = out_dir / LAST_STATE, {"epoch": 0, "step": 0, "history": [], "best_epoch": None, "best_r1": -1.0}
+    if resume and state_path.exists():
+        st = _restore(state_path, fingerprint, run, data_gen, gate)
+    bar = tqdm(total=steps_per_epoch * cfg.epochs, initial=st["step"], disable=not progress, desc="D2S", dynamic_ncols=True)
+    last_r1 = next((h["val_t2i_R@1"] for h in reversed(st["history"]) if "val_t2i_R@1" in h), float("nan"))
+    while st["epoch"] < cfg.epochs and (stop_after_epoch is None or st["epoch"] < stop_after_epoch):
+        epoch, t0, p = st["epoch"], time.perf_counter(), cfg.p(st["epoch"])
+        order = torch.randperm(n, generator=data_gen).to(device)  # (N,) data stream, untouched by the gate
+        sums = dict.fromkeys(("loss", "distill", "reg", "nnz_img", "nnz_txt", "masked"), 0.0)
+        model.train()
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]  # (B,)
+            z = gate.draw(p, len(idx))  # (B,) True = text masked to its caption's own tokens
+            m = gate.text_masks(z, mask_ids[idx], model.vocab_size) if mask_ids is not None else None  # (B, V) or None
+            out = training_step(model, opt, sched, scaler, cfg, img_all[idx], txt_all[idx], m, st["step"], warmup)
+            out["masked"] = float(z.float().mean())
+            sums = {k: v + out[k] for k, v in sums.items()}
+            st["step"] += 1
+            bar.update(1)
+            if b % 10 == 0 or b == steps_per_epoch - 1:
+                nnz = f"{out['nnz_img']:.0f}/{out['nnz_txt']:.0f}"
+                bar.set_postfix(epoch=epoch + 1, loss=f"{out['loss']:.3f}", p=f"{p:.2f}", val_R1=f"{last_r1:.1f}", nnz=nnz)
+        rec = {"epoch": epoch + 1, "p": p, "lr_vocab": opt.param_groups[1]["lr"], **{k: v / max(1, steps_per_epoch) for k, v in sums.items()}}
+        if val is not None and ((epoch + 1) % cfg.eval_every_epochs == 0 or epoch + 1 == cfg.epochs):
+            rec["val"] = validate_sparse(model, val, cfg)
+            rec["val_t2i_R@1"] = last_r1 = rec["val"]["text_to_image"]["R@1"]
+        eligible = epoch + 1 > cfg.select_from_fraction * cfg.epochs or epoch + 1 == cfg.epochs
+        if (eligible and rec.get("val_t2i_R@1", -math.inf) > st["best_r1"]) or (val is None and epoch + 1 == cfg.epochs):
+            st["best_r1"], st["best_epoch"] = rec.get("val_t2i_R@1", float("nan")), epoch + 1
+            _save_best(model, out_dir, {"epoch": epoch + 1, "val": rec.get("val"), "config": to_dict(cfg), "architecture": model.architecture()})
+        rec["seconds"] = time.perf_counter() - t0
+        st["history"].append(rec)
+        st["epoch"] += 1
+        snapshot = {"fingerprint": fingerprint, "data_gen": data_gen.get_state(), "gate": gate.state_dict(), "progress": st}
+        snapshot.update({k: obj.state_dict() for k, obj in run.items()})
+        _atomic(state_path, lambda tmp: torch.save(snapshot, tmp))
+    bar.close()
+    best = next((h for h in st["history"] if h["epoch"] == st["best_epoch"]), {})
+    return {
+        "history": st["history"], "best_epoch": st["best_epoch"], "best_val": best.get("val"), "best_path": str(out_dir / BEST_WEIGHTS),
+        "steps": st["step"], "warmup_steps": warmup, "completed": st["epoch"] >= cfg.epochs,
+    }
+
+
+def _restore(state_path: Path, fingerprint: dict, run: dict, data_gen: torch.Generator, gate: ExpansionGate) -> dict:
+    """Load ``last_state.pt`` into the run objects and generators; returns the progress record."""
+    saved = torch.load(state_path, map_location="cpu", weights_only=True)
+    if saved["fingerprint"] != fingerprint:
+        old = saved["fingerprint"]["config"]
+        diff = [k for k in fingerprint["config"] if old.get(k) != fingerprint["config"][k]] or ["the training data"]
+        raise ConfigError(f"{state_path} belongs to another run (differs in {', '.join(diff)}); delete it or use another out_dir")
+    for key, obj in run.items():
+        obj.load_state_dict(saved[key])
+    data_gen.set_state(saved["data_gen"])
+    gate.load_state_dict(saved["gate"])
+    return saved["progress"]
+
+
+def _save_best(model: D2SModel, out_dir: Path, meta: dict) -> None:
+    """``best.safetensors`` + ``best.json``, each written atomically."""
+    weights = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    _atomic(out_dir / BEST_WEIGHTS, lambda tmp: save_file(weights, tmp))
+    _atomic(out_dir / BEST_META, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, default=float)))

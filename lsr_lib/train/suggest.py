@@ -1,0 +1,179 @@
+"""Training of the stage-05 encoders: InfoNCE with in-batch negatives plus a FLOPs regulariser.
+
+For a batch of (query, relevant document) pairs, ``S = Q @ D.T`` (sparse dot products, no
+temperature) and the loss is the cross-entropy of each query over the batch's documents (other
+queries' documents are the negatives; a document that is also relevant to the query, e.g. two
+queries of one emoji in a batch, is masked out rather than counted as a negative). The FLOPs
+regulariser (SPLADE: sum over terms of the squared mean weight) keeps MLM vectors sparse; its
+weight grows quadratically over the LR warm-up. AdamW, linear warm-up then linear decay. The
+best epoch by validation MRR@10 is kept (``best.safetensors`` + ``best.json``); a finished run
+with the same fingerprint is reused, not retrained.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..metrics.retrieval import first_relevant_rank, metrics_from_ranks
+from ..config.suggest import SuggestConfig
+from ..sparse.suggest_encoders import SuggestModel
+from ..config.typed import to_dict
+
+BEST_WEIGHTS, BEST_META, TOWER_WEIGHTS = "best.safetensors", "best.json", "towers.safetensors"
+
+
+def take(batch, rows, device: torch.device | str = "cpu"):
+    """Rows of cached states (a {"states", "token_ids", "mask"} dict trimmed to the longest text, or a
+    patch tensor), or of live tower inputs (anything with ``take_rows(rows)``: ``suggest_stage.LiveText``)."""
+    if batch is None:
+        return None
+    if hasattr(batch, "take_rows"):
+        return batch.take_rows(rows)
+    if isinstance(batch, torch.Tensor):
+        return batch[rows].to(device)
+    mask = batch["mask"][rows]
+    L = max(int(mask.sum(1).max()), 1)
+    return {"states": batch["states"][rows, :L].to(device), "token_ids": batch["token_ids"][rows, :L].to(device), "mask": mask[:, :L].to(device)}
+
+
+def n_rows(batch) -> int:
+    return len(batch) if hasattr(batch, "take_rows") or isinstance(batch, torch.Tensor) else len(batch["mask"])
+
+
+def infonce_loss(q: torch.Tensor, d: torch.Tensor, doc_rows: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each query over the batch's documents; other positives are masked out."""
+    scores = q @ d.T  # (B, B)
+    same = doc_rows[:, None] == doc_rows[None, :]
+    eye = torch.eye(len(q), dtype=torch.bool, device=q.device)
+    scores = scores.masked_fill(same & ~eye, float("-inf"))
+    return torch.nn.functional.cross_entropy(scores, torch.arange(len(q), device=q.device))
+
+
+def flops_reg(x: torch.Tensor) -> torch.Tensor:
+    """SPLADE's FLOPs regulariser: sum over terms of the squared mean activation."""
+    return (x.abs().mean(dim=0) ** 2).sum()
+
+
+@torch.no_grad()
+def encode(model: SuggestModel, side: str, text, patches, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Dense (N, V) vectors of all queries or documents, in batches (fp32, on the CPU)."""
+    n = n_rows(patches) if text is None else n_rows(text)
+    out = []
+    for s in range(0, n, batch_size):
+        rows = torch.arange(s, min(n, s + batch_size))
+        if side == "query":
+            out.append(model.encode_queries(take(text, rows, device)).cpu())
+        else:
+            out.append(model.encode_docs(take(text, rows, device), take(patches, rows, device)).cpu())
+    return torch.cat(out)
+
+
+def mrr_at_10(q: torch.Tensor, d: torch.Tensor, pos_rows: np.ndarray) -> float:
+    """Validation MRR@10 (one relevant document per query; ties count against the query, as everywhere)."""
+    relevant = torch.zeros(len(q), len(d), dtype=torch.bool)
+    relevant[torch.arange(len(q)), torch.as_tensor(pos_rows)] = True
+    return metrics_from_ranks(first_relevant_rank(q @ d.T, relevant), ks=(), mrr_depth=10)["MRR@10"]
+
+
+def train_suggest(config: str, cfg: SuggestConfig, train: dict, val: dict, out_dir: Path, fingerprint: dict, progress: bool = True,
+                  towers: torch.nn.Module | None = None, device: torch.device | str = "cpu") -> dict:
+    """Train (or reuse) one configuration. ``train`` / ``val``: {"queries", "captions", "patches", "pos"}.
+
+    With ``towers`` (``suggest.finetune_towers``: the inputs are live ``LiveText`` / ``LivePatches``
+    reading those towers), the towers train too, at ``lr_vocab``, and are saved beside the heads.
+    """
+    out_dir = Path(out_dir)
+    meta_path = out_dir / BEST_META
+    fp = {"config": config, "suggest": to_dict(cfg), **fingerprint}
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") == json.loads(json.dumps(fp)) and meta.get("complete"):
+            return meta
+    torch.manual_seed(cfg.seed)
+    device = torch.device(device)
+    model = SuggestModel(config, seed=cfg.seed, mlm_bias_init=cfg.mlm_bias_init).to(device)
+    n = len(train["pos"])
+    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs
+    warm = max(1, int(cfg.warmup_fraction * total))
+    groups = model.param_groups(cfg.lr_encoder, cfg.lr_vocab)
+    if towers is not None:
+        groups.append({"params": [p for p in towers.parameters() if p.requires_grad], "lr": cfg.lr_vocab})
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: (t + 1) / warm if t < warm else max(0.0, (total - t) / max(1, total - warm)))
+    gen = torch.Generator().manual_seed(cfg.data_seed)
+    use_amp = cfg.cpu_bf16 if device.type == "cpu" else True  # bf16 autocast: CPU when asked, always on GPU
+    history, best, step, t0 = [], None, 0, time.time()
+    for epoch in range(cfg.epochs):
+        model.train()
+        if towers is not None:
+            towers.train()
+        order = torch.randperm(n, generator=gen)
+        losses = []
+        for s in tqdm(range(0, n, cfg.batch_size), desc=f"{config} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False):
+            rows = order[s : s + cfg.batch_size]
+            drows = torch.as_tensor(train["pos"])[rows]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                q = model.encode_queries(take(train["queries"], rows, device))
+                d = model.encode_docs(take(train["captions"], drows, device), take(train["patches"], drows, device))
+            drows = drows.to(device)
+            q, d = q.float(), d.float()
+            ramp = min(1.0, step / warm) ** 2
+            loss = infonce_loss(q, d, drows) + ramp * (cfg.reg_weight_query * flops_reg(q) + cfg.reg_weight_doc * flops_reg(d))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{config}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower suggest.lr_encoder")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(loss.item())
+        model.eval()
+        if towers is not None:
+            towers.eval()
+        qv = encode(model, "query", val["queries"], None, cfg.eval_batch_size, device)
+        dv = encode(model, "doc", val["captions"], val["patches"], max(1, cfg.eval_batch_size // 8), device)
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mrr@10": mrr_at_10(qv, dv, val["pos"]),
+               "nnz_query": float((qv > 0).sum(1).float().mean()), "nnz_doc": float((dv > 0).sum(1).float().mean()), "seconds": time.time() - t0}
+        history.append(rec)
+        if best is None or rec["val_mrr@10"] > best["val_mrr@10"]:
+            best = rec
+            out_dir.mkdir(parents=True, exist_ok=True)
+            tmp = out_dir / (BEST_WEIGHTS + ".tmp")
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+            tmp.replace(out_dir / BEST_WEIGHTS)
+            if towers is not None:
+                save_file({k: v.contiguous() for k, v in towers.state_dict().items()}, str(tmp))
+                tmp.replace(out_dir / TOWER_WEIGHTS)
+    meta = {"fingerprint": fp, "best": best, "history": history, "complete": True}
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(meta_path)
+    return json.loads(json.dumps(meta))
+
+
+def load_suggest_model(out_dir: Path) -> SuggestModel:
+    """The best checkpoint of a finished run."""
+    out_dir = Path(out_dir)
+    meta_path = out_dir / BEST_META
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path} does not exist: train this configuration first (notebooks/05_image_suggestion.ipynb)")
+    meta = json.loads(meta_path.read_text())
+    model = SuggestModel(meta["fingerprint"]["config"], seed=meta["fingerprint"]["suggest"]["seed"])
+    model.load_state_dict(load_file(str(out_dir / BEST_WEIGHTS)))
+    return model.eval()
+
+
+def load_tuned_towers(out_dir: Path, towers: torch.nn.Module) -> torch.nn.Module:
+    """Load a fine-tuned run's tower weights (``suggest.finetune_towers``) into ``towers``."""
+    path = Path(out_dir) / TOWER_WEIGHTS
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: this run did not fine-tune the towers (suggest.finetune_towers was false), or it did not finish")
+    towers.load_state_dict(load_file(str(path)))
+    return towers.eval()
