@@ -1,12 +1,11 @@
 """Hyperparameters of one Dense2Sparse run (DESIGN.md section 2), validated on load."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 from .expansion_schedule import GATE_MODES, REGULARIZERS, SCHEDULES, expansion_probability
-from .typed import ConfigError
+from .typed import check, each, non_negative, one_of, positive
 
 
 @dataclass(frozen=True)
@@ -46,23 +45,17 @@ class D2SConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
-        rules = [  # (key, acceptable?, what it must be)
-            ("expansion_schedule", self.expansion_schedule in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
-            ("gate", self.gate in GATE_MODES, f"one of {', '.join(GATE_MODES)}"),
-            ("regularizer", self.regularizer in REGULARIZERS, f"one of {', '.join(REGULARIZERS)}"),
-            ("amp_dtype", self.amp_dtype in ("bf16", "fp16"), "bf16 or fp16"),
+        check(self, [
+            one_of(self, "expansion_schedule", SCHEDULES), one_of(self, "gate", GATE_MODES),
+            one_of(self, "regularizer", REGULARIZERS), one_of(self, "amp_dtype", ("bf16", "fp16")),
+            ("vocab_init", bool(self.vocab_init), '"minilm", an MLM name or folder, or a .safetensors file'),
             ("hidden_dim", self.hidden_dim is None or self.hidden_dim > 0, "> 0 or null"),
-            ("warmup_fraction", 0.0 <= self.warmup_fraction < 1.0, "in [0, 1)"),
-        ]
-        rules += [(k, getattr(self, k) > 0, "> 0") for k in ("epochs", "batch_size", "lr_projection", "lr_vocab", "adam_eps",
-                                                          "teacher_tau", "eval_every_epochs", "eval_batch_size")]
-        rules += [(k, 0.0 <= getattr(self, k) < math.inf, ">= 0") for k in ("weight_decay", "reg_weight_image", "reg_weight_text")]
-        rules += [(k, 0.0 <= getattr(self, k) <= 1.0, "in [0, 1]") for k in ("expansion_p0", "expansion_step_gamma")]
-        rules += [("select_from_fraction", 0.0 <= self.select_from_fraction < 1.0, "in [0, 1)")]
-        rules += [(k, 0.0 < getattr(self, k) <= 1.0, "in (0, 1]") for k in ("expansion_end_fraction", "expansion_step_every")]
-        for key, ok, must in rules:
-            if not ok:
-                raise ConfigError(f"{key}: must be {must}, got {getattr(self, key)!r}")
+            *positive(self, "epochs batch_size lr_projection lr_vocab adam_eps teacher_tau eval_every_epochs eval_batch_size"),
+            *non_negative(self, "weight_decay reg_weight_image reg_weight_text seed data_seed gate_seed"),
+            *each(self, "warmup_fraction select_from_fraction", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+            *each(self, "expansion_p0 expansion_step_gamma", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+            *each(self, "expansion_end_fraction expansion_step_every", lambda v: 0.0 < v <= 1.0, "in (0, 1]"),
+        ])
 
     def p(self, epoch: int) -> float:
         """Expansion-control probability for the 0-based ``epoch``."""

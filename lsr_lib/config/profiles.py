@@ -1,7 +1,8 @@
 """Typed, frozen run configuration loaded from ``params/<profile>.yaml``.
 
-Every stage reads one :class:`Config`. Unknown keys and wrong types are errors that name the
-key, raised before any work starts (HOUSE_STYLE: "unknown keys and wrong types are errors").
+Every stage reads one :class:`Config`. Unknown keys, wrong types and bad values (each section's
+``validate()`` rules) are errors that name the full key and the profile file, raised before any
+work starts (HOUSE_STYLE: "unknown keys and wrong types are errors").
 Each section is a frozen dataclass; paper hyperparameters carry their source in the YAML.
 """
 from __future__ import annotations
@@ -17,12 +18,21 @@ import yaml
 
 from .d2s import D2SConfig
 from .suggest import SuggestConfig
-from .typed import ConfigError, build_dataclass, to_dict
+from .typed import ConfigError, build_dataclass, check, each, items_from, non_negative, one_of, positive, to_dict
 
 __all__ = ["Config", "ConfigError", "D2SConfig", "SweepSetting", "build_dataclass", "load_config", "split_profile", "to_dict"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("smoke", "default", "paper")
+# Names the stages know, so a typo fails at load time, not after hours of extraction; where a
+# registry in a layer above holds them (config cannot import it), tests/test_config.py keeps them equal.
+ENCODER_KINDS = ("lit_towers", "blip_hf", "lavis", "feature_files")  # lsr_lib.dense.extract, stages.cache_dense_features
+IMAGE_PARTS = ("avg", "max", "logits")  # lsr_lib.dense.towers.IMAGE_PARTS
+EVAL_TRANSFORMS = ("grayscale", "small_offset", "thick_stroke", "hue_shift", "tinted_background")  # data.image_augment, "clean" always runs
+SPARSE_INDEX_KINDS = ("scipy", "numba", "seismic", "qdrant_edge", "pisa")  # lsr_lib.index.sparse.INDEX_KINDS
+DENSE_INDEX_KINDS = ("faiss_flat", "faiss_hnsw")  # ditto
+D2S_CONDITIONS = ("with_control", "without_control")  # lsr_lib.stages.train_sparse_heads.CONDITIONS
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,17 @@ class DataConfig:
     image_root: Optional[str] = None  # paper profile: folder the Karpathy file paths are under
     train_splits: tuple[str, ...] = ("train",)  # reference code: train only, restval excluded
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        f = self.split_fractions
+        check(self, [
+            ("root", bool(self.root), "a folder"), *non_negative(self, "split_seed"),
+            ("max_groups", self.max_groups is None or self.max_groups > 0, "> 0 or null"),
+            ("split_fractions", min(f) >= 0 and f[0] > 0 and abs(sum(f) - 1) < 1e-6, "[train, val, test] fractions >= 0 (train > 0) summing to 1"),
+            ("image_size", self.image_size >= 32, ">= 32 (the image towers downsample by 32)"),
+            items_from(self, "train_splits", ("train", "restval")),
+        ])
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -48,6 +69,14 @@ class EncoderConfig:
     checkpoint: Optional[str] = None  # blip_hf / lavis model name or path
     features_dir: Optional[str] = None  # feature_files: folder with img_embs.parquet, text_embs.parquet
     embed_dim: int = 256
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        check(self, [
+            one_of(self, "kind", ENCODER_KINDS), *positive(self, "embed_dim"),
+            ("checkpoint", self.kind not in ("blip_hf", "lavis") or bool(self.checkpoint), f"a model name or folder for kind {self.kind}"),
+            ("features_dir", self.kind != "feature_files" or bool(self.features_dir), "a folder with img_embs.parquet and text_embs.parquet for kind feature_files"),
+        ])
 
 
 @dataclass(frozen=True)
@@ -66,6 +95,15 @@ class LitConfig:
     init_temperature: float = 0.07
     seed: int = 0
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        check(self, [
+            items_from(self, "image_features", IMAGE_PARTS), items_from(self, "eval_transforms", EVAL_TRANSFORMS, empty=True),
+            *positive(self, "hidden_dim epochs batch_size lr init_temperature"),
+            *non_negative(self, "train_views weight_decay seed"),
+            ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
+        ])
+
 
 @dataclass(frozen=True)
 class ExtractionConfig:
@@ -78,6 +116,13 @@ class ExtractionConfig:
     mixed_precision: bool = True  # only used on CUDA
     num_threads: int = 0  # torch CPU threads, 0 = torch default
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        check(self, [
+            ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "auto, cpu, cuda or cuda:<n>"),
+            *positive(self, "image_batch_size text_batch_size shard_size"), *non_negative(self, "num_threads"),
+        ])
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -86,6 +131,13 @@ class EvalConfig:
     ks: tuple[int, ...] = (1, 5, 10)
     mrr_depth: int = 10
     splits: tuple[str, ...] = ("val", "test")
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        check(self, [
+            ("ks", len(self.ks) > 0 and min(self.ks) > 0, "a list of cutoffs > 0 (at least one)"),
+            *positive(self, "mrr_depth"), items_from(self, "splits", SPLITS),
+        ])
 
 
 @dataclass(frozen=True)
@@ -106,6 +158,19 @@ class IndexConfig:
     seismic_search: tuple[tuple[int, float], ...] = ((20, 0.7), (40, 0.9), (60, 1.0))  # (query_cut, heap_factor): recall / latency sweep, no rebuild
     hnsw_ef_search: tuple[int, ...] = (64,)  # HNSW efSearch sweep (one build): recall / latency, for recall-matched comparisons
     seismic_postings_per_doc: tuple[float, ...] = (0.001,)  # n_postings = fraction x documents, one build each (DESIGN.md section 6: 0.0005-0.0015)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        check(self, [
+            *(items_from(self, k, SPARSE_INDEX_KINDS, empty=True) for k in ("exact_backends", "approx_backends")), items_from(self, "dense_backends", DENSE_INDEX_KINDS, empty=True),
+            items_from(self, "scale_backends", SPARSE_INDEX_KINDS + DENSE_INDEX_KINDS, empty=True),
+            *positive(self, "topk latency_queries qps_queries"), *non_negative(self, "hnsw_max_docs"),
+            *each(self, "prune_doc_k prune_query_k", lambda v: all(k >= 0 for k in v), "a list of ks >= 0 (0 = no pruning)"),
+            ("prune_query_k", len(self.prune_query_k) == len(self.prune_doc_k), f"as long as prune_doc_k ({len(self.prune_doc_k)} values)"),
+            *each(self, "scale_sizes hnsw_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
+            ("seismic_search", all(c > 0 and 0 < h <= 1 for c, h in self.seismic_search), "[query_cut > 0, heap_factor in (0, 1]] pairs"),
+            ("seismic_postings_per_doc", all(0 < f <= 1 for f in self.seismic_postings_per_doc), "a list of fractions in (0, 1]"),
+        ])
 
 
 @dataclass(frozen=True)
@@ -128,14 +193,13 @@ class SweepSetting:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
-        for key in ("dataset", "backbone"):
-            if not re.fullmatch(r"[a-z0-9]+", getattr(self, key)):
-                raise ConfigError(f"{key}: must be lower-case letters and digits (it names a results folder), got {getattr(self, key)!r}")
-        if self.overrides is not None and not isinstance(self.overrides, dict):
-            raise ConfigError(f"overrides: expected a mapping of settings, got {self.overrides!r}")
-        bad = sorted({"profile", "sweep"} & set(self.overrides or {}))
-        if bad:
-            raise ConfigError(f"overrides: {', '.join(bad)} cannot be overridden by a sweep setting")
+        keys = set(self.overrides) if isinstance(self.overrides, dict) else set()
+        check(self, [
+            *each(self, "dataset backbone", lambda v: re.fullmatch(r"[a-z0-9]+", v), "lower-case letters and digits (it names a results folder)"),
+            ("overrides", self.overrides is None or isinstance(self.overrides, dict), "a mapping of settings like the profile file"),
+            ("overrides", not keys & {"profile", "sweep"}, "free of profile and sweep (the profile cannot be overridden by a sweep setting, nor its sweep)"),
+            ("extract_kernel", bool(self.extract_kernel), "a Jupyter kernel name"),
+        ])
 
 
 @dataclass(frozen=True)
@@ -154,6 +218,15 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     suggest: SuggestConfig = field(default_factory=SuggestConfig)  # stage 05: image suggestion, M1-M4
     sweep: tuple[SweepSetting, ...] = ()  # paper profile: the (dataset, backbone) settings lsr_lib.run.sweep runs
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value; each section has checked its own already."""
+        names = [s.name for s in self.sweep]
+        check(self, [
+            *non_negative(self, "seed"), items_from(self, "d2s_conditions", D2S_CONDITIONS),
+            ("index.topk", self.index.topk >= max(*self.evaluation.ks, self.evaluation.mrr_depth), "at least the largest evaluation cutoff (ks, mrr_depth)"),
+            ("sweep", len(set(names)) == len(names), "settings with distinct <dataset>_<backbone> names"),
+        ])
 
     def path(self, p: str | Path) -> Path:
         """Resolve a configured path against the repository root."""
@@ -199,7 +272,9 @@ def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Opti
     """Load ``params/<profile>.yaml`` (plus optional nested overrides) into a :class:`Config`.
 
     ``profile`` may name a sweep setting, ``<profile>/<dataset>_<backbone>``: the setting's
-    overrides from the profile's ``sweep`` section are merged first, then ``overrides``.
+    overrides from the profile's ``sweep`` section are merged first, then ``overrides``. Every
+    section's ``validate()`` runs on the merged values (then :meth:`Config.validate`), so a bad value
+    fails here, before any stage works.
     """
     params_dir = params_dir or REPO_ROOT / "params"
     base, setting = split_profile(profile)

@@ -1,10 +1,11 @@
 """Hyperparameters of stage 05, image suggestion with MLP / MLM sparse encoders (DESIGN.md 1B)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .typed import ConfigError
+from .typed import check, each, items_from, non_negative, one_of, positive
 
 CONFIGURATIONS = ("M1", "M2", "M3", "M4")
 SOURCES = ("emoji", "atomic")
@@ -36,16 +37,13 @@ class SuggestConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
-        bad = [c for c in self.configurations if c not in CONFIGURATIONS]
-        if bad:
-            raise ConfigError(f"suggest.configurations: unknown {bad}; known: {', '.join(CONFIGURATIONS)}")
-        if self.source not in SOURCES:
-            raise ConfigError(f"suggest.source: must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        if self.source == "atomic" and not (self.atomic_texts and self.atomic_images and self.atomic_qrels):
-            raise ConfigError("suggest.source is 'atomic': set suggest.atomic_texts, suggest.atomic_images and suggest.atomic_qrels to the downloaded files")
-        for k in ("max_text_tokens", "epochs", "batch_size", "lr_encoder", "lr_vocab", "eval_batch_size"):
-            if not getattr(self, k) > 0:
-                raise ConfigError(f"suggest.{k}: must be > 0, got {getattr(self, k)!r}")
-        for k in ("reg_weight_query", "reg_weight_doc"):
-            if getattr(self, k) < 0:
-                raise ConfigError(f"suggest.{k}: must be >= 0, got {getattr(self, k)!r}")
+        check(self, [
+            one_of(self, "source", SOURCES), items_from(self, "configurations", CONFIGURATIONS),
+            *each(self, "atomic_texts atomic_images atomic_qrels", lambda v: self.source != "atomic" or bool(v),
+                  "the downloaded AToMiC file or folder when source is atomic"),
+            ("max_text_tokens", 3 <= self.max_text_tokens <= 512, "in [3, 512] (MiniLM positions, [CLS] and [SEP] included)"),
+            *positive(self, "epochs batch_size lr_encoder lr_vocab eval_batch_size"),
+            *non_negative(self, "reg_weight_query reg_weight_doc seed data_seed"),
+            ("warmup_fraction", 0.0 <= self.warmup_fraction < 1.0, "in [0, 1)"),
+            ("mlm_bias_init", math.isfinite(self.mlm_bias_init), "a finite number"),
+        ])

@@ -1,14 +1,20 @@
 """Strict loading of frozen dataclasses from plain dicts (the machinery behind ``config``).
 
 Unknown keys and wrong types raise :class:`ConfigError` naming the key, before any work starts;
-lists become tuples; a dataclass's ``validate()`` runs after construction.
+lists become tuples; a dataclass's ``validate()`` runs after construction (inner sections first,
+so a section's rules see checked types and an outer rule sees valid sections). A ``validate()``
+lists its rules as data, ``(key, acceptable?, what it must be)``, and hands them to :func:`check`.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import types
 import typing
-from typing import Any
+from typing import Any, Callable, Iterable
+
+Rule = tuple[str, bool, str]  # (key, acceptable?, what it must be)
 
 
 class ConfigError(ValueError):
@@ -22,6 +28,41 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, (tuple, list)):
         return [to_dict(v) for v in obj]
     return obj
+
+
+def check(obj: Any, rules: Iterable[Rule]) -> None:
+    """Raise ConfigError ``key: must be <what>, got <value>`` for the first failed rule (dotted keys reach into sections)."""
+    for key, ok, must in rules:
+        if not ok:
+            raise ConfigError(f"{key}: must be {must}, got {to_dict(functools.reduce(getattr, key.split('.'), obj))!r}")
+
+
+def each(obj: Any, keys: str, test: Callable[[Any], bool], must: str) -> list[Rule]:
+    """One rule per space-separated key of ``obj``: ``test(value)`` must hold."""
+    return [(k, bool(test(getattr(obj, k))), must) for k in keys.split()]
+
+
+def positive(obj: Any, keys: str) -> list[Rule]:
+    """Each key is a finite number > 0."""
+    return each(obj, keys, lambda v: 0 < v < math.inf, "> 0")
+
+
+def non_negative(obj: Any, keys: str) -> list[Rule]:
+    """Each key is a finite number >= 0 (seeds, weights, counts where 0 means none)."""
+    return each(obj, keys, lambda v: 0 <= v < math.inf, ">= 0")
+
+
+def one_of(obj: Any, key: str, allowed: Iterable[str]) -> Rule:
+    """The key's value is one of ``allowed``."""
+    allowed = tuple(allowed)
+    return key, getattr(obj, key) in allowed, f"one of {', '.join(allowed)}"
+
+
+def items_from(obj: Any, key: str, allowed: Iterable[str], empty: bool = False) -> Rule:
+    """The key's list holds distinct names from ``allowed`` (and at least one unless ``empty``)."""
+    allowed, value = tuple(allowed), getattr(obj, key)
+    ok = set(value) <= set(allowed) and len(set(value)) == len(value) and (empty or len(value) > 0)
+    return key, ok, f"a list of distinct names from {', '.join(allowed)}" + ("" if empty else " (at least one)")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -87,5 +128,5 @@ def build_dataclass(cls: type, values: dict, where: str = "") -> Any:
         try:
             validate()
         except ConfigError as e:
-            raise ConfigError(f"{where}.{e}" if where and not str(e).startswith(where) else str(e)) from None
+            raise ConfigError(f"{where}.{e}" if where and not str(e).startswith(f"{where}.") else str(e)) from None
     return obj
