@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import lsr_lib.train.d2s as d2s_train
 from lsr_lib.config.profiles import ConfigError, build_dataclass
+from lsr_lib.storage.manifest import ArtifactError
 from lsr_lib.train.d2s import D2SConfig, build_model, encode_sparse, load_best, load_sparse, save_sparse, train_d2s, validate_sparse
 
 D, V, H, CONCEPTS, CAPS = 16, 64, 16, 12, 2
@@ -111,8 +112,37 @@ def test_resume_equals_uninterrupted(problem, tmp_path):
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
     again = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "cut", progress=False)  # finished: nothing to do
     assert _numbers(again) == _numbers(full)
-    with pytest.raises(ConfigError, match="lr_vocab"):
-        train_d2s(dataclasses.replace(cfg, lr_vocab=1e-4), problem["train"], problem["val"], tmp_path / "cut", progress=False)
+    # another config in the same folder is stale: retrained (the one reuse rule), not reused
+    other = train_d2s(dataclasses.replace(cfg, lr_vocab=1e-4), problem["train"], problem["val"], tmp_path / "cut", progress=False)
+    assert other["completed"] and _numbers(other) != _numbers(full)
+
+
+def test_truncated_state_is_ignored_when_finished_and_set_aside_when_not(problem, tmp_path):
+    cfg = _cfg(problem, epochs=4, eval_every_epochs=2)
+    full = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "full", progress=False)
+    state = tmp_path / "full" / "last_state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # truncated after the run finished
+    assert _numbers(train_d2s(cfg, problem["train"], problem["val"], tmp_path / "full", progress=False)) == _numbers(full)
+    train_d2s(cfg, problem["train"], problem["val"], tmp_path / "cut", progress=False, stop_after_epoch=2)
+    state = tmp_path / "cut" / "last_state.pt"
+    state.write_bytes(state.read_bytes()[:-10])  # truncated mid-run: set aside, training restarts
+    with pytest.warns(UserWarning, match="does not match its checksum"):
+        resumed = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "cut", progress=False)
+    assert _numbers(resumed) == _numbers(full)
+
+
+def test_corrupt_best_weights_are_named_and_retrained(problem, tmp_path):
+    cfg = _cfg(problem, epochs=2)
+    full = train_d2s(cfg, problem["train"], problem["val"], tmp_path, progress=False)
+    best = tmp_path / "best.safetensors"
+    good = {k: v.clone() for k, v in load_file(str(best)).items()}
+    raw = bytearray(best.read_bytes()); raw[-5] ^= 0xFF; best.write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="best.safetensors does not match its checksum.*Rerun stage 02"):
+        d2s_train.load_best(tmp_path)
+    again = train_d2s(cfg, problem["train"], problem["val"], tmp_path, progress=False)
+    assert _numbers(again) == _numbers(full)
+    d2s_train.load_best(tmp_path)
+    assert all(torch.equal(good[k], v) for k, v in load_file(str(best)).items())
 
 
 def test_expansion_control_does_not_change_data_order(problem, tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..storage.atomic import atomic_write
 from .collection import ImageCaptionSet
 
 SKIN_TONES = {0x1F3FB, 0x1F3FC, 0x1F3FD, 0x1F3FE, 0x1F3FF}
@@ -177,9 +178,5 @@ def render_collection(collection: ImageCaptionSet, size: int = 224, progress: bo
     todo = [r for r in collection.images.itertuples() if not Path(r.path).exists()]
     for r in tqdm(todo, desc="render OpenMoji SVG", disable=not progress or not todo):
         img = render_svg(svg_dir / f"{r.image_id}.svg", size)
-        out = Path(r.path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp.png")
-        img.save(tmp)
-        tmp.replace(out)
+        atomic_write(r.path, lambda tmp, img=img: img.save(tmp, format="PNG"))  # unique temporary name: concurrent runs never collide
     return len(todo)

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from ..storage.atomic import atomic_write_text
 from .collection import CAPTION_COLUMNS, IMAGE_COLUMNS, CollectionError, ImageCaptionSet
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
@@ -142,12 +143,8 @@ def write_karpathy(collection: ImageCaptionSet, json_path: str | Path, image_roo
         entry["sentids"] = [t for t, _ in sents]
         entry["sentences"] = [{"sentid": t, "imgid": imgid, "raw": raw, "tokens": _tokens(raw)} for t, raw in sents]
         entries.append(entry)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = json_path.with_name(f".{json_path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        # json.dumps uses the C encoder; json.dump to a file does not (10x slower on MSCOCO)
-        f.write(json.dumps({"dataset": collection.name, "images": entries}, ensure_ascii=False))
-    tmp.replace(json_path)
+    # json.dumps uses the C encoder; json.dump to a file does not (10x slower on MSCOCO)
+    atomic_write_text(json_path, json.dumps({"dataset": collection.name, "images": entries}, ensure_ascii=False))
 
 
 def load_image(path: str | Path) -> Image.Image:

@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config.profiles import LitConfig, to_dict
+from ..storage.atomic import atomic_write, atomic_write_json
 from .encoder import DenseEncoder
 from ..metrics.retrieval import evaluate_both_directions
 
@@ -138,10 +139,8 @@ def save_projection(model: LitProjection, cfg: LitConfig, path: str | Path, extr
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"lit": to_dict(cfg), "image_dim": model.img_mean.numel(), "text_dim": model.text_proj[0].in_features, **(extra or {})}
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp))
+    atomic_write_json(path.with_suffix(".json"), meta)
 
 
 def load_projection(path: str | Path) -> tuple[LitProjection, dict]:

@@ -1,7 +1,8 @@
 """Stage 01: load the collection, cache dense features, and score the dense baseline.
 
-Files this stage writes (all under ``cfg.cache_dir``, gitignored), each reused when present and
-made with the same configuration:
+Files this stage writes (all under ``cfg.cache_dir``, gitignored), each an artifact with a
+manifest (fingerprint + checksums, :mod:`lsr_lib.storage.manifest`) and reused only when its
+fingerprint matches and every file passes its checksum:
 
 - ``tower_images/``, ``tower_texts/``: sharded tower features (embedded default only);
 - ``lit/projection.safetensors``: the trained LiT projections (embedded default only);
@@ -10,7 +11,6 @@ made with the same configuration:
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -20,7 +20,9 @@ from PIL import Image
 
 from ..data.collection import ImageCaptionSet
 from ..config.profiles import Config, to_dict
-from ..storage.shard_cache import CacheMismatchError, ShardedCache, atomic_write_text
+from ..storage.atomic import atomic_write_text
+from ..storage.manifest import Artifact, build_or_reuse, sha256_file
+from ..storage.shard_cache import ShardedCache
 from ..storage.feature_files import align, read_embeddings, write_embeddings
 
 
@@ -98,33 +100,56 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
     return img_cache, txt_cache
 
 
-def train_or_load_projection(cfg: Config, collection: ImageCaptionSet, img_cache: ShardedCache, txt_cache: ShardedCache, progress: bool = True):
-    """Train the LiT projections on the train split, or load them when already trained."""
-    from ..data.emoji import split_checksum
-    from ..dense.lit_projection import image_feature_matrix, load_projection, save_projection, train_lit
+CODE_VERSION = 1  # bump when a change here alters what this stage writes for the same config
+PRODUCER = "stage 01 (notebooks/01_cache_dense_features.ipynb)"
 
-    path = cfg.cache_dir / "lit" / "projection.safetensors"
-    stamp = {"lit": to_dict(cfg.lit), "collection": split_checksum(collection), "tower_manifest": img_cache.manifest}
-    if path.exists():
-        model, meta = load_projection(path)
-        if meta.get("stamp") == json.loads(json.dumps(stamp)):
-            return model, meta.get("history", [])
-        raise CacheMismatchError(f"{path} was trained with another configuration; nothing was deleted: remove {path.parent} to retrain")
+
+def lit_artifact(cfg: Config) -> Artifact:
+    """The trained LiT projections (embedded default)."""
+    return Artifact(cfg.cache_dir / "lit", "LiT projection", PRODUCER)
+
+
+def train_or_load_projection(cfg: Config, collection: ImageCaptionSet, img_cache: ShardedCache, txt_cache: ShardedCache, progress: bool = True):
+    """Train the LiT projections on the train split, or load them when up to date."""
+    from ..data.emoji import split_checksum
+    from ..dense.lit_projection import load_projection, save_projection, train_lit
+
+    art = lit_artifact(cfg)
+    fingerprint = {"lit": to_dict(cfg.lit), "collection": split_checksum(collection), "code": CODE_VERSION,
+                   "inputs": {"tower_images": img_cache.content_id(), "tower_texts": txt_cache.content_id()}}
+
+    def build(root: Path):
+        model, history = train_lit(*_lit_training_data(cfg, collection, img_cache, txt_cache), cfg.lit, _lit_val_data(cfg, collection, img_cache, txt_cache), progress)
+        save_projection(model, cfg.lit, root / "projection.safetensors", {"history": history})
+        return ["projection.safetensors", "projection.json"], {"epochs": len(history)}
+
+    build_or_reuse(art, fingerprint, build)
+    art.verify()
+    model, meta = load_projection(art.root / "projection.safetensors")
+    return model, meta.get("history", [])
+
+
+def _lit_training_data(cfg: Config, collection: ImageCaptionSet, img_cache: ShardedCache, txt_cache: ShardedCache):
+    """(image features (N_img, 1 + views, F), caption features (N_txt, F), caption -> image row) of the train split."""
+    from ..dense.lit_projection import image_feature_matrix
+
     train = collection.split("train")
-    n_views = 1 + cfg.lit.train_views
     view_names = ["clean"] + [f"view{k}" for k in range(cfg.lit.train_views)]
     _, parts = img_cache.read([f"{i}@{v}" for i in train.images["image_id"] for v in view_names])
-    feats = image_feature_matrix(parts, cfg.lit.image_features).reshape(len(train.images), n_views, -1)
+    feats = image_feature_matrix(parts, cfg.lit.image_features).reshape(len(train.images), len(view_names), -1)
     _, txt = txt_cache.read(list(train.captions["text_id"]))
     row_of = {i: k for k, i in enumerate(train.images["image_id"])}
-    rows = np.array([row_of[i] for i in train.captions["image_id"]])
+    return feats, txt["text"], np.array([row_of[i] for i in train.captions["image_id"]])
+
+
+def _lit_val_data(cfg: Config, collection: ImageCaptionSet, img_cache: ShardedCache, txt_cache: ShardedCache) -> dict:
+    """Validation features for the LiT checkpoint choice."""
+    from ..dense.lit_projection import image_feature_matrix
+
     val = collection.split("val")
     _, vparts = img_cache.read([f"{i}@clean" for i in val.images["image_id"]])
     _, vtxt = txt_cache.read(list(val.captions["text_id"]))
-    val_data = {"image": image_feature_matrix(vparts, cfg.lit.image_features), "text": vtxt["text"], "text_image_ids": val.captions["image_id"].to_numpy(), "image_ids": val.images["image_id"].to_numpy()}
-    model, history = train_lit(feats, txt["text"], rows, cfg.lit, val_data, progress)
-    save_projection(model, cfg.lit, path, {"stamp": stamp, "history": history})
-    return model, history
+    return {"image": image_feature_matrix(vparts, cfg.lit.image_features), "text": vtxt["text"], "text_image_ids": val.captions["image_id"].to_numpy(), "image_ids": val.images["image_id"].to_numpy()}
 
 
 def project_views(model, img_cache: ShardedCache, txt_cache: ShardedCache, image_ids: list[str], text_ids: list[str], parts: tuple[str, ...], view: str = "clean") -> tuple[np.ndarray, np.ndarray]:
@@ -139,28 +164,31 @@ def project_views(model, img_cache: ShardedCache, txt_cache: ShardedCache, image
     return img, txt
 
 
-def write_dense_dir(out_dir: Path, collection: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, manifest: dict, image_root: Path | None = None) -> None:
-    """Write the stage's contract with later stages: parquet features + Karpathy meta + manifest.
+DENSE_FILES = ("img_embs.parquet", "text_embs.parquet", "dataset_meta.json")
 
-    Image paths are stored relative to ``image_root`` (recorded in the manifest), so later stages
-    can show the images.
-    """
+
+def dense_artifact(cfg_or_dir) -> Artifact:
+    """Stage 01's contract with later stages (a Config, or the folder itself)."""
+    root = cfg_or_dir if isinstance(cfg_or_dir, (str, Path)) else cfg_or_dir.cache_dir / "dense"
+    return Artifact(root, "dense features", PRODUCER)
+
+
+def write_dense_dir(out_dir: Path, collection: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, image_root: Path | None = None) -> list[str]:
+    """Write parquet features + Karpathy meta (image paths relative to ``image_root``); returns the file names."""
     from ..data import karpathy
 
     write_embeddings(out_dir / "img_embs.parquet", collection.images["image_id"].tolist(), img)
     write_embeddings(out_dir / "text_embs.parquet", collection.captions["text_id"].tolist(), txt)
     karpathy.write_karpathy(collection, out_dir / "dataset_meta.json", image_root)
-    extra = {"image_root": str(image_root)} if image_root is not None else {}
-    atomic_write_text(out_dir / "manifest.json", json.dumps({**manifest, **extra}, indent=2, sort_keys=True))
+    return list(DENSE_FILES)
 
 
 def load_dense_dir(dense_dir: Path, split: str | None = None) -> tuple[ImageCaptionSet, np.ndarray, np.ndarray]:
-    """Read stage 01's output: (collection, image vectors (N_img, D), text vectors (N_txt, D))."""
+    """Read stage 01's output, verified: (collection, image vectors (N_img, D), text vectors (N_txt, D))."""
     from ..data import karpathy
 
-    if not (dense_dir / "manifest.json").exists():
-        raise FileNotFoundError(f"{dense_dir} has no dense features; run notebooks/01_cache_dense_features.ipynb for this profile first")
-    image_root = json.loads((dense_dir / "manifest.json").read_text()).get("image_root")
+    manifest = dense_artifact(dense_dir).verify()
+    image_root = manifest["meta"].get("image_root")
     col = karpathy.load_karpathy(dense_dir / "dataset_meta.json", image_root)
     if split is not None:
         col = col.split(split)
@@ -176,36 +204,47 @@ def dense_dir(cfg: Config) -> Path:
     return cfg.cache_dir / "dense"
 
 
-def build_dense_features(cfg: Config, collection: ImageCaptionSet, device: torch.device, progress: bool = True) -> dict:
-    """Write ``dense_dir(cfg)`` for any encoder kind, or skip when it is up to date."""
-    from ..dense.extract import extract_with_encoder, load_released_features, make_encoder
-    from ..data.emoji import split_checksum
+def dense_content_id(cfg: Config) -> str:
+    """The verified content id of stage 01's features (what downstream fingerprints include)."""
+    return dense_artifact(cfg).content_id()
 
-    out = dense_dir(cfg)
-    manifest = {"encoder": to_dict(cfg.encoder), "config_hash": cfg.section_hash("data", "encoder", "lit"), "collection": split_checksum(collection)}
-    if (out / "manifest.json").exists():
-        old = json.loads((out / "manifest.json").read_text())
-        if {k: old.get(k) for k in manifest} == json.loads(json.dumps(manifest)):
-            return {"skipped": True, "dir": str(out)}
+
+def build_dense_features(cfg: Config, collection: ImageCaptionSet, device: torch.device, progress: bool = True) -> dict:
+    """Write ``dense_dir(cfg)`` for any encoder kind, or reuse it when up to date (fingerprint and checksums)."""
+    from ..data.emoji import split_checksum
+    from ..dense.extract import extract_with_encoder, load_released_features, make_encoder
+
     kind = cfg.encoder.kind
-    extra: dict = {}
+    fingerprint = {"encoder": to_dict(cfg.encoder), "config_hash": cfg.section_hash("data", "encoder", "lit"), "collection": split_checksum(collection), "code": CODE_VERSION}
+    made: dict = {}
     if kind == "lit_towers":
         img_cache, txt_cache = cache_tower_features(cfg, collection, device, progress)
         model, history = train_or_load_projection(cfg, collection, img_cache, txt_cache, progress)
-        img, txt = project_views(model, img_cache, txt_cache, collection.images["image_id"].tolist(), collection.captions["text_id"].tolist(), cfg.lit.image_features)
-        extra = {"lit_epochs": len(history)}
+        fingerprint["inputs"] = {"lit": lit_artifact(cfg).content_id(), "tower_images": img_cache.content_id(), "tower_texts": txt_cache.content_id()}
+        made = {"lit_epochs": len(history)}
     elif kind == "feature_files":
-        img, txt = load_released_features(cfg, collection)
+        src = cfg.path(cfg.encoder.features_dir) if cfg.encoder.features_dir else None
+        fingerprint["inputs"] = {f: sha256_file(src / f) for f in ("img_embs.parquet", "text_embs.parquet") if src is not None and (src / f).exists()}
     else:
         encoder = make_encoder(cfg)
-        img, txt = extract_with_encoder(cfg, collection, encoder, cfg.cache_dir / f"extract_{kind}", progress)
-        extra = {"fingerprint": encoder.fingerprint()}
-    paths = [p for p in collection.images["path"] if p]
-    root = Path(os.path.commonpath(paths)) if paths else None
-    if root is not None and root.is_file():
-        root = root.parent
-    write_dense_dir(out, collection, img, txt, {**manifest, **extra}, root)
-    return {"skipped": False, "dir": str(out), **extra}
+        made = {"fingerprint": encoder.fingerprint()}
+        fingerprint["inputs"] = made
+
+    def build(out: Path):
+        if kind == "lit_towers":
+            img, txt = project_views(model, img_cache, txt_cache, collection.images["image_id"].tolist(), collection.captions["text_id"].tolist(), cfg.lit.image_features)
+        elif kind == "feature_files":
+            img, txt = load_released_features(cfg, collection)
+        else:
+            img, txt = extract_with_encoder(cfg, collection, encoder, cfg.cache_dir / f"extract_{kind}", progress)
+        paths = [p for p in collection.images["path"] if p]
+        root = Path(os.path.commonpath(paths)) if paths else None
+        if root is not None and root.is_file():
+            root = root.parent
+        return write_dense_dir(out, collection, img, txt, root), {**made, **({"image_root": str(root)} if root is not None else {})}
+
+    manifest, built = build_or_reuse(dense_artifact(cfg), fingerprint, build)
+    return {"skipped": not built, "dir": str(dense_dir(cfg)), **manifest["meta"]}
 
 
 def dense_baseline(cfg: Config, dense: Path) -> dict:
@@ -226,7 +265,8 @@ def robustness(cfg: Config, collection: ImageCaptionSet, progress: bool = False)
     from ..metrics.retrieval import evaluate_both_directions
 
     img_cache, txt_cache = cache_tower_features(cfg, collection, torch.device("cpu"), progress)
-    model, _ = load_projection(cfg.cache_dir / "lit" / "projection.safetensors")
+    lit_artifact(cfg).verify()
+    model, _ = load_projection(lit_artifact(cfg).root / "projection.safetensors")
     test = collection.split("test")
     ids, tids = test.images["image_id"].tolist(), test.captions["text_id"].tolist()
     out = {}

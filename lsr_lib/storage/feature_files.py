@@ -6,13 +6,13 @@ paper path can skip extraction by pointing ``encoder.features_dir`` at downloade
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .atomic import atomic_write
 
 
 class FeatureFileError(ValueError):
@@ -30,15 +30,7 @@ def write_embeddings(path: str | Path, ids: list[str] | np.ndarray, emb: np.ndar
     flat = pa.array(emb.reshape(-1), type=pa.float32())
     col = pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])
     table = pa.table({"id": pa.array(ids, type=pa.string()), "emb": col})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_embeddings(path: str | Path, normalize_check: bool = False) -> tuple[list[str], np.ndarray]:

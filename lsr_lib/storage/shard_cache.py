@@ -1,119 +1,150 @@
-"""A resumable, sharded, manifest-checked feature cache (stage 01).
+"""A resumable, sharded, checksummed feature cache (stage 01 towers and extractors, stage 05 states).
 
-A cache folder holds ``manifest.json`` (what made it: encoder, checkpoint, config, input
-checksums) and shards ``shard-00000.safetensors`` (arrays + the shard's ids in the metadata).
-Every file is written to a temporary name and renamed, so an interrupted run leaves only whole
-shards; the next run computes only the missing ones. A folder made by another encoder or config
-is never overwritten: :class:`CacheMismatchError` names the differing keys and the fix.
+A cache folder holds shards ``shard-00000.safetensors`` (arrays + the shard's ids in the
+metadata) and ``manifest.json`` (see :mod:`.manifest`): the fingerprint of what made it
+(encoder, checkpoint, config, input checksums) and the checksum of every shard, recorded as
+each shard is written. Filling runs under the folder's lock; an interrupted fill leaves only
+whole shards and the next one computes only the missing or corrupt ones. Reading verifies
+every shard against its checksum. A cache made with another fingerprint is *stale*: it is moved
+aside to ``<folder>@<its fingerprint>`` (nothing computed is lost, and switching back to that
+configuration moves it back) and a fresh cache is filled.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
-
-class CacheMismatchError(RuntimeError):
-    """The cache on disk was made with another encoder, config or input."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file via a temporary file and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(a) | set(b))
-    out = []
-    for k in keys:
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}: cached {va!r} vs now {vb!r}")
-    return out
+from .atomic import atomic_write, atomic_write_json, atomic_write_text, folder_lock  # noqa: F401 (atomic_write_text: historical import path)
+from .manifest import MANIFEST, ArtifactError, check_file, diff_about, digest, file_record
 
 
 class ShardedCache:
-    """Rows (id + named float arrays) stored in fixed-size shards under ``root``."""
+    """Rows (id + named float arrays) stored in fixed-size, checksummed shards under ``root``."""
 
-    def __init__(self, root: str | Path, manifest: dict, shard_size: int = 1024):
-        self.root = Path(root)
-        self.manifest = json.loads(json.dumps(manifest))  # JSON round trip: tuples -> lists
-        self.shard_size = shard_size
-        path = self.root / "manifest.json"
-        if path.exists():
-            old = json.loads(path.read_text())
-            old_core = {k: v for k, v in old.items() if k not in ("complete", "n_items")}
-            diff = _diff(old_core, self.manifest)
-            if diff:
-                raise CacheMismatchError(
-                    f"cache {self.root} was made with another configuration ({'; '.join(diff[:4])}). "
-                    "Nothing was deleted: remove that folder to recompute, or point the profile's data.root elsewhere."
-                )
-        else:
-            atomic_write_text(path, json.dumps({**self.manifest, "complete": False}, indent=2, sort_keys=True))
+    def __init__(self, root: str | Path, manifest: dict, shard_size: int = 1024, producer: str = "stage 01 (notebooks/01_cache_dense_features.ipynb)"):
+        if shard_size <= 0:
+            raise ValueError(f"shard_size must be > 0, got {shard_size} (extraction.shard_size in the profile)")
+        self.root, self.shard_size, self.producer = Path(root), shard_size, producer
+        self.manifest = json.loads(json.dumps(manifest, default=str))  # JSON round trip: tuples -> lists
+        self.fingerprint = digest(self.manifest)
+        self._verified: set[tuple] = set()  # (name, size, mtime_ns, inode) of shards checked in this process
+        with folder_lock(self.root.parent / f".{self.root.name}.lock", str(self.root)):
+            old = self._record()
+            if old is not None and old.get("fingerprint") != self.fingerprint:
+                aside = self.root.parent / f"{self.root.name}@{old.get('fingerprint', 'unknown')}"
+                changes = "; ".join(diff_about(old.get("about", {}), self.manifest)[:3])
+                print(f"cache {self.root} was made with another configuration ({changes}); moved aside to {aside.name}, filling a new one", file=sys.stderr, flush=True)
+                os.replace(self.root, aside)
+            back = self.root.parent / f"{self.root.name}@{self.fingerprint}"
+            if not self.root.exists() and back.exists():
+                os.replace(back, self.root)  # this configuration was computed before: reuse it
+            if self._record() is None:
+                self._write_record({}, complete=False)
 
-    def _shard_path(self, k: int) -> Path:
-        return self.root / f"shard-{k:05d}.safetensors"
+    def _record(self) -> dict | None:
+        try:
+            return json.loads((self.root / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_record(self, shards: dict, complete: bool, n_items: int | None = None) -> None:
+        rec = {"about": self.manifest, "fingerprint": self.fingerprint, "files": shards, "complete": complete,
+               "content": digest({k: v["sha256"] for k, v in shards.items()}), "n_items": n_items}
+        atomic_write_json(self.root / MANIFEST, rec)
+
+    def _shard_name(self, k: int) -> str:
+        return f"shard-{k:05d}.safetensors"
 
     @property
     def complete(self) -> bool:
-        path = self.root / "manifest.json"
-        return path.exists() and bool(json.loads(path.read_text()).get("complete"))
+        """True when every shard of the last fill is on disk and recorded."""
+        rec = self._record()
+        return bool(rec and rec.get("complete"))
+
+    def content_id(self) -> str:
+        """Digest of every shard's checksum: what downstream fingerprints include."""
+        rec = self._record()
+        if not rec or not rec.get("complete"):
+            raise ArtifactError(f"cache {self.root} is not complete; rerun {self.producer}")
+        return rec["content"]
 
     def fill(self, ids: Sequence[str], compute: Callable[[list[str]], dict[str, np.ndarray]], batch_size: int, desc: str = "extract", progress: bool = True) -> None:
-        """Compute ``compute(batch_ids) -> {name: (B, ...) array}`` for every shard not yet on disk."""
+        """Compute ``compute(batch_ids) -> {name: (B, ...) array}`` for every shard missing or failing its checksum."""
         ids = [str(i) for i in ids]
         n_shards = (len(ids) + self.shard_size - 1) // self.shard_size
-        todo = [k for k in range(n_shards) if not self._shard_path(k).exists()]
-        bar = tqdm(total=sum(min(self.shard_size, len(ids) - k * self.shard_size) for k in todo), desc=desc, unit="item", disable=not progress or not todo)
-        for k in todo:
-            shard_ids = ids[k * self.shard_size : (k + 1) * self.shard_size]
-            parts: dict[str, list[np.ndarray]] = {}
-            for s in range(0, len(shard_ids), batch_size):
-                batch = shard_ids[s : s + batch_size]
-                out = compute(batch)
-                for name, arr in out.items():
-                    arr = np.ascontiguousarray(arr, dtype=np.float32)
-                    if arr.shape[0] != len(batch):
-                        raise ValueError(f"{desc}: compute returned {arr.shape[0]} rows of {name!r} for {len(batch)} ids")
-                    if not np.isfinite(arr).all():
-                        bad = batch[int(np.flatnonzero(~np.isfinite(arr.reshape(len(batch), -1)).all(1))[0])]
-                        raise ValueError(f"{desc}: non-finite {name!r} features for item {bad!r}; shards written so far are kept")
-                    parts.setdefault(name, []).append(arr)
-                bar.update(len(batch))
-            tensors = {name: np.concatenate(v) for name, v in parts.items()}
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".shard.", suffix=".tmp")
-            os.close(fd)
-            save_file(tensors, tmp, metadata={"ids": json.dumps(shard_ids)})
-            os.replace(tmp, self._shard_path(k))
-        bar.close()
-        expected = [self._shard_path(k) for k in range(n_shards)]
-        if all(p.exists() for p in expected):
-            atomic_write_text(self.root / "manifest.json", json.dumps({**self.manifest, "complete": True, "n_items": len(ids)}, indent=2, sort_keys=True))
+        with folder_lock(self.root, str(self.root)):
+            shards = dict((self._record() or {}).get("files", {}))
+            todo = []
+            for k in range(n_shards):
+                name = self._shard_name(k)
+                problem = check_file(self.root, name, shards[name]) if name in shards else "not computed yet"
+                if problem:
+                    if name in shards:
+                        print(f"cache shard {problem}; recomputing it", file=sys.stderr, flush=True)
+                    shards.pop(name, None)
+                    todo.append(k)
+            bar = tqdm(total=sum(min(self.shard_size, len(ids) - k * self.shard_size) for k in todo), desc=desc, unit="item", disable=not progress or not todo)
+            for k in todo:
+                shard_ids = ids[k * self.shard_size : (k + 1) * self.shard_size]
+                tensors = self._compute_shard(shard_ids, compute, batch_size, desc, bar)
+                atomic_write(self.root / self._shard_name(k), lambda tmp: save_file(tensors, tmp, metadata={"ids": json.dumps(shard_ids)}))
+                shards[self._shard_name(k)] = file_record(self.root / self._shard_name(k))
+                self._write_record(shards, complete=False)
+            bar.close()
+            expected = {self._shard_name(k) for k in range(n_shards)}
+            self._write_record({k: v for k, v in shards.items() if k in expected}, complete=True, n_items=len(ids))
+
+    @staticmethod
+    def _compute_shard(shard_ids: list[str], compute, batch_size: int, desc: str, bar) -> dict[str, np.ndarray]:
+        parts: dict[str, list[np.ndarray]] = {}
+        for s in range(0, len(shard_ids), batch_size):
+            batch = shard_ids[s : s + batch_size]
+            for name, arr in compute(batch).items():
+                arr = np.ascontiguousarray(arr, dtype=np.float32)
+                if arr.shape[0] != len(batch):
+                    raise ValueError(f"{desc}: compute returned {arr.shape[0]} rows of {name!r} for {len(batch)} ids")
+                if not np.isfinite(arr).all():
+                    bad = batch[int(np.flatnonzero(~np.isfinite(arr.reshape(len(batch), -1)).all(1))[0])]
+                    raise ValueError(f"{desc}: non-finite {name!r} features for item {bad!r}; shards written so far are kept")
+                parts.setdefault(name, []).append(arr)
+            bar.update(len(batch))
+        return {name: np.concatenate(v) for name, v in parts.items()}
+
+    def _verified_shards(self) -> list[str]:
+        rec = self._record()
+        if not rec or not rec.get("complete"):
+            raise ArtifactError(f"cache {self.root} is not complete; rerun {self.producer} to fill it")
+        for name, r in sorted(rec["files"].items()):
+            try:
+                st = (self.root / name).stat()
+                key = (name, st.st_size, st.st_mtime_ns, st.st_ino)
+            except OSError:
+                key = None
+            if key is None or key not in self._verified:
+                problem = check_file(self.root, name, r)
+                if problem:
+                    raise ArtifactError(f"cache shard {problem}. Rerun {self.producer}: it recomputes that shard and reuses the others.")
+                self._verified.add(key)
+        return sorted(rec["files"])
 
     def read(self, ids: Sequence[str] | None = None) -> tuple[list[str], dict[str, np.ndarray]]:
-        """All cached rows (in shard order), or the rows of ``ids`` in that order."""
-        from safetensors import safe_open
-
+        """All cached rows (in shard order), or the rows of ``ids`` in that order; every shard verified."""
         all_ids: list[str] = []
         parts: dict[str, list[np.ndarray]] = {}
-        for p in sorted(self.root.glob("shard-*.safetensors")):
+        for name in self._verified_shards():
+            p = self.root / name
             with safe_open(str(p), "np") as f:
                 all_ids += json.loads(f.metadata()["ids"])
-            for name, arr in load_file(str(p)).items():
-                parts.setdefault(name, []).append(arr)
+            for key, arr in load_file(str(p)).items():
+                parts.setdefault(key, []).append(arr)
         arrays = {name: np.concatenate(v) for name, v in parts.items()}
         if ids is None:
             return all_ids, arrays

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -23,18 +21,19 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..config.d2s import D2SConfig
 from ..config.typed import ConfigError, to_dict
+from ..storage.atomic import atomic_write
+from ..storage.checkpoint import BEST_META, BEST_WEIGHTS, TrainingRun, load_verified_best
 from .d2s_loss import REGULARIZERS, distillation_loss, reg_weight
 from ..sparse.expansion_control import ExpansionGate, dense_masks
 from ..metrics.retrieval import evaluate_both_directions
 from ..sparse.head import D2SModel, mlm_head_init
 from ..metrics.sparse_stats import flops_from_df
 
-BEST_WEIGHTS, BEST_META, LAST_STATE = "best.safetensors", "best.json", "last_state.pt"
+PRODUCER = "stage 02 (notebooks/02_train_sparse_heads.ipynb)"
 
 
 def build_model(cfg: D2SConfig, dense_dim: int) -> D2SModel:
@@ -107,22 +106,9 @@ def encode_sparse(model: D2SModel, emb: torch.Tensor, side: str, batch_size: int
     return sp.vstack(parts, format="csr").astype(np.float32) if parts else sp.csr_matrix((0, model.vocab_size), dtype=np.float32)
 
 
-def _atomic(path: Path, write, suffix: str = ".tmp") -> None:
-    """Call ``write(tmp_path)`` then move the result onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_sparse(path: str | Path, m: sp.spmatrix) -> None:
     """Write a CSR matrix to ``.npz`` atomically."""
-    _atomic(Path(path), lambda tmp: sp.save_npz(tmp, sp.csr_matrix(m, dtype=np.float32)), suffix=".npz")
+    atomic_write(path, lambda tmp: sp.save_npz(tmp, sp.csr_matrix(m, dtype=np.float32)), suffix=".npz")
 
 
 def load_sparse(path: str | Path) -> sp.csr_matrix:
@@ -132,9 +118,9 @@ def load_sparse(path: str | Path) -> sp.csr_matrix:
 
 def load_best(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[D2SModel, dict]:
     """The best checkpoint of a run and its sidecar metadata."""
-    meta = json.loads((Path(out_dir) / BEST_META).read_text())
+    weights, meta = load_verified_best(out_dir, f"D2S run {Path(out_dir).name}", PRODUCER)
     model = D2SModel(**meta["architecture"])
-    model.load_state_dict(load_file(str(Path(out_dir) / BEST_WEIGHTS)))
+    model.load_state_dict(weights)
     return model.to(device).eval(), meta
 
 
@@ -151,7 +137,7 @@ def validate_sparse(model: D2SModel, val: dict, cfg: D2SConfig) -> dict:
 
 def train_d2s(
     cfg: D2SConfig, train: dict, val: Optional[dict], out_dir: str | Path, device: str | torch.device = "cpu",
-    progress: bool = True, resume: bool = True, stop_after_epoch: Optional[int] = None,
+    progress: bool = True, resume: bool = True, stop_after_epoch: Optional[int] = None, inputs: Optional[dict] = None,
 ) -> dict:
     """Train (or resume) a D2S model; returns per-epoch history, best epoch and paths.
 
@@ -159,6 +145,8 @@ def train_d2s(
     ``txt_mask_ids`` (N, L) from ``caption_token_masks`` (needed when p can be > 0). ``val``:
     ``img_emb``, ``txt_emb``, ``image_ids``, ``text_image_ids`` (or None: the last epoch is kept).
     ``stop_after_epoch``: return after that many epochs (a time-boxed or interrupted run).
+    ``inputs``: content ids of the artifacts the pairs came from (part of the run's fingerprint).
+    A finished run with the same fingerprint and sound files is returned without training.
     History epochs are 1-based; ``p`` of epoch k is the schedule at the 0-based epoch k - 1.
     """
     cfg.validate()
@@ -176,10 +164,14 @@ def train_d2s(
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.mixed_precision and device.type == "cuda" and cfg.amp_dtype == "fp16")
     run = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler}
     data_gen, gate = torch.Generator().manual_seed(cfg.data_seed), ExpansionGate(cfg.gate, cfg.gate_seed)  # separate streams
-    fingerprint = {"config": to_dict(cfg), "n_pairs": n, "dense_dim": d, "train_sum": round(float(img_all.double().sum() + txt_all.double().sum()), 6)}
-    state_path, st = out_dir / LAST_STATE, {"epoch": 0, "step": 0, "history": [], "best_epoch": None, "best_r1": -1.0}
-    if resume and state_path.exists():
-        st = _restore(state_path, fingerprint, run, data_gen, gate)
+    fingerprint = {"config": to_dict(cfg), "n_pairs": n, "dense_dim": d, "train_sum": round(float(img_all.double().sum() + txt_all.double().sum()), 6), "inputs": inputs or {}}
+    tr = TrainingRun(out_dir, fingerprint, f"D2S run {out_dir.name}", PRODUCER)
+    if resume and (done := tr.finished()) is not None:
+        return done
+    st = {"epoch": 0, "step": 0, "history": [], "best_epoch": None, "best_r1": -1.0}
+    saved = tr.load_state() if resume else None
+    if saved is not None:
+        st = _restore(saved, run, data_gen, gate)
     bar = tqdm(total=steps_per_epoch * cfg.epochs, initial=st["step"], disable=not progress, desc="D2S", dynamic_ncols=True)
     last_r1 = next((h["val_t2i_R@1"] for h in reversed(st["history"]) if "val_t2i_R@1" in h), float("nan"))
     while st["epoch"] < cfg.epochs and (stop_after_epoch is None or st["epoch"] < stop_after_epoch):
@@ -206,37 +198,26 @@ def train_d2s(
         eligible = epoch + 1 > cfg.select_from_fraction * cfg.epochs or epoch + 1 == cfg.epochs
         if (eligible and rec.get("val_t2i_R@1", -math.inf) > st["best_r1"]) or (val is None and epoch + 1 == cfg.epochs):
             st["best_r1"], st["best_epoch"] = rec.get("val_t2i_R@1", float("nan")), epoch + 1
-            _save_best(model, out_dir, {"epoch": epoch + 1, "val": rec.get("val"), "config": to_dict(cfg), "architecture": model.architecture()})
+            tr.save_best(model.state_dict(), {"epoch": epoch + 1, "val": rec.get("val"), "config": to_dict(cfg), "architecture": model.architecture()})
         rec["seconds"] = time.perf_counter() - t0
         st["history"].append(rec)
         st["epoch"] += 1
         snapshot = {"fingerprint": fingerprint, "data_gen": data_gen.get_state(), "gate": gate.state_dict(), "progress": st}
         snapshot.update({k: obj.state_dict() for k, obj in run.items()})
-        _atomic(state_path, lambda tmp: torch.save(snapshot, tmp))
+        tr.save_state(snapshot)
     bar.close()
     best = next((h for h in st["history"] if h["epoch"] == st["best_epoch"]), {})
-    return {
+    result = {
         "history": st["history"], "best_epoch": st["best_epoch"], "best_val": best.get("val"), "best_path": str(out_dir / BEST_WEIGHTS),
         "steps": st["step"], "warmup_steps": warmup, "completed": st["epoch"] >= cfg.epochs,
     }
+    return tr.finish(result) if result["completed"] else result
 
 
-def _restore(state_path: Path, fingerprint: dict, run: dict, data_gen: torch.Generator, gate: ExpansionGate) -> dict:
-    """Load ``last_state.pt`` into the run objects and generators; returns the progress record."""
-    saved = torch.load(state_path, map_location="cpu", weights_only=True)
-    if saved["fingerprint"] != fingerprint:
-        old = saved["fingerprint"]["config"]
-        diff = [k for k in fingerprint["config"] if old.get(k) != fingerprint["config"][k]] or ["the training data"]
-        raise ConfigError(f"{state_path} belongs to another run (differs in {', '.join(diff)}); delete it or use another out_dir")
+def _restore(saved: dict, run: dict, data_gen: torch.Generator, gate: ExpansionGate) -> dict:
+    """Load a saved training state into the run objects and generators; returns the progress record."""
     for key, obj in run.items():
         obj.load_state_dict(saved[key])
     data_gen.set_state(saved["data_gen"])
     gate.load_state_dict(saved["gate"])
     return saved["progress"]
-
-
-def _save_best(model: D2SModel, out_dir: Path, meta: dict) -> None:
-    """``best.safetensors`` + ``best.json``, each written atomically."""
-    weights = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic(out_dir / BEST_WEIGHTS, lambda tmp: save_file(weights, tmp))
-    _atomic(out_dir / BEST_META, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, default=float)))
