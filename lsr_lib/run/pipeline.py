@@ -7,17 +7,27 @@
 
 Executed copies go to ``runs/<profile>/`` (gitignored); the notebooks on disk stay output-free.
 Each stage skips the work whose outputs are already on disk for the same configuration, so a
-second run is quick and an interrupted one resumes.
+second run is quick and an interrupted one resumes: Ctrl-C says what was kept and prints the
+command that resumes (exit code 130).
+
+The run is the checkout's run (issue 12): each kernel starts with this checkout first on
+``PYTHONPATH`` and ``LSR_CHECKOUT`` set to it, so it imports this checkout's ``lsr_lib`` (not another
+clone's editable install) and writes into this checkout's ``results/``; ``import lsr_lib`` checks it.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shlex
+import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
+from ..config.checkout import CHECKOUT_ENV
 from ..config.profiles import PROFILES, REPO_ROOT, split_profile
 
 # The registered stages, in order. A test fails when a notebook on disk is missing here.
@@ -31,6 +41,8 @@ STAGES = [
 ]
 
 log = logging.getLogger("lsr_lib.run.pipeline")
+# Loggers that report a kernel being shut down; quieted once Ctrl-C has been pressed.
+SHUTDOWN_LOGGERS = ("papermill", "traitlets", "nbclient", "jupyter_client", "asyncio")
 
 
 def select_stages(wanted: list[str] | None) -> list[str]:
@@ -44,15 +56,77 @@ def select_stages(wanted: list[str] | None) -> list[str]:
     return out
 
 
+def kernel_env(root: Path) -> dict[str, str]:
+    """The variables a stage kernel gets on top of this process's environment: ``root`` first on PYTHONPATH, LSR_CHECKOUT."""
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(root)]
+    return {"PYTHONPATH": os.pathsep.join([str(root), *rest]), CHECKOUT_ENV: str(root)}
+
+
+@contextmanager
+def environment(variables: dict[str, str]) -> Iterator[None]:
+    """Set ``variables`` in os.environ (which a kernel inherits when it starts), restoring them afterwards."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_stage(stage: str, profile: str, out_dir: Path, progress: bool = True, kernel_name: str = "python3") -> Path:
-    """Execute one notebook with papermill, parameters ``profile`` and ``progress``, in ``kernel_name``."""
+    """Execute one notebook of this checkout with papermill, parameters ``profile`` and ``progress``, in ``kernel_name``."""
     import papermill as pm
 
     src = REPO_ROOT / "notebooks" / f"{stage}.ipynb"
     dst = out_dir / f"{stage}.ipynb"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "progress": progress}, cwd=str(REPO_ROOT / "notebooks"), kernel_name=kernel_name, log_output=False, progress_bar=progress)
+    with environment(kernel_env(REPO_ROOT)):
+        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "progress": progress}, cwd=str(REPO_ROOT / "notebooks"), kernel_name=kernel_name, log_output=False, progress_bar=progress)
     return dst
+
+
+def was_interrupted(error: BaseException) -> bool:
+    """True for Ctrl-C here (KeyboardInterrupt) or in the kernel (a cell that ended in KeyboardInterrupt)."""
+    return isinstance(error, KeyboardInterrupt) or getattr(error, "ename", None) == "KeyboardInterrupt"
+
+
+@contextmanager
+def quiet_after_interrupt() -> Iterator[None]:
+    """On Ctrl-C, first quiet the loggers of the kernel shutdown that follows, then raise KeyboardInterrupt as usual."""
+    def on_sigint(signum: int, frame: object) -> None:
+        for name in SHUTDOWN_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        signal.default_int_handler(signum, frame)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def interrupted_message(stage: str, profile: str, resume_argv: list[str]) -> str:
+    """What an interrupted run kept and the command that resumes it."""
+    return (f"interrupted during stage {stage} (profile {profile}).\n"
+            "Kept: every finished stage, and in this stage every file already written (caches are written "
+            "atomically; training resumes from its last finished epoch).\n"
+            "Rerun the same command to resume (finished work is skipped), or only what is left:\n"
+            f"  python -m lsr_lib.run.pipeline {shlex.join(resume_argv)}")
+
+
+def _resume_argv(args: argparse.Namespace, left: list[str]) -> list[str]:
+    """The pipeline arguments that run the stages ``left`` with the same options."""
+    argv = ["--profile", args.profile, "--stages", *(s.split("_", 1)[0] for s in left)]
+    return argv + (["--out", str(args.out)] if args.out else []) + (["--no-progress"] if args.no_progress else [])
 
 
 def _profile_name(name: str) -> str:
@@ -60,6 +134,14 @@ def _profile_name(name: str) -> str:
     if split_profile(name)[0] not in PROFILES:
         raise argparse.ArgumentTypeError(f"unknown profile {name!r}; known: {', '.join(PROFILES)} (optionally /<sweep setting>)")
     return name
+
+
+def stage_is_current(profile: str, stage: str) -> bool:
+    """True for a derived stage (03, 04) whose result files were made from the current artifacts and config."""
+    from ..artifacts.catalog import RESULT_FILES, result_is_current
+    from ..config import load_config
+
+    return stage in RESULT_FILES and result_is_current(load_config(profile), stage)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,21 +152,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="folder for executed notebooks (default runs/<profile>)")
     ap.add_argument("--dry-run", action="store_true", help="print the stages and commands, run nothing")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--force", action="store_true", help="run stages 03-04 even when their results are current")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     stages = select_stages(args.stages)
     out_dir = args.out or REPO_ROOT / "runs" / args.profile
+    if not args.dry_run:
+        log.info("checkout %s, profile %s", REPO_ROOT, args.profile)
     for k, stage in enumerate(stages, 1):
         cmd = f"papermill notebooks/{stage}.ipynb {out_dir / (stage + '.ipynb')} -p profile {args.profile}"
         if args.dry_run:
             print(cmd)
             continue
+        if not args.force and stage_is_current(args.profile, stage):
+            log.info("[%d/%d] %s: up to date (its results record the fingerprint of the current inputs); skipped, --force reruns it", k, len(stages), stage)
+            continue
         log.info("[%d/%d] %s (profile %s)", k, len(stages), stage, args.profile)
         t0 = time.time()
         try:
-            run_stage(stage, args.profile, out_dir, progress=not args.no_progress)
-        except Exception as e:
+            with quiet_after_interrupt():
+                run_stage(stage, args.profile, out_dir, progress=not args.no_progress)
+        except (KeyboardInterrupt, Exception) as e:
+            if was_interrupted(e):
+                log.warning(interrupted_message(stage, args.profile, _resume_argv(args, stages[k - 1:])))
+                return 130
             reason = f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
             log.error("stage %s failed: %s\nthe executed notebook with the full traceback is %s", stage, reason, out_dir / f"{stage}.ipynb")
             return 1

@@ -1,0 +1,133 @@
+"""lsr_lib.run.pipeline (issue 12): kernels run this checkout's lsr_lib, and Ctrl-C ends with a resume line."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lsr_lib.config.checkout import CHECKOUT_ENV, check_kernel_checkout
+from lsr_lib.config.profiles import REPO_ROOT
+from lsr_lib.run import pipeline
+
+
+def import_lsr_lib(env_overrides: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """``import lsr_lib`` in a fresh interpreter (as a kernel would), printing where it came from."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", CHECKOUT_ENV)} | env_overrides
+    return subprocess.run([sys.executable, "-c", "import lsr_lib; print(lsr_lib.__file__)"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def second_clone(tmp_path: Path) -> Path:
+    """A minimal second checkout: lsr_lib/__init__.py and the guard, copied from this one."""
+    clone = tmp_path / "clone"
+    (clone / "lsr_lib" / "config").mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "lsr_lib" / "__init__.py", clone / "lsr_lib" / "__init__.py")
+    shutil.copy(REPO_ROOT / "lsr_lib" / "config" / "checkout.py", clone / "lsr_lib" / "config" / "checkout.py")
+    (clone / "lsr_lib" / "config" / "__init__.py").write_text("")
+    return clone
+
+
+def test_kernel_env_puts_the_checkout_first(monkeypatch, tmp_path):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/elsewhere", str(tmp_path)]))
+    env = pipeline.kernel_env(tmp_path)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path), "/elsewhere"]
+    assert env[CHECKOUT_ENV] == str(tmp_path)
+
+
+def test_run_stage_hands_papermill_the_checkout_environment(monkeypatch, tmp_path):
+    import papermill
+
+    seen = {}
+
+    def fake_execute_notebook(src, dst, parameters, cwd, kernel_name, **kw):
+        seen.update(pythonpath=os.environ["PYTHONPATH"], checkout=os.environ[CHECKOUT_ENV], src=src, cwd=cwd, parameters=parameters)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute_notebook)
+    monkeypatch.delenv(CHECKOUT_ENV, raising=False)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    pipeline.run_stage("01_cache_dense_features", "smoke", tmp_path, progress=False)
+    assert seen["pythonpath"].split(os.pathsep) == [str(REPO_ROOT), "/elsewhere"]
+    assert seen["checkout"] == str(REPO_ROOT)
+    assert seen["src"] == str(REPO_ROOT / "notebooks" / "01_cache_dense_features.ipynb") and seen["cwd"] == str(REPO_ROOT / "notebooks")
+    assert seen["parameters"] == {"profile": "smoke", "progress": False}
+    assert os.environ["PYTHONPATH"] == "/elsewhere" and CHECKOUT_ENV not in os.environ, "the launcher's environment is restored"
+
+
+def test_kernel_imports_the_checkout_on_pythonpath(second_clone, tmp_path):
+    # What the pipeline of the second clone hands its kernels: the clone wins over this venv's (editable) lsr_lib.
+    r = import_lsr_lib({"PYTHONPATH": str(second_clone), CHECKOUT_ENV: str(second_clone)}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()).resolve() == (second_clone / "lsr_lib" / "__init__.py").resolve()
+
+
+def test_kernel_of_another_checkout_stops_at_import(second_clone, tmp_path):
+    # The issue: the kernel imports this checkout's lsr_lib although it was launched for the second clone.
+    r = import_lsr_lib({"PYTHONPATH": str(REPO_ROOT), CHECKOUT_ENV: str(second_clone)}, cwd=tmp_path)
+    assert r.returncode != 0
+    assert f"imported lsr_lib from {REPO_ROOT} but was launched for checkout {second_clone}" in r.stderr
+    assert "pip install -e ." in r.stderr
+
+
+def test_import_is_unchanged_for_the_right_checkout_or_without_a_pipeline(tmp_path):
+    assert import_lsr_lib({"PYTHONPATH": str(REPO_ROOT), CHECKOUT_ENV: str(REPO_ROOT)}, cwd=tmp_path).returncode == 0
+    assert import_lsr_lib({"PYTHONPATH": str(REPO_ROOT)}, cwd=tmp_path).returncode == 0
+    check_kernel_checkout(str(REPO_ROOT))
+    with pytest.raises(RuntimeError, match="launched for checkout"):
+        check_kernel_checkout(str(tmp_path))
+
+
+def test_ctrl_c_during_a_stage_says_what_was_kept_and_how_to_resume(monkeypatch, tmp_path, caplog):
+    ran = []
+
+    def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3"):
+        ran.append(stage)
+        if stage.startswith("02_"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
+    with caplog.at_level(logging.INFO, logger="lsr_lib.run.pipeline"):
+        code = pipeline.main(["--profile", "smoke", "--stages", "01", "02", "03", "--out", str(tmp_path), "--no-progress"])
+    assert code == 130 and ran == ["01_cache_dense_features", "02_train_sparse_heads"]
+    text = caplog.text
+    assert "interrupted during stage 02_train_sparse_heads (profile smoke)" in text
+    assert "Kept: every finished stage" in text and "Rerun the same command" in text
+    assert f"python -m lsr_lib.run.pipeline --profile smoke --stages 02 03 --out {tmp_path} --no-progress" in text
+    assert "Traceback" not in text
+
+
+def test_ctrl_c_in_the_kernel_is_an_interrupt_and_other_errors_still_fail(monkeypatch, tmp_path, caplog):
+    class CellError(Exception):
+        def __init__(self, ename: str):
+            super().__init__(ename)
+            self.ename, self.evalue = ename, ""
+
+    for ename, expected_code in (("KeyboardInterrupt", 130), ("ValueError", 1)):
+        def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3", ename=ename):
+            raise CellError(ename)
+
+        monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
+        caplog.clear()
+        assert pipeline.main(["--profile", "smoke", "--stages", "03", "--out", str(tmp_path)]) == expected_code
+        assert ("interrupted during stage 03_analyze_sparse_vectors" in caplog.text) == (expected_code == 130)
+
+
+def test_sigint_quiets_the_shutdown_loggers_then_interrupts():
+    loggers = [logging.getLogger(n) for n in pipeline.SHUTDOWN_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with pipeline.quiet_after_interrupt():
+                signal.raise_signal(signal.SIGINT)
+        assert all(lg.level == logging.ERROR for lg in loggers)
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
