@@ -12,7 +12,8 @@ from safetensors.torch import load_file, save_file
 import lsr_lib.train.d2s as d2s_train
 from lsr_lib.config.profiles import ConfigError, build_dataclass
 from lsr_lib.storage.manifest import ArtifactError
-from lsr_lib.train.d2s import D2SConfig, build_model, encode_sparse, load_best, load_sparse, save_sparse, train_d2s, validate_sparse
+from lsr_lib.storage.sparse_files import load_sparse, save_sparse
+from lsr_lib.train.d2s import D2SConfig, build_model, encode_sparse, load_best, train_d2s, validate_sparse
 
 D, V, H, CONCEPTS, CAPS = 16, 64, 16, 12, 2
 

@@ -12,23 +12,9 @@ import scipy.sparse as sp
 
 from ..analysis.coactivation import high_df_terms
 from ..config.profiles import Config
-from .train_sparse_heads import run_dir
-from ..train.d2s import load_sparse
+from ..artifacts.catalog import load_condition_vectors  # noqa: F401 (stage 02's vectors, verified; re-exported for the notebooks)
 from ..analysis.semantic_deviation import deviation_summary
 from ..metrics.sparse_stats import sparse_summary
-
-
-def load_condition_vectors(cfg: Config, split: str = "test") -> dict[str, dict[str, sp.csr_matrix]]:
-    """{condition: {"images", "texts", "texts_own_tokens"}} CSR vectors written by stage 02."""
-    out = {}
-    for name in cfg.d2s_conditions:
-        folder = run_dir(cfg, name) / "vectors"
-        files = {k: folder / f"{split}_{k}.npz" for k in ("images", "texts", "texts_own_tokens")}
-        missing = [str(p) for p in files.values() if not p.exists()]
-        if missing:
-            raise FileNotFoundError(f"stage 02 vectors missing ({missing[0]}); run notebooks/02_train_sparse_heads.ipynb for profile {cfg.profile!r} first")
-        out[name] = {k: load_sparse(p) for k, p in files.items()}
-    return out
 
 
 def coactivation_summary(vectors: dict[str, dict[str, sp.csr_matrix]]) -> pd.DataFrame:

@@ -20,10 +20,12 @@ from PIL import Image
 
 from ..data.collection import ImageCaptionSet
 from ..config.profiles import Config, to_dict
+from ..artifacts.catalog import STAGE01 as PRODUCER
+from ..artifacts.catalog import dense_artifact, dense_content_id, dense_dir, load_dense_dir  # noqa: F401 (stage 01's readers, re-exported)
 from ..storage.atomic import atomic_write_text
 from ..storage.manifest import Artifact, build_or_reuse, sha256_file
 from ..storage.shard_cache import ShardedCache
-from ..storage.feature_files import align, read_embeddings, write_embeddings
+from ..storage.feature_files import write_embeddings
 
 
 def load_collection(cfg: Config, render: bool = True) -> ImageCaptionSet:
@@ -101,7 +103,6 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
 
 
 CODE_VERSION = 1  # bump when a change here alters what this stage writes for the same config
-PRODUCER = "stage 01 (notebooks/01_cache_dense_features.ipynb)"
 
 
 def lit_artifact(cfg: Config) -> Artifact:
@@ -167,12 +168,6 @@ def project_views(model, img_cache: ShardedCache, txt_cache: ShardedCache, image
 DENSE_FILES = ("img_embs.parquet", "text_embs.parquet", "dataset_meta.json")
 
 
-def dense_artifact(cfg_or_dir) -> Artifact:
-    """Stage 01's contract with later stages (a Config, or the folder itself)."""
-    root = cfg_or_dir if isinstance(cfg_or_dir, (str, Path)) else cfg_or_dir.cache_dir / "dense"
-    return Artifact(root, "dense features", PRODUCER)
-
-
 def write_dense_dir(out_dir: Path, collection: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, image_root: Path | None = None) -> list[str]:
     """Write parquet features + Karpathy meta (image paths relative to ``image_root``); returns the file names."""
     from ..data import karpathy
@@ -181,32 +176,6 @@ def write_dense_dir(out_dir: Path, collection: ImageCaptionSet, img: np.ndarray,
     write_embeddings(out_dir / "text_embs.parquet", collection.captions["text_id"].tolist(), txt)
     karpathy.write_karpathy(collection, out_dir / "dataset_meta.json", image_root)
     return list(DENSE_FILES)
-
-
-def load_dense_dir(dense_dir: Path, split: str | None = None) -> tuple[ImageCaptionSet, np.ndarray, np.ndarray]:
-    """Read stage 01's output, verified: (collection, image vectors (N_img, D), text vectors (N_txt, D))."""
-    from ..data import karpathy
-
-    manifest = dense_artifact(dense_dir).verify()
-    image_root = manifest["meta"].get("image_root")
-    col = karpathy.load_karpathy(dense_dir / "dataset_meta.json", image_root)
-    if split is not None:
-        col = col.split(split)
-    iid, iemb = read_embeddings(dense_dir / "img_embs.parquet")
-    tid, temb = read_embeddings(dense_dir / "text_embs.parquet")
-    img = align(iid, iemb, col.images["image_id"].tolist(), str(dense_dir / "img_embs.parquet"))
-    txt = align(tid, temb, col.captions["text_id"].tolist(), str(dense_dir / "text_embs.parquet"))
-    return col, img, txt
-
-
-def dense_dir(cfg: Config) -> Path:
-    """Where stage 01 writes the dense features later stages read."""
-    return cfg.cache_dir / "dense"
-
-
-def dense_content_id(cfg: Config) -> str:
-    """The verified content id of stage 01's features (what downstream fingerprints include)."""
-    return dense_artifact(cfg).content_id()
 
 
 def build_dense_features(cfg: Config, collection: ImageCaptionSet, device: torch.device, progress: bool = True) -> dict:

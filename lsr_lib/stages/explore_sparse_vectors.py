@@ -22,7 +22,7 @@ def dense_text_encoder(cfg) -> Callable[[list[str]], np.ndarray]:
     """texts -> (n, D) dense text embeddings, the same encoder stage 01 used for the captions."""
     import torch
 
-    from .cache_dense_features import dense_dir, load_dense_dir
+    from ..artifacts.catalog import dense_dir, load_dense_dir
 
     kind = cfg.encoder.kind
     if kind == "lit_towers":
@@ -59,16 +59,15 @@ def d2s_models(cfg, split: str = "test", dense_encoder: Optional[Callable[[list[
     """One :class:`ExplorerModel` per trained condition of ``cfg.d2s_conditions`` (stage 02's files)."""
     import torch
 
-    from .analyze_sparse_vectors import load_condition_vectors
-    from .train_sparse_heads import run_dir, tokenizer_for
+    from ..artifacts.catalog import d2s_run_dir as run_dir
+    from ..artifacts.catalog import dense_dir, index_dir as index_path, load_condition_vectors, load_dense_dir
+    from ..sparse.expansion_control import bert_uncased_tokenizer
     from ..train.d2s import encode_sparse, load_best
-    from .cache_dense_features import dense_dir, load_dense_dir
-    from .retrieve_with_inverted_index import index_path
 
     col, _, _ = load_dense_dir(dense_dir(cfg), split)
     vectors = load_condition_vectors(cfg, split)  # says which stage to run when missing
     encode_dense = dense_encoder or dense_text_encoder(cfg)
-    tok = tokenizer_for(cfg)
+    tok = bert_uncased_tokenizer("minilm")  # the BERT-uncased vocabulary of every model here
     out = []
     for name in cfg.d2s_conditions:
         head, _ = load_best(run_dir(cfg, name))

@@ -16,12 +16,13 @@ import scipy.sparse as sp
 import torch
 
 from ..config.profiles import Config
-from ..train.d2s import load_sparse, save_sparse
+from ..storage.manifest import Artifact, build_or_reuse
+from ..storage.sparse_files import load_sparse, save_sparse
 from ..storage.shard_cache import ShardedCache
 from ..metrics.sparse_stats import sparse_summary
 from ..data.suggest import SuggestionSet, emoji_suggestion_set, load_atomic, load_document_image
 from ..sparse.suggest_encoders import describe
-from ..train.suggest import encode, load_suggest_model, train_suggest
+from ..train.suggest import PRODUCER, encode, load_suggest_model, train_suggest
 
 MEASURES = ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100")  # ir_measures names: MAP@10 = AP@10, MRR@10 = RR@10
 
@@ -166,21 +167,28 @@ def fit_and_export(cfg: Config, config: str, data: SuggestionSet, tensors: dict 
 
 
 def export_vectors(cfg: Config, config: str, split: str, tensors: dict, device: torch.device | str = "cpu") -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """CSR query and document vectors of a split (cached as .npz beside the model)."""
-    out = suggest_dir(cfg) / config / "vectors"
-    qp, dp = out / f"{split}_queries.npz", out / f"{split}_docs.npz"
-    best = suggest_dir(cfg) / config / "best.safetensors"
-    fresh = lambda p: p.exists() and best.exists() and p.stat().st_mtime >= best.stat().st_mtime  # noqa: E731
-    if fresh(qp) and fresh(dp):
-        return load_sparse(qp), load_sparse(dp)
-    model = load_suggest_model(suggest_dir(cfg) / config).to(device)
-    q = sp.csr_matrix(encode(model, "query", tensors["queries"], None, cfg.suggest.eval_batch_size, device).numpy())
-    d = sp.csr_matrix(encode(model, "doc", tensors["captions"], tensors["patches"], max(1, cfg.suggest.eval_batch_size // 8), device).numpy())
-    q.eliminate_zeros()
-    d.eliminate_zeros()
-    save_sparse(qp, q)
-    save_sparse(dp, d)
-    return q, d
+    """CSR query and document vectors of a split (an artifact beside the model, keyed by the run's content id)."""
+    art = suggest_vectors_artifact(cfg, config, split)
+    run = Artifact(suggest_dir(cfg) / config, f"suggestion run {config}", PRODUCER)
+
+    def build(out: Path):
+        model = load_suggest_model(suggest_dir(cfg) / config).to(device)
+        q = sp.csr_matrix(encode(model, "query", tensors["queries"], None, cfg.suggest.eval_batch_size, device).numpy())
+        d = sp.csr_matrix(encode(model, "doc", tensors["captions"], tensors["patches"], max(1, cfg.suggest.eval_batch_size // 8), device).numpy())
+        q.eliminate_zeros()
+        d.eliminate_zeros()
+        save_sparse(out / "queries.npz", q)
+        save_sparse(out / "docs.npz", d)
+        return ["queries.npz", "docs.npz"], {}
+
+    build_or_reuse(art, {"run": run.content_id(), "split": split, "n_queries": len(tensors["pos"]) if "pos" in tensors else None}, build)
+    art.verify()
+    return load_sparse(art.root / "queries.npz"), load_sparse(art.root / "docs.npz")
+
+
+def suggest_vectors_artifact(cfg: Config, config: str, split: str) -> Artifact:
+    """Query and document vectors of one configuration and split."""
+    return Artifact(suggest_dir(cfg) / config / "vectors" / split, f"suggestion vectors {config}/{split}", PRODUCER)
 
 
 def evaluate_through_index(cfg: Config, data: SuggestionSet, q: sp.csr_matrix, d: sp.csr_matrix, kind: str = "numba", depth: int = 100) -> dict:
@@ -268,9 +276,10 @@ def explorer_models(cfg: Config, split: str = "test") -> list:
     tower = None
     for config in cfg.suggest.configurations:
         folder = suggest_dir(cfg) / config
-        dp = folder / "vectors" / f"{split}_docs.npz"
-        if not dp.exists():
+        art = suggest_vectors_artifact(cfg, config, split)
+        if not art.status().ok:
             continue
+        dp = art.root / "docs.npz"
         tower = tower or TokenTower("cpu", cfg.suggest.max_text_tokens)
         model = load_suggest_model(folder)
 

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..data.collection import ImageCaptionSet
+from ..artifacts.catalog import index_dir
 from ..config.profiles import Config
 from ..metrics.retrieval import metrics_from_ranks
 from ..index.sparse import load_or_build, make_index
@@ -37,8 +38,8 @@ def direction_data(direction: str, col: ImageCaptionSet, images, texts) -> tuple
 
 
 def index_path(cfg: Config, condition: str, direction: str, kind: str, tag: str = "") -> Path:
-    """Where one persisted index lives."""
-    return cfg.cache_dir / "indexes" / condition / direction / (kind + (f"_{tag}" if tag else ""))
+    """Where one persisted index lives (declared in the catalog)."""
+    return index_dir(cfg, condition, direction, kind, tag)
 
 
 def build_or_load(cfg: Config, condition: str, direction: str, kind: str, docs, tag: str = "", **params):

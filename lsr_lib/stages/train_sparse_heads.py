@@ -6,8 +6,10 @@ the same seeds, so they see the same batches in the same order. ``no_exp`` is no
 it evaluates a trained model with every text vector restricted to its caption's own tokens.
 
 Writes under ``cfg.cache_dir / "d2s" / <condition>``: the training run (``best.safetensors``,
-``best.json``, ``last_state.pt``) and ``vectors/<split>_{images,texts,texts_own_tokens}.npz``
-(scipy CSR, the input of the analysis and indexing stages; a retrained model invalidates them).
+``best.json``, ``last_state.pt``; its fingerprint includes stage 01's content id) and
+``vectors/<split>/{images,texts,texts_own_tokens}.npz`` (scipy CSR, the input of the analysis and
+indexing stages; their fingerprint includes the run's content id, so a retrained model or changed
+features re-export them). Both are artifacts of :mod:`lsr_lib.artifacts.catalog`.
 """
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from ..data.collection import ImageCaptionSet
 from ..config.profiles import Config, D2SConfig
-from ..train.d2s import encode_sparse, load_best, load_sparse, save_sparse, train_d2s
+from ..artifacts.catalog import VECTOR_FILES, d2s_run_artifact, d2s_run_dir, dense_content_id, load_sparse, save_sparse, vectors_artifact
+from ..storage.manifest import build_or_reuse
+from ..train.d2s import encode_sparse, load_best, train_d2s
 from ..sparse.expansion_control import bert_uncased_tokenizer, caption_token_masks
 from ..metrics.retrieval import evaluate_scores
 from ..metrics.sparse_stats import sparse_summary
@@ -37,9 +42,12 @@ def condition_config(base: D2SConfig, name: str) -> D2SConfig:
     return CONDITIONS[name](base)
 
 
+CODE_VERSION = 1  # bump when a change here alters the exported vectors for the same model
+
+
 def run_dir(cfg: Config, name: str) -> Path:
     """Folder of one condition's run and exported vectors."""
-    return cfg.cache_dir / "d2s" / name
+    return d2s_run_dir(cfg, name)
 
 
 def training_pairs(col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer) -> dict:
@@ -60,31 +68,32 @@ def eval_data(col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray) -> dict:
 
 def train_condition(cfg: Config, name: str, train: dict, val: dict, device: torch.device, progress: bool = True) -> dict:
     """Train (or resume, or reuse) one condition's model."""
-    return train_d2s(condition_config(cfg.d2s, name), train, val, run_dir(cfg, name), device=device, progress=progress)
+    return train_d2s(condition_config(cfg.d2s, name), train, val, run_dir(cfg, name), device=device, progress=progress, inputs={"dense": dense_content_id(cfg)})
+
+
+def export_vectors(cfg: Config, name: str, split: str, col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer) -> dict[str, sp.csr_matrix]:
+    """CSR vectors of a split: images, texts (full expansion) and texts_own_tokens (``no_exp``); reused when up to date."""
+    art = vectors_artifact(cfg, name, split)
+    fingerprint = {"run": d2s_run_artifact(cfg, name).content_id(), "dense": dense_content_id(cfg), "split": split, "code": CODE_VERSION}
+
+    def build(out: Path):
+        model, _ = load_best(run_dir(cfg, name))
+        d = cfg.d2s.eval_batch_size
+        masks = caption_token_masks(col.captions["text"].tolist(), tokenizer)  # (N_txt, L) ids
+        save_sparse(out / "images.npz", encode_sparse(model, torch.from_numpy(img), "image", d))  # (N_img, V)
+        save_sparse(out / "texts.npz", encode_sparse(model, torch.from_numpy(txt), "text", d))  # (N_txt, V)
+        save_sparse(out / "texts_own_tokens.npz", encode_sparse(model, torch.from_numpy(txt), "text", d, masks))  # (N_txt, V)
+        return [f"{k}.npz" for k in VECTOR_FILES], {"n_images": len(img), "n_texts": len(txt)}
+
+    build_or_reuse(art, fingerprint, build)
+    art.verify()
+    return {k: load_sparse(art.root / f"{k}.npz") for k in VECTOR_FILES}
 
 
 def sparse_vectors(cfg: Config, name: str, split: str, col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer, own_tokens_only: bool = False):
-    """CSR image and text vectors of a split (cached as .npz; ``own_tokens_only`` = no_exp texts)."""
-    out = run_dir(cfg, name) / "vectors"
-    suffix = "_own_tokens" if own_tokens_only else ""
-    ip, tp = out / f"{split}_images.npz", out / f"{split}_texts{suffix}.npz"
-    best = run_dir(cfg, name) / "best.safetensors"
-    if not best.exists():
-        raise FileNotFoundError(f"{best} does not exist: train condition {name!r} first (notebooks/02_train_sparse_heads.ipynb)")
-    fresh = lambda p: p.exists() and p.stat().st_mtime >= best.stat().st_mtime  # noqa: E731 (a rebuilt model invalidates its vectors)
-    if fresh(ip) and fresh(tp):
-        return load_sparse(ip), load_sparse(tp)
-    model, _ = load_best(run_dir(cfg, name))
-    d = cfg.d2s.eval_batch_size
-    if fresh(ip):  # image vectors do not depend on own_tokens_only: encode them once
-        img_csr = load_sparse(ip)
-    else:
-        img_csr = encode_sparse(model, torch.from_numpy(img), "image", d)  # (N_img, V)
-        save_sparse(ip, img_csr)
-    masks = caption_token_masks(col.captions["text"].tolist(), tokenizer) if own_tokens_only else None  # (N_txt, L) ids
-    txt_csr = encode_sparse(model, torch.from_numpy(txt), "text", d, masks)  # (N_txt, V)
-    save_sparse(tp, txt_csr)
-    return img_csr, txt_csr
+    """(image CSR, text CSR) of a split; ``own_tokens_only``: the ``no_exp`` text vectors."""
+    v = export_vectors(cfg, name, split, col, img, txt, tokenizer)
+    return v["images"], v["texts_own_tokens" if own_tokens_only else "texts"]
 
 
 def evaluate_sparse(cfg: Config, col: ImageCaptionSet, img_csr, txt_csr) -> dict:

@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 
 from ..config.d2s import D2SConfig
 from ..config.typed import ConfigError, to_dict
-from ..storage.atomic import atomic_write
 from ..storage.checkpoint import BEST_META, BEST_WEIGHTS, TrainingRun, load_verified_best
 from .d2s_loss import REGULARIZERS, distillation_loss, reg_weight
 from ..sparse.expansion_control import ExpansionGate, dense_masks
@@ -104,16 +103,6 @@ def encode_sparse(model: D2SModel, emb: torch.Tensor, side: str, batch_size: int
         block = encode_dense(model, emb[s : s + batch_size], side, batch_size, None if masks is None else masks[s : s + batch_size])
         parts.append(sp.csr_matrix(block.numpy()))
     return sp.vstack(parts, format="csr").astype(np.float32) if parts else sp.csr_matrix((0, model.vocab_size), dtype=np.float32)
-
-
-def save_sparse(path: str | Path, m: sp.spmatrix) -> None:
-    """Write a CSR matrix to ``.npz`` atomically."""
-    atomic_write(path, lambda tmp: sp.save_npz(tmp, sp.csr_matrix(m, dtype=np.float32)), suffix=".npz")
-
-
-def load_sparse(path: str | Path) -> sp.csr_matrix:
-    """Read a matrix written by :func:`save_sparse` as CSR float32."""
-    return sp.csr_matrix(sp.load_npz(str(path)), dtype=np.float32)
 
 
 def load_best(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[D2SModel, dict]:

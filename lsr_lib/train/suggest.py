@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..metrics.retrieval import first_relevant_rank, metrics_from_ranks
 from ..config.suggest import SuggestConfig
 from ..sparse.suggest_encoders import SuggestModel
 from ..config.typed import to_dict
+from ..storage.checkpoint import BEST_META, BEST_WEIGHTS, TrainingRun, load_verified_best  # noqa: F401 (file names re-exported)
 
-BEST_WEIGHTS, BEST_META, TOWER_WEIGHTS = "best.safetensors", "best.json", "towers.safetensors"
+TOWER_WEIGHTS = "towers.safetensors"
+PRODUCER = "stage 05 (notebooks/05_image_suggestion.ipynb)"
 
 
 def take(batch, rows, device: torch.device | str = "cpu"):
@@ -89,12 +90,10 @@ def train_suggest(config: str, cfg: SuggestConfig, train: dict, val: dict, out_d
     reading those towers), the towers train too, at ``lr_vocab``, and are saved beside the heads.
     """
     out_dir = Path(out_dir)
-    meta_path = out_dir / BEST_META
     fp = {"config": config, "suggest": to_dict(cfg), **fingerprint}
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("fingerprint") == json.loads(json.dumps(fp)) and meta.get("complete"):
-            return meta
+    tr = TrainingRun(out_dir, fp, f"suggestion run {config}", PRODUCER)
+    if (done := tr.finished()) is not None:
+        return done
     torch.manual_seed(cfg.seed)
     device = torch.device(device)
     model = SuggestModel(config, seed=cfg.seed, mlm_bias_init=cfg.mlm_bias_init).to(device)
@@ -144,29 +143,16 @@ def train_suggest(config: str, cfg: SuggestConfig, train: dict, val: dict, out_d
         history.append(rec)
         if best is None or rec["val_mrr@10"] > best["val_mrr@10"]:
             best = rec
-            out_dir.mkdir(parents=True, exist_ok=True)
-            tmp = out_dir / (BEST_WEIGHTS + ".tmp")
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-            tmp.replace(out_dir / BEST_WEIGHTS)
-            if towers is not None:
-                save_file({k: v.contiguous() for k, v in towers.state_dict().items()}, str(tmp))
-                tmp.replace(out_dir / TOWER_WEIGHTS)
+            tr.save_best(model.state_dict(), {"fingerprint": fp, "best": best}, {TOWER_WEIGHTS: towers.state_dict()} if towers is not None else None)
     meta = {"fingerprint": fp, "best": best, "history": history, "complete": True}
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(meta_path)
-    return json.loads(json.dumps(meta))
+    return tr.finish(json.loads(json.dumps(meta)), (TOWER_WEIGHTS,) if towers is not None else ())
 
 
 def load_suggest_model(out_dir: Path) -> SuggestModel:
     """The best checkpoint of a finished run."""
-    out_dir = Path(out_dir)
-    meta_path = out_dir / BEST_META
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path} does not exist: train this configuration first (notebooks/05_image_suggestion.ipynb)")
-    meta = json.loads(meta_path.read_text())
+    weights, meta = load_verified_best(out_dir, f"suggestion run {Path(out_dir).name}", PRODUCER)
     model = SuggestModel(meta["fingerprint"]["config"], seed=meta["fingerprint"]["suggest"]["seed"])
-    model.load_state_dict(load_file(str(out_dir / BEST_WEIGHTS)))
+    model.load_state_dict(weights)
     return model.eval()
 
 
@@ -175,5 +161,5 @@ def load_tuned_towers(out_dir: Path, towers: torch.nn.Module) -> torch.nn.Module
     path = Path(out_dir) / TOWER_WEIGHTS
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: this run did not fine-tune the towers (suggest.finetune_towers was false), or it did not finish")
-    towers.load_state_dict(load_file(str(path)))
+    towers.load_state_dict(load_verified_best(out_dir, f"suggestion run {Path(out_dir).name}", PRODUCER, extra=TOWER_WEIGHTS)[0])
     return towers.eval()

@@ -1,0 +1,131 @@
+"""The artifact contract: manifests, the one reuse rule, locks, and staleness flowing downstream.
+
+The fault table in docs/reliability.md points at these tests (and at the cache, trainer,
+config and pipeline tests it names).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lsr_lib.artifacts import catalog
+from lsr_lib.config.profiles import load_config
+from lsr_lib.data.karpathy import load_karpathy
+from lsr_lib.results.provenance import write_results
+from lsr_lib.stages import train_sparse_heads as s02
+from lsr_lib.stages.cache_dense_features import build_dense_features
+from lsr_lib.storage.atomic import atomic_write_text
+from lsr_lib.storage.feature_files import write_embeddings
+from lsr_lib.storage.manifest import Artifact, ArtifactError, build_or_reuse
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def _build(root: Path, text: str = "hello"):
+    atomic_write_text(root / "a.txt", text)
+    return ["a.txt"], {"n": 1}
+
+
+def test_status_ok_missing_stale_corrupt(tmp_path):
+    art = Artifact(tmp_path / "x", "thing", "stage 99")
+    assert art.status({"k": 1}).state == "missing"
+    _, built = build_or_reuse(art, {"k": 1}, _build)
+    assert built and art.status({"k": 1}).ok
+    assert not build_or_reuse(art, {"k": 1}, lambda r: pytest.fail("an up-to-date artifact was rebuilt"))[1]
+    st = art.status({"k": 2})
+    assert st.state == "stale" and "k: was 1, now 2" in st.reason
+    (tmp_path / "x" / "a.txt").write_text("hellO")  # same size, other bytes
+    assert art.status({"k": 1}).state == "corrupt"
+    with pytest.raises(ArtifactError, match=r"a.txt does not match its checksum.*Rerun stage 99"):
+        art.verify()
+    _, built = build_or_reuse(art, {"k": 1}, _build)
+    assert built and (tmp_path / "x" / "a.txt").read_text() == "hello"
+
+
+def test_failed_build_leaves_no_finished_artifact(tmp_path):
+    art = Artifact(tmp_path / "x", "thing", "stage 99")
+    build_or_reuse(art, {"k": 1}, _build)
+
+    def broken(root):
+        (root / "a.txt").write_text("half")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        build_or_reuse(art, {"k": 2}, broken)
+    assert art.status({"k": 1}).state == "missing" and art.status({"k": 2}).state == "missing"
+
+
+def _slow_build(root: str, log: str) -> None:
+    def build(r: Path):
+        with open(log, "a") as f:
+            f.write("built\n")
+        time.sleep(0.5)
+        return _build(r)
+
+    build_or_reuse(Artifact(root, "thing", "stage 99"), {"k": 1}, build)
+
+
+def test_concurrent_runs_build_once_and_both_succeed(tmp_path):
+    log = tmp_path / "log.txt"
+    procs = [mp.get_context("fork").Process(target=_slow_build, args=(str(tmp_path / "x"), str(log))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert log.read_text() == "built\n"  # the second run waited, then reused the first one's work
+    assert Artifact(tmp_path / "x", "thing", "stage 99").status({"k": 1}).ok
+
+
+def _released(root: Path, seed: int) -> None:
+    col = load_karpathy(FIX / "karpathy_tiny.json")
+    rng = np.random.default_rng(seed)
+    unit = lambda n: (lambda x: x / np.linalg.norm(x, axis=1, keepdims=True))(rng.normal(size=(n, 256)))  # noqa: E731
+    write_embeddings(root / "img_embs.parquet", col.images["image_id"].tolist(), unit(len(col.images)))
+    write_embeddings(root / "text_embs.parquet", col.captions["text_id"].tolist(), unit(len(col.captions)))
+
+
+def test_changed_upstream_file_recomputes_every_downstream_artifact(tmp_path, monkeypatch):
+    _released(tmp_path / "released", seed=0)
+    cfg = load_config("paper", overrides={
+        "data": {"root": str(tmp_path / "data"), "karpathy_json": str(FIX / "karpathy_tiny.json"), "image_root": None},
+        "encoder": {"kind": "feature_files", "checkpoint": None, "features_dir": str(tmp_path / "released")},
+        "d2s": {"vocab_init": "minilm", "hidden_dim": None, "epochs": 2, "batch_size": 4, "eval_batch_size": 8, "mixed_precision": False}})
+    monkeypatch.setattr("lsr_lib.config.profiles.REPO_ROOT", tmp_path)  # results/ under tmp_path
+    col = load_karpathy(FIX / "karpathy_tiny.json")
+    tok = s02.tokenizer_for(cfg)
+
+    def stage02():
+        c, img, txt = catalog.load_dense_dir(catalog.dense_dir(cfg))
+        train, val = c.split("train"), c.split("val")
+        ti, tt = img[c.images["split"].eq("train").to_numpy()], txt[c.captions["split"].eq("train").to_numpy()]
+        vi, vt = img[c.images["split"].eq("val").to_numpy()], txt[c.captions["split"].eq("val").to_numpy()]
+        for name in cfg.d2s_conditions:
+            s02.train_condition(cfg, name, s02.training_pairs(train, ti, tt, tok), s02.eval_data(val, vi, vt), "cpu", progress=False)
+            test = c.split("test")
+            s02.export_vectors(cfg, name, "test", test, img[c.images["split"].eq("test").to_numpy()], txt[c.captions["split"].eq("test").to_numpy()], tok)
+
+    build_dense_features(cfg, col, "cpu", progress=False)
+    stage02()
+    runs = {n: catalog.d2s_run_artifact(cfg, n).content_id() for n in cfg.d2s_conditions}
+    vecs = catalog.vectors_content_ids(cfg)
+    write_results(cfg, "03_analyses", {"x": 1}, catalog.stage_inputs(cfg, "03_analyze_sparse_vectors"))
+    assert catalog.result_is_current(cfg, "03_analyze_sparse_vectors")
+
+    _released(tmp_path / "released", seed=1)  # the source features change
+    assert not build_dense_features(cfg, col, "cpu", progress=False)["skipped"]
+    assert not catalog.result_is_current(cfg, "03_analyze_sparse_vectors")  # no stale row can reach a table
+    with pytest.raises(ArtifactError, match="stale"):  # the old vectors no longer match their inputs
+        catalog.vectors_artifact(cfg, cfg.d2s_conditions[0], "test").verify(
+            {"run": runs[cfg.d2s_conditions[0]], "dense": catalog.dense_content_id(cfg), "split": "test", "code": s02.CODE_VERSION})
+    stage02()
+    assert all(catalog.d2s_run_artifact(cfg, n).content_id() != runs[n] for n in cfg.d2s_conditions)  # retrained
+    assert catalog.vectors_content_ids(cfg) != vecs  # re-exported
+    assert json.loads(catalog.result_path(cfg, "03_analyses").read_text())["inputs_fingerprint"] != \
+        catalog.digest(catalog.stage_inputs(cfg, "03_analyze_sparse_vectors"))
