@@ -3,23 +3,61 @@
 #   make test   install into .venv, then run the unit tests and the notebooks on `smoke` (nbval)
 #   make paper  (GPU, data downloaded first) the paper sweep: MSCOCO / Flickr30k x BLIP / ALBEF,
 #               then the expected-values check and results/paper/summary.md (README "The paper path")
-# torch: a CPU build is installed only when the venv has no torch yet, so a GPU user can
-# install their CUDA torch into .venv first (or set TORCH_SPEC) and keep it.
+# Installation (README "Installation details"):
+#   make setup          the exact, hash-checked versions in requirements.lock (Linux, Python 3.11,
+#                       CPU torch 2.13.0), then this package with --no-deps; every target runs it
+#   LOCK=0 make ...     unlocked: the newest releases pyproject.toml allows (torch from TORCH_SPEC
+#                       unless .venv already has one); give LOCK=0 to every command that should keep it
+#   make lock           recompile requirements.lock from pyproject.toml, keeping its pins where they
+#                       still fit (UPGRADE="transformers tokenizers": newest allowed releases of those);
+#                       pip-tools lives in .lock-tools/
+# torch on a GPU: install a CUDA build of torch 2.13.0 into .venv first; it satisfies the lock's
+# `torch==2.13.0` pin and is kept (another torch version: LOCK=0 TORCH_SPEC=...).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+LOCK ?= 1
+LOCK_FILE := requirements.lock
+LOCK_TOOLS ?= .lock-tools
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup main test smoke paper paper-dry-run report lab
+.PHONY: setup lock main test smoke paper paper-dry-run report lab
 
-$(VENV)/.installed: pyproject.toml
+# One stamp per way of installing, so switching between them reinstalls.
+ifeq ($(LOCK),0)
+STAMP := $(VENV)/.installed-unlocked
+$(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	rm -f $(VENV)/.installed $(VENV)/.installed-unlocked
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[test,lab]"
 	touch $@
+else
+STAMP := $(VENV)/.installed
+$(STAMP): $(LOCK_FILE) pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	rm -f $(VENV)/.installed $(VENV)/.installed-unlocked
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK_FILE)
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+endif
 
-setup: $(VENV)/.installed
+setup: $(STAMP)
+
+# pip-compile keeps the pins already in the lock. torch stays at the release of the local CPU wheel
+# (a newer one may be a CUDA build); its `+cpu` label is dropped so that a CUDA build of the same
+# release, installed first, satisfies the pin too.
+lock: $(LOCK_TOOLS)/bin/pip-compile
+	$(LOCK_TOOLS)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links --extra test --extra lab -P torch==2.13.0 $(foreach p,$(UPGRADE),-P $(p)) \
+		-o $(LOCK_FILE) pyproject.toml
+	sed -i 's/^torch==\([^+ ]*\)+cpu /torch==\1 /' $(LOCK_FILE)
+
+$(LOCK_TOOLS)/bin/pip-compile:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install -q pip-tools==7.6.2
 
 main: setup
 	$(PY) -m lsr_lib.run.pipeline --profile default

