@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write, atomic_write_json, atomic_write_text, folder_lock  # noqa: F401 (atomic_write_text: historical import path)
+from .atomic import atomic_write, atomic_write_json, folder_lock
 from .manifest import MANIFEST, ArtifactError, check_file, diff_about, digest, file_record
 
 

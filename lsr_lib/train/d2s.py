@@ -12,7 +12,6 @@ control on or off does not change the data order.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
