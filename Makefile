@@ -1,6 +1,8 @@
 # Two commands for a fresh machine (see README.md):
 #   make main   install into .venv, then run every stage on the embedded default (papermill)
-#   make test   install into .venv, then run the unit tests and the notebooks on `smoke` (nbval)
+#   make test   install into .venv, then run the unit tests and the notebooks on `smoke` (nbval), then
+#               check the smoke numbers against results/expected/smoke.yaml
+#   make seeds  the default profile's other training seeds (mean +- std, paired tests): results/default/seeds.md
 #   make paper  (GPU, data downloaded first) the paper sweep: MSCOCO / Flickr30k x BLIP / ALBEF,
 #               then the expected-values check and results/paper/summary.md (README "The paper path")
 # Installation (README "Installation details"):
@@ -21,7 +23,7 @@ LOCK_FILE := requirements.lock
 LOCK_TOOLS ?= .lock-tools
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup lock main test smoke paper paper-dry-run report lab
+.PHONY: setup lock main seeds test smoke paper paper-dry-run report lab
 
 # One stamp per way of installing, so switching between them reinstalls.
 ifeq ($(LOCK),0)
@@ -59,12 +61,21 @@ $(LOCK_TOOLS)/bin/pip-compile:
 	$(PYTHON) -m venv $(LOCK_TOOLS)
 	$(LOCK_TOOLS)/bin/pip install -q pip-tools==7.6.2
 
+# The main job ends with the expected-values table (results/expected/default.yaml): exit code 1 on FAIL.
 main: setup
 	$(PY) -m lsr_lib.run.pipeline --profile default
 	$(PY) -m lsr_lib.results.report
+	$(PY) -m lsr_lib.results.expected --profile default --strict --markdown results/default/expected_check.md
 
+# The other training seeds of the default profile (error bars, paired tests): results/default/seed<k>/,
+# results/default/seeds.md. Resumes where it stopped; results are committed.
+seeds: setup
+	$(PY) -m lsr_lib.run.seeds --profile default
+
+# The notebooks write results/smoke/; their numbers are then checked against results/expected/smoke.yaml.
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests notebooks --nbval-lax -q
+	$(PY) -m lsr_lib.results.expected --profile smoke --strict
 
 smoke: setup
 	$(PY) -m lsr_lib.run.pipeline --profile smoke

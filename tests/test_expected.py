@@ -126,3 +126,51 @@ def test_committed_paper_expectations_are_well_formed():
             assert c.compare == "at_most" and "ITM-reranked" in sources[c.source]
     numbers = {(c.file.split("/")[0], c.metric): c.expected for c in checks if c.expected is not None and c.source.startswith("lavis")}
     assert numbers[("mscoco_blip", "text_to_image.R@1")] == 64.5 and numbers[("flickr30k_albef", "image_to_text.R@1")] == 95.9
+
+
+# ---- expected values of the default and smoke profiles (issue 13) ----------------------------------
+
+def _as_results(checks, shift_of=None):
+    """{file: nested dict} holding every check's expected value (``shift_of``: check -> added amount)."""
+    out: dict = {}
+    for c in checks:
+        node = out.setdefault(c.file, {})
+        for key in c.path[:-1]:
+            node = node.setdefault(key, {})
+        node[c.path[-1]] = c.expected + (shift_of(c) if shift_of else 0.0)
+    return out
+
+
+@pytest.mark.parametrize("profile", ["default", "smoke"])
+def test_expected_files_of_the_runnable_profiles(profile):
+    checks, sources = load_expected(expected_path(profile))
+    assert len(checks) >= 20 and "seeds" in sources
+    assert all(c.expected is not None and c.tolerance > 0 for c in checks)
+    # every check reads a number the stages write: the file and path are among the seed aggregate's headline numbers
+    from lsr_lib.results.seeds import HEADLINE
+    known = {(f, p) for _, f, p in HEADLINE}
+    assert {(c.file, ".".join(c.path)) for c in checks} <= known
+
+
+@pytest.mark.parametrize("profile", ["default", "smoke"])
+def test_a_perturbed_number_is_caught(profile, tmp_path):
+    checks, _ = load_expected(expected_path(profile))
+    exact = evaluate(checks, _as_results(checks))
+    assert {o.status for o in exact} == {"OK"}
+    victim = checks[len(checks) // 2]
+    bad = evaluate(checks, _as_results(checks, lambda c: 2.5 * c.tolerance if c is victim else 0.0))
+    assert [o.check for o in bad if o.status == "FAIL"] == [victim]
+    near = evaluate(checks, _as_results(checks, lambda c: 1.5 * c.tolerance if c is victim else 0.0))
+    assert [o.check for o in near if o.status != "OK"] == [victim] and [o.status for o in near if o.check is victim] == ["OKish"]
+    # through the command line: exit code 1 on FAIL
+    folder = tmp_path / "results"
+    for file, data in _as_results(checks, lambda c: 2.5 * c.tolerance if c is victim else 0.0).items():
+        (folder / file).parent.mkdir(parents=True, exist_ok=True)
+        (folder / file).write_text(json.dumps(data))
+    assert main(["--profile", profile, "--results", str(folder)]) == 1
+
+
+def test_committed_default_results_meet_their_expected_values():
+    checks, _ = load_expected(expected_path("default"))
+    outcomes = evaluate(checks, load_config("default").results_dir)
+    assert not [(o.check.condition, o.check.metric, o.measured, o.status) for o in outcomes if o.status not in ("OK",)]

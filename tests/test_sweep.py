@@ -156,3 +156,21 @@ def test_editing_another_setting_keeps_results_current(tmp_repo):
     stored["sweep"] = stored["sweep"][:1]  # the sweep list changed since the run
     _write_result(cfg, "01_dense_baseline.json", stored)
     assert sweep.stage_is_current(cfg, "01_cache_dense_features")
+
+
+def test_ctrl_c_stops_the_sweep_with_exit_130_and_says_how_to_resume(tmp_repo, monkeypatch, caplog):
+    import logging
+
+    calls = []
+
+    def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3"):
+        calls.append((stage, profile))
+        if stage.startswith("02_"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "run_stage", fake_run_stage)
+    monkeypatch.setattr(sweep, "finish", lambda profile: pytest.fail("the check must not run after an interrupt"))
+    with caplog.at_level(logging.INFO, logger="lsr_lib.run.sweep"):
+        code = sweep.main(["--profile", "paper", "--stages", "01", "02", "--runs", str(tmp_repo / "runs"), "--no-progress"])
+    assert code == 130 and calls == [(STAGES[0], "paper/mscoco_blip"), (STAGES[1], "paper/mscoco_blip")]  # no later setting started
+    assert "interrupted during mscoco_blip / 02_train_sparse_heads" in caplog.text and "Rerun the same command" in caplog.text

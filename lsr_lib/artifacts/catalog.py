@@ -126,7 +126,7 @@ def read_result(cfg: Config, stage: str) -> Optional[dict]:
 
 # Stages whose whole output is a function of artifacts upstream: the pipeline skips them when
 # every result file they write records the fingerprint of the current inputs.
-CODE_VERSIONS = {"03_analyze_sparse_vectors": 1, "04_retrieve_with_inverted_index": 1}
+CODE_VERSIONS = {"03_analyze_sparse_vectors": 2, "04_retrieve_with_inverted_index": 1}
 RESULT_FILES = {"03_analyze_sparse_vectors": ("03_analyses",), "04_retrieve_with_inverted_index": ("04_retrieval", "04_efficiency")}
 CONFIG_SECTIONS = {"03_analyze_sparse_vectors": ("evaluation", "d2s"), "04_retrieve_with_inverted_index": ("evaluation", "index", "d2s")}
 

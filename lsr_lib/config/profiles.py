@@ -20,7 +20,7 @@ from .d2s import D2SConfig
 from .suggest import SuggestConfig
 from .typed import ConfigError, build_dataclass, check, each, items_from, non_negative, one_of, positive, to_dict
 
-__all__ = ["Config", "ConfigError", "D2SConfig", "SweepSetting", "build_dataclass", "load_config", "split_profile", "to_dict"]
+__all__ = ["Config", "ConfigError", "D2SConfig", "SweepSetting", "seed_overrides", "split_seed_variant", "build_dataclass", "load_config", "split_profile", "to_dict"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("smoke", "default", "paper")
@@ -93,14 +93,15 @@ class LitConfig:
     weight_decay: float = 1e-2
     dropout: float = 0.1
     init_temperature: float = 0.07
-    seed: int = 0
+    seed: int = 0  # projection initialisation, batch order and dropout (varied by the profile's `seeds`)
+    view_seed: int = 0  # the augmented training renderings: data, the same for every training seed
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
         check(self, [
             items_from(self, "image_features", IMAGE_PARTS), items_from(self, "eval_transforms", EVAL_TRANSFORMS, empty=True),
             *positive(self, "hidden_dim epochs batch_size lr init_temperature"),
-            *non_negative(self, "train_views weight_decay seed"),
+            *non_negative(self, "train_views weight_decay seed view_seed"),
             ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
         ])
 
@@ -114,13 +115,12 @@ class ExtractionConfig:
     text_batch_size: int = 256
     shard_size: int = 1024  # rows per cache shard: an interrupted run resumes at shard granularity
     mixed_precision: bool = True  # only used on CUDA
-    num_threads: int = 0  # torch CPU threads, 0 = torch default
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
         check(self, [
             ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "auto, cpu, cuda or cuda:<n>"),
-            *positive(self, "image_batch_size text_batch_size shard_size"), *non_negative(self, "num_threads"),
+            *positive(self, "image_batch_size text_batch_size shard_size"),
         ])
 
 
@@ -208,6 +208,8 @@ class Config:
 
     profile: str
     seed: int = 0
+    threads: int = 0  # torch CPU threads in every stage, 0 = torch's default; fixed where numbers must reproduce (D2S's LayerNorm backward sums in thread order: results/benchmarks/determinism.json)
+    seeds: tuple[int, ...] = ()  # training seeds for error bars: the first is `seed` (the main job), the rest run as <profile>/seed<k> (lsr_lib.run.seeds)
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     lit: LitConfig = field(default_factory=LitConfig)
@@ -223,7 +225,11 @@ class Config:
         """Raise ConfigError naming the first bad value; each section has checked its own already."""
         names = [s.name for s in self.sweep]
         check(self, [
-            *non_negative(self, "seed"), items_from(self, "d2s_conditions", D2S_CONDITIONS),
+            *non_negative(self, "seed threads"), items_from(self, "d2s_conditions", D2S_CONDITIONS),
+            ("seeds", not self.seeds or (len(set(self.seeds)) == len(self.seeds) and min(self.seeds) == self.seeds[0]),
+             "empty, or distinct seeds whose first (the main job's) is the smallest"),
+            ("seed", not self.seeds or self.seed == (self.seeds[0] if split_seed_variant(self.profile)[1] is None else split_seed_variant(self.profile)[1]),
+             f"the first of seeds ({self.seeds[0] if self.seeds else ''}): the main job runs it, lsr_lib.run.seeds the others"),
             ("index.topk", self.index.topk >= max(*self.evaluation.ks, self.evaluation.mrr_depth), "at least the largest evaluation cutoff (ks, mrr_depth)"),
             ("sweep", len(set(names)) == len(names), "settings with distinct <dataset>_<backbone> names"),
         ])
@@ -241,6 +247,16 @@ class Config:
     def cache_dir(self) -> Path:
         """Per-profile cache of features and checkpoints (gitignored)."""
         return self.data_dir / "cache" / self.profile
+
+    @property
+    def base_profile(self) -> str:
+        """The profile (and sweep setting) without a ``/seed<k>`` suffix: ``default/seed1`` -> ``default``."""
+        return split_seed_variant(self.profile)[0]
+
+    @property
+    def shared_cache_dir(self) -> Path:
+        """Caches every training seed shares (the towers' features): the base profile's cache folder."""
+        return self.data_dir / "cache" / self.base_profile
 
     @property
     def results_dir(self) -> Path:
@@ -268,15 +284,47 @@ def split_profile(profile: str) -> tuple[str, Optional[str]]:
     return base, (setting or None)
 
 
+SEED_OFFSET = 1000  # seed k shifts every training seed by SEED_OFFSET * (k - seeds[0])
+SEEDED = {"lit": ("seed",), "d2s": ("seed", "data_seed", "gate_seed"), "suggest": ("seed", "data_seed")}  # what a training seed varies
+
+
+def split_seed_variant(profile: str) -> tuple[str, Optional[int]]:
+    """``"default/seed1"`` -> ``("default", 1)``; ``"paper/mscoco_blip"`` -> ``("paper/mscoco_blip", None)``."""
+    m = re.fullmatch(r"(.+)/seed(\d+)", profile)
+    return (m.group(1), int(m.group(2))) if m else (profile, None)
+
+
+def seed_overrides(raw: dict, k: int) -> dict:
+    """The overrides that turn a profile into its training-seed variant ``k`` (one of its ``seeds``).
+
+    Every seed of a trained part (``SEEDED``: LiT projection, D2S heads, stage 05 encoders) moves by
+    ``SEED_OFFSET * (k - seeds[0])``, so the streams of two variants never coincide; the data (split,
+    rendered training views, ``lit.view_seed``) stays the same, so the spread is the training's.
+    """
+    seeds = list(raw.get("seeds") or [])
+    if k not in seeds[1:]:
+        raise ConfigError(f"seed variant seed{k}: {k} is not one of the profile's extra seeds {seeds[1:]} (the first seed, {seeds[0] if seeds else 0}, is the profile itself)")
+    shift = SEED_OFFSET * (k - seeds[0])
+    out: dict = {"seed": k}
+    for section, keys in SEEDED.items():
+        given = raw.get(section) or {}
+        defaults = {"lit": LitConfig, "d2s": D2SConfig, "suggest": SuggestConfig}[section]()
+        out[section] = {key: int(given.get(key, getattr(defaults, key))) + shift for key in keys}
+    return out
+
+
 def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Optional[Path] = None) -> Config:
     """Load ``params/<profile>.yaml`` (plus optional nested overrides) into a :class:`Config`.
 
     ``profile`` may name a sweep setting, ``<profile>/<dataset>_<backbone>``: the setting's
-    overrides from the profile's ``sweep`` section are merged first, then ``overrides``. Every
+    overrides from the profile's ``sweep`` section are merged first, then ``overrides``. A
+    ``/seed<k>`` suffix (``default/seed1``, ``paper/mscoco_blip/seed2``) names the training-seed
+    variant ``k`` of the profile's ``seeds`` (:func:`seed_overrides`). Every
     section's ``validate()`` runs on the merged values (then :meth:`Config.validate`), so a bad value
     fails here, before any stage works.
     """
     params_dir = params_dir or REPO_ROOT / "params"
+    profile, seed_k = split_seed_variant(profile)
     base, setting = split_profile(profile)
     path = Path(params_dir) / f"{base}.yaml"
     if not path.exists():
@@ -292,6 +340,12 @@ def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Opti
             raise ConfigError(f"{path}: {e}") from None
         raw = _merge(raw, chosen.overrides or {})
         raw["profile"] = f"{raw['profile']}/{chosen.name}"  # results/<profile>/<setting>/, data/cache/<profile>/<setting>/
+    if seed_k is not None:
+        try:
+            raw = _merge(raw, seed_overrides(raw, seed_k))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        raw["profile"] = f"{raw['profile']}/seed{seed_k}"  # results/<profile>/seed<k>/, data/cache/<profile>/seed<k>/
     raw = _merge(raw, overrides or {})
     try:
         return build_dataclass(Config, raw)

@@ -172,7 +172,7 @@ def on_white(img: Image.Image) -> Image.Image:
 
 def render_collection(collection: ImageCaptionSet, size: int = 224, progress: bool = True) -> int:
     """Render every image of the collection to its ``path`` (RGBA PNG); existing files are kept."""
-    from tqdm.auto import tqdm
+    from ..storage.progress import progress_bar as tqdm
 
     svg_dir = openmoji_svg_dir()
     todo = [r for r in collection.images.itertuples() if not Path(r.path).exists()]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
+from ..storage.progress import progress_bar as tqdm
 
 from ..config.profiles import LitConfig, to_dict
 from ..storage.atomic import atomic_write, atomic_write_json

@@ -45,6 +45,17 @@ def avg_nonzeros(x) -> float:
     return float(m.nnz / m.shape[0]) if m.shape[0] else 0.0
 
 
+def per_query_flops(q_csr, d_csr) -> np.ndarray:
+    """(N_q,) expected postings a query touches per document: ``sum_{v in q} df_d(v) / n_d``; its mean is :func:`coactivation_flops`."""
+    qm, dm = _csr(q_csr), _csr(d_csr)
+    if qm.shape[1] != dm.shape[1]:
+        raise ValueError(f"query vocabulary {qm.shape[1]} != document vocabulary {dm.shape[1]}")
+    share = document_frequency(dm).astype(np.float64) / max(dm.shape[0], 1)  # (V,)
+    active = qm.copy()
+    active.data = (active.data != 0).astype(np.float64)
+    return np.asarray(active @ share).ravel()
+
+
 def sparse_summary(q, d) -> dict:
     """FLOPs, non-zeros per vector and term-usage statistics of queries ``q`` and documents ``d``."""
     qm, dm = _csr(q), _csr(d)

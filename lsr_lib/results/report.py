@@ -114,6 +114,14 @@ def analyses(data: dict) -> str:
     lines.append("")
     for k, v in r.get("findings", {}).items():
         lines.append(f"- with control vs without, {k}: {v}")
+    effect = r.get("control_effect") or {}
+    if effect:
+        lines += ["", "Paired t-test of with against without control over the same test queries (this seed; Holm-corrected across the five metrics; "
+                  "across seeds: the `seeds` table below):", ""]
+        for metric, t in effect.items():
+            lo, hi = t["ci95"]
+            verdict = "**significant**" if t["significant"] else "**not significant**"
+            lines.append(f"- {metric}: {t['mean_a']:.3g} vs {t['mean_b']:.3g}, difference {t['mean_diff']:+.3g} (95% CI [{lo:+.3g}, {hi:+.3g}], {t['n']} queries), {verdict} (Holm p = {t['p_holm']:.2g})")
     lines.append("")
     lines.append(f"_Generated from `results/default/03_analyses.json` (commit {data['provenance']['commit']}); means over test vectors, unrelated = MiniLM cosine < {r['unrelated_threshold']}._")
     return "\n".join(lines) + "\n"
@@ -197,7 +205,18 @@ def suggestion(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: dict[str, Callable[[Path], str]] = {"benchmarks": benchmarks, "dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses, "efficiency": efficiency, "suggestion": suggestion}
+def seeds(results_dir: Path) -> str:
+    """Mean +- std over the training seeds and the control effect's tests (``lsr_lib.results.seeds``)."""
+    from .seeds import markdown
+
+    path = results_dir / "seeds.json"
+    if not path.exists():
+        return f"_No seed summary yet: run `make seeds` (writes `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}`)._\n"
+    body = markdown(json.loads(path.read_text())).split("\n", 2)[2]  # without the title line
+    return body + f"\n_Generated from `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}` by `make seeds`._\n"
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {"seeds": seeds, "benchmarks": benchmarks, "dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses, "efficiency": efficiency, "suggestion": suggestion}
 DOCUMENTS = ("README.md", "data/README.md")
 
 

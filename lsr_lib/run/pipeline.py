@@ -17,11 +17,13 @@ clone's editable install) and writes into this checkout's ``results/``; ``import
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Iterator
 
 from ..config.checkout import CHECKOUT_ENV
 from ..config.profiles import PROFILES, REPO_ROOT, split_profile
+from ..storage.progress import STATUS_ENV
 
 # The registered stages, in order. A test fails when a notebook on disk is missing here.
 STAGES = [
@@ -78,15 +81,60 @@ def environment(variables: dict[str, str]) -> Iterator[None]:
 
 
 def run_stage(stage: str, profile: str, out_dir: Path, progress: bool = True, kernel_name: str = "python3") -> Path:
-    """Execute one notebook of this checkout with papermill, parameters ``profile`` and ``progress``, in ``kernel_name``."""
+    """Execute one notebook of this checkout with papermill, parameters ``profile`` and ``progress``, in ``kernel_name``.
+
+    With ``progress``, what the kernel's long steps report (``lsr_lib.storage.progress``: what, how
+    far, ETA, or "up to date") is printed in the terminal while the stage runs.
+    """
     import papermill as pm
 
     src = REPO_ROOT / "notebooks" / f"{stage}.ipynb"
     dst = out_dir / f"{stage}.ipynb"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with environment(kernel_env(REPO_ROOT)):
+    status = out_dir / f".{stage}.status"
+    with environment({**kernel_env(REPO_ROOT), STATUS_ENV: str(status)}), show_status(stage, status, enabled=progress):
         pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "progress": progress}, cwd=str(REPO_ROOT / "notebooks"), kernel_name=kernel_name, log_output=False, progress_bar=progress)
     return dst
+
+
+STATUS_POLL_S = 2.0  # how often the status file is read
+STATUS_REPEAT_S = 30.0  # a line about the same step at most this often
+
+
+@contextmanager
+def show_status(stage: str, path: Path, enabled: bool = True, poll_s: float = STATUS_POLL_S, repeat_s: float = STATUS_REPEAT_S) -> Iterator[None]:
+    """While the block runs, print the stage kernel's status lines: each new step at once, the same step every ``repeat_s``."""
+    from tqdm import tqdm
+
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    if not enabled:
+        yield
+        return
+    stop, t0 = threading.Event(), time.monotonic()
+
+    def watch() -> None:
+        last_text, last_step, last_time = None, None, 0.0
+        while not stop.wait(poll_s):
+            try:
+                text = path.read_text().strip()
+            except OSError:
+                continue
+            step, now = text.split(":", 1)[0], time.monotonic()
+            if text and text != last_text and (step != last_step or now - last_time >= repeat_s):
+                elapsed = tqdm.format_interval(now - t0)
+                tqdm.write(f"{time.strftime('%H:%M:%S')}   {stage.split('_', 1)[0]} [{elapsed}] {text}", file=sys.stderr)
+                last_text, last_step, last_time = text, step, now
+
+    thread = threading.Thread(target=watch, name=f"status-{stage}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def was_interrupted(error: BaseException) -> bool:
@@ -181,7 +229,33 @@ def main(argv: list[str] | None = None) -> int:
             log.error("stage %s failed: %s\nthe executed notebook with the full traceback is %s", stage, reason, out_dir / f"{stage}.ipynb")
             return 1
         log.info("[%d/%d] %s done in %.0f s", k, len(stages), stage, time.time() - t0)
+    if not args.dry_run:
+        log.info("%s", summary(args.profile, out_dir))
     return 0
+
+
+def summary(profile: str, runs_dir: Path) -> str:
+    """The headline numbers found in the profile's result files, and where everything is."""
+    from ..config import load_config
+    from ..results.expected import lookup
+    from ..results.seeds import HEADLINE
+
+    cfg = load_config(profile)
+    picked = ("dense teacher, test T->I R@1", "with_control, test T->I R@1", "without_control, test T->I R@1", "with_control, test FLOPs",
+              "without_control, test FLOPs", "with_control, mean Kendall tau T->I", "without_control, mean Kendall tau T->I", "suggestion M2, test nDCG@10")
+    lines, loaded = [f"summary of profile {profile}:"], {}
+    for label, file, path in HEADLINE:
+        if label in picked:
+            if file not in loaded:
+                p = cfg.results_dir / file
+                loaded[file] = json.loads(p.read_text()) if p.exists() else None
+            value = None if loaded[file] is None else lookup(loaded[file], tuple(path.split(".")))
+            if value is not None:
+                lines.append(f"  {label:<42} {value:.4g}")
+    rel = lambda p: p.relative_to(REPO_ROOT) if p.is_relative_to(REPO_ROOT) else p  # noqa: E731
+    lines += [f"  results: {rel(cfg.results_dir)}/  figures: figures/  executed notebooks: {rel(runs_dir)}/",
+              f"  expected-value check: python -m lsr_lib.results.expected --profile {cfg.base_profile.split('/')[0]} (make main runs it); README tables: python -m lsr_lib.results.report"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

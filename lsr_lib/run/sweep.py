@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from ..config.profiles import REPO_ROOT, Config, ConfigError, SweepSetting, load_config, to_dict
-from .pipeline import run_stage, select_stages
+from .pipeline import quiet_after_interrupt, run_stage, select_stages, was_interrupted
 
 SWEEP_STAGES = ("01", "02", "03", "04")  # the D2S stages; later stages (05 onwards) are not part of the paper sweep
 
@@ -87,8 +87,13 @@ def run_setting(cfg: Config, setting: SweepSetting, stages: list[str], runs_dir:
         t0 = time.time()
         kernel = setting.extract_kernel if stage.startswith("01_") else "python3"
         try:
-            run_stage(stage, cfg.profile, runs_dir, progress=progress, kernel_name=kernel)
-        except Exception as e:
+            with quiet_after_interrupt():
+                run_stage(stage, cfg.profile, runs_dir, progress=progress, kernel_name=kernel)
+        except (KeyboardInterrupt, Exception) as e:
+            if was_interrupted(e):
+                log.warning("interrupted during %s / %s (profile %s). Kept: every finished stage and setting, and in this stage every file "
+                            "already written. Rerun the same command to resume (finished work is skipped).", setting.name, stage, cfg.profile)
+                raise KeyboardInterrupt from None
             reason = f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
             log.error("%s / %s failed: %s\nthe executed notebook with the full traceback is %s", setting.name, stage, reason, runs_dir / f"{stage}.ipynb")
             return False
@@ -155,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summary_only:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as lsr_lib.run.pipeline: download models beforehand (README "The paper path")
         for setting, cfg in plan:
-            if not run_setting(cfg, setting, stages, runs_root / setting.name, args.force, not args.no_progress):
+            try:
+                ok = run_setting(cfg, setting, stages, runs_root / setting.name, args.force, not args.no_progress)
+            except KeyboardInterrupt:
+                return 130
+            if not ok:
                 failed.append(setting.name)
     code = finish(args.profile)
     if failed:

@@ -4,7 +4,8 @@ Files this stage writes (all under ``cfg.cache_dir``, gitignored), each an artif
 manifest (fingerprint + checksums, :mod:`lsr_lib.storage.manifest`) and reused only when its
 fingerprint matches and every file passes its checksum:
 
-- ``tower_images/``, ``tower_texts/``: sharded tower features (embedded default only);
+- ``tower_images/``, ``tower_texts/``: sharded tower features (embedded default only), in
+  ``cfg.shared_cache_dir``: every training seed of the profile reads the same ones;
 - ``lit/projection.safetensors``: the trained LiT projections (embedded default only);
 - ``dense/``: ``img_embs.parquet`` and ``text_embs.parquet`` (columns id, emb; the released-features
   format of DESIGN.md section 5), ``dataset_meta.json`` (Karpathy format) and ``manifest.json``.
@@ -37,9 +38,9 @@ def load_collection(cfg: Config, render: bool = True) -> ImageCaptionSet:
 
         root = cfg.data_dir / "emoji"
         col = build_emoji_collection(cfg.data.split_seed, cfg.data.split_fractions, cfg.data.max_groups, root / f"images_{cfg.data.image_size}")
-        meta = root / f"dataset_meta_{cfg.profile}.json"
+        meta = root / f"dataset_meta_{cfg.base_profile}.json"  # one split for every training seed
         karpathy.write_karpathy(col, meta)
-        atomic_write_text(root / f"split_{cfg.profile}.sha256", split_checksum(col) + "\n")
+        atomic_write_text(root / f"split_{cfg.base_profile}.sha256", split_checksum(col) + "\n")
         if render:
             render_collection(col, cfg.data.image_size)
         return col
@@ -88,15 +89,15 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
     txt_tower = TextTower(device)
     ids = view_ids(collection, cfg.lit.train_views, cfg.lit.eval_transforms)
     path_of = dict(zip(collection.images["image_id"], collection.images["path"]))
-    base = {"collection": split_checksum(collection), "seed": cfg.lit.seed}
-    img_cache = ShardedCache(cfg.cache_dir / "tower_images", {**base, **img_tower.fingerprint(), "views": ids[:3] + [len(ids)], "train_views": cfg.lit.train_views, "eval_transforms": list(cfg.lit.eval_transforms)}, cfg.extraction.shard_size)
+    base = {"collection": split_checksum(collection), "seed": cfg.lit.view_seed}
+    img_cache = ShardedCache(cfg.shared_cache_dir / "tower_images", {**base, **img_tower.fingerprint(), "views": ids[:3] + [len(ids)], "train_views": cfg.lit.train_views, "eval_transforms": list(cfg.lit.eval_transforms)}, cfg.extraction.shard_size)
 
     def images(batch: list[str]) -> dict[str, np.ndarray]:
-        pics = [render_view(path_of[b.split("@")[0]], b.split("@")[1], cfg.lit.seed) for b in batch]
+        pics = [render_view(path_of[b.split("@")[0]], b.split("@")[1], cfg.lit.view_seed) for b in batch]
         return img_tower(pics)
 
     img_cache.fill(ids, images, cfg.extraction.image_batch_size, "image tower", progress)
-    txt_cache = ShardedCache(cfg.cache_dir / "tower_texts", {**base, **txt_tower.fingerprint()}, cfg.extraction.shard_size)
+    txt_cache = ShardedCache(cfg.shared_cache_dir / "tower_texts", {**base, **txt_tower.fingerprint()}, cfg.extraction.shard_size)
     text_of = dict(zip(collection.captions["text_id"], collection.captions["text"]))
     txt_cache.fill(list(collection.captions["text_id"]), lambda b: txt_tower([text_of[i] for i in b]), cfg.extraction.text_batch_size, "text tower", progress)
     return img_cache, txt_cache

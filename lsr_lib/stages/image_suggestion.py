@@ -1,7 +1,8 @@
 """Stage 05 glue: cache frozen tower states, train M1-M4, export vectors, evaluate through an index.
 
 Writes under ``cfg.cache_dir / "suggest"``: ``states_text/`` and ``states_image/`` (sharded,
-resumable caches of MiniLM token states and EfficientNet-Lite0 patch states), and per
+resumable caches of MiniLM token states and EfficientNet-Lite0 patch states; in
+``cfg.shared_cache_dir``, read by every training seed), and per
 configuration ``<M>/best.safetensors``, ``best.json`` and ``vectors/<split>_{queries,docs}.npz``
 (scipy CSR; a retrained model invalidates them).
 """
@@ -60,11 +61,12 @@ def cache_states(cfg: Config, data: SuggestionSet, device: torch.device | str = 
     text_ids = [f"q:{i}" for i in data.queries["query_id"]] + [f"d:{i}" for i in data.docs["doc_id"]]
     texts = list(data.queries["text"]) + [str(c) for c in data.docs["caption"]]
     tok = TokenTower(device, cfg.suggest.max_text_tokens)
-    tcache = ShardedCache(suggest_dir(cfg) / "states_text", {**tok.fingerprint(), "texts": _checksum(text_ids, texts), "n": len(text_ids)}, cfg.extraction.shard_size)
+    shared = cfg.shared_cache_dir / "suggest"  # frozen towers: the same for every training seed
+    tcache = ShardedCache(shared / "states_text", {**tok.fingerprint(), "texts": _checksum(text_ids, texts), "n": len(text_ids)}, cfg.extraction.shard_size)
     text_of = dict(zip(text_ids, texts))
     tcache.fill(text_ids, lambda b: tok([text_of[i] for i in b]), cfg.extraction.text_batch_size, "token states", progress)
     img = ImageTower(device, cfg.data.image_size)
-    icache = ShardedCache(suggest_dir(cfg) / "states_image", {**img.fingerprint(), "images": _checksum(data.docs["doc_id"], data.docs["path"]), "n": len(data.docs)}, cfg.extraction.shard_size)
+    icache = ShardedCache(shared / "states_image", {**img.fingerprint(), "images": _checksum(data.docs["doc_id"], data.docs["path"]), "n": len(data.docs)}, cfg.extraction.shard_size)
     row_of = {d: k for k, d in enumerate(data.docs["doc_id"])}
     icache.fill(list(data.docs["doc_id"]), lambda b: patch_states(img, [load_document_image(data.docs.iloc[row_of[i]]) for i in b]), cfg.extraction.image_batch_size, "patch states", progress)
     return tcache, icache

@@ -87,7 +87,7 @@ def evaluate_through_indexes(cfg: Config, col: ImageCaptionSet, vectors: dict, d
     ``vectors``: {condition: {"images", "texts"}} CSR; ``dense``: (image vectors, text vectors).
     Returns (metric rows, check rows).
     """
-    from tqdm.auto import tqdm
+    from ..storage.progress import progress_bar as tqdm
 
     from ..index.topk import recall_at_k, topk_disagreements
 
@@ -137,7 +137,7 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
 
     ``docs_override``: {condition: docs} to benchmark on other (e.g. synthetic) collections.
     """
-    from tqdm.auto import tqdm
+    from ..storage.progress import progress_bar as tqdm
 
     from ..index.latency import benchmark_index
     from ..metrics.sparse_stats import sparse_summary

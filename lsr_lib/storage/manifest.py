@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from .progress import report
 from .atomic import atomic_write_json, folder_lock
 
 MANIFEST = "manifest.json"
@@ -157,9 +158,11 @@ def build_or_reuse(art: Artifact, fingerprint: dict, build: Callable[[Path], tup
         st = art.status(fingerprint)
         if st.ok:
             log(f"{art.name}: up to date ({art.root})")
+            report(f"{art.name}: up to date, reused")
             return art.manifest(), False
         if st.state != "missing":
             log(f"{art.name}: {st.state} ({st.reason}); rebuilding")
+        report(f"{art.name}: building" + ("" if st.state == "missing" else f" ({st.state})"))
         art.invalidate()
         files, meta = build(art.root)
         return art.commit(fingerprint, files, meta), True

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
-from tqdm.auto import tqdm
+from .progress import progress_bar as tqdm
 
 from .atomic import atomic_write, atomic_write_json, folder_lock
 from .manifest import MANIFEST, ArtifactError, check_file, diff_about, digest, file_record

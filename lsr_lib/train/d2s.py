@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
+from ..storage.progress import progress_bar as tqdm
 
 from ..config.d2s import D2SConfig
 from ..config.typed import ConfigError, to_dict

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..storage.progress import progress_bar as tqdm
 
 from ..metrics.retrieval import first_relevant_rank, metrics_from_ranks
 from ..config.suggest import SuggestConfig
