@@ -62,8 +62,12 @@ def view_ids(collection: ImageCaptionSet, n_train_views: int, eval_transforms: t
     return ids
 
 
-def render_view(path: str, view: str, seed: int) -> Image.Image:
-    """The RGB image for a view id suffix; random views are seeded by (seed, path, view)."""
+def render_view(path: str, view: str, seed: int, image_id: str) -> Image.Image:
+    """The RGB image for a view id suffix; random views are seeded by (seed, image id, view).
+
+    Never by the file's path: a path includes the checkout's folder, and seeding by it gave every
+    clone its own training views and so its own teacher (issue 13).
+    """
     import zlib
 
     from ..data.image_augment import eval_transform, random_view
@@ -75,7 +79,7 @@ def render_view(path: str, view: str, seed: int) -> Image.Image:
     except Exception as e:
         raise ValueError(f"image {path} is missing or unreadable ({e}); delete it and re-run stage 01 to render it again") from e
     if view.startswith("view"):
-        rng = np.random.default_rng([seed, zlib.crc32(f"{path}@{view}".encode())])
+        rng = np.random.default_rng([seed, zlib.crc32(f"{image_id}@{view}".encode())])
         return random_view(rgba, rng)
     return eval_transform(view)(rgba)
 
@@ -89,11 +93,11 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
     txt_tower = TextTower(device)
     ids = view_ids(collection, cfg.lit.train_views, cfg.lit.eval_transforms)
     path_of = dict(zip(collection.images["image_id"], collection.images["path"]))
-    base = {"collection": split_checksum(collection), "seed": cfg.lit.view_seed}
+    base = {"collection": split_checksum(collection), "seed": cfg.lit.view_seed, "views_seeded_by": "image_id"}
     img_cache = ShardedCache(cfg.shared_cache_dir / "tower_images", {**base, **img_tower.fingerprint(), "views": ids[:3] + [len(ids)], "train_views": cfg.lit.train_views, "eval_transforms": list(cfg.lit.eval_transforms)}, cfg.extraction.shard_size)
 
     def images(batch: list[str]) -> dict[str, np.ndarray]:
-        pics = [render_view(path_of[b.split("@")[0]], b.split("@")[1], cfg.lit.view_seed) for b in batch]
+        pics = [render_view(path_of[b.split("@")[0]], b.split("@")[1], cfg.lit.view_seed, b.split("@")[0]) for b in batch]
         return img_tower(pics)
 
     img_cache.fill(ids, images, cfg.extraction.image_batch_size, "image tower", progress)
@@ -103,7 +107,7 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
     return img_cache, txt_cache
 
 
-CODE_VERSION = 1  # bump when a change here alters what this stage writes for the same config
+CODE_VERSION = 2  # bump when a change here alters what this stage writes for the same config
 
 
 def lit_artifact(cfg: Config) -> Artifact:
