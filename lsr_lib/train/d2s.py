@@ -32,6 +32,7 @@ from ..sparse.head import D2SModel, mlm_head_init
 from ..metrics.sparse_stats import flops_from_df
 
 PRODUCER = "stage 02 (notebooks/02_train_sparse_heads.ipynb)"
+CODE_VERSION = 2  # bump when a change here alters the trained weights for the same config (2: fused AdamW)
 
 
 def build_model(cfg: D2SConfig, dense_dim: int) -> D2SModel:
@@ -47,7 +48,9 @@ def make_optimizer(model: D2SModel, cfg: D2SConfig, total_steps: int) -> tuple[t
     proj = [p for h in model.heads.values() for p in h.proj.parameters()]
     vocab = [p for h in model.heads.values() for p in (*h.norm.parameters(), *h.vocab.parameters())]
     groups = [{"params": proj, "lr": cfg.lr_projection}, {"params": vocab, "lr": cfg.lr_vocab}]
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+    # fused: one kernel per parameter group instead of a dozen passes over the 11.7M-weight vocabulary
+    # layer; 0.14 -> 0.09 s per step of 128 pairs measured on 2 CPU cores
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, eps=cfg.adam_eps, fused=True)
     warmup = int(total_steps * cfg.warmup_fraction)  # as transformers' get_linear_schedule_with_warmup
 
     def factor(step: int) -> float:
@@ -152,7 +155,7 @@ def train_d2s(
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.mixed_precision and device.type == "cuda" and cfg.amp_dtype == "fp16")
     run = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler}
     data_gen, gate = torch.Generator().manual_seed(cfg.data_seed), ExpansionGate(cfg.gate, cfg.gate_seed)  # separate streams
-    fingerprint = {"config": to_dict(cfg), "n_pairs": n, "dense_dim": d, "train_sum": round(float(img_all.double().sum() + txt_all.double().sum()), 6), "inputs": inputs or {}}
+    fingerprint = {"config": to_dict(cfg), "code": CODE_VERSION, "n_pairs": n, "dense_dim": d, "train_sum": round(float(img_all.double().sum() + txt_all.double().sum()), 6), "inputs": inputs or {}}
     tr = TrainingRun(out_dir, fingerprint, f"D2S run {out_dir.name}", PRODUCER)
     if resume and (done := tr.finished()) is not None:
         return done
