@@ -114,7 +114,7 @@ def test_ctrl_c_in_the_kernel_is_an_interrupt_and_other_errors_still_fail(monkey
 
         monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
         caplog.clear()
-        assert pipeline.main(["--profile", "smoke", "--stages", "03", "--out", str(tmp_path)]) == expected_code
+        assert pipeline.main(["--profile", "smoke", "--stages", "03", "--out", str(tmp_path), "--force"]) == expected_code
         assert ("interrupted during stage 03_analyze_sparse_vectors" in caplog.text) == (expected_code == 130)
 
 
