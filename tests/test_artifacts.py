@@ -117,10 +117,21 @@ def test_changed_upstream_file_recomputes_every_downstream_artifact(tmp_path, mo
     vecs = catalog.vectors_content_ids(cfg)
     write_results(cfg, "03_analyses", {"x": 1}, catalog.stage_inputs(cfg, "03_analyze_sparse_vectors"))
     assert catalog.result_is_current(cfg, "03_analyze_sparse_vectors")
+    for stage, file in (("01_cache_dense_features", "01_dense_baseline"), ("02_train_sparse_heads", "02_d2s")):
+        assert not catalog.result_is_current(cfg, stage)  # no result file yet
+        write_results(cfg, file, {"x": 1}, catalog.stage_inputs(cfg, stage))
+        assert catalog.result_is_current(cfg, stage)  # a rerun with nothing changed skips the stage
+        other = load_config("paper", overrides={"data": {"root": str(tmp_path / "data"), "karpathy_json": str(FIX / "karpathy_tiny.json"), "image_root": None},
+                                                "encoder": {"kind": "feature_files", "checkpoint": None, "features_dir": str(tmp_path / "released")},
+                                                "d2s": {"vocab_init": "minilm", "hidden_dim": None, "epochs": 3, "batch_size": 4, "eval_batch_size": 8, "mixed_precision": False},
+                                                "evaluation": {"ks": [1, 5]}}, params_dir=Path(__file__).resolve().parents[1] / "params")
+        assert not catalog.result_is_current(other, stage)  # another config section it reads: stale
+    assert not catalog.result_is_current(cfg, "05_image_suggestion")  # its inputs (suggestion runs) do not exist
 
     _released(tmp_path / "released", seed=1)  # the source features change
     assert not build_dense_features(cfg, col, "cpu", progress=False)["skipped"]
     assert not catalog.result_is_current(cfg, "03_analyze_sparse_vectors")  # no stale row can reach a table
+    assert not catalog.result_is_current(cfg, "01_cache_dense_features") and not catalog.result_is_current(cfg, "02_train_sparse_heads")
     with pytest.raises(ArtifactError, match="stale"):  # the old vectors no longer match their inputs
         catalog.vectors_artifact(cfg, cfg.d2s_conditions[0], "test").verify(
             {"run": runs[cfg.d2s_conditions[0]], "dense": catalog.dense_content_id(cfg), "split": "test", "code": s02.CODE_VERSION})

@@ -8,6 +8,8 @@
 | D2S run | ``d2s/<condition>/``: ``best.safetensors``, ``best.json`` (:class:`TrainingRun`) | stage 02 |
 | D2S vectors | ``d2s/<condition>/vectors/<split>/``: ``images.npz``, ``texts.npz``, ``texts_own_tokens.npz`` | stage 02 |
 | indexes | ``indexes/<condition>/<direction>/<kind>/`` | stage 04 |
+| suggestion run | ``suggest/<M>/``: ``best.safetensors``, ``best.json`` | stage 05 |
+| suggestion vectors | ``suggest/<M>/vectors/<split>/``: ``queries.npz``, ``docs.npz`` | stage 05 |
 | stage results | ``results/<profile>/<stage>.json`` with the fingerprint of its inputs | every stage |
 
 A reader raises :class:`ArtifactError` naming the file and the stage to rerun.
@@ -27,14 +29,16 @@ from ..data.collection import ImageCaptionSet
 from ..storage.feature_files import align, read_embeddings
 from ..storage.manifest import Artifact, ArtifactError, digest  # noqa: F401 (digest: used by tests and the pipeline)
 from ..storage.sparse_files import load_sparse, save_sparse
+from ..train.d2s import CODE_VERSION as D2S_CODE_VERSION
 
-__all__ = ["STAGE01", "STAGE02", "STAGE04", "ArtifactError", "dense_artifact", "dense_dir", "load_dense_dir", "dense_content_id",
+__all__ = ["STAGE01", "STAGE02", "STAGE04", "STAGE05", "ArtifactError", "lit_artifact", "suggest_dir", "suggest_run_artifact", "suggest_vectors_artifact", "dense_artifact", "dense_dir", "load_dense_dir", "dense_content_id",
            "d2s_run_dir", "d2s_run_artifact", "vectors_artifact", "load_condition_vectors", "save_sparse", "load_sparse",
            "result_path", "read_result", "result_is_current", "stage_inputs", "index_dir", "vectors_content_ids"]
 
 STAGE01 = "stage 01 (notebooks/01_cache_dense_features.ipynb)"
 STAGE02 = "stage 02 (notebooks/02_train_sparse_heads.ipynb)"
 STAGE04 = "stage 04 (notebooks/04_retrieve_with_inverted_index.ipynb)"
+STAGE05 = "stage 05 (notebooks/05_image_suggestion.ipynb)"
 VECTOR_FILES = ("images", "texts", "texts_own_tokens")
 
 
@@ -49,6 +53,11 @@ def dense_artifact(cfg_or_dir) -> Artifact:
     """Stage 01's contract with later stages (a Config, or the folder itself)."""
     root = Path(cfg_or_dir) if isinstance(cfg_or_dir, (str, Path)) else dense_dir(cfg_or_dir)
     return Artifact(root, "dense features", STAGE01)
+
+
+def lit_artifact(cfg: Config) -> Artifact:
+    """The trained LiT projections of the embedded default (stage 01)."""
+    return Artifact(cfg.cache_dir / "lit", "LiT projection", STAGE01)
 
 
 def dense_content_id(cfg: Config) -> str:
@@ -102,6 +111,23 @@ def vectors_content_ids(cfg: Config, split: str = "test") -> dict[str, str]:
     return {name: vectors_artifact(cfg, name, split).content_id() for name in cfg.d2s_conditions}
 
 
+# ---- stage 05: suggestion runs and their vectors ------------------------------------------------
+
+def suggest_dir(cfg: Config) -> Path:
+    """Stage 05's folder: one run per configuration (M1-M4)."""
+    return cfg.cache_dir / "suggest"
+
+
+def suggest_run_artifact(cfg: Config, config: str) -> Artifact:
+    """The finished training run of one suggestion configuration."""
+    return Artifact(suggest_dir(cfg) / config, f"suggestion run {config}", STAGE05)
+
+
+def suggest_vectors_artifact(cfg: Config, config: str, split: str) -> Artifact:
+    """Query and document vectors of one configuration and split."""
+    return Artifact(suggest_dir(cfg) / config / "vectors" / split, f"suggestion vectors {config}/{split}", STAGE05)
+
+
 # ---- stage 04: indexes ---------------------------------------------------------------------------
 
 def index_dir(cfg: Config, condition: str, direction: str, kind: str, tag: str = "") -> Path:
@@ -124,21 +150,46 @@ def read_result(cfg: Config, stage: str) -> Optional[dict]:
         return None
 
 
-# Stages whose whole output is a function of artifacts upstream: the pipeline skips them when
-# every result file they write records the fingerprint of the current inputs.
-CODE_VERSIONS = {"03_analyze_sparse_vectors": 2, "04_retrieve_with_inverted_index": 1}
-RESULT_FILES = {"03_analyze_sparse_vectors": ("03_analyses",), "04_retrieve_with_inverted_index": ("04_retrieval", "04_efficiency")}
-CONFIG_SECTIONS = {"03_analyze_sparse_vectors": ("evaluation", "d2s"), "04_retrieve_with_inverted_index": ("evaluation", "index", "d2s")}
+# Every stage records, with its result files, the fingerprint of what they were computed from: the
+# config sections it reads, its code version and the content ids of its input artifacts. The
+# pipeline skips a stage while that fingerprint matches (a rerun with nothing changed is quick).
+CODE_VERSIONS = {"01_cache_dense_features": 2, "02_train_sparse_heads": D2S_CODE_VERSION, "03_analyze_sparse_vectors": 2,
+                 "04_retrieve_with_inverted_index": 1, "05_image_suggestion": 1, "06_explore_sparse_vectors": 1}
+RESULT_FILES = {"01_cache_dense_features": ("01_dense_baseline",), "02_train_sparse_heads": ("02_d2s",), "03_analyze_sparse_vectors": ("03_analyses",),
+                "04_retrieve_with_inverted_index": ("04_retrieval", "04_efficiency"), "05_image_suggestion": ("05_suggestion",), "06_explore_sparse_vectors": ("06_explorer",)}
+CONFIG_SECTIONS = {"01_cache_dense_features": ("data", "encoder", "lit", "evaluation"), "02_train_sparse_heads": ("data", "evaluation", "d2s"),
+                   "03_analyze_sparse_vectors": ("evaluation", "d2s"), "04_retrieve_with_inverted_index": ("evaluation", "index", "d2s"),
+                   "05_image_suggestion": ("data", "evaluation", "index", "suggest"), "06_explore_sparse_vectors": ("index", "d2s", "suggest")}
+
+
+def _artifact_ids(cfg: Config, stage: str) -> dict:
+    """Content ids of the artifacts a stage's numbers come from (verified: ArtifactError when one is unusable)."""
+    n = stage[:2]
+    out: dict = {}
+    if n in ("01", "02", "03", "04", "06"):
+        out["dense"] = dense_content_id(cfg)
+    if n == "01" and cfg.encoder.kind == "lit_towers":
+        out["lit"] = lit_artifact(cfg).content_id()
+    if n == "02":
+        out["runs"] = {c: d2s_run_artifact(cfg, c).content_id() for c in cfg.d2s_conditions}
+    if n in ("02", "03", "04", "06"):
+        out["vectors"] = vectors_content_ids(cfg, "test")
+    if n == "05":
+        out["suggest_runs"] = {c: suggest_run_artifact(cfg, c).content_id() for c in cfg.suggest.configurations}
+    if n == "05":
+        out["suggest_vectors"] = {c: suggest_vectors_artifact(cfg, c, "test").content_id() for c in cfg.suggest.configurations}
+    if n == "06":  # the explorer shows M1-M4 only when stage 05 has run: those present are its inputs
+        out["suggest_vectors"] = {c: a.content_id() for c in cfg.suggest.configurations if (a := suggest_vectors_artifact(cfg, c, "test")).status().ok}
+    return out
 
 
 def stage_inputs(cfg: Config, stage: str) -> dict:
-    """What a derived stage's results depend on: config sections, code version, content ids of its input artifacts.
+    """What a stage's results depend on: config sections, code version, content ids of its input artifacts.
 
     Raises :class:`ArtifactError` when an input is missing, stale or corrupt.
     """
     return {"stage": stage, "code": CODE_VERSIONS[stage], "config": cfg.section_hash(*CONFIG_SECTIONS[stage]),
-            "conditions": list(cfg.d2s_conditions), "seed": cfg.seed,
-            "dense": dense_content_id(cfg), "vectors": vectors_content_ids(cfg, "test")}
+            "conditions": list(cfg.d2s_conditions), "seed": cfg.seed, **_artifact_ids(cfg, stage)}
 
 
 def result_is_current(cfg: Config, stage: str) -> bool:

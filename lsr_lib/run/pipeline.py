@@ -185,7 +185,7 @@ def _profile_name(name: str) -> str:
 
 
 def stage_is_current(profile: str, stage: str) -> bool:
-    """True for a derived stage (03, 04) whose result files were made from the current artifacts and config."""
+    """True for a stage whose result files were made from the current artifacts, config and code (``lsr_lib.artifacts.result_is_current``)."""
     from ..artifacts.catalog import RESULT_FILES, result_is_current
     from ..config import load_config
 
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="folder for executed notebooks (default runs/<profile>)")
     ap.add_argument("--dry-run", action="store_true", help="print the stages and commands, run nothing")
     ap.add_argument("--no-progress", action="store_true")
-    ap.add_argument("--force", action="store_true", help="run stages 03-04 even when their results are current")
+    ap.add_argument("--force", action="store_true", help="run stages even when their results are current")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -22,7 +22,7 @@ from PIL import Image
 from ..data.collection import ImageCaptionSet
 from ..config.profiles import Config, to_dict
 from ..artifacts.catalog import STAGE01 as PRODUCER
-from ..artifacts.catalog import dense_artifact, dense_content_id, dense_dir, load_dense_dir  # noqa: F401 (stage 01's readers, re-exported)
+from ..artifacts.catalog import CODE_VERSIONS, dense_artifact, dense_content_id, dense_dir, lit_artifact, load_dense_dir  # noqa: F401 (stage 01's readers, re-exported)
 from ..storage.atomic import atomic_write_text
 from ..storage.manifest import Artifact, build_or_reuse, sha256_file
 from ..storage.shard_cache import ShardedCache
@@ -107,12 +107,7 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
     return img_cache, txt_cache
 
 
-CODE_VERSION = 2  # bump when a change here alters what this stage writes for the same config
-
-
-def lit_artifact(cfg: Config) -> Artifact:
-    """The trained LiT projections (embedded default)."""
-    return Artifact(cfg.cache_dir / "lit", "LiT projection", PRODUCER)
+CODE_VERSION = CODE_VERSIONS["01_cache_dense_features"]  # bump it there when a change here alters what this stage writes for the same config
 
 
 def train_or_load_projection(cfg: Config, collection: ImageCaptionSet, img_cache: ShardedCache, txt_cache: ShardedCache, progress: bool = True):

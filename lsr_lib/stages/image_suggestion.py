@@ -17,7 +17,8 @@ import scipy.sparse as sp
 import torch
 
 from ..config.profiles import Config
-from ..storage.manifest import Artifact, build_or_reuse
+from ..artifacts.catalog import suggest_dir, suggest_run_artifact, suggest_vectors_artifact  # noqa: F401 (declared in the catalog, re-exported)
+from ..storage.manifest import build_or_reuse
 from ..storage.sparse_files import load_sparse, save_sparse
 from ..storage.shard_cache import ShardedCache
 from ..metrics.sparse_stats import sparse_summary
@@ -28,8 +29,6 @@ from ..train.suggest import PRODUCER, encode, load_suggest_model, train_suggest
 MEASURES = ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100")  # ir_measures names: MAP@10 = AP@10, MRR@10 = RR@10
 
 
-def suggest_dir(cfg: Config) -> Path:
-    return cfg.cache_dir / "suggest"
 
 
 def load_suggestion_set(cfg: Config, collection=None) -> SuggestionSet:
@@ -171,7 +170,7 @@ def fit_and_export(cfg: Config, config: str, data: SuggestionSet, tensors: dict 
 def export_vectors(cfg: Config, config: str, split: str, tensors: dict, device: torch.device | str = "cpu") -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """CSR query and document vectors of a split (an artifact beside the model, keyed by the run's content id)."""
     art = suggest_vectors_artifact(cfg, config, split)
-    run = Artifact(suggest_dir(cfg) / config, f"suggestion run {config}", PRODUCER)
+    run = suggest_run_artifact(cfg, config)
 
     def build(out: Path):
         model = load_suggest_model(suggest_dir(cfg) / config).to(device)
@@ -186,11 +185,6 @@ def export_vectors(cfg: Config, config: str, split: str, tensors: dict, device: 
     build_or_reuse(art, {"run": run.content_id(), "split": split, "n_queries": len(tensors["pos"]) if "pos" in tensors else None}, build)
     art.verify()
     return load_sparse(art.root / "queries.npz"), load_sparse(art.root / "docs.npz")
-
-
-def suggest_vectors_artifact(cfg: Config, config: str, split: str) -> Artifact:
-    """Query and document vectors of one configuration and split."""
-    return Artifact(suggest_dir(cfg) / config / "vectors" / split, f"suggestion vectors {config}/{split}", PRODUCER)
 
 
 def evaluate_through_index(cfg: Config, data: SuggestionSet, q: sp.csr_matrix, d: sp.csr_matrix, kind: str = "numba", depth: int = 100) -> dict:
