@@ -93,7 +93,7 @@ def test_ctrl_c_during_a_stage_says_what_was_kept_and_how_to_resume(monkeypatch,
 
     monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
     with caplog.at_level(logging.INFO, logger="lsr_lib.run.pipeline"):
-        code = pipeline.main(["--profile", "smoke", "--stages", "01", "02", "03", "--out", str(tmp_path), "--no-progress"])
+        code = pipeline.main(["--profile", "smoke", "--stages", "01", "02", "03", "--out", str(tmp_path), "--no-progress", "--force"])
     assert code == 130 and ran == ["01_cache_dense_features", "02_train_sparse_heads"]
     text = caplog.text
     assert "interrupted during stage 02_train_sparse_heads (profile smoke)" in text
