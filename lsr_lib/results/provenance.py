@@ -69,10 +69,11 @@ def determinism_settings() -> dict:
 
 
 def git_commit() -> str:
-    """Current commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    """Current commit (with ``-dirty`` when code or config differ from it; regenerated results and figures do not count), or ``unknown``."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        # results/ and figures/ are what the stages write: a run regenerating them is not a modified checkout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!figures"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except Exception:
         return "unknown"

@@ -53,6 +53,14 @@ def _checksum(ids, texts) -> str:
     return h.hexdigest()[:16]
 
 
+def _portable(path, root: Path) -> str:
+    """``path`` relative to ``root`` when it lies below it (else as given)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve())) if path else ""
+    except ValueError:
+        return str(path)
+
+
 def cache_states(cfg: Config, data: SuggestionSet, device: torch.device | str = "cpu", progress: bool = True) -> tuple[ShardedCache, ShardedCache]:
     """Fill (or reuse) the token-state cache of every query and caption and the patch-state cache of every image."""
     from ..dense.towers import ImageTower, TokenTower, patch_states
@@ -65,7 +73,8 @@ def cache_states(cfg: Config, data: SuggestionSet, device: torch.device | str = 
     text_of = dict(zip(text_ids, texts))
     tcache.fill(text_ids, lambda b: tok([text_of[i] for i in b]), cfg.extraction.text_batch_size, "token states", progress)
     img = ImageTower(device, cfg.data.image_size)
-    icache = ShardedCache(shared / "states_image", {**img.fingerprint(), "images": _checksum(data.docs["doc_id"], data.docs["path"]), "n": len(data.docs)}, cfg.extraction.shard_size)
+    where = [_portable(p, cfg.data_dir) for p in data.docs["path"]]  # not the checkout's folder: a cache copied to another clone stays valid
+    icache = ShardedCache(shared / "states_image", {**img.fingerprint(), "images": _checksum(data.docs["doc_id"], where), "n": len(data.docs)}, cfg.extraction.shard_size)
     row_of = {d: k for k, d in enumerate(data.docs["doc_id"])}
     icache.fill(list(data.docs["doc_id"]), lambda b: patch_states(img, [load_document_image(data.docs.iloc[row_of[i]]) for i in b]), cfg.extraction.image_batch_size, "patch states", progress)
     return tcache, icache
