@@ -113,6 +113,11 @@ def aggregate(cfg: Config) -> dict:
             "metrics": metrics, "control_effect": effect, "effect_metrics": list(EFFECT_METRICS)}
 
 
+def _p(p: float) -> str:
+    """A p-value for a table; one that underflowed to 0 is shown as below the smallest double."""
+    return "<1e-300" if p == 0 else f"{p:.2g}"
+
+
 def _pm(m: dict, digits: int = 2) -> str:
     std = "" if m.get("std") is None else f" ± {m['std']:.{digits}f}"
     return f"{m['mean']:.{digits}f}{std}"
@@ -138,7 +143,7 @@ def markdown(summary: dict) -> str:
                   "| metric | with control | without control | difference | per-seed Holm p | across seeds p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
         for metric, v in eff["verdict"].items():
             a = eff["across_seeds"][metric]
-            ps = ", ".join(f"{eff['per_seed'][k][metric]['p_holm']:.2g}" for k in eff["per_seed"])
+            ps = ", ".join(_p(eff["per_seed"][k][metric]["p_holm"]) for k in eff["per_seed"])
             diff_std = "" if a.get("std_diff") is None else f" ± {a['std_diff']:.3g}"
             p_across = "-" if a.get("p_holm") is None or (isinstance(a.get("p_holm"), float) and math.isnan(a["p_holm"])) else f"{a['p_holm']:.2g}"
             with_, without = {"mean": a["mean_a"], "std": a.get("std_a")}, {"mean": a["mean_b"], "std": a.get("std_b")}
