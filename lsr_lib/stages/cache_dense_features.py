@@ -21,10 +21,9 @@ from PIL import Image
 
 from ..data.collection import ImageCaptionSet
 from ..config.profiles import Config, to_dict
-from ..artifacts.catalog import STAGE01 as PRODUCER
 from ..artifacts.catalog import CODE_VERSIONS, dense_artifact, dense_content_id, dense_dir, lit_artifact, load_dense_dir  # noqa: F401 (stage 01's readers, re-exported)
 from ..storage.atomic import atomic_write_text
-from ..storage.manifest import Artifact, build_or_reuse, sha256_file
+from ..storage.manifest import build_or_reuse, sha256_file
 from ..storage.shard_cache import ShardedCache
 from ..storage.feature_files import write_embeddings
 

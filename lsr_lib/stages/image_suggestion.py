@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
@@ -24,7 +23,7 @@ from ..storage.shard_cache import ShardedCache
 from ..metrics.sparse_stats import sparse_summary
 from ..data.suggest import SuggestionSet, emoji_suggestion_set, load_atomic, load_document_image
 from ..sparse.suggest_encoders import describe
-from ..train.suggest import PRODUCER, encode, load_suggest_model, train_suggest
+from ..train.suggest import encode, load_suggest_model, train_suggest
 
 MEASURES = ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100")  # ir_measures names: MAP@10 = AP@10, MRR@10 = RR@10
 
