@@ -49,7 +49,7 @@ def make_optimizer(model: D2SModel, cfg: D2SConfig, total_steps: int) -> tuple[t
     vocab = [p for h in model.heads.values() for p in (*h.norm.parameters(), *h.vocab.parameters())]
     groups = [{"params": proj, "lr": cfg.lr_projection}, {"params": vocab, "lr": cfg.lr_vocab}]
     # fused: one kernel per parameter group instead of a dozen passes over the 11.7M-weight vocabulary
-    # layer; 0.14 -> 0.09 s per step of 128 pairs measured on 2 CPU cores
+    # layer; 1.17x per step on 2 CPU cores (benchmarks/d2s_optimizer.py, results/benchmarks/02_d2s_optimizer_cpu.json)
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, eps=cfg.adam_eps, fused=True)
     warmup = int(total_steps * cfg.warmup_fraction)  # as transformers' get_linear_schedule_with_warmup
 
