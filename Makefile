@@ -2,6 +2,7 @@
 #   make main   install into .venv, then run every stage on the embedded default (papermill)
 #   make test   install into .venv, then run the unit tests and the notebooks on `smoke` (nbval), then
 #               check the smoke numbers against results/expected/smoke.yaml
+#   make bench  the heavy benchmarks kept out of make main (stage 04's 100k / 1M scale benchmark)
 #   make seeds  the default profile's other training seeds (mean +- std, paired tests): results/default/seeds.md
 #   make paper  (GPU, data downloaded first) the paper sweep: MSCOCO / Flickr30k x BLIP / ALBEF,
 #               then the expected-values check and results/paper/summary.md (README "The paper path")
@@ -23,7 +24,7 @@ LOCK_FILE := requirements.lock
 LOCK_TOOLS ?= .lock-tools
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup lock main seeds test smoke paper paper-dry-run report lab
+.PHONY: setup lock main bench seeds test smoke paper paper-dry-run report lab
 
 # One stamp per way of installing, so switching between them reinstalls.
 ifeq ($(LOCK),0)
@@ -66,6 +67,12 @@ main: setup
 	$(PY) -m lsr_lib.run.pipeline --profile default
 	$(PY) -m lsr_lib.results.report
 	$(PY) -m lsr_lib.results.expected --profile default --strict --markdown results/default/expected_check.md
+
+# The heavy benchmarks kept out of `make main`: stage 04 at 100k / 1M synthetic documents (~15 min),
+# into results/default/04_scale.json (committed; stage 04 and the README read it while it is current).
+bench: setup
+	$(PY) -m lsr_lib.run.pipeline --profile default --stages 04 --force --bench
+	$(PY) -m lsr_lib.results.report
 
 # The other training seeds of the default profile (error bars, paired tests): results/default/seed<k>/,
 # results/default/seeds.md. Resumes where it stopped; results are committed.

@@ -1,6 +1,7 @@
 """Stage 04 glue: approximate-engine sweeps and the recall-matched comparison."""
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from lsr_lib.config.profiles import load_config
 from lsr_lib.stages.retrieve_with_inverted_index import recall_matched, search_sweep
@@ -45,3 +46,40 @@ def test_search_sweep_rejects_engines_without_a_sweep():
     cfg = load_config("smoke")
     with pytest.raises(ValueError, match="no search sweep"):
         search_sweep(cfg, "numba", None, None, None, {})
+
+
+def _tiny_vectors(rng, n=60, v=300):
+    def sparse(rows):
+        return sp.csr_matrix((rng.random((rows, v)) * (rng.random((rows, v)) < 0.05)).astype(np.float32))
+    return {"with_control": {"images": sparse(n), "texts": sparse(n)}}
+
+
+def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, monkeypatch, capsys):
+    from lsr_lib.stages.retrieve_with_inverted_index import SCALE_RESULT, scale_rows
+
+    rng = np.random.default_rng(0)
+    cfg = load_config("smoke", {"index": {"scale_sizes": [200], "scale_backends": ["numba", "faiss_flat"], "latency_queries": 5, "qps_queries": 10}})
+    monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
+    vectors = _tiny_vectors(rng)
+    dense = (rng.standard_normal((60, 16)).astype(np.float32), rng.standard_normal((60, 16)).astype(np.float32))
+    inputs = {"stage": "04", "vectors": "a"}
+    bench_cfg = load_config("default")
+    assert bench_cfg.scale_benchmark == "bench" and cfg.scale_benchmark == "stage"
+    # nothing measured yet and not asked to measure: empty, and the message says how to measure it
+    assert scale_rows(cfg, None, vectors, dense, inputs, run=False, progress=False) == []
+    assert "make bench" in capsys.readouterr().out
+    rows = scale_rows(cfg, None, vectors, dense, inputs, run=None, progress=False)  # smoke: scale_benchmark "stage" measures
+    assert {r["n_docs"] for r in rows} == {200} and {r["kind"] for r in rows} == {"numba", "faiss_flat"}
+    assert (tmp_path / "results" / f"{SCALE_RESULT}.json").exists()
+    assert scale_rows(cfg, None, vectors, dense, inputs, run=False, progress=False) == rows  # read back while current
+    assert "inputs current" in capsys.readouterr().out
+    # other inputs (say, retrained vectors): the old latencies are not shown as current
+    assert scale_rows(cfg, None, vectors, dense, {**inputs, "vectors": "b"}, run=False, progress=False) == []
+    assert "other inputs" in capsys.readouterr().out
+
+
+def test_scale_benchmark_setting_is_checked():
+    from lsr_lib.config.profiles import ConfigError
+
+    with pytest.raises(ConfigError, match="scale_benchmark"):
+        load_config("smoke", {"scale_benchmark": "later"})

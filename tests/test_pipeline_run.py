@@ -86,7 +86,7 @@ def test_import_is_unchanged_for_the_right_checkout_or_without_a_pipeline(tmp_pa
 def test_ctrl_c_during_a_stage_says_what_was_kept_and_how_to_resume(monkeypatch, tmp_path, caplog):
     ran = []
 
-    def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3"):
+    def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3", bench=False):
         ran.append(stage)
         if stage.startswith("02_"):
             raise KeyboardInterrupt
@@ -109,7 +109,7 @@ def test_ctrl_c_in_the_kernel_is_an_interrupt_and_other_errors_still_fail(monkey
             self.ename, self.evalue = ename, ""
 
     for ename, expected_code in (("KeyboardInterrupt", 130), ("ValueError", 1)):
-        def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3", ename=ename):
+        def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3", bench=False, ename=ename):
             raise CellError(ename)
 
         monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
@@ -131,3 +131,13 @@ def test_sigint_quiets_the_shutdown_loggers_then_interrupts():
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def test_bench_flag_reaches_the_stage_and_the_resume_command(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda stage, profile, out_dir, progress=True, kernel_name="python3", bench=False: seen.append((stage, bench)))
+    monkeypatch.setattr(pipeline, "summary", lambda profile, runs_dir: "")
+    assert pipeline.main(["--profile", "smoke", "--stages", "04", "--force", "--bench", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert seen == [("04_retrieve_with_inverted_index", True)]
+    args = pipeline.argparse.Namespace(profile="smoke", out=None, no_progress=True, bench=True)
+    assert pipeline._resume_argv(args, ["04_retrieve_with_inverted_index"])[-1] == "--bench"

@@ -101,7 +101,7 @@ def test_stage_is_current_only_with_the_same_config(tmp_repo):
 def test_run_setting_skips_current_stages_and_stops_at_a_failure(tmp_repo, monkeypatch):
     calls = []
 
-    def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3"):
+    def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3", bench=False):
         calls.append((stage, profile, kernel_name))
         if stage.startswith("03_"):
             raise RuntimeError("boom")
@@ -163,7 +163,7 @@ def test_ctrl_c_stops_the_sweep_with_exit_130_and_says_how_to_resume(tmp_repo, m
 
     calls = []
 
-    def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3"):
+    def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3", bench=False):
         calls.append((stage, profile))
         if stage.startswith("02_"):
             raise KeyboardInterrupt

@@ -202,6 +202,9 @@ class SweepSetting:
         ])
 
 
+SCALE_BENCHMARK_RUNS = ("stage", "bench")
+
+
 @dataclass(frozen=True)
 class Config:
     """One profile: every setting a stage needs."""
@@ -220,6 +223,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     suggest: SuggestConfig = field(default_factory=SuggestConfig)  # stage 05: image suggestion, M1-M4
     sweep: tuple[SweepSetting, ...] = ()  # paper profile: the (dataset, backbone) settings lsr_lib.run.sweep runs
+    scale_benchmark: str = "stage"  # stage 04's synthetic-collection benchmark (index.scale_sizes): "stage" runs it in stage 04, "bench" only in `make bench` (stage 04 then reads its result file)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value; each section has checked its own already."""
@@ -232,6 +236,7 @@ class Config:
              f"the first of seeds ({self.seeds[0] if self.seeds else ''}): the main job runs it, lsr_lib.run.seeds the others"),
             ("index.topk", self.index.topk >= max(*self.evaluation.ks, self.evaluation.mrr_depth), "at least the largest evaluation cutoff (ks, mrr_depth)"),
             ("sweep", len(set(names)) == len(names), "settings with distinct <dataset>_<backbone> names"),
+            ("scale_benchmark", self.scale_benchmark in SCALE_BENCHMARK_RUNS, f"one of {', '.join(SCALE_BENCHMARK_RUNS)}"),
         ])
 
     def path(self, p: str | Path) -> Path:

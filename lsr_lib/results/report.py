@@ -157,7 +157,7 @@ def efficiency(data: dict) -> str:
             lines.append(f"| {cond.replace('_', ' ')} | {engine} | " + " | ".join(c.get(t, "") for t in targets) + " |")
     m = data["results"]["machine"]
     lines.append("")
-    lines.append(f"_Generated from `results/default/04_efficiency.json`; {m.get('cpu', '?')}, {m.get('cpu_count')} cores, {m.get('memory_gib')} GiB; one shared machine: only 2x differences are meaningful._")
+    lines.append(f"_Generated from `results/default/04_efficiency.json` (its scale rows: `04_scale.json`, measured by `make bench`); {m.get('cpu', '?')}, {m.get('cpu_count')} cores, {m.get('memory_gib')} GiB; one shared machine: only 2x differences are meaningful._")
     return "\n".join(lines) + "\n"
 
 

@@ -80,8 +80,11 @@ def environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_stage(stage: str, profile: str, out_dir: Path, progress: bool = True, kernel_name: str = "python3") -> Path:
+def run_stage(stage: str, profile: str, out_dir: Path, progress: bool = True, kernel_name: str = "python3", bench: bool = False) -> Path:
     """Execute one notebook of this checkout with papermill, parameters ``profile`` and ``progress``, in ``kernel_name``.
+
+    ``bench``: also the heavy benchmarks a profile keeps out of its main job (stage 04's scale
+    benchmark under ``scale_benchmark: bench``); passed as the notebook parameter ``bench``.
 
     With ``progress``, what the kernel's long steps report (``lsr_lib.storage.progress``: what, how
     far, ETA, or "up to date") is printed in the terminal while the stage runs.
@@ -93,7 +96,7 @@ def run_stage(stage: str, profile: str, out_dir: Path, progress: bool = True, ke
     dst.parent.mkdir(parents=True, exist_ok=True)
     status = out_dir / f".{stage}.status"
     with environment({**kernel_env(REPO_ROOT), STATUS_ENV: str(status)}), show_status(stage, status, enabled=progress):
-        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "progress": progress}, cwd=str(REPO_ROOT / "notebooks"), kernel_name=kernel_name, log_output=False, progress_bar=progress)
+        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "progress": progress, **({"bench": True} if bench else {})}, cwd=str(REPO_ROOT / "notebooks"), kernel_name=kernel_name, log_output=False, progress_bar=progress)
     return dst
 
 
@@ -174,7 +177,7 @@ def interrupted_message(stage: str, profile: str, resume_argv: list[str]) -> str
 def _resume_argv(args: argparse.Namespace, left: list[str]) -> list[str]:
     """The pipeline arguments that run the stages ``left`` with the same options."""
     argv = ["--profile", args.profile, "--stages", *(s.split("_", 1)[0] for s in left)]
-    return argv + (["--out", str(args.out)] if args.out else []) + (["--no-progress"] if args.no_progress else [])
+    return argv + (["--out", str(args.out)] if args.out else []) + (["--no-progress"] if args.no_progress else []) + (["--bench"] if getattr(args, "bench", False) else [])
 
 
 def _profile_name(name: str) -> str:
@@ -201,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the stages and commands, run nothing")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="run stages even when their results are current")
+    ap.add_argument("--bench", action="store_true", help="also the heavy benchmarks kept out of the main job (stage 04's 100k / 1M scale benchmark); `make bench`")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         log.info("checkout %s, profile %s", REPO_ROOT, args.profile)
     for k, stage in enumerate(stages, 1):
-        cmd = f"papermill notebooks/{stage}.ipynb {out_dir / (stage + '.ipynb')} -p profile {args.profile}"
+        cmd = f"papermill notebooks/{stage}.ipynb {out_dir / (stage + '.ipynb')} -p profile {args.profile}" + (" -p bench True" if args.bench else "")
         if args.dry_run:
             print(cmd)
             continue
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.time()
         try:
             with quiet_after_interrupt():
-                run_stage(stage, args.profile, out_dir, progress=not args.no_progress)
+                run_stage(stage, args.profile, out_dir, progress=not args.no_progress, bench=args.bench)
         except (KeyboardInterrupt, Exception) as e:
             if was_interrupted(e):
                 log.warning(interrupted_message(stage, args.profile, _resume_argv(args, stages[k - 1:])))

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from ..data.collection import ImageCaptionSet
 from ..artifacts.catalog import index_dir
-from ..config.profiles import Config
+from ..config.profiles import REPO_ROOT, Config
 from ..metrics.retrieval import metrics_from_ranks
 from ..index.sparse import load_or_build, make_index
 
@@ -166,6 +166,56 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
         else:
             out.append({**base, **benchmark_index(kind, docs, queries, k, exact_rows, n_latency=cfg.index.latency_queries)})
     return out
+
+
+SCALE_RESULT = "04_scale"  # results/<profile>/04_scale.json: the synthetic-collection rows, with the stage's inputs fingerprint
+
+
+def scale_benchmark(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], progress: bool = True) -> list[dict]:
+    """:func:`efficiency_table` on synthetic collections of each size in ``index.scale_sizes``.
+
+    Sparse documents are drawn from each condition's test image vectors (``index.latency.synthetic_collection``),
+    dense ones from a Gaussian fitted to the teacher's (:func:`dense_like`); queries are the real test captions.
+    """
+    from ..index.latency import synthetic_collection
+
+    rows: list[dict] = []
+    for size in cfg.index.scale_sizes:
+        docs = {c: synthetic_collection(v["images"], size, seed=cfg.seed) for c, v in vectors.items()}
+        docs["dense teacher"] = dense_like(dense[0], size, seed=cfg.seed)
+        rows += efficiency_table(cfg, col, vectors, dense, docs, f"{size:,} synthetic", progress)
+        del docs
+    return rows
+
+
+def scale_rows(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], inputs: dict, run: bool | None = None, progress: bool = True) -> list[dict]:
+    """The scale benchmark's rows: measured now, or read from ``04_scale.json`` when it was measured on these inputs.
+
+    ``run`` None follows ``cfg.scale_benchmark`` ("stage": measure; "bench": read). A measurement is
+    written to ``04_scale.json`` with the fingerprint of ``inputs`` (``stage_inputs``). A file measured on
+    other inputs (other vectors, settings or code) is not used: the rows are empty and the message says
+    to rerun ``make bench``; stale latencies are never shown as current.
+    """
+    from ..artifacts.catalog import read_result, result_path
+    from ..results.provenance import machine, write_results
+    from ..storage.manifest import digest
+
+    if run is None:
+        run = cfg.scale_benchmark == "stage"
+    if run:
+        rows = scale_benchmark(cfg, col, vectors, dense, progress)
+        write_results(cfg, SCALE_RESULT, inputs=inputs, results={"machine": machine(), "rows": rows})
+        return rows
+    path, doc = result_path(cfg, SCALE_RESULT), read_result(cfg, SCALE_RESULT)
+    path = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    if doc is None:
+        print(f"no scale benchmark yet ({path} is missing): `make bench` (or `python -m lsr_lib.run.pipeline --profile {cfg.profile} --stages 04 --force --bench`) measures it")
+        return []
+    if doc.get("inputs_fingerprint") != digest(inputs):
+        print(f"{path} was measured on other inputs (vectors, index settings or code changed since): not shown; rerun `make bench` to measure it again")
+        return []
+    print(f"scale benchmark read from {path} (measured {doc['provenance'].get('time_utc', '?')} at commit {doc['provenance'].get('commit', '?')}; inputs current)")
+    return doc["results"]["rows"]
 
 
 def search_sweep(cfg: Config, kind: str, docs, queries, exact_rows: np.ndarray, base: dict, k: int = 10) -> list[dict]:
