@@ -195,3 +195,30 @@ def test_checkpoint_selection_skips_the_early_share(problem, tmp_path):
     res = train_d2s(_cfg(problem, epochs=4, select_from_fraction=0.5), problem["train"], problem["val"], tmp_path / "sel", progress=False)
     r1 = {h["epoch"]: h["val_t2i_R@1"] for h in res["history"]}
     assert res["best_epoch"] in (3, 4) and res["best_val"]["text_to_image"]["R@1"] == max(r1[3], r1[4])
+
+
+def test_validation_in_caption_chunks_equals_the_full_product_and_never_holds_all_captions(problem, monkeypatch):
+    from lsr_lib.metrics.retrieval import evaluate_both_directions
+    from lsr_lib.metrics.sparse_stats import flops_from_df
+
+    cfg = _cfg(problem)
+    model = build_model(cfg, D)
+    val = problem["val"]
+    img = d2s_train.encode_dense(model, val["img_emb"], "image")
+    txt = d2s_train.encode_dense(model, val["txt_emb"], "text")
+    ref = evaluate_both_directions(img, txt, val["text_image_ids"], val["image_ids"])
+    ref.update(nnz_image=float((img > 0).sum(1).float().mean()), nnz_text=float((txt > 0).sum(1).float().mean()),
+               flops=flops_from_df((txt > 0).sum(0).numpy(), (img > 0).sum(0).numpy(), len(txt), len(img)))
+    rows_seen, real = [], d2s_train.encode_dense
+
+    def spy(model, emb, side, *a, **kw):
+        rows_seen.append((side, len(emb)))
+        return real(model, emb, side, *a, **kw)
+
+    monkeypatch.setattr(d2s_train, "encode_dense", spy)
+    assert 0 < ref["nnz_text"] < V and ref["text_to_image"]["R@1"] > 0  # a non-trivial case
+    for chunk in (7, 32, 1024):
+        got = validate_sparse(model, val, dataclasses.replace(cfg, eval_batch_size=chunk))
+        assert got == ref, chunk
+        assert max(n for side, n in rows_seen if side == "text") <= chunk  # captions are encoded and scored chunk by chunk
+        rows_seen.clear()

@@ -27,7 +27,7 @@ from ..config.typed import ConfigError, to_dict
 from ..storage.checkpoint import BEST_META, BEST_WEIGHTS, TrainingRun, load_verified_best
 from .d2s_loss import REGULARIZERS, distillation_loss, reg_weight
 from ..sparse.expansion_control import ExpansionGate, dense_masks
-from ..metrics.retrieval import evaluate_both_directions
+from ..metrics.retrieval import evaluate_scores
 from ..sparse.head import D2SModel, mlm_head_init
 from ..metrics.sparse_stats import flops_from_df
 
@@ -83,8 +83,11 @@ def training_step(
 
 
 @torch.no_grad()
-def encode_dense(model: D2SModel, emb: torch.Tensor, side: str, batch_size: int = 1024, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(N, d) embeddings -> (N, V) float32 term weights as a dense CPU tensor (``masks``: (N, L) ids, text only)."""
+def encode_dense(model: D2SModel, emb: torch.Tensor, side: str, batch_size: int = 1024, masks: Optional[torch.Tensor] = None, on_device: bool = False) -> torch.Tensor:
+    """(N, d) embeddings -> (N, V) float32 term weights as a dense tensor (``masks``: (N, L) ids, text only).
+
+    On the CPU unless ``on_device`` (then on the model's device, for scoring there in chunks).
+    """
     if side not in ("image", "text") or (side == "image" and masks is not None):
         raise ValueError(f"side must be 'image' or 'text' (masks only for text), got {side!r}")
     dev, was_training = next(model.parameters()).device, model.training
@@ -93,9 +96,10 @@ def encode_dense(model: D2SModel, emb: torch.Tensor, side: str, batch_size: int 
     for s in range(0, len(emb), batch_size):
         e = emb[s : s + batch_size].to(dev).float()  # (b, d)
         m = None if masks is None else dense_masks(masks[s : s + batch_size].to(dev), model.vocab_size)  # (b, V)
-        out.append((model.encode_image(e) if side == "image" else model.encode_text(e, m)).float().cpu())  # (b, V)
+        block = (model.encode_image(e) if side == "image" else model.encode_text(e, m)).float()  # (b, V)
+        out.append(block if on_device else block.cpu())
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0, model.vocab_size)
+    return torch.cat(out) if out else torch.zeros(0, model.vocab_size, device=dev if on_device else "cpu")
 
 
 def encode_sparse(model: D2SModel, emb: torch.Tensor, side: str, batch_size: int = 1024, masks: Optional[torch.Tensor] = None) -> sp.csr_matrix:
@@ -116,13 +120,30 @@ def load_best(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[
 
 
 def validate_sparse(model: D2SModel, val: dict, cfg: D2SConfig) -> dict:
-    """Val metrics (both directions, full expansion), non-zeros per vector and FLOPs."""
-    img = encode_dense(model, val["img_emb"], "image", cfg.eval_batch_size)  # (N_img, V)
-    txt = encode_dense(model, val["txt_emb"], "text", cfg.eval_batch_size)  # (N_txt, V)
-    out = evaluate_both_directions(img, txt, val["text_image_ids"], val["image_ids"])
-    out["nnz_image"] = float((img > 0).sum(1).float().mean())
-    out["nnz_text"] = float((txt > 0).sum(1).float().mean())
-    out["flops"] = flops_from_df((txt > 0).sum(0).numpy(), (img > 0).sum(0).numpy(), len(txt), len(img))
+    """Val metrics (both directions, full expansion), non-zeros per vector and FLOPs.
+
+    Computed on the model's device in chunks of ``cfg.eval_batch_size`` captions: the image vectors
+    (N_img, V) stay there, each caption chunk (b, V) is scored against them and dropped. Only the
+    (N_txt, N_img) score matrix and per-term counts come back to the host, never the caption
+    vectors (at MSCOCO val size 25,000 x 30,522 floats, 3 GB, that were scored on the host CPU).
+    """
+    bs = cfg.eval_batch_size
+    img = encode_dense(model, val["img_emb"], "image", bs, on_device=True)  # (N_img, V), on the device
+    img_on = img > 0
+    n_txt = len(val["txt_emb"])
+    scores = torch.empty(n_txt, len(img))  # (N_txt, N_img), host
+    txt_rows, txt_df = [], torch.zeros(img.shape[1], dtype=torch.long, device=img.device)
+    for s in range(0, n_txt, bs):
+        t = encode_dense(model, val["txt_emb"][s : s + bs], "text", bs, on_device=True)  # (b, V)
+        scores[s : s + len(t)] = (t @ img.T).cpu()
+        on = t > 0
+        txt_rows.append(on.sum(1).cpu())
+        txt_df += on.sum(0)
+        del t, on
+    out = evaluate_scores(scores, val["text_image_ids"], val["image_ids"])
+    out["nnz_image"] = float(img_on.sum(1).float().mean())
+    out["nnz_text"] = float(torch.cat(txt_rows).float().mean()) if txt_rows else 0.0
+    out["flops"] = flops_from_df(txt_df.cpu().numpy(), img_on.sum(0).cpu().numpy(), n_txt, len(img))
     return out
 
 
