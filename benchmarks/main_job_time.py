@@ -11,7 +11,6 @@ README number about the main job's time can be traced to a measured run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,24 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lsr_lib.results.provenance import git_commit, machine  # noqa: E402
+from lsr_lib.results.timing import stage_times  # noqa: E402
 from lsr_lib.run.pipeline import STAGES  # noqa: E402
 from lsr_lib.storage.atomic import atomic_write_json  # noqa: E402
-
-
-def cell_label(cell: dict) -> str:
-    """The first non-comment source line of a cell, shortened."""
-    lines = [ln.strip() for ln in "".join(cell.get("source", "")).splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    text = lines[0] if lines else "(empty)"
-    return text if len(text) <= 100 else text[:97] + "..."
-
-
-def stage_times(nb_path: Path, top: int = 5) -> dict:
-    """Total seconds of one executed notebook and its ``top`` slowest cells."""
-    nb = json.loads(nb_path.read_text())
-    cells = [(c.get("metadata", {}).get("papermill", {}).get("duration") or 0.0, cell_label(c)) for c in nb["cells"] if c.get("cell_type") == "code"]
-    meta = nb.get("metadata", {}).get("papermill", {})
-    return {"seconds": round(float(meta.get("duration") or sum(d for d, _ in cells)), 1), "start": meta.get("start_time"),
-            "slowest_cells": [{"seconds": round(d, 1), "cell": label} for d, label in sorted(cells, reverse=True)[:top]]}
 
 
 def main(argv: list[str] | None = None) -> int:

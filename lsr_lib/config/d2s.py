@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .expansion_schedule import GATE_MODES, REGULARIZERS, SCHEDULES, expansion_probability
-from .typed import check, each, non_negative, one_of, positive
+from .typed import check, each, non_negative, one_of, opt_in, positive
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class D2SConfig:
     epochs: int = 200  # s2: 200 epochs in the paper
     batch_size: int = 512  # s2
     drop_last: bool = False  # reference DataLoader keeps the last partial batch
+    max_steps_per_epoch: Optional[int] = opt_in(None)  # here: cut each epoch after this many steps (the LR schedule counts the cut epochs); the paper-size rehearsal bounds training with it
     lr_projection: float = 1e-3  # s2: first projection Linear(d, H)
     lr_vocab: float = 5e-5  # s2: LayerNorm + vocabulary layer
     weight_decay: float = 0.0  # s2: AdamW, weight decay 0
@@ -50,6 +51,7 @@ class D2SConfig:
             one_of(self, "regularizer", REGULARIZERS), one_of(self, "amp_dtype", ("bf16", "fp16")),
             ("vocab_init", bool(self.vocab_init), '"minilm", an MLM name or folder, or a .safetensors file'),
             ("hidden_dim", self.hidden_dim is None or self.hidden_dim > 0, "> 0 or null"),
+            ("max_steps_per_epoch", self.max_steps_per_epoch is None or self.max_steps_per_epoch > 0, "> 0 or null"),
             *positive(self, "epochs batch_size lr_projection lr_vocab adam_eps teacher_tau eval_every_epochs eval_batch_size"),
             *non_negative(self, "weight_decay reg_weight_image reg_weight_text seed data_seed gate_seed"),
             *each(self, "warmup_fraction select_from_fraction", lambda v: 0.0 <= v < 1.0, "in [0, 1)"),

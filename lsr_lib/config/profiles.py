@@ -23,7 +23,7 @@ from .typed import ConfigError, build_dataclass, check, each, items_from, non_ne
 __all__ = ["Config", "ConfigError", "D2SConfig", "SweepSetting", "seed_overrides", "split_seed_variant", "build_dataclass", "load_config", "split_profile", "to_dict"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PROFILES = ("smoke", "default", "paper")
+PROFILES = ("smoke", "default", "paper", "rehearsal")
 # Names the stages know, so a typo fails at load time, not after hours of extraction; where a
 # registry in a layer above holds them (config cannot import it), tests/test_config.py keeps them equal.
 ENCODER_KINDS = ("lit_towers", "blip_hf", "lavis", "feature_files")  # lsr_lib.dense.extract, stages.cache_dense_features
@@ -334,9 +334,7 @@ def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Opti
     path = Path(params_dir) / f"{base}.yaml"
     if not path.exists():
         raise ConfigError(f"no profile file {path}; available: {', '.join(p.stem for p in sorted(Path(params_dir).glob('*.yaml')))}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = _read_profile_file(path, Path(params_dir))
     raw.setdefault("profile", base)
     if setting is not None:
         try:
@@ -357,6 +355,24 @@ def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Opti
     except ConfigError as e:
         where = f" (sweep setting {setting!r})" if setting else ""
         raise ConfigError(f"{path}{where}: {e}") from None
+
+
+def _read_profile_file(path: Path, params_dir: Path, chain: tuple[str, ...] = ()) -> dict:
+    """A profile file's mapping; ``extends: <profile>`` merges it over that profile's file (without its sweep)."""
+    if path.stem in chain:
+        raise ConfigError(f"{path}: 'extends' loops through {' -> '.join((*chain, path.stem))}")
+    if not path.exists():
+        raise ConfigError(f"{chain[-1]}.yaml extends {path.stem!r}, but there is no profile file {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    base = _read_profile_file(params_dir / f"{parent}.yaml", params_dir, (*chain, path.stem))
+    base.pop("sweep", None)
+    base.pop("profile", None)
+    return _merge(base, raw)
 
 
 def _merge(base: dict, over: dict) -> dict:

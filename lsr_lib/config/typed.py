@@ -21,10 +21,18 @@ class ConfigError(ValueError):
     """A profile file has an unknown key, a wrong type or a bad value."""
 
 
+def opt_in(default: Any) -> Any:
+    """A setting added later whose ``default`` keeps the earlier behaviour: :func:`to_dict` leaves it
+    out while it has that value, so config hashes and fingerprints (and the caches they key) made
+    before it existed stay valid."""
+    return dataclasses.field(default=default, metadata={"omit_at_default": True})
+
+
 def to_dict(obj: Any) -> Any:
-    """Dataclass -> plain JSON-able dict (tuples become lists)."""
+    """Dataclass -> plain JSON-able dict (tuples become lists; :func:`opt_in` settings only when set)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not (f.metadata.get("omit_at_default") and getattr(obj, f.name) == f.default)}
     if isinstance(obj, (tuple, list)):
         return [to_dict(v) for v in obj]
     return obj

@@ -174,10 +174,20 @@ def check_lock(warn: bool = True, lock: str | Path | None = None) -> list[str]:
     return diff
 
 
+def peak_memory() -> dict:
+    """This process's peak resident memory so far (a stage runs in its own kernel: the stage's peak), and the GPU's."""
+    import resource
+
+    out = {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # Linux: KiB
+    if torch.cuda.is_available():
+        out["gpu_peak_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
 def provenance(cfg: Config) -> dict:
     """The block stored with every result file."""
     return {"profile": cfg.profile, "commit": git_commit(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "versions": versions(),
-            "lock_sha256": lock_sha256(), "lock_diff": check_lock(warn=False), "packages": packages(), "config": to_dict(cfg)}
+            "lock_sha256": lock_sha256(), "lock_diff": check_lock(warn=False), "packages": packages(), "config": to_dict(cfg), "memory": peak_memory()}
 
 
 def banner(cfg: Config, stage: str) -> str:

@@ -172,6 +172,8 @@ def train_d2s(
     n, d = img_all.shape
     model = build_model(cfg, d).to(device)
     steps_per_epoch = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
+    if cfg.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)  # a bounded run (the rehearsal): each epoch stops early
     opt, sched, warmup = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.mixed_precision and device.type == "cuda" and cfg.amp_dtype == "fp16")
     run = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler}
@@ -204,9 +206,12 @@ def train_d2s(
                 nnz = f"{out['nnz_img']:.0f}/{out['nnz_txt']:.0f}"
                 bar.set_postfix(epoch=epoch + 1, loss=f"{out['loss']:.3f}", p=f"{p:.2f}", val_R1=f"{last_r1:.1f}", nnz=nnz)
         rec = {"epoch": epoch + 1, "p": p, "lr_vocab": opt.param_groups[1]["lr"], **{k: v / max(1, steps_per_epoch) for k, v in sums.items()}}
+        rec["train_seconds"] = time.perf_counter() - t0
         if val is not None and ((epoch + 1) % cfg.eval_every_epochs == 0 or epoch + 1 == cfg.epochs):
+            t_val = time.perf_counter()
             rec["val"] = validate_sparse(model, val, cfg)
             rec["val_t2i_R@1"] = last_r1 = rec["val"]["text_to_image"]["R@1"]
+            rec["val_seconds"] = time.perf_counter() - t_val
         eligible = epoch + 1 > cfg.select_from_fraction * cfg.epochs or epoch + 1 == cfg.epochs
         if (eligible and rec.get("val_t2i_R@1", -math.inf) > st["best_r1"]) or (val is None and epoch + 1 == cfg.epochs):
             st["best_r1"], st["best_epoch"] = rec.get("val_t2i_R@1", float("nan")), epoch + 1
