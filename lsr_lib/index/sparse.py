@@ -16,7 +16,8 @@ of the indexed vectors and ids), ``doc_ids.npy`` and the backend's files. :func:
 rebuilds when the vectors (a retrained model), the build parameters or the backend version
 changed; search-time parameters (``search_params``) never force a rebuild. Backends:
 the exact ``ScipyBruteForce`` and ``NumbaIndex`` (``sparse_index_exact``), Seismic and Qdrant
-Edge (``sparse_index_backends``), PISA (``sparse_index_pisa``), faiss (``dense_index``).
+Edge (``sparse_index_backends``), PISA (``sparse_index_pisa``), BMP (``bmp``), kANNolo (``kannolo``),
+faiss (``dense_index``).
 """
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ INDEX_KINDS = {  # kind -> "module:Class", imported on first use so that no back
     "seismic": "lsr_lib.index.backends:SeismicIndex",
     "qdrant_edge": "lsr_lib.index.backends:QdrantEdgeIndex",
     "pisa": "lsr_lib.index.pisa:PisaIndex",
+    "bmp": "lsr_lib.index.bmp:BmpIndex",
+    "kannolo": "lsr_lib.index.kannolo:KannoloIndex",
     "faiss_flat": "lsr_lib.index.dense:FaissFlatIndex",
     "faiss_hnsw": "lsr_lib.index.dense:FaissHNSWIndex",
 }
