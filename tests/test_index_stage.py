@@ -83,3 +83,18 @@ def test_scale_benchmark_setting_is_checked():
 
     with pytest.raises(ConfigError, match="scale_benchmark"):
         load_config("smoke", {"scale_benchmark": "later"})
+
+
+def test_bmp_and_kannolo_are_swept_and_measured_against_exact():
+    from lsr_lib.stages.retrieve_with_inverted_index import efficiency_table
+
+    rng = np.random.default_rng(1)
+    vectors = _tiny_vectors(rng, n=80)
+    dense = (rng.standard_normal((80, 16)).astype(np.float32), rng.standard_normal((80, 16)).astype(np.float32))
+    cfg = load_config("smoke", {"index": {"exact_backends": ["numba"], "approx_backends": ["bmp", "kannolo"], "dense_backends": [],
+                                          "bmp_search": [[1.0, 1.0], [0.5, 0.5]], "kannolo_ef_search": [4, 200], "latency_queries": 5, "qps_queries": 20}})
+    rows = {r["kind"]: r for r in efficiency_table(cfg, None, vectors, dense, progress=False)}
+    assert {"numba", "bmp b=32 a=1 beta=1", "bmp b=32 a=0.5 beta=0.5", "kannolo m=32 ef=4", "kannolo m=32 ef=200"} <= set(rows)
+    assert rows["bmp b=32 a=1 beta=1"]["recall@10"] >= rows["bmp b=32 a=0.5 beta=0.5"]["recall@10"]
+    assert rows["kannolo m=32 ef=200"]["recall@10"] >= rows["kannolo m=32 ef=4"]["recall@10"] and rows["kannolo m=32 ef=200"]["recall@10"] > 0.8
+    assert np.isnan(rows["numba"].get("recall@10", np.nan)) or rows["numba"]["recall@10"] == 1.0

@@ -18,7 +18,7 @@ import yaml
 
 from .d2s import D2SConfig
 from .suggest import SuggestConfig
-from .typed import ConfigError, build_dataclass, check, each, items_from, non_negative, one_of, positive, to_dict
+from .typed import ConfigError, build_dataclass, check, each, items_from, non_negative, one_of, opt_in, positive, to_dict
 
 __all__ = ["Config", "ConfigError", "D2SConfig", "SweepSetting", "seed_overrides", "split_seed_variant", "build_dataclass", "load_config", "split_profile", "to_dict"]
 
@@ -158,6 +158,10 @@ class IndexConfig:
     seismic_search: tuple[tuple[int, float], ...] = ((20, 0.7), (40, 0.9), (60, 1.0))  # (query_cut, heap_factor): recall / latency sweep, no rebuild
     hnsw_ef_search: tuple[int, ...] = (64,)  # HNSW efSearch sweep (one build): recall / latency, for recall-matched comparisons
     seismic_postings_per_doc: tuple[float, ...] = (0.001,)  # n_postings = fraction x documents, one build each (DESIGN.md section 6: 0.0005-0.0015)
+    bmp_bsize: tuple[int, ...] = opt_in((32,))  # BMP documents per block, one build each
+    bmp_search: tuple[tuple[float, float], ...] = opt_in(((1.0, 1.0),))  # BMP (alpha, beta): (1, 1) is safe (exact on its quantised weights)
+    kannolo_m: int = opt_in(32)  # kANNolo graph: neighbours per node
+    kannolo_ef_search: tuple[int, ...] = opt_in((100,))  # kANNolo efSearch sweep (one build)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
@@ -170,6 +174,9 @@ class IndexConfig:
             *each(self, "scale_sizes hnsw_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
             ("seismic_search", all(c > 0 and 0 < h <= 1 for c, h in self.seismic_search), "[query_cut > 0, heap_factor in (0, 1]] pairs"),
             ("seismic_postings_per_doc", all(0 < f <= 1 for f in self.seismic_postings_per_doc), "a list of fractions in (0, 1]"),
+            ("bmp_bsize", all(1 <= b <= 256 for b in self.bmp_bsize), "a list of block sizes in 1..256"),
+            ("bmp_search", all(0 < a <= 1 and 0 < b <= 1 for a, b in self.bmp_search), "[alpha in (0, 1], beta in (0, 1]] pairs"),
+            *positive(self, "kannolo_m"), *each(self, "kannolo_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
         ])
 
 

@@ -21,9 +21,12 @@ from ..data.collection import ImageCaptionSet
 from ..artifacts.catalog import index_dir
 from ..config.profiles import REPO_ROOT, Config
 from ..metrics.retrieval import metrics_from_ranks
-from ..index.sparse import load_or_build, make_index
+from ..index.sparse import index_class, load_or_build, make_index
 
 DIRECTIONS = ("text_to_image", "image_to_text")
+
+
+SWEPT = ("seismic", "faiss_hnsw", "bmp", "kannolo")  # approximate engines measured over a sweep of settings (:func:`search_sweep`)
 
 
 def direction_data(direction: str, col: ImageCaptionSet, images, texts) -> tuple:
@@ -157,11 +160,11 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
         n_docs = docs.shape[0]
         if kind == "faiss_hnsw" and n_docs > cfg.index.hnsw_max_docs:
             continue
-        exact_rows = brute_force_topk(queries, docs, k)[1] if kind in ("seismic", "pisa", "faiss_hnsw") else None
+        exact_rows = None if index_class(kind).exact else brute_force_topk(queries, docs, k)[1]  # approximate engines: recall against exact
         base = {"condition": cond, "collection": size_label, "n_docs": int(n_docs)}
         if cond != "dense teacher":
             base["FLOPs"] = sparse_summary(queries, docs)["flops"]
-        if kind in ("seismic", "faiss_hnsw"):
+        if kind in SWEPT:
             out += search_sweep(cfg, kind, docs, queries, exact_rows, base)
         else:
             out.append({**base, **benchmark_index(kind, docs, queries, k, exact_rows, n_latency=cfg.index.latency_queries)})
@@ -225,14 +228,21 @@ def search_sweep(cfg: Config, kind: str, docs, queries, exact_rows: np.ndarray, 
     from ..index.latency import batch_qps, measure_build, query_latency
     from ..index.topk import recall_at_k
 
+    ix = cfg.index
     if kind == "seismic":
-        builds = [({"n_postings_per_doc": f}, f"np={f:g}N") for f in cfg.index.seismic_postings_per_doc]
-        searches = [({"query_cut": c, "heap_factor": h}, f"qc={c} hf={h}") for c, h in cfg.index.seismic_search]
+        builds = [({"n_postings_per_doc": f}, f"np={f:g}N") for f in ix.seismic_postings_per_doc]
+        searches = [({"query_cut": c, "heap_factor": h}, f"qc={c} hf={h}") for c, h in ix.seismic_search]
     elif kind == "faiss_hnsw":
         builds = [({}, "")]
-        searches = [({"ef_search": ef}, f"ef={ef}") for ef in cfg.index.hnsw_ef_search]
+        searches = [({"ef_search": ef}, f"ef={ef}") for ef in ix.hnsw_ef_search]
+    elif kind == "bmp":
+        builds = [({"bsize": b}, f"b={b}") for b in ix.bmp_bsize]
+        searches = [({"alpha": a, "beta": b}, f"a={a:g} beta={b:g}") for a, b in ix.bmp_search]
+    elif kind == "kannolo":
+        builds = [({"m": ix.kannolo_m}, f"m={ix.kannolo_m}")]
+        searches = [({"ef_search": ef}, f"ef={ef}") for ef in ix.kannolo_ef_search]
     else:
-        raise ValueError(f"no search sweep for engine {kind!r}; sweeps exist for seismic and faiss_hnsw")
+        raise ValueError(f"no search sweep for engine {kind!r}; sweeps exist for {', '.join(SWEPT)}")
     rows = []
     for build_params, build_label in builds:
         index, built = measure_build(kind, docs, **build_params)
@@ -315,10 +325,10 @@ def efficiency_figure(allrows, metrics, target: float = 0.95):
     axes[2].legend(fontsize=6)
     top = allrows[allrows["n_docs"] == allrows["n_docs"].max()].assign(engine=lambda d: d["kind"].str.split(" ").str[0], r=lambda d: d["recall@10"].fillna(1.0))
     for (cond, engine), g in top.groupby(["condition", "engine"]):
-        if engine == "seismic":  # one curve per n_postings build
+        if engine in ("seismic", "bmp"):  # one curve per build (n_postings; block size)
             for build, h in g.groupby(g["kind"].str.split(" ").str[1]):
                 h = h.sort_values("latency_p50_ms")
-                axes[3].plot(h["latency_p50_ms"], h["r"], marker="o", label=f"seismic {build}, {cond.replace('_', ' ')}")
+                axes[3].plot(h["latency_p50_ms"], h["r"], marker="o", label=f"{engine} {build}, {cond.replace('_', ' ')}")
             continue
         g = g.sort_values("latency_p50_ms")
         axes[3].plot(g["latency_p50_ms"], g["r"], marker="o", ls="-" if len(g) > 1 else "", label=f"{engine}, {cond.replace('_', ' ')}")
