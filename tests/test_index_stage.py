@@ -98,3 +98,13 @@ def test_bmp_and_kannolo_are_swept_and_measured_against_exact():
     assert rows["bmp b=32 a=1 beta=1"]["recall@10"] >= rows["bmp b=32 a=0.5 beta=0.5"]["recall@10"]
     assert rows["kannolo m=32 ef=200"]["recall@10"] >= rows["kannolo m=32 ef=4"]["recall@10"] and rows["kannolo m=32 ef=200"]["recall@10"] > 0.8
     assert np.isnan(rows["numba"].get("recall@10", np.nan)) or rows["numba"]["recall@10"] == 1.0
+
+
+def test_postings_per_query_sums_the_query_terms_document_frequencies():
+    from lsr_lib.index.latency import postings_per_query, read_bandwidth_gbs
+
+    docs = sp.csr_matrix(np.array([[1, 0, 2, 0], [0, 0, 3, 1], [5, 0, 1, 0]], dtype=np.float32))  # df = [2, 0, 3, 1]
+    queries = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 1]], dtype=np.float32))
+    assert postings_per_query(docs, queries) == (5 + 0 + 1) / 3  # the empty query reads nothing
+    assert postings_per_query(docs, queries, 1) == 5
+    assert read_bandwidth_gbs(1 << 22, repeats=2) > 0

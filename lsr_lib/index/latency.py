@@ -118,6 +118,28 @@ def query_latency(index: RetrievalIndex, queries, k: int = 10, n_queries: Option
             "latency_p99_ms": float(np.percentile(ms, 99)), "latency_n": len(rows)}
 
 
+def postings_per_query(docs, queries, n_queries: Optional[int] = None) -> float:
+    """Mean postings an exhaustive term-at-a-time traversal reads per query: sum of the query terms' document frequencies."""
+    d, q = as_csr(docs), as_csr(queries)[: n_queries or queries.shape[0]]
+    df = np.bincount(d.indices, minlength=d.shape[1]).astype(np.float64)  # (V,)
+    per_query = np.add.reduceat(df[q.indices], q.indptr[:-1]) if q.nnz else np.zeros(q.shape[0])
+    per_query[np.diff(q.indptr) == 0] = 0.0  # reduceat repeats the next value for empty rows
+    return float(per_query.mean()) if len(per_query) else 0.0
+
+
+def read_bandwidth_gbs(n_bytes: int = 1 << 29, repeats: int = 5) -> float:
+    """One thread's sequential read bandwidth in GB/s (best of ``repeats`` sums over an ``n_bytes`` array): the ceiling
+    for a single-query traversal that streams postings from memory."""
+    a = np.ones(n_bytes // 8, dtype=np.float64)
+    a.sum()  # touch every page once
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a.sum()
+        best = min(best, time.perf_counter() - t0)
+    return float(n_bytes / best / 1e9)
+
+
 def batch_qps(index: RetrievalIndex, queries, k: int = 10, threads: int = 1, repeats: int = 1) -> float:
     """Queries per second of one batched ``search`` call with ``threads`` threads (best of ``repeats``)."""
     n = queries.shape[0]

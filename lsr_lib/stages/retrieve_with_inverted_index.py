@@ -26,6 +26,7 @@ from ..index.sparse import index_class, load_or_build, make_index
 DIRECTIONS = ("text_to_image", "image_to_text")
 
 
+BYTES_PER_POSTING = 8  # numba exact index: int32 document id + float32 weight per posting
 SWEPT = ("seismic", "faiss_hnsw", "bmp", "kannolo")  # approximate engines measured over a sweep of settings (:func:`search_sweep`)
 
 
@@ -142,11 +143,11 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
     """
     from ..storage.progress import progress_bar as tqdm
 
-    from ..index.latency import benchmark_index
+    from ..index.latency import benchmark_index, postings_per_query
     from ..metrics.sparse_stats import sparse_summary
 
     k, nq = 10, cfg.index.qps_queries
-    out = []
+    out, postings = [], {}
     conds = list(vectors) + ["dense teacher"]
     backends = {c: (cfg.index.dense_backends if c == "dense teacher" else cfg.index.exact_backends + cfg.index.approx_backends) for c in conds}
     if docs_override is not None:
@@ -164,10 +165,15 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
         base = {"condition": cond, "collection": size_label, "n_docs": int(n_docs)}
         if cond != "dense teacher":
             base["FLOPs"] = sparse_summary(queries, docs)["flops"]
+            base["postings_per_query"] = postings[cond, n_docs] = postings.get((cond, n_docs)) or postings_per_query(docs, queries, cfg.index.latency_queries)
         if kind in SWEPT:
             out += search_sweep(cfg, kind, docs, queries, exact_rows, base)
         else:
             out.append({**base, **benchmark_index(kind, docs, queries, k, exact_rows, n_latency=cfg.index.latency_queries)})
+    for r in out:  # postings an exhaustive traversal would read, per second of single-query latency (8 bytes each in the numba layout)
+        if r.get("postings_per_query") is not None:
+            r["postings_per_s"] = r["postings_per_query"] / (r["latency_mean_ms"] / 1e3)
+            r["posting_gb_per_s"] = r["postings_per_s"] * BYTES_PER_POSTING / 1e9
     return out
 
 
@@ -207,7 +213,9 @@ def scale_rows(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np
         run = cfg.scale_benchmark == "stage"
     if run:
         rows = scale_benchmark(cfg, col, vectors, dense, progress)
-        write_results(cfg, SCALE_RESULT, inputs=inputs, results={"machine": machine(), "rows": rows})
+        from ..index.latency import read_bandwidth_gbs
+
+        write_results(cfg, SCALE_RESULT, inputs=inputs, results={"machine": {**machine(), "read_bandwidth_gbs_1thread": read_bandwidth_gbs()}, "rows": rows})
         return rows
     path, doc = result_path(cfg, SCALE_RESULT), read_result(cfg, SCALE_RESULT)
     path = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
