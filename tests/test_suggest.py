@@ -189,3 +189,25 @@ def test_finetuning_the_towers_trains_them_and_exports_with_them(tmp_path):
     a, b = fresh.state_dict(), tuned.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a if "encoder.layer.0" in k)  # MiniLM trained
     assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("image._blocks.0"))  # EfficientNet trained
+
+
+def test_stage_01_keeps_the_clean_images_patch_states_bitwise_as_stage_05_computes_them(tmp_path, monkeypatch):
+    from lsr_lib.artifacts.catalog import suggest_patch_cache
+    from lsr_lib.data.suggest import load_document_image
+    from lsr_lib.dense.towers import ImageTower, patch_states
+    from lsr_lib.stages.cache_dense_features import cache_tower_features, load_collection
+
+    torch.set_num_threads(1)
+    cfg = load_config("smoke", {"data": {"root": str(tmp_path / "data"), "max_groups": 5}, "lit": {"train_views": 1, "eval_transforms": ["grayscale"]},
+                                "extraction": {"image_batch_size": 4}})
+    monkeypatch.setattr(type(cfg), "shared_cache_dir", property(lambda self: tmp_path / "cache"))
+    col = load_collection(cfg)
+    cache_tower_features(cfg, col, torch.device("cpu"), progress=False)
+    docs = emoji_suggestion_set(col).docs
+    tower = ImageTower("cpu", cfg.data.image_size)
+    cache = suggest_patch_cache(cfg, docs, tower.fingerprint())
+    assert cache.complete  # filled by stage 01: stage 05 finds it done
+    _, kept = cache.read(list(docs["doc_id"]))
+    fresh = np.concatenate([patch_states(tower, [load_document_image(docs.iloc[i]) for i in range(s, min(len(docs), s + 3))])["patches"]
+                            for s in range(0, len(docs), 3)])  # stage 05's own computation, other batches
+    assert kept["patches"].shape == (len(docs), 49, 1280) and np.array_equal(kept["patches"], fresh)

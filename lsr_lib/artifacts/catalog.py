@@ -16,6 +16,7 @@ A reader raises :class:`ArtifactError` naming the file and the stage to rerun.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -28,6 +29,7 @@ from ..data import karpathy
 from ..data.collection import ImageCaptionSet
 from ..storage.feature_files import align, read_embeddings
 from ..storage.manifest import Artifact, ArtifactError, digest  # noqa: F401 (digest: used by tests and the pipeline)
+from ..storage.shard_cache import ShardedCache
 from ..storage.sparse_files import load_sparse, save_sparse
 from ..train.d2s import CODE_VERSION as D2S_CODE_VERSION
 
@@ -118,6 +120,38 @@ def suggest_dir(cfg: Config) -> Path:
     return cfg.cache_dir / "suggest"
 
 
+def _checksum(ids, texts) -> str:
+    h = hashlib.sha256()
+    for i, t in zip(ids, texts):
+        h.update(f"{i}\t{t}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _portable(path, root: Path) -> str:
+    """``path`` relative to ``root`` when it lies below it (else as given)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve())) if path else ""
+    except ValueError:
+        return str(path)
+
+
+def suggest_patch_cache(cfg: Config, docs, tower_fingerprint: dict) -> ShardedCache:
+    """Frozen image-tower patch states (49 x 1280) of the suggestion documents ``docs`` (``doc_id``, ``path``).
+
+    In ``cfg.shared_cache_dir`` (read by every training seed). Stage 05 fills it; for the emoji
+    suggestion set, whose documents are the collection's clean images, stage 01 fills it from the
+    same forward passes that make its tower features, so stage 05 does not run the tower again.
+    """
+    where = [_portable(p, cfg.data_dir) for p in docs["path"]]  # not the checkout's folder: a cache copied to another clone stays valid
+    return ShardedCache(cfg.shared_cache_dir / "suggest" / "states_image", {**tower_fingerprint, "images": _checksum(docs["doc_id"], where), "n": len(docs)},
+                        cfg.extraction.shard_size, producer=STAGE05)
+
+
+def suggest_text_checksum(ids, texts) -> str:
+    """Checksum of (id, text) pairs: the token-state cache's key."""
+    return _checksum(ids, texts)
+
+
 def suggest_run_artifact(cfg: Config, config: str) -> Artifact:
     """The finished training run of one suggestion configuration."""
     return Artifact(suggest_dir(cfg) / config, f"suggestion run {config}", STAGE05)
@@ -159,7 +193,7 @@ RESULT_FILES = {"01_cache_dense_features": ("01_dense_baseline",), "02_train_spa
                 "04_retrieve_with_inverted_index": ("04_retrieval", "04_efficiency"), "05_image_suggestion": ("05_suggestion",), "06_explore_sparse_vectors": ("06_explorer",)}
 CONFIG_SECTIONS = {"01_cache_dense_features": ("data", "encoder", "lit", "evaluation"), "02_train_sparse_heads": ("data", "evaluation", "d2s"),
                    "03_analyze_sparse_vectors": ("evaluation", "d2s"), "04_retrieve_with_inverted_index": ("evaluation", "index", "d2s"),
-                   "05_image_suggestion": ("data", "evaluation", "index", "suggest"), "06_explore_sparse_vectors": ("index", "d2s", "suggest")}
+                   "05_image_suggestion": ("data", "evaluation", "suggest"), "06_explore_sparse_vectors": ("d2s", "suggest")}
 
 
 def _artifact_ids(cfg: Config, stage: str) -> dict:

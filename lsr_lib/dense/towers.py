@@ -60,13 +60,17 @@ class ImageTower:
         return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def __call__(self, images: list[Image.Image]) -> dict[str, np.ndarray]:
+    def __call__(self, images: list[Image.Image], with_patches: bool = False) -> dict[str, np.ndarray]:
+        """Pooled features; ``with_patches`` adds ``"patches"`` (B, 49, 1280), the :func:`patch_states` of the same pass."""
         x = self.preprocess(images).to(self.device)
         fmap = self.model.extract_features(x)  # (B, 1280, 7, 7)
         avg = fmap.mean(dim=(2, 3))  # (B, 1280)
         mx = fmap.amax(dim=(2, 3))  # (B, 1280)
         logits = self.model._fc(avg)  # (B, 1000): the classifier on the pooled vector
-        return {"avg": avg.float().cpu().numpy(), "max": mx.float().cpu().numpy(), "logits": logits.float().cpu().numpy()}
+        out = {"avg": avg.float().cpu().numpy(), "max": mx.float().cpu().numpy(), "logits": logits.float().cpu().numpy()}
+        if with_patches:
+            out["patches"] = fmap.flatten(2).transpose(1, 2).float().cpu().numpy()
+        return out
 
     def fingerprint(self) -> dict:
         return {"tower": "efficientnet-lite0", "weights_sha": file_sha(self.weights), "image_size": self.image_size}

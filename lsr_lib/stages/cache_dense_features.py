@@ -85,7 +85,9 @@ def render_view(path: str, view: str, seed: int, image_id: str) -> Image.Image:
 
 def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch.device, progress: bool = True) -> tuple[ShardedCache, ShardedCache]:
     """Fill (or reuse) the image-view and caption tower caches of the embedded default."""
+    from ..artifacts.catalog import suggest_patch_cache
     from ..data.emoji import split_checksum
+    from ..data.suggest import emoji_suggestion_set
     from ..dense.towers import ImageTower, TextTower
 
     img_tower = ImageTower(device, cfg.data.image_size)
@@ -94,12 +96,26 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
     path_of = dict(zip(collection.images["image_id"], collection.images["path"]))
     base = {"collection": split_checksum(collection), "seed": cfg.lit.view_seed, "views_seeded_by": "image_id"}
     img_cache = ShardedCache(cfg.shared_cache_dir / "tower_images", {**base, **img_tower.fingerprint(), "views": ids[:3] + [len(ids)], "train_views": cfg.lit.train_views, "eval_transforms": list(cfg.lit.eval_transforms)}, cfg.extraction.shard_size)
+    # Stage 05's emoji suggestion documents are these clean images: keep their patch states from the
+    # same forward passes (the tower's 7x7 map, bitwise what stage 05 would compute), so that stage 05
+    # does not run the tower over them again.
+    patches = suggest_patch_cache(cfg, emoji_suggestion_set(collection).docs, img_tower.fingerprint()) if cfg.suggest.source == "emoji" else None
+    keep = patches is not None and not patches.complete and not img_cache.complete
+    kept: dict[str, np.ndarray] = {}
 
     def images(batch: list[str]) -> dict[str, np.ndarray]:
         pics = [render_view(path_of[b.split("@")[0]], b.split("@")[1], cfg.lit.view_seed, b.split("@")[0]) for b in batch]
-        return img_tower(pics)
+        out = img_tower(pics, with_patches=keep and any(b.endswith("@clean") for b in batch))
+        for b, p in zip(batch, out.pop("patches", ())):
+            if b.endswith("@clean"):
+                kept[b.split("@")[0]] = p
+        return out
 
     img_cache.fill(ids, images, cfg.extraction.image_batch_size, "image tower", progress)
+    doc_ids = list(emoji_suggestion_set(collection).docs["doc_id"]) if keep else []
+    if keep and all(d in kept for d in doc_ids):
+        patches.fill(doc_ids, lambda b: {"patches": np.stack([kept.pop(d) for d in b])}, cfg.extraction.image_batch_size, "patch states for stage 05", progress)
+    kept.clear()
     txt_cache = ShardedCache(cfg.shared_cache_dir / "tower_texts", {**base, **txt_tower.fingerprint()}, cfg.extraction.shard_size)
     text_of = dict(zip(collection.captions["text_id"], collection.captions["text"]))
     txt_cache.fill(list(collection.captions["text_id"]), lambda b: txt_tower([text_of[i] for i in b]), cfg.extraction.text_batch_size, "text tower", progress)

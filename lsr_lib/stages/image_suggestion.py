@@ -8,7 +8,6 @@ configuration ``<M>/best.safetensors``, ``best.json`` and ``vectors/<split>_{que
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from ..config.profiles import Config
-from ..artifacts.catalog import suggest_dir, suggest_run_artifact, suggest_vectors_artifact  # noqa: F401 (declared in the catalog, re-exported)
+from ..artifacts.catalog import suggest_dir, suggest_patch_cache, suggest_run_artifact, suggest_text_checksum, suggest_vectors_artifact  # noqa: F401 (declared in the catalog, re-exported)
 from ..storage.manifest import build_or_reuse
 from ..storage.sparse_files import load_sparse, save_sparse
 from ..storage.shard_cache import ShardedCache
@@ -45,21 +44,6 @@ def load_suggestion_set(cfg: Config, collection=None) -> SuggestionSet:
     return emoji_suggestion_set(collection)
 
 
-def _checksum(ids, texts) -> str:
-    h = hashlib.sha256()
-    for i, t in zip(ids, texts):
-        h.update(f"{i}\t{t}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def _portable(path, root: Path) -> str:
-    """``path`` relative to ``root`` when it lies below it (else as given)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path(root).resolve())) if path else ""
-    except ValueError:
-        return str(path)
-
-
 def cache_states(cfg: Config, data: SuggestionSet, device: torch.device | str = "cpu", progress: bool = True) -> tuple[ShardedCache, ShardedCache]:
     """Fill (or reuse) the token-state cache of every query and caption and the patch-state cache of every image."""
     from ..dense.towers import ImageTower, TokenTower, patch_states
@@ -68,12 +52,11 @@ def cache_states(cfg: Config, data: SuggestionSet, device: torch.device | str = 
     texts = list(data.queries["text"]) + [str(c) for c in data.docs["caption"]]
     tok = TokenTower(device, cfg.suggest.max_text_tokens)
     shared = cfg.shared_cache_dir / "suggest"  # frozen towers: the same for every training seed
-    tcache = ShardedCache(shared / "states_text", {**tok.fingerprint(), "texts": _checksum(text_ids, texts), "n": len(text_ids)}, cfg.extraction.shard_size)
+    tcache = ShardedCache(shared / "states_text", {**tok.fingerprint(), "texts": suggest_text_checksum(text_ids, texts), "n": len(text_ids)}, cfg.extraction.shard_size)
     text_of = dict(zip(text_ids, texts))
     tcache.fill(text_ids, lambda b: tok([text_of[i] for i in b]), cfg.extraction.text_batch_size, "token states", progress)
     img = ImageTower(device, cfg.data.image_size)
-    where = [_portable(p, cfg.data_dir) for p in data.docs["path"]]  # not the checkout's folder: a cache copied to another clone stays valid
-    icache = ShardedCache(shared / "states_image", {**img.fingerprint(), "images": _checksum(data.docs["doc_id"], where), "n": len(data.docs)}, cfg.extraction.shard_size)
+    icache = suggest_patch_cache(cfg, data.docs, img.fingerprint())  # the emoji set's: filled by stage 01 already
     row_of = {d: k for k, d in enumerate(data.docs["doc_id"])}
     icache.fill(list(data.docs["doc_id"]), lambda b: patch_states(img, [load_document_image(data.docs.iloc[row_of[i]]) for i in b]), cfg.extraction.image_batch_size, "patch states", progress)
     return tcache, icache
