@@ -27,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "default")
     ap.add_argument("--label", default="make main")
-    ap.add_argument("--wall-s", type=float, default=None, help="measured wall time of the whole command (install included), if known")
+    ap.add_argument("--wall-s", type=float, default=None, help="measured wall time of `make main` with the venv already installed (warm)")
+    ap.add_argument("--setup-s", type=float, default=None, help="measured wall time of `make setup` into an empty .venv (cold = setup + warm)")
+    ap.add_argument("--rerun-s", type=float, default=None, help="measured wall time of `make main` run again with nothing changed")
+    ap.add_argument("--skipped", nargs="*", default=[], help="stages the run skipped as up to date")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "main_job_time.json")
     args = ap.parse_args(argv)
     stages = {s: stage_times(args.runs / f"{s}.ipynb") for s in STAGES if (args.runs / f"{s}.ipynb").exists()}
@@ -36,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     total = sum(v["seconds"] for v in stages.values())
     out = {"benchmark": "main_job_time", "label": args.label, "commit": git_commit(), "machine": machine(), "stages_seconds_total": round(total, 1),
-           "wall_seconds": args.wall_s, "stages": stages}
+           "wall_seconds": args.wall_s, "setup_seconds": args.setup_s, "cold_seconds": (args.wall_s + args.setup_s) if args.wall_s and args.setup_s else None,
+           "rerun_nothing_changed_seconds": args.rerun_s, "skipped_up_to_date": args.skipped, "stages": stages}
     atomic_write_json(args.out, out)
     for s, v in stages.items():
         print(f"{s:<36} {v['seconds']:>8.0f} s   slowest: {v['slowest_cells'][0]['seconds']:.0f} s  {v['slowest_cells'][0]['cell']}")

@@ -18,6 +18,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..config.profiles import REPO_ROOT
+
 MINILM_SOURCE = "minilm"
 
 
@@ -35,7 +37,7 @@ def mlm_head_init(source: str) -> dict[str, Optional[torch.Tensor]]:
     """Vocabulary-layer (and, for an MLM, vocabulary-LayerNorm) tensors of ``source``.
 
     Keys ``weight`` (V, H), ``bias`` (V,) or None, ``norm_weight`` / ``norm_bias`` (H,) or None.
-    ``source``: ``"minilm"``; a ``.safetensors`` file with ``weight`` [``bias``, ``norm_weight``,
+    ``source``: ``"minilm"``; a ``.safetensors`` file (relative paths from the repository root) with ``weight`` [``bias``, ``norm_weight``,
     ``norm_bias``]; or a masked-LM name or folder for ``AutoModelForMaskedLM`` (e.g.
     ``distilbert-base-uncased``, which must already be in the local Hugging Face cache offline).
     """
@@ -46,6 +48,8 @@ def mlm_head_init(source: str) -> dict[str, Optional[torch.Tensor]]:
             weight = f.get_tensor("embeddings.word_embeddings.weight").float()  # (V, H)
         return {"weight": weight, "bias": torch.zeros(weight.shape[0]), "norm_weight": None, "norm_bias": None}
     path = Path(source)
+    if path.suffix == ".safetensors" and not path.is_absolute():
+        path = REPO_ROOT / path  # relative to the repository, as every path in a profile (a notebook runs in notebooks/)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
