@@ -196,3 +196,14 @@ def test_widget_shows_the_views(model):
     before = tabs.children[1].children[1].value
     tabs.children[1].children[0].children[0].value = 1  # the other model, same image: its (halved) weights
     assert tabs.children[1].children[0].children[1].value == 3 and tabs.children[1].children[1].value != before
+
+
+def test_views_of_a_collection_without_image_files_draw_a_placeholder(tmp_path):
+    from lsr_lib.results.figures import plt
+    from lsr_lib.stages.explore_figures import _image
+
+    fig, axes = plt.subplots(1, 2)
+    _image(axes[0], "", "released features: no path")
+    _image(axes[1], str(tmp_path / "gone.png"), "deleted file")
+    assert all(any("no image file" in t.get_text() for t in ax.texts) for ax in axes)
+    plt.close(fig)

@@ -93,3 +93,21 @@ def test_max_steps_per_epoch_bounds_training_and_stays_out_of_old_fingerprints(t
 def test_vocabulary_words_are_whole_content_words():
     words = vocabulary_words(200)
     assert len(words) == 200 and all(w.isalpha() and w.islower() for w in words) and "the" not in words
+
+
+def test_a_vocab_init_file_is_fingerprinted_by_content(tmp_path):
+    from safetensors.torch import save_file
+
+    from lsr_lib.train.d2s import D2SConfig, train_d2s
+
+    g = torch.Generator().manual_seed(0)
+    n, d = 32, 8
+    train = {"img_emb": torch.randn(n, d, generator=g), "txt_emb": torch.randn(n, d, generator=g), "txt_mask_ids": torch.randint(1, 50, (n, 3), generator=g)}
+    vocab = tmp_path / "v.safetensors"
+    save_file({"weight": torch.randn(50, 8, generator=g), "bias": torch.zeros(50)}, str(vocab))
+    cfg = D2SConfig(vocab_init=str(vocab), epochs=1, batch_size=8)
+    first = train_d2s(cfg, train, None, tmp_path / "run", progress=False)
+    assert train_d2s(cfg, train, None, tmp_path / "run", progress=False)["history"] == first["history"]  # reused
+    save_file({"weight": torch.randn(50, 8, generator=g), "bias": torch.full((50,), -1.0)}, str(vocab))  # same name, other weights
+    again = train_d2s(cfg, train, None, tmp_path / "run", progress=False)
+    assert again["history"][0]["loss"] != first["history"][0]["loss"]  # retrained, not the old run

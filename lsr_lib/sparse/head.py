@@ -33,6 +33,15 @@ def minilm_dir() -> Path:
     return path
 
 
+def vocab_init_file(source: str) -> Optional[Path]:
+    """The ``.safetensors`` file a ``vocab_init`` names (relative paths from the repository root, as every
+    path in a profile: a notebook runs in notebooks/), or None for a model name, folder or ``"minilm"``."""
+    path = Path(source)
+    if path.suffix != ".safetensors":
+        return None
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
 def mlm_head_init(source: str) -> dict[str, Optional[torch.Tensor]]:
     """Vocabulary-layer (and, for an MLM, vocabulary-LayerNorm) tensors of ``source``.
 
@@ -47,9 +56,7 @@ def mlm_head_init(source: str) -> dict[str, Optional[torch.Tensor]]:
         with safe_open(str(minilm_dir() / "model.safetensors"), framework="pt") as f:
             weight = f.get_tensor("embeddings.word_embeddings.weight").float()  # (V, H)
         return {"weight": weight, "bias": torch.zeros(weight.shape[0]), "norm_weight": None, "norm_bias": None}
-    path = Path(source)
-    if path.suffix == ".safetensors" and not path.is_absolute():
-        path = REPO_ROOT / path  # relative to the repository, as every path in a profile (a notebook runs in notebooks/)
+    path = vocab_init_file(source) or Path(source)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

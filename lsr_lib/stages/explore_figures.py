@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import textwrap
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 from ..results.figures import plt
 
@@ -55,7 +56,13 @@ def _note(ax, text: str) -> None:
 
 
 def _image(ax, path: str, title: str, fontsize: float = 7) -> None:
-    ax.imshow(load_rgb(path))
+    """The image, or a grey "no image file" box where the collection has only features (released
+    features without the images, the rehearsal) or the file is gone."""
+    if path and Path(path).is_file():
+        ax.imshow(load_rgb(path))
+    else:
+        ax.add_patch(Rectangle((0, 0), 1, 1, color="0.92"))
+        ax.text(0.5, 0.5, "no image file\n(features only)", ha="center", va="center", fontsize=fontsize, color="0.4")
     ax.set_title(title, fontsize=fontsize)
     ax.axis("off")
 

@@ -28,7 +28,8 @@ from ..storage.checkpoint import BEST_META, BEST_WEIGHTS, TrainingRun, load_veri
 from .d2s_loss import REGULARIZERS, distillation_loss, reg_weight
 from ..sparse.expansion_control import ExpansionGate, dense_masks
 from ..metrics.retrieval import evaluate_scores
-from ..sparse.head import D2SModel, mlm_head_init
+from ..sparse.head import D2SModel, mlm_head_init, vocab_init_file
+from ..storage.manifest import sha256_file
 from ..metrics.sparse_stats import flops_from_df
 
 PRODUCER = "stage 02 (notebooks/02_train_sparse_heads.ipynb)"
@@ -123,19 +124,20 @@ def validate_sparse(model: D2SModel, val: dict, cfg: D2SConfig) -> dict:
     """Val metrics (both directions, full expansion), non-zeros per vector and FLOPs.
 
     Computed on the model's device in chunks of ``cfg.eval_batch_size`` captions: the image vectors
-    (N_img, V) stay there, each caption chunk (b, V) is scored against them and dropped. Only the
-    (N_txt, N_img) score matrix and per-term counts come back to the host, never the caption
-    vectors (at MSCOCO val size 25,000 x 30,522 floats, 3 GB, that were scored on the host CPU).
+    (N_img, V) stay there, each caption chunk (b, V) is scored against them and dropped; the
+    (N_txt, N_img) score matrix (0.5 GB at MSCOCO val size) stays there for the ranks. Only metrics
+    and per-term counts come back to the host, never the caption vectors (25,000 x 30,522 floats,
+    3 GB, that were scored on the host CPU before).
     """
     bs = cfg.eval_batch_size
     img = encode_dense(model, val["img_emb"], "image", bs, on_device=True)  # (N_img, V), on the device
     img_on = img > 0
     n_txt = len(val["txt_emb"])
-    scores = torch.empty(n_txt, len(img))  # (N_txt, N_img), host
+    scores = torch.empty(n_txt, len(img), device=img.device)  # (N_txt, N_img), on the device: ranks are computed there too
     txt_rows, txt_df = [], torch.zeros(img.shape[1], dtype=torch.long, device=img.device)
     for s in range(0, n_txt, bs):
         t = encode_dense(model, val["txt_emb"][s : s + bs], "text", bs, on_device=True)  # (b, V)
-        scores[s : s + len(t)] = (t @ img.T).cpu()
+        scores[s : s + len(t)] = t @ img.T
         on = t > 0
         txt_rows.append(on.sum(1).cpu())
         txt_df += on.sum(0)
@@ -179,6 +181,8 @@ def train_d2s(
     run = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler}
     data_gen, gate = torch.Generator().manual_seed(cfg.data_seed), ExpansionGate(cfg.gate, cfg.gate_seed)  # separate streams
     fingerprint = {"config": to_dict(cfg), "code": CODE_VERSION, "n_pairs": n, "dense_dim": d, "train_sum": round(float(img_all.double().sum() + txt_all.double().sum()), 6), "inputs": inputs or {}}
+    if (vocab_file := vocab_init_file(cfg.vocab_init)) is not None and vocab_file.exists():
+        fingerprint["vocab_init_sha256"] = sha256_file(vocab_file)  # a file's content, not only its name: another file there retrains
     tr = TrainingRun(out_dir, fingerprint, f"D2S run {out_dir.name}", PRODUCER)
     if resume and (done := tr.finished()) is not None:
         return done
