@@ -222,3 +222,17 @@ def test_validation_in_caption_chunks_equals_the_full_product_and_never_holds_al
         assert got == ref, chunk
         assert max(n for side, n in rows_seen if side == "text") <= chunk  # captions are encoded and scored chunk by chunk
         rows_seen.clear()
+
+
+def test_sparse_scoring_gives_the_dense_metrics_and_is_chosen_only_for_large_sparse_splits(problem):
+    from lsr_lib.train.d2s import scoring_method
+
+    cfg = _cfg(problem, eval_batch_size=16)
+    model = build_model(cfg, D)
+    dense = validate_sparse(model, problem["val"], cfg, scoring="dense")
+    assert validate_sparse(model, problem["val"], cfg, scoring="sparse") == dense
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert scoring_method(654, 378, 30522, 0.002, cpu) == "dense"  # the default's val split: the dense sums its numbers were made with
+    assert scoring_method(25_010, 5_000, 30522, 0.002, cpu) == "sparse"  # MSCOCO val, vectors of ~60 terms
+    assert scoring_method(25_010, 5_000, 30522, 0.3, cpu) == "dense"  # too dense for CSR to pay off
+    assert scoring_method(25_010, 5_000, 30522, 0.002, gpu) == "dense"  # a GPU multiplies densely

@@ -152,9 +152,47 @@ def collect(settings: list[str]) -> dict:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return {"benchmark": "rehearsal", "device": device, "commit": git_commit(), "machine": machine(),
+    out = {"benchmark": "rehearsal", "device": device, "commit": git_commit(), "machine": machine(),
             "d2s_bounds": {"epochs": cfg.d2s.epochs, "max_steps_per_epoch": cfg.d2s.max_steps_per_epoch, "batch_size": cfg.d2s.batch_size},
             "settings": rows, "growth": growth(rows)}
+    out["paper_run_estimate"] = estimate_paper_run(out)
+    return out
+
+
+# Assumptions of the GPU estimate (an H100 SXM-class GPU; stated with the numbers, never measured here).
+GPU = {"name": "H100 SXM-class (assumed)", "matmul_tflops": 250.0, "memory_tb_s": 3.0,
+       "why": "25% of the 989 TFLOP/s dense bf16/fp16 peak for GEMMs of these shapes; 3 of 3.35 TB/s for element-wise passes"}
+ELEMENTWISE_PASSES = 30  # reads + writes of (2B, V) tensors per step: head activations, log1p/relu, masks, L1, loss, their gradients, AdamW over 23.6M weights
+
+
+def d2s_step_flops(batch: int, dense_dim: int = 256, hidden: int = 768, vocab: int = 30522) -> float:
+    """Floating-point operations of one D2S training step (shared head, both sides): forward 2 x rows x
+    (d x H + H x V), backward twice that, plus the in-batch (B x V) x (V x B) student scores (x3)."""
+    rows = 2 * batch
+    head = 2 * rows * (dense_dim * hidden + hidden * vocab)
+    return 3 * head + 3 * 2 * batch * batch * vocab
+
+
+def estimate_paper_run(record: dict, epochs: int = 200, batch: int = 512, vocab: int = 30522) -> dict:
+    """The full paper run (MSCOCO, 200 epochs, both conditions) on one GPU: an estimate from operation counts
+    under the ``GPU`` assumptions, next to what the same counts give with this machine's measured CPU rate."""
+    full = next((r for r in record["settings"].values() if r["fraction"] == 1.0), None)
+    if full is None or not full.get("d2s"):
+        return {}
+    n_pairs, (n_img, n_txt) = full["sizes"]["train"][1], full["sizes"]["val"]
+    steps = math.ceil(n_pairs / batch)
+    flops = d2s_step_flops(batch)
+    bytes_step = ELEMENTWISE_PASSES * 2 * batch * vocab * 4
+    gpu_step = flops / (GPU["matmul_tflops"] * 1e12) + bytes_step / (GPU["memory_tb_s"] * 1e12)
+    val_flops = 2 * (n_img + n_txt) * (256 * 768 + 768 * vocab) + 2 * n_txt * n_img * vocab
+    gpu_val = val_flops / (GPU["matmul_tflops"] * 1e12) + 2 * n_txt * n_img * 4 / (GPU["memory_tb_s"] * 1e12) + (n_img + n_txt) * vocab * 4 * 3 / (GPU["memory_tb_s"] * 1e12)
+    cpu = {c: d["step_seconds"] for c, d in full["d2s"].items()}
+    cpu_rate = flops / float(np.median(list(cpu.values())))  # FLOP/s this machine reached on the rehearsal's steps
+    return {"label": "ESTIMATE from operation counts, not a measurement", "gpu": GPU, "elementwise_passes": ELEMENTWISE_PASSES,
+            "step_flops": flops, "steps_per_epoch": steps, "epochs": epochs, "validation_flops": val_flops,
+            "gpu_step_ms": 1e3 * gpu_step, "gpu_epoch_s": steps * gpu_step, "gpu_validation_s": gpu_val,
+            "gpu_per_condition_min": epochs * (steps * gpu_step + gpu_val) / 60, "gpu_both_conditions_h": 2 * epochs * (steps * gpu_step + gpu_val) / 3600,
+            "cpu_measured_flops_per_s": cpu_rate, "cpu_per_condition_h_from_measured_steps": epochs * steps * float(np.median(list(cpu.values()))) / 3600}
 
 
 def growth(rows: dict) -> dict:
