@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sparse_helpers import random_csr
 
 from lsr_lib.index.sparse import load_index, load_or_build, make_index, recall_at_k, same_topk_up_to_ties, topk_disagreements
 
@@ -13,18 +14,11 @@ K = 10
 N_DOCS, VOCAB, N_QUERIES = 400, 3000, 20
 
 
-def _random_csr(n, v, nnz, seed):
-    rng = np.random.default_rng(seed)
-    m = sp.random(n, v, density=nnz / v, format="csr", dtype=np.float32, random_state=rng)
-    m.data[:] = rng.random(m.nnz, dtype=np.float32) + np.float32(0.01)  # (0.01, 1.01]: positive like LSR weights
-    return m
-
-
 @pytest.fixture(scope="module")
 def collection():
-    docs = _random_csr(N_DOCS, VOCAB, 30, 10)
+    docs = random_csr(N_DOCS, VOCAB, 30, 10)
     docs = sp.vstack([docs[:390], docs[:10]]).tocsr()  # rows 390..399 duplicate rows 0..9: exact score ties
-    queries = _random_csr(N_QUERIES, VOCAB, 10, 11)
+    queries = random_csr(N_QUERIES, VOCAB, 10, 11)
     exact = make_index("scipy").build(docs).search(queries, K)
     return docs, queries, exact
 
@@ -137,7 +131,7 @@ def test_persistence_and_reuse(collection, tmp_path, kind, build, search):
 
 @pytest.mark.parametrize("kind, params", [("bmp", {}), ("kannolo", {"ef_search": 500})])
 def test_unseen_terms_and_empty_queries(kind, params):
-    docs = _random_csr(200, 500, 20, 12).tolil()
+    docs = random_csr(200, 500, 20, 12).tolil()
     docs[:, 490:] = 0  # terms 490..499 never occur
     docs[:, 7] = 0
     docs[[3, 80, 190], 7] = np.array([[0.2], [0.4], [0.8]], np.float32)  # term 7 in 3 documents

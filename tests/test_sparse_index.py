@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sparse_helpers import random_csr
 
 from lsr_lib.index.latency import benchmark_index, synthetic_collection
 from lsr_lib.index.sparse import (as_csr, load_index, load_or_build, make_index, prune_topk, read_meta, recall_at_k,
@@ -17,18 +18,11 @@ K = 10
 N_DOCS, VOCAB = 500, 2000
 
 
-def _random_csr(n, v, nnz, seed):
-    rng = np.random.default_rng(seed)
-    m = sp.random(n, v, density=nnz / v, format="csr", dtype=np.float32, random_state=rng)
-    m.data[:] = rng.random(m.nnz, dtype=np.float32) + np.float32(0.01)  # (0.01, 1.01]: positive like LSR weights
-    return m
-
-
 @pytest.fixture(scope="module")
 def collection():
-    docs = _random_csr(N_DOCS, VOCAB, 30, 0)
+    docs = random_csr(N_DOCS, VOCAB, 30, 0)
     docs = sp.vstack([docs[:490], docs[:10]]).tocsr()  # rows 490..499 duplicate rows 0..9: exact score ties
-    queries = _random_csr(60, VOCAB, 10, 1)
+    queries = random_csr(60, VOCAB, 10, 1)
     exact = make_index("scipy").build(docs).search(queries, K)
     return docs, queries, exact
 
@@ -97,7 +91,7 @@ def test_recall_at_k():
 
 
 def test_missing_results_are_padded():
-    docs = _random_csr(20, 100, 5, 3)
+    docs = random_csr(20, 100, 5, 3)
     query = sp.csr_matrix(([1.0], [int(np.setdiff1d(np.arange(100), docs.indices)[0])], [0, 1]), shape=(1, 100))
     for kind in ["scipy", "numba"]:
         s, r = make_index(kind).build(docs).search(sp.vstack([query, docs[:1]]).tocsr(), 50)
@@ -107,7 +101,7 @@ def test_missing_results_are_padded():
 
 
 def test_prune_topk_keeps_the_largest():
-    m = _random_csr(40, 300, 25, 4).tolil()
+    m = random_csr(40, 300, 25, 4).tolil()
     m[3, :] = 0  # an empty row
     m = as_csr(m)
     p = prune_topk(m, 7)
@@ -171,8 +165,8 @@ def test_unknown_params_and_missing_packages():
 
 
 def test_synthetic_collection_follows_the_source():
-    src = _random_csr(400, 3000, 40, 5)
-    src = sp.vstack([src, _random_csr(100, 3000, 120, 6)]).tolil()  # two row-length modes
+    src = random_csr(400, 3000, 40, 5)
+    src = sp.vstack([src, random_csr(100, 3000, 120, 6)]).tolil()  # two row-length modes
     src[:, 11] = 1.0  # a term in every document, as learned sparse models produce
     src = as_csr(src)
     syn = synthetic_collection(src, 3000, seed=0, chunk_entries=20_000)  # several chunks

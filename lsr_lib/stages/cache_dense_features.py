@@ -99,7 +99,8 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
     # Stage 05's emoji suggestion documents are these clean images: keep their patch states from the
     # same forward passes (the tower's 7x7 map, bitwise what stage 05 would compute), so that stage 05
     # does not run the tower over them again.
-    patches = suggest_patch_cache(cfg, emoji_suggestion_set(collection).docs, img_tower.fingerprint()) if cfg.suggest.source == "emoji" else None
+    docs = emoji_suggestion_set(collection).docs if cfg.suggest.source == "emoji" else None
+    patches = suggest_patch_cache(cfg, docs, img_tower.fingerprint()) if docs is not None else None
     keep = patches is not None and not patches.complete and not img_cache.complete
     kept: dict[str, np.ndarray] = {}
 
@@ -112,7 +113,7 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
         return out
 
     img_cache.fill(ids, images, cfg.extraction.image_batch_size, "image tower", progress)
-    doc_ids = list(emoji_suggestion_set(collection).docs["doc_id"]) if keep else []
+    doc_ids = list(docs["doc_id"]) if keep else []
     if keep and all(d in kept for d in doc_ids):
         patches.fill(doc_ids, lambda b: {"patches": np.stack([kept.pop(d) for d in b])}, cfg.extraction.image_batch_size, "patch states for stage 05", progress)
     kept.clear()
