@@ -148,6 +148,8 @@ def collect(settings: list[str]) -> dict:
                 rec["d2s"] = _d2s_ops(data, sizes["train"][1])
             if n == "04":
                 rec["index"] = _index_ops(data)
+            if n == "01":
+                rec["teacher_test_t2i_R@1"] = data["results"].get("baseline", {}).get("test", {}).get("text_to_image", {}).get("R@1")
         rows[name] = rec
     import torch
 
