@@ -6,6 +6,7 @@ import scipy.sparse as sp
 from lsr_lib.config.profiles import load_config
 from lsr_lib.stages.retrieve_with_inverted_index import recall_matched, search_sweep
 from lsr_lib.stages.retrieve_with_inverted_index import brute_force_topk
+from test_pruning import _tiny_col
 
 
 def rows():
@@ -58,7 +59,7 @@ def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, m
     from lsr_lib.stages.retrieve_with_inverted_index import SCALE_RESULT, scale_rows
 
     rng = np.random.default_rng(0)
-    cfg = load_config("smoke", {"index": {"scale_sizes": [200], "scale_backends": ["numba", "faiss_flat"], "latency_queries": 5, "qps_queries": 10}})
+    cfg = load_config("smoke", {"index": {"scale_sizes": [200], "scale_backends": ["numba", "faiss_flat"], "scale_pruning": [], "latency_queries": 5, "qps_queries": 10}})
     monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
     vectors = _tiny_vectors(rng)
     dense = (rng.standard_normal((60, 16)).astype(np.float32), rng.standard_normal((60, 16)).astype(np.float32))
@@ -93,7 +94,7 @@ def test_bmp_and_kannolo_are_swept_and_measured_against_exact():
     dense = (rng.standard_normal((80, 16)).astype(np.float32), rng.standard_normal((80, 16)).astype(np.float32))
     cfg = load_config("smoke", {"index": {"exact_backends": ["numba"], "approx_backends": ["bmp", "kannolo"], "dense_backends": [],
                                           "bmp_search": [[1.0, 1.0], [0.5, 0.5]], "kannolo_ef_search": [4, 200], "latency_queries": 5, "qps_queries": 20}})
-    rows = {r["kind"]: r for r in efficiency_table(cfg, None, vectors, dense, progress=False)}
+    rows = {r["kind"]: r for r in efficiency_table(cfg, _tiny_col(80), vectors, dense, progress=False)}
     assert {"numba", "bmp b=32 a=1 beta=1", "bmp b=32 a=0.5 beta=0.5", "kannolo m=32 ef=4", "kannolo m=32 ef=200"} <= set(rows)
     assert rows["bmp b=32 a=1 beta=1"]["recall@10"] >= rows["bmp b=32 a=0.5 beta=0.5"]["recall@10"]
     assert rows["kannolo m=32 ef=200"]["recall@10"] >= rows["kannolo m=32 ef=4"]["recall@10"] and rows["kannolo m=32 ef=200"]["recall@10"] > 0.8

@@ -188,7 +188,7 @@ def read_result(cfg: Config, stage: str) -> Optional[dict]:
 # config sections it reads, its code version and the content ids of its input artifacts. The
 # pipeline skips a stage while that fingerprint matches (a rerun with nothing changed is quick).
 CODE_VERSIONS = {"01_cache_dense_features": 2, "02_train_sparse_heads": D2S_CODE_VERSION, "03_analyze_sparse_vectors": 2,
-                 "04_retrieve_with_inverted_index": 2, "05_image_suggestion": 1, "06_explore_sparse_vectors": 1}
+                 "04_retrieve_with_inverted_index": 3, "05_image_suggestion": 1, "06_explore_sparse_vectors": 1}
 RESULT_FILES = {"01_cache_dense_features": ("01_dense_baseline",), "02_train_sparse_heads": ("02_d2s",), "03_analyze_sparse_vectors": ("03_analyses",),
                 "04_retrieve_with_inverted_index": ("04_retrieval", "04_efficiency"), "05_image_suggestion": ("05_suggestion",), "06_explore_sparse_vectors": ("06_explorer",)}
 CONFIG_SECTIONS = {"01_cache_dense_features": ("data", "encoder", "lit", "evaluation"), "02_train_sparse_heads": ("data", "evaluation", "d2s"),

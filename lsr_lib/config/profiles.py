@@ -17,6 +17,7 @@ from typing import Any, Optional
 import yaml
 
 from .d2s import D2SConfig
+from .pruning_spec import parse as parse_pruning
 from .suggest import SuggestConfig
 from .typed import ConfigError, build_dataclass, check, each, items_from, non_negative, one_of, opt_in, positive, to_dict
 
@@ -140,6 +141,16 @@ class EvalConfig:
         ])
 
 
+def pruning_specs(obj: Any, key: str) -> tuple[str, bool, str]:
+    """Rule: every entry of ``obj.key`` parses as a pruning spec (the parser's message names the bad part)."""
+    for spec in getattr(obj, key):
+        try:
+            parse_pruning(spec)
+        except ValueError as e:
+            return key, False, f"a list of pruning specs ({e})"
+    return key, len(set(getattr(obj, key))) == len(getattr(obj, key)), "a list of distinct pruning specs"
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     """Stage 04: inverted-index retrieval and efficiency (DESIGN.md section 6)."""
@@ -148,8 +159,8 @@ class IndexConfig:
     approx_backends: tuple[str, ...] = ("seismic", "pisa")  # recall@10 against exact (PISA: integer-quantised weights)
     dense_backends: tuple[str, ...] = ("faiss_flat", "faiss_hnsw")  # the dense teacher, exact and HNSW (M=32, ef=64)
     topk: int = 100
-    prune_doc_k: tuple[int, ...] = (0, 64, 32)  # index-time pruning of document vectors; 0 = none
-    prune_query_k: tuple[int, ...] = (0, 32, 16)  # paired with prune_doc_k
+    pruning: tuple[str, ...] = ("none", "d64+q32", "d32+q16")  # index-side measures on the test split (lsr_lib.index.pruning specs: d<k> q<k> df<share> u<bits>)
+    scale_pruning: tuple[str, ...] = opt_in(())  # the same measures in the scale benchmark, through the exact numba engine
     latency_queries: int = 200  # single-query calls timed per engine
     qps_queries: int = 400  # queries in one batched call for QPS
     scale_sizes: tuple[int, ...] = (100_000, 1_000_000)  # synthetic collections from the learned models' output distribution
@@ -170,8 +181,7 @@ class IndexConfig:
             *(items_from(self, k, SPARSE_INDEX_KINDS, empty=True) for k in ("exact_backends", "approx_backends")), items_from(self, "dense_backends", DENSE_INDEX_KINDS, empty=True),
             items_from(self, "scale_backends", SPARSE_INDEX_KINDS + DENSE_INDEX_KINDS, empty=True),
             *positive(self, "topk latency_queries qps_queries"), *non_negative(self, "hnsw_max_docs"),
-            *each(self, "prune_doc_k prune_query_k", lambda v: all(k >= 0 for k in v), "a list of ks >= 0 (0 = no pruning)"),
-            ("prune_query_k", len(self.prune_query_k) == len(self.prune_doc_k), f"as long as prune_doc_k ({len(self.prune_doc_k)} values)"),
+            *(pruning_specs(self, k) for k in ("pruning", "scale_pruning")),
             *each(self, "scale_sizes hnsw_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
             ("seismic_search", all(c > 0 and 0 < h <= 1 for c, h in self.seismic_search), "[query_cut > 0, heap_factor in (0, 1]] pairs"),
             ("seismic_postings_per_doc", all(0 < f <= 1 for f in self.seismic_postings_per_doc), "a list of fractions in (0, 1]"),

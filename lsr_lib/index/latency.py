@@ -22,7 +22,7 @@ import resource
 import threading
 import time
 import tracemalloc
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -153,9 +153,15 @@ def batch_qps(index: RetrievalIndex, queries, k: int = 10, threads: int = 1, rep
 
 
 def benchmark_index(kind: str, docs, queries, k: int = 10, exact_rows: Optional[np.ndarray] = None,
-                    n_latency: int = 200, threads: tuple[int, ...] = (1, 2), **params: Any) -> dict:
-    """Build, size, memory, latency, QPS per thread count and (given exact rows) recall@k for one kind."""
+                    n_latency: int = 200, threads: tuple[int, ...] = (1, 2), judge: Optional[Callable[[RetrievalIndex], dict]] = None,
+                    **params: Any) -> dict:
+    """Build, size, memory, latency, QPS per thread count and (given exact rows) recall@k for one kind.
+
+    ``judge(index)``: extra columns from the built index (stage 04: effectiveness on all test queries).
+    """
     index, out = measure_build(kind, docs, **params)
+    if judge is not None:
+        out.update(judge(index))
     out.update(query_latency(index, queries, k, n_latency))
     for t in threads:
         out[f"qps_{t}t"] = batch_qps(index, queries, k, threads=t)

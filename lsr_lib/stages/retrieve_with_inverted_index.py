@@ -116,60 +116,78 @@ def evaluate_through_indexes(cfg: Config, col: ImageCaptionSet, vectors: dict, d
 
 
 def pruning_sweep(cfg: Config, col: ImageCaptionSet, vectors: dict, kind: str = "numba") -> list[dict]:
-    """Text->image effectiveness, FLOPs and latency with document / query vectors pruned to top-k terms."""
-    from ..index.latency import query_latency
+    """Text->image with each index-side measure of ``index.pruning`` (:mod:`lsr_lib.index.pruning`):
+    effectiveness, recall@10 against the unpruned exact top-10, FLOPs, postings, index bytes and latency.
+    """
+    from ..index.latency import postings_per_query, query_latency
+    from ..index.pruning import apply, parse
+    from ..index.topk import recall_at_k
     from ..metrics.sparse_stats import sparse_summary
-    from ..index.topk import prune_topk
 
     out = []
     for cond, v in vectors.items():
-        for dk_, qk_ in zip(cfg.index.prune_doc_k, cfg.index.prune_query_k):
-            docs = prune_topk(v["images"], dk_) if dk_ else v["images"]
-            queries = prune_topk(v["texts"], qk_) if qk_ else v["texts"]
-            _, _, qkeys, dkeys = direction_data("text_to_image", col, v["images"], v["texts"])
+        _, _, qkeys, dkeys = direction_data("text_to_image", col, v["images"], v["texts"])
+        exact_rows = brute_force_topk(v["texts"], v["images"], 10)[1]
+        for spec in cfg.index.pruning:
+            docs, queries = apply(spec, v["images"], v["texts"])
             index = make_index(kind).build(docs)
             _, found = index.search(queries, cfg.index.topk)
             s = sparse_summary(queries, docs)
-            out.append({"condition": cond, "doc_topk": dk_ or "all", "query_topk": qk_ or "all", "FLOPs": s["flops"],
-                        "nnz caption": s["avg_nonzeros_query"], "nnz image": s["avg_nonzeros_document"],
-                        **topk_metrics(found, qkeys, dkeys, cfg), **query_latency(index, queries, 10, cfg.index.latency_queries)})
+            out.append({"condition": cond, "pruning": spec, "FLOPs": s["flops"], "nnz caption": s["avg_nonzeros_query"], "nnz image": s["avg_nonzeros_document"],
+                        **topk_metrics(found, qkeys, dkeys, cfg), "recall@10": recall_at_k(found[:, :10], exact_rows, 10),
+                        "postings_per_query": postings_per_query(docs, queries), "index_mb": docs.nnz * parse(spec).bytes_per_posting / 1e6,
+                        **query_latency(index, queries, 10, cfg.index.latency_queries)})
     return out
 
 
 def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], docs_override: dict | None = None, size_label: str = "test split", progress: bool = True) -> list[dict]:
     """Build time, size, memory, latency and QPS (1 and 2 threads) per backend, text->image.
 
-    ``docs_override``: {condition: docs} to benchmark on other (e.g. synthetic) collections.
+    ``docs_override``: {condition: docs} to benchmark on other (e.g. synthetic) collections; there,
+    ``index.scale_pruning`` adds the exact numba engine on pruned vectors (kind ``numba-pruned <spec>``,
+    recall against the unpruned exact top-10). On the test split every row (every sweep setting)
+    also gets ``T->I R@10`` over all test captions, for the effectiveness-latency figure.
     """
     from ..storage.progress import progress_bar as tqdm
 
     from ..index.latency import benchmark_index, postings_per_query
+    from ..index.pruning import apply
     from ..metrics.sparse_stats import sparse_summary
 
     k, nq = 10, cfg.index.qps_queries
-    out, postings = [], {}
+    out, exact = [], {}
     conds = list(vectors) + ["dense teacher"]
     backends = {c: (cfg.index.dense_backends if c == "dense teacher" else cfg.index.exact_backends + cfg.index.approx_backends) for c in conds}
     if docs_override is not None:
         backends = {c: [b for b in cfg.index.scale_backends if (b.startswith("faiss")) == (c == "dense teacher")] for c in conds}
+        backends.update({c: backends[c] + [f"numba-pruned {p}" for p in cfg.index.scale_pruning] for c in vectors})
     jobs = [(c, b) for c in conds for b in backends[c]]
     for cond, kind in tqdm(jobs, desc=f"benchmark ({size_label})", disable=not progress):
         if cond == "dense teacher":
-            docs, queries = (docs_override or {}).get(cond, dense[0]), dense[1][:nq]
+            docs, all_queries = (docs_override or {}).get(cond, dense[0]), dense[1]
         else:
-            docs, queries = (docs_override or {}).get(cond, vectors[cond]["images"]), vectors[cond]["texts"][:nq]
-        n_docs = docs.shape[0]
+            docs, all_queries = (docs_override or {}).get(cond, vectors[cond]["images"]), vectors[cond]["texts"]
+        queries, n_docs = all_queries[:nq], docs.shape[0]
         if (kind == "faiss_hnsw" and n_docs > cfg.index.hnsw_max_docs) or (kind == "kannolo" and n_docs > cfg.index.kannolo_max_docs):
             continue  # graph builds: too slow on this machine above the configured size
-        exact_rows = None if index_class(kind).exact else brute_force_topk(queries, docs, k)[1]  # approximate engines: recall against exact
+        engine, spec = ("numba", kind.split(" ", 1)[1]) if kind.startswith("numba-pruned ") else (kind, "")
+        if cond not in exact and (spec or not index_class(engine).exact):  # approximate engines and pruned vectors: recall against exact
+            exact[cond] = brute_force_topk(queries, docs, k)[1]
+        exact_rows = exact.get(cond) if (spec or not index_class(engine).exact) else None
+        judge = None
+        if docs_override is None:
+            _, _, qkeys, dkeys = direction_data("text_to_image", col, None, None)
+            judge = lambda index: {"T->I R@10": topk_metrics(index.search(all_queries, k)[1], qkeys, dkeys, cfg)["R@10"]}  # noqa: E731
         base = {"condition": cond, "collection": size_label, "n_docs": int(n_docs)}
+        if spec:
+            docs, queries = apply(spec, docs, queries)
         if cond != "dense teacher":
             base["FLOPs"] = sparse_summary(queries, docs)["flops"]
-            base["postings_per_query"] = postings[cond, n_docs] = postings.get((cond, n_docs)) or postings_per_query(docs, queries, cfg.index.latency_queries)
-        if kind in SWEPT:
-            out += search_sweep(cfg, kind, docs, queries, exact_rows, base)
+            base["postings_per_query"] = postings_per_query(docs, queries, cfg.index.latency_queries)
+        if engine in SWEPT:
+            out += search_sweep(cfg, engine, docs, queries, exact_rows, base, judge=judge)
         else:
-            out.append({**base, **benchmark_index(kind, docs, queries, k, exact_rows, n_latency=cfg.index.latency_queries)})
+            out.append({**base, **benchmark_index(engine, docs, queries, k, exact_rows, n_latency=cfg.index.latency_queries, judge=judge), "kind": kind})
     for r in out:  # postings an exhaustive traversal would read, per second of single-query latency (8 bytes each in the numba layout)
         if r.get("postings_per_query") is not None:
             r["postings_per_s"] = r["postings_per_query"] / (r["latency_mean_ms"] / 1e3)
@@ -229,9 +247,10 @@ def scale_rows(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np
     return doc["results"]["rows"]
 
 
-def search_sweep(cfg: Config, kind: str, docs, queries, exact_rows: np.ndarray, base: dict, k: int = 10) -> list[dict]:
+def search_sweep(cfg: Config, kind: str, docs, queries, exact_rows: np.ndarray, base: dict, k: int = 10, judge=None) -> list[dict]:
     """Recall against latency for an approximate engine: one build per build setting, searched
     with every search setting (Seismic: ``n_postings`` x (query_cut, heap_factor); HNSW: efSearch).
+    ``judge(index)``: extra columns per setting (:func:`efficiency_table`).
     """
     from ..index.latency import batch_qps, measure_build, query_latency
     from ..index.topk import recall_at_k
@@ -260,6 +279,7 @@ def search_sweep(cfg: Config, kind: str, docs, queries, exact_rows: np.ndarray, 
             row = {**base, **built, "kind": label, **query_latency(index, queries, k, cfg.index.latency_queries)}
             row.update({f"qps_{t}t": batch_qps(index, queries, k, threads=t) for t in (1, 2)})
             row[f"recall@{k}"] = recall_at_k(index.search(queries, k)[1], exact_rows, k)
+            row.update(judge(index) if judge is not None else {})
             rows.append(row)
         del index
     return rows
@@ -342,5 +362,31 @@ def efficiency_figure(allrows, metrics, target: float = 0.95):
         axes[3].plot(g["latency_p50_ms"], g["r"], marker="o", ls="-" if len(g) > 1 else "", label=f"{engine}, {cond.replace('_', ' ')}")
     axes[3].set(xscale="log", xlabel="p50 latency (ms)", ylabel="recall@10 against exact", title=f"recall against latency, {int(top['n_docs'].max()):,} docs")
     axes[3].legend(fontsize=5)
+    fig.tight_layout()
+    return fig
+
+
+def effectiveness_latency_figure(eff_test, pruning):
+    """Text->image R@10 against p50 latency on the test split: every engine and every setting of
+    its sweep (:func:`efficiency_table`), and every index-side pruning setting (:func:`pruning_sweep`,
+    exact numba engine), one colour per engine, one marker per condition.
+    """
+    import pandas as pd
+
+    from ..results import figures
+
+    rows = pd.concat([eff_test.assign(engine=eff_test["kind"].str.split(" ").str[0]),
+                      pruning.assign(engine="numba-pruned", kind="numba " + pruning["pruning"], **{"T->I R@10": pruning["R@10"]})], ignore_index=True)
+    rows = rows.dropna(subset=["T->I R@10", "latency_p50_ms"])
+    markers = dict(zip(rows["condition"].unique(), "os^Dv"))
+    fig, ax = figures.plt.subplots(figsize=(9.5, 4.8))
+    for k, (engine, g) in enumerate(rows.groupby("engine", sort=False)):
+        for cond, h in g.groupby("condition", sort=False):
+            h = h.sort_values("latency_p50_ms")
+            ax.plot(h["latency_p50_ms"], h["T->I R@10"], marker=markers[cond], color=f"C{k % 10}", ls=":" if len(h) > 1 else "", lw=0.8,
+                    label=f"{engine}, {cond.replace('_', ' ')}")
+    ax.set(xscale="log", xlabel="p50 latency per query (ms, 1 thread), test split", ylabel="text->image R@10 (%)",
+           title="effectiveness against latency: every engine and setting")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
