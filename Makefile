@@ -24,7 +24,7 @@ LOCK_FILE := requirements.lock
 LOCK_TOOLS ?= .lock-tools
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup lock main bench seeds test smoke paper paper-dry-run report lab
+.PHONY: data-scale setup lock main bench seeds test smoke paper paper-dry-run report lab
 
 # One stamp per way of installing, so switching between them reinstalls.
 ifeq ($(LOCK),0)
@@ -78,6 +78,12 @@ bench: setup
 # results/default/seeds.md. Resumes where it stopped; results are committed.
 seeds: setup
 	$(PY) -m lsr_lib.run.seeds --profile default
+
+# Stage 07's data-scale study (issue 18): both D2S conditions on 12.5-200% of the training pairs, every
+# seed (needs `make seeds` first); about an hour on 2 cores. Writes results/default/07_data_scale.json.
+data-scale: setup
+	$(PY) -m lsr_lib.run.pipeline --profile default --stages 07 --force --bench
+	$(PY) -m lsr_lib.results.report
 
 # The notebooks write results/smoke/; their numbers are then checked against results/expected/smoke.yaml.
 test: setup

@@ -77,6 +77,12 @@ def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, m
     # other inputs (say, retrained vectors): the old latencies are not shown as current
     assert scale_rows(cfg, None, vectors, dense, {**inputs, "vectors": "b"}, run=False, progress=False) == []
     assert "other inputs" in capsys.readouterr().out
+    # a test-split engine or pruning list is not a scale input; a scale setting is
+    from dataclasses import replace
+    other_test_split = replace(cfg, index=replace(cfg.index, exact_backends=("numba",), pruning=("none",)))
+    assert scale_rows(other_test_split, None, vectors, dense, inputs, run=False, progress=False) == rows
+    other_sizes = replace(cfg, index=replace(cfg.index, scale_sizes=(300,)))
+    assert scale_rows(other_sizes, None, vectors, dense, inputs, run=False, progress=False) == []
 
 
 def test_scale_benchmark_setting_is_checked():

@@ -188,12 +188,15 @@ def read_result(cfg: Config, stage: str) -> Optional[dict]:
 # config sections it reads, its code version and the content ids of its input artifacts. The
 # pipeline skips a stage while that fingerprint matches (a rerun with nothing changed is quick).
 CODE_VERSIONS = {"01_cache_dense_features": 2, "02_train_sparse_heads": D2S_CODE_VERSION, "03_analyze_sparse_vectors": 2,
-                 "04_retrieve_with_inverted_index": 3, "05_image_suggestion": 1, "06_explore_sparse_vectors": 1}
+                 "04_retrieve_with_inverted_index": 3, "05_image_suggestion": 1, "06_explore_sparse_vectors": 1,
+                 "07_data_scale_study": 1}
 RESULT_FILES = {"01_cache_dense_features": ("01_dense_baseline",), "02_train_sparse_heads": ("02_d2s",), "03_analyze_sparse_vectors": ("03_analyses",),
-                "04_retrieve_with_inverted_index": ("04_retrieval", "04_efficiency"), "05_image_suggestion": ("05_suggestion",), "06_explore_sparse_vectors": ("06_explorer",)}
+                "04_retrieve_with_inverted_index": ("04_retrieval", "04_efficiency"), "05_image_suggestion": ("05_suggestion",), "06_explore_sparse_vectors": ("06_explorer",),
+                "07_data_scale_study": ("07_data_scale",)}
 CONFIG_SECTIONS = {"01_cache_dense_features": ("data", "encoder", "lit", "evaluation"), "02_train_sparse_heads": ("data", "evaluation", "d2s"),
                    "03_analyze_sparse_vectors": ("evaluation", "d2s"), "04_retrieve_with_inverted_index": ("evaluation", "index", "d2s"),
-                   "05_image_suggestion": ("data", "evaluation", "suggest"), "06_explore_sparse_vectors": ("d2s", "suggest")}
+                   "05_image_suggestion": ("data", "evaluation", "suggest"), "06_explore_sparse_vectors": ("d2s", "suggest"),
+                   "07_data_scale_study": ("data", "evaluation", "d2s", "data_scale")}
 
 
 def _artifact_ids(cfg: Config, stage: str) -> dict:
@@ -212,6 +215,8 @@ def _artifact_ids(cfg: Config, stage: str) -> dict:
         out["suggest_runs"] = {c: suggest_run_artifact(cfg, c).content_id() for c in cfg.suggest.configurations}
     if n == "05":
         out["suggest_vectors"] = {c: suggest_vectors_artifact(cfg, c, "test").content_id() for c in cfg.suggest.configurations}
+    if n == "07":  # every study seed's features; the runs are keyed by them (and by the study's config) in their own fingerprints
+        out["seeds_dense"] = {str(k): dense_content_id(cfg.seed_variant(k)) for k in cfg.data_scale_seeds}
     if n == "06":  # the explorer shows M1-M4 only when stage 05 has run: those present are its inputs
         out["suggest_vectors"] = {c: a.content_id() for c in cfg.suggest.configurations if (a := suggest_vectors_artifact(cfg, c, "test")).status().ok}
     return out

@@ -19,7 +19,7 @@ import yaml
 from .d2s import D2SConfig
 from .pruning_spec import parse as parse_pruning
 from .suggest import SuggestConfig
-from .typed import ConfigError, build_dataclass, check, each, items_from, non_negative, one_of, opt_in, positive, to_dict
+from .typed import ConfigError, build_dataclass, check, each, items_from, non_negative, one_of, opt_in, opt_in_section, positive, to_dict
 
 __all__ = ["Config", "ConfigError", "D2SConfig", "SweepSetting", "seed_overrides", "split_seed_variant", "build_dataclass", "load_config", "split_profile", "to_dict"]
 
@@ -30,7 +30,7 @@ PROFILES = ("smoke", "default", "paper", "rehearsal")
 ENCODER_KINDS = ("lit_towers", "blip_hf", "lavis", "feature_files")  # lsr_lib.dense.extract, stages.cache_dense_features
 IMAGE_PARTS = ("avg", "max", "logits")  # lsr_lib.dense.towers.IMAGE_PARTS
 EVAL_TRANSFORMS = ("grayscale", "small_offset", "thick_stroke", "hue_shift", "tinted_background")  # data.image_augment, "clean" always runs
-SPARSE_INDEX_KINDS = ("scipy", "numba", "seismic", "qdrant_edge", "pisa", "bmp", "kannolo")  # lsr_lib.index.sparse.INDEX_KINDS
+SPARSE_INDEX_KINDS = ("scipy", "numba", "seismic", "qdrant_edge", "pisa", "bmp", "kannolo", "milvus")  # lsr_lib.index.sparse.INDEX_KINDS
 DENSE_INDEX_KINDS = ("faiss_flat", "faiss_hnsw")  # ditto
 D2S_CONDITIONS = ("with_control", "without_control")  # lsr_lib.stages.train_sparse_heads.CONDITIONS
 SPLITS = ("train", "val", "test")
@@ -174,6 +174,7 @@ class IndexConfig:
     kannolo_m: int = opt_in(32)  # kANNolo graph: neighbours per node
     kannolo_ef_search: tuple[int, ...] = opt_in((100,))  # kANNolo efSearch sweep (one build)
     kannolo_max_docs: int = opt_in(200_000)  # kANNolo graph build on 2 cores (about 65 s at 100k documents): skipped above this size
+    milvus_max_docs: int = opt_in(200_000)  # Milvus (milvus-lite) in the scale benchmark: skipped above this size (about 11 s to insert 100k documents, 45 ms a query)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
@@ -187,7 +188,7 @@ class IndexConfig:
             ("seismic_postings_per_doc", all(0 < f <= 1 for f in self.seismic_postings_per_doc), "a list of fractions in (0, 1]"),
             ("bmp_bsize", all(1 <= b <= 256 for b in self.bmp_bsize), "a list of block sizes in 1..256"),
             ("bmp_search", all(0 < a <= 1 and 0 < b <= 1 for a, b in self.bmp_search), "[alpha in (0, 1], beta in (0, 1]] pairs"),
-            *positive(self, "kannolo_m"), *non_negative(self, "kannolo_max_docs"), *each(self, "kannolo_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
+            *positive(self, "kannolo_m"), *non_negative(self, "kannolo_max_docs milvus_max_docs"), *each(self, "kannolo_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
         ])
 
 
@@ -224,6 +225,29 @@ SCALE_BENCHMARK_RUNS = ("stage", "bench")
 
 
 @dataclass(frozen=True)
+class DataScaleConfig:
+    """Stage 07: both D2S conditions trained on nested fractions of the training pairs and, beyond
+    100%, with augmented views of every training image as extra distillation data (issue 18)."""
+
+    fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)  # nested subsets of the training images (all captions of each), in (0, 1]
+    extra_views: tuple[int, ...] = ()  # beyond 100% (LiT towers only: stage 01 renders the views): all pairs plus k augmented renderings of every training image (stage 01's teacher vectors), each paired with the image's captions
+    seeds: tuple[int, ...] = ()  # training seeds (empty: the profile's seeds); seed k > seeds[0] reads the seed variant's stage 01 and 02 (`make seeds`)
+    subset_seed: int = 0  # the one permutation the nested subsets are cut from
+    run: str = "stage"  # "stage": stage 07 trains what is missing; "bench": only `make data-scale` does, stage 07 reads its result file
+    paper_pairs: int = 414_113  # the reference point drawn on the figure: MSCOCO Karpathy train + restval captions
+    paper_retention: float = 55.9 / 57.0  # paper A, BLIP, MSCOCO 5k test: D2S with control T->I R@1 / the dense teacher's
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        check(self, [
+            ("fractions", bool(self.fractions) and all(0 < f <= 1 for f in self.fractions) and list(self.fractions) == sorted(set(self.fractions)), "increasing fractions in (0, 1]"),
+            ("extra_views", all(v > 0 for v in self.extra_views) and list(self.extra_views) == sorted(set(self.extra_views)), "increasing view counts > 0"),
+            ("extra_views", not self.extra_views or 1.0 in self.fractions, "used with fraction 1.0 (views are added to all the pairs)"),
+            *non_negative(self, "subset_seed"), one_of(self, "run", SCALE_BENCHMARK_RUNS),
+        ])
+
+
+@dataclass(frozen=True)
 class Config:
     """One profile: every setting a stage needs."""
 
@@ -241,6 +265,7 @@ class Config:
     index: IndexConfig = field(default_factory=IndexConfig)
     suggest: SuggestConfig = field(default_factory=SuggestConfig)  # stage 05: image suggestion, M1-M4
     sweep: tuple[SweepSetting, ...] = ()  # paper profile: the (dataset, backbone) settings lsr_lib.run.sweep runs
+    data_scale: DataScaleConfig = opt_in_section(DataScaleConfig)  # stage 07: the data-scale study
     scale_benchmark: str = "stage"  # stage 04's synthetic-collection benchmark (index.scale_sizes): "stage" runs it in stage 04, "bench" only in `make bench` (stage 04 then reads its result file)
 
     def validate(self) -> None:
@@ -261,6 +286,15 @@ class Config:
         """Resolve a configured path against the repository root."""
         p = Path(p)
         return p if p.is_absolute() else REPO_ROOT / p
+
+    @property
+    def data_scale_seeds(self) -> tuple[int, ...]:
+        """The data-scale study's seeds (stage 07): ``data_scale.seeds``, else the profile's ``seeds``, else ``seed``."""
+        return tuple(self.data_scale.seeds or self.seeds or (self.seed,))
+
+    def seed_variant(self, k: int) -> "Config":
+        """This profile for training seed ``k``: itself for its first seed, else ``<profile>/seed<k>`` (:func:`seed_overrides`)."""
+        return self if k == (self.seeds or (self.seed,))[0] else load_config(f"{self.profile}/seed{k}")
 
     @property
     def data_dir(self) -> Path:

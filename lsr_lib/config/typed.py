@@ -28,11 +28,20 @@ def opt_in(default: Any) -> Any:
     return dataclasses.field(default=default, metadata={"omit_at_default": True})
 
 
+def opt_in_section(factory: Callable[[], Any]) -> Any:
+    """:func:`opt_in` for a whole config section (a dataclass built by ``factory``)."""
+    return dataclasses.field(default_factory=factory, metadata={"omit_at_default": True})
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def to_dict(obj: Any) -> Any:
     """Dataclass -> plain JSON-able dict (tuples become lists; :func:`opt_in` settings only when set)."""
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.metadata.get("omit_at_default") and getattr(obj, f.name) == f.default)}
+                if not (f.metadata.get("omit_at_default") and getattr(obj, f.name) == _default(f))}
     if isinstance(obj, (tuple, list)):
         return [to_dict(v) for v in obj]
     return obj

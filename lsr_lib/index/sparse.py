@@ -46,6 +46,7 @@ INDEX_KINDS = {  # kind -> "module:Class", imported on first use so that no back
     "pisa": "lsr_lib.index.pisa:PisaIndex",
     "bmp": "lsr_lib.index.bmp:BmpIndex",
     "kannolo": "lsr_lib.index.kannolo:KannoloIndex",
+    "milvus": "lsr_lib.index.milvus:MilvusIndex",
     "faiss_flat": "lsr_lib.index.dense:FaissFlatIndex",
     "faiss_hnsw": "lsr_lib.index.dense:FaissHNSWIndex",
 }

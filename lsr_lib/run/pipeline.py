@@ -41,6 +41,7 @@ STAGES = [
     "04_retrieve_with_inverted_index",
     "05_image_suggestion",
     "06_explore_sparse_vectors",
+    "07_data_scale_study",
 ]
 
 log = logging.getLogger("lsr_lib.run.pipeline")

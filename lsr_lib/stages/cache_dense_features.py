@@ -171,14 +171,38 @@ def _lit_val_data(cfg: Config, collection: ImageCaptionSet, img_cache: ShardedCa
 
 def project_views(model, img_cache: ShardedCache, txt_cache: ShardedCache, image_ids: list[str], text_ids: list[str], parts: tuple[str, ...], view: str = "clean") -> tuple[np.ndarray, np.ndarray]:
     """256-d embeddings of images (one named view) and captions through the trained projection."""
+    _, tp = txt_cache.read(text_ids)
+    with torch.no_grad():
+        txt = model.text(torch.from_numpy(tp["text"])).numpy()
+    return project_images(model, img_cache, image_ids, parts, view), txt
+
+
+def project_images(model, img_cache: ShardedCache, image_ids: list[str], parts: tuple[str, ...], view: str = "clean") -> np.ndarray:
+    """256-d embeddings of one named view of images through the trained projection."""
     from ..dense.lit_projection import image_feature_matrix
 
     _, ip = img_cache.read([f"{i}@{view}" for i in image_ids])
-    _, tp = txt_cache.read(text_ids)
     with torch.no_grad():
-        img = model.image(torch.from_numpy(image_feature_matrix(ip, parts))).numpy()
-        txt = model.text(torch.from_numpy(tp["text"])).numpy()
-    return img, txt
+        return model.image(torch.from_numpy(image_feature_matrix(ip, parts))).numpy()
+
+
+def train_view_vectors(cfg: Config, views: int, progress: bool = False, include_clean: bool = False) -> np.ndarray:
+    """Teacher vectors of the first ``views`` augmented renderings of every training image,
+    (views, N_train_images, D) in the train split's image order: more distillation data the teacher
+    already provides (the data-scale study, stage 07). Reads this stage's tower cache and LiT projection.
+    ``include_clean``: the clean rendering first (it must equal this stage's train vectors).
+    """
+    from ..dense.lit_projection import load_projection
+
+    if cfg.encoder.kind != "lit_towers" or views > cfg.lit.train_views:
+        raise ValueError(f"augmented views exist for the LiT towers only, at most lit.train_views = {cfg.lit.train_views} per image; got encoder {cfg.encoder.kind!r} and {views} views")
+    collection = load_collection(cfg)
+    img_cache, _ = cache_tower_features(cfg, collection, torch.device("cpu"), progress)
+    lit_artifact(cfg).verify()
+    model, _ = load_projection(lit_artifact(cfg).root / "projection.safetensors")
+    ids = collection.split("train").images["image_id"].tolist()
+    names = (["clean"] if include_clean else []) + [f"view{k}" for k in range(views)]
+    return np.stack([project_images(model, img_cache, ids, cfg.lit.image_features, v) for v in names]) if names else np.zeros((0, len(ids), cfg.encoder.embed_dim), np.float32)
 
 
 DENSE_FILES = ("img_embs.parquet", "text_embs.parquet", "dataset_meta.json")

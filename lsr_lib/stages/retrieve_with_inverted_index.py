@@ -168,8 +168,8 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
         else:
             docs, all_queries = (docs_override or {}).get(cond, vectors[cond]["images"]), vectors[cond]["texts"]
         queries, n_docs = all_queries[:nq], docs.shape[0]
-        if (kind == "faiss_hnsw" and n_docs > cfg.index.hnsw_max_docs) or (kind == "kannolo" and n_docs > cfg.index.kannolo_max_docs):
-            continue  # graph builds: too slow on this machine above the configured size
+        if n_docs > {"faiss_hnsw": cfg.index.hnsw_max_docs, "kannolo": cfg.index.kannolo_max_docs, "milvus": cfg.index.milvus_max_docs}.get(kind, n_docs):
+            continue  # graph builds, and Milvus's client-server round trips: too slow on this machine above the configured size
         engine, spec = ("numba", kind.split(" ", 1)[1]) if kind.startswith("numba-pruned ") else (kind, "")
         if cond not in exact and (spec or not index_class(engine).exact):  # approximate engines and pruned vectors: recall against exact
             exact[cond] = brute_force_topk(queries, docs, k)[1]
@@ -215,6 +215,21 @@ def scale_benchmark(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tup
     return rows
 
 
+SCALE_SETTINGS = ("scale_sizes", "scale_backends", "scale_pruning", "latency_queries", "qps_queries", "hnsw_max_docs", "hnsw_ef_search",
+                  "seismic_postings_per_doc", "seismic_search", "bmp_bsize", "bmp_search", "kannolo_m", "kannolo_ef_search", "kannolo_max_docs", "milvus_max_docs")
+
+
+def scale_inputs(cfg: Config, inputs: dict) -> dict:
+    """The stage's inputs with its config hash narrowed to what the scale rows depend on (the ``index``
+    settings in :data:`SCALE_SETTINGS`, ``evaluation``, ``d2s``): changing a test-split engine or
+    pruning list does not make a 40-minute benchmark stale; vectors, code and seed still do."""
+    from ..config.typed import to_dict
+    from ..storage.manifest import digest
+
+    index = {k: to_dict(getattr(cfg.index, k)) for k in SCALE_SETTINGS}
+    return {**inputs, "config": digest({"evaluation": to_dict(cfg.evaluation), "d2s": to_dict(cfg.d2s), "index": index})}
+
+
 def scale_rows(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], inputs: dict, run: bool | None = None, progress: bool = True) -> list[dict]:
     """The scale benchmark's rows: measured now, or read from ``04_scale.json`` when it was measured on these inputs.
 
@@ -227,6 +242,7 @@ def scale_rows(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np
     from ..results.provenance import machine, write_results
     from ..storage.manifest import digest
 
+    inputs = scale_inputs(cfg, inputs)
     if run is None:
         run = cfg.scale_benchmark == "stage"
     if run:

@@ -1,0 +1,237 @@
+"""Stage 07 glue: how much of its dense teacher the D2S student keeps, against the training data (issue 18).
+
+The paper's model keeps about 98% of BLIP's text->image R@1 on MSCOCO's 414k training pairs; the
+embedded default keeps about 74% on about 5k. This stage trains both expansion-control conditions
+of stage 02 on:
+
+- **nested fractions** of the training images (``data_scale.fractions``): one seeded permutation of
+  the train split's images (``subset_seed``), cut at each fraction; every caption of a kept image is
+  kept, in stage 02's caption order. Fraction 1.0 is exactly stage 02's training set, so that point
+  *is* stage 02's run (its cache is reused, not retrained);
+- **more distillation data the teacher already provides** (``data_scale.extra_views``): all pairs,
+  plus, for each of the first k augmented renderings of every training image that stage 01 cached
+  for the LiT projection, the pairs (that view's teacher vector, each caption of the image). The
+  teacher scores these pairs itself; nothing is labelled by hand.
+
+Every run keeps the recipe of the profile's ``d2s`` section, epochs included, so a smaller set
+also means fewer optimiser steps (as when the paper's 200 epochs meet a smaller dataset). Each
+point is evaluated on the test split exactly as stage 02 (exact sparse product), with seeds as
+``lsr_lib.run.seeds``: seed k is the profile's seed variant (its own teacher and D2S seeds), so
+retention is paired per seed. Runs live under ``<seed cache>/data_scale/<condition>_<label>``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..artifacts.catalog import ArtifactError, d2s_run_dir, dense_content_id, dense_dir, load_dense_dir, read_result
+from ..config.profiles import Config
+from ..train.d2s import encode_sparse, load_best, train_d2s
+from .train_sparse_heads import condition_config, eval_data, evaluate_sparse, tokenizer_for, training_pairs
+
+RESULT = "07_data_scale"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One training-set size: a fraction of the images, plus ``views`` augmented renderings of each."""
+
+    fraction: float
+    views: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.fraction:g}" + (f"+{self.views}v" if self.views else "")
+
+    @property
+    def relative_size(self) -> float:
+        """Pairs as a multiple of stage 02's training set."""
+        return self.fraction * (1 + self.views)
+
+
+def points(cfg: Config) -> list[Point]:
+    """The study's sizes, smallest first."""
+    ds = cfg.data_scale
+    return [Point(f) for f in ds.fractions] + [Point(1.0, v) for v in ds.extra_views]
+
+
+def nested_subset(n_images: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted rows of the first ``ceil(fraction x n)`` images of one seeded permutation: the sets nest."""
+    order = np.random.default_rng(seed).permutation(n_images)
+    return np.sort(order[: max(1, math.ceil(fraction * n_images))])
+
+
+def point_pairs(col, img: np.ndarray, txt: np.ndarray, tokenizer, point: Point, subset_seed: int, views: np.ndarray | None = None) -> tuple[dict, int]:
+    """(training pairs of one point, number of distinct images); ``views``: (V, N_img, D) teacher vectors of augmented renderings."""
+    keep = nested_subset(len(col.images), point.fraction, subset_seed)
+    if len(keep) == len(col.images):
+        sub, sub_img, sub_txt = col, img, txt  # exactly stage 02's training set (same order, so same fingerprint)
+    else:
+        ids = set(col.images["image_id"].iloc[keep])
+        cap_rows = np.flatnonzero(col.captions["image_id"].isin(ids).to_numpy())
+        sub = type(col)(col.name, col.images.iloc[keep].reset_index(drop=True), col.captions.iloc[cap_rows].reset_index(drop=True))
+        sub_img, sub_txt = img[keep], txt[cap_rows]
+    pairs = training_pairs(sub, sub_img, sub_txt, tokenizer)
+    if point.views:
+        if views is None or len(views) < point.views:
+            raise ValueError(f"point {point.label} needs {point.views} augmented views per training image; got {0 if views is None else len(views)}")
+        row_of = {i: k for k, i in enumerate(col.images["image_id"])}
+        rows = np.array([row_of[i] for i in sub.captions["image_id"]])  # caption -> its image's row
+        extra_img = [torch.from_numpy(views[v][rows]) for v in range(point.views)]
+        pairs = {"img_emb": torch.cat([pairs["img_emb"], *extra_img]),
+                 "txt_emb": torch.cat([pairs["txt_emb"]] * (1 + point.views)),
+                 "txt_mask_ids": torch.cat([pairs["txt_mask_ids"]] * (1 + point.views))}
+    return pairs, len(sub.images)
+
+
+def run_dir(cfg_k: Config, condition: str, point: Point) -> Path:
+    """Stage 02's run for the full training set, else the study's own folder."""
+    if point == Point(1.0):
+        return d2s_run_dir(cfg_k, condition)
+    return cfg_k.cache_dir / "data_scale" / f"{condition}_{point.label}"
+
+
+def view_vectors(cfg_k: Config, views: int, img_train: np.ndarray) -> np.ndarray:
+    """(views, N_train_images, D) teacher vectors of augmented renderings, after checking that the clean
+    rendering through the same path gives stage 01's train vectors (else the views are another teacher's)."""
+    from .cache_dense_features import train_view_vectors
+
+    vecs = train_view_vectors(cfg_k, views, include_clean=True)
+    if not np.allclose(vecs[0], img_train, atol=1e-5):
+        raise ArtifactError(f"the LiT projection does not reproduce stage 01's train vectors in {dense_dir(cfg_k)}: "
+                            f"rerun stage 01 for profile {cfg_k.profile} (python -m lsr_lib.run.pipeline --profile {cfg_k.profile} --stages 01)")
+    return vecs[1:]
+
+
+def seed_inputs(cfg: Config) -> dict:
+    """Content ids of each study seed's stage-01 features (ArtifactError names the seed variant to run first)."""
+    out = {}
+    for k in cfg.data_scale_seeds:
+        try:
+            out[str(k)] = dense_content_id(cfg.seed_variant(k))
+        except ArtifactError as e:
+            raise ArtifactError(f"{e}\nseed {k} of the data-scale study needs its seed variant's stages 01 and 02 first: "
+                                f"python -m lsr_lib.run.seeds --profile {cfg.profile} --seeds {k} (or make seeds)") from None
+    return out
+
+
+def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[dict]:
+    """Train (or reuse) every (seed, condition, point) and evaluate it on the test split; one row each."""
+    from ..storage.progress import progress_bar
+
+    from .train_sparse_heads import train_condition
+
+    seed_inputs(cfg)  # fails early, naming the missing seed variant
+    tokenizer = tokenizer_for(cfg)
+    pts = points(cfg)
+    jobs = [(k, c, p) for k in cfg.data_scale_seeds for c in cfg.d2s_conditions for p in pts]
+    rows, loaded = [], {}
+    for k, cond, point in progress_bar(jobs, desc="data-scale study", disable=not progress):
+        cfg_k = cfg.seed_variant(k)
+        if k not in loaded:
+            tr = load_dense_dir(dense_dir(cfg_k), "train")
+            n_views = max(p.views for p in pts)
+            views = view_vectors(cfg_k, n_views, tr[1]) if n_views else None
+            val = load_dense_dir(dense_dir(cfg_k), "val")
+            test = load_dense_dir(dense_dir(cfg_k), "test")
+            teacher = (read_result(cfg_k, "02_d2s") or {}).get("results", {}).get("test", {}).get("dense teacher")
+            loaded = {k: (tr, views, eval_data(*val), test, teacher)}
+        (tr_col, tr_img, tr_txt), views, val, (te_col, te_img, te_txt), teacher = loaded[k]
+        pairs, n_images = point_pairs(tr_col, tr_img, tr_txt, tokenizer, point, cfg.data_scale.subset_seed, views)
+        if point == Point(1.0):
+            run = train_condition(cfg_k, cond, pairs, val, device, progress)  # stage 02's own run and fingerprint
+        else:
+            run = train_d2s(condition_config(cfg_k.d2s, cond), pairs, val, run_dir(cfg_k, cond, point), device=device, progress=progress,
+                            inputs={"dense": dense_content_id(cfg_k), "data_scale": {"fraction": point.fraction, "views": point.views, "subset_seed": cfg.data_scale.subset_seed}})
+        model, _ = load_best(run_dir(cfg_k, cond, point))
+        d = cfg_k.d2s.eval_batch_size
+        ev = evaluate_sparse(cfg_k, te_col, encode_sparse(model, torch.from_numpy(te_img), "image", d), encode_sparse(model, torch.from_numpy(te_txt), "text", d))
+        if teacher is None:
+            from ..metrics.retrieval import evaluate_both_directions
+
+            teacher = evaluate_both_directions(torch.from_numpy(te_img), torch.from_numpy(te_txt), te_col.captions["image_id"].to_numpy(), te_col.images["image_id"].to_numpy(), cfg.evaluation.ks, cfg.evaluation.mrr_depth)
+        t2i, dense_t2i, sp_ = ev["text_to_image"], teacher["text_to_image"], ev["sparsity_text_to_image"]
+        hist = run["history"]
+        rows.append({"seed": k, "condition": cond, "point": point.label, "fraction": point.fraction, "views": point.views,
+                     "relative_size": point.relative_size, "pairs": int(pairs["img_emb"].shape[0]), "images": n_images,
+                     "steps": int(run.get("steps") or 0), "best_epoch": run.get("best_epoch"),
+                     "val T->I R@1": run["best_val"]["text_to_image"]["R@1"] if run.get("best_val") else None,
+                     "T->I R@1": t2i["R@1"], "T->I R@10": t2i["R@10"], "teacher T->I R@1": dense_t2i["R@1"], "teacher T->I R@10": dense_t2i["R@10"],
+                     "retention R@1": t2i["R@1"] / dense_t2i["R@1"], "retention R@10": t2i["R@10"] / dense_t2i["R@10"],
+                     "I->T R@1": ev["image_to_text"]["R@1"], "FLOPs": sp_["flops"], "nnz caption": sp_["avg_nonzeros_query"], "nnz image": sp_["avg_nonzeros_document"],
+                     "seconds": float(sum(h["seconds"] for h in hist)) if all("seconds" in h for h in hist) else None})  # training + validation, as recorded by the run
+    return rows
+
+
+SUMMARY_COLUMNS = ("pairs", "T->I R@1", "T->I R@10", "retention R@1", "retention R@10", "FLOPs", "nnz caption", "nnz image")
+
+
+def summary(rows) -> "pd.DataFrame":  # noqa: F821
+    """Mean and sample std over seeds per (condition, point), sizes in order; ``n`` seeds."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    g = df.groupby(["condition", "relative_size", "point"], sort=True)
+    out = g[list(SUMMARY_COLUMNS)].mean().join(g[list(SUMMARY_COLUMNS[1:])].std(ddof=1).add_suffix(" std")).join(g.size().rename("n"))
+    return out.reset_index(level="relative_size")
+
+
+def retention_figure(rows, cfg: Config):
+    """Teacher retention (T->I R@1, and R@10) against training pairs on a log axis, mean +- std over seeds, with the paper's point."""
+    from ..results import figures
+
+    s = summary(rows).reset_index()
+    fig, axes = figures.plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("retention R@1", "retention R@10")):
+        for cond, g in s.groupby("condition", sort=False):
+            g = g.sort_values("pairs")
+            ax.errorbar(g["pairs"], 100 * g[metric], yerr=100 * g[f"{metric} std"].fillna(0), marker="o", capsize=3, label=cond.replace("_", " "))
+            for _, r in g.iterrows():
+                ax.annotate(r["point"], (r["pairs"], 100 * r[metric]), fontsize=6, xytext=(3, -9), textcoords="offset points")
+        ax.set(xscale="log", xlabel="training pairs (log)", ylabel=f"{metric.split()[1]}: sparse / dense teacher (%)", title=f"teacher retention, test T->I {metric.split()[1]}")
+    axes[0].scatter([cfg.data_scale.paper_pairs], [100 * cfg.data_scale.paper_retention], marker="*", s=120, color="k", label="paper (BLIP, MSCOCO)", zorder=3)
+    axes[0].axhline(95, color="0.6", lw=0.8, ls="--")
+    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def growth(rows) -> dict:
+    """Per condition: mean retention R@1 at the smallest and largest sizes and the slope per doubling of pairs (least squares over seeds' means)."""
+    s = summary(rows).reset_index()
+    out = {}
+    for cond, g in s.groupby("condition", sort=False):
+        g = g.sort_values("pairs")
+        slope = float(np.polyfit(np.log2(g["pairs"].to_numpy(float)), 100 * g["retention R@1"].to_numpy(float), 1)[0]) if len(g) > 1 else float("nan")
+        out[cond] = {"smallest": g.iloc[0]["point"], "retention_R@1_smallest": float(g.iloc[0]["retention R@1"]),
+                     "largest": g.iloc[-1]["point"], "retention_R@1_largest": float(g.iloc[-1]["retention R@1"]),
+                     "points_per_doubling_R@1": slope}
+    return out
+
+
+def study_rows(cfg: Config, inputs: dict, run: bool | None = None, device: torch.device | None = None, progress: bool = True) -> list[dict]:
+    """The study's rows: trained and evaluated now (``run``; None follows ``data_scale.run``), or read from
+    ``results/<profile>/07_data_scale.json`` while it records these inputs; otherwise empty, with a message
+    saying how to measure it (stale numbers are never shown as current).
+    """
+    from ..storage.manifest import digest
+
+    if run is None:
+        run = cfg.data_scale.run == "stage"
+    if run:
+        return run_study(cfg, device or torch.device("cpu"), progress)
+    doc = read_result(cfg, RESULT)
+    command = f"`make data-scale` (python -m lsr_lib.run.pipeline --profile {cfg.profile} --stages 07 --force --bench)"
+    if doc is None:
+        print(f"no data-scale study yet: {command} trains and evaluates it")
+        return []
+    if doc.get("inputs_fingerprint") != digest(inputs):
+        print(f"results/{cfg.profile}/{RESULT}.json was measured on other inputs (features, D2S recipe or study settings changed): not shown; rerun {command}")
+        return []
+    print(f"data-scale study read from results/{cfg.profile}/{RESULT}.json (measured {doc['provenance'].get('time_utc', '?')} at commit {doc['provenance'].get('commit', '?')}; inputs current)")
+    return doc["results"]["rows"]

@@ -1,0 +1,100 @@
+"""Stage 07, the data-scale study (issue 18): nested subsets, extra view pairs, the seeds' inputs, and reading results."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lsr_lib.artifacts.catalog import ArtifactError
+from lsr_lib.config.profiles import load_config
+from lsr_lib.config.typed import ConfigError
+from lsr_lib.data.collection import ImageCaptionSet
+from lsr_lib.sparse.expansion_control import bert_uncased_tokenizer
+from lsr_lib.stages import data_scale_study as study
+from lsr_lib.stages.train_sparse_heads import training_pairs
+
+
+def _col(n_images=8):
+    ids = [f"i{k}" for k in range(n_images)]
+    images = pd.DataFrame({"image_id": ids, "split": "train", "path": "", "group_id": ids})
+    caps = pd.DataFrame([(f"t{k}-{j}", i, "train", f"caption {k} number {j}") for k, i in enumerate(ids) for j in range(1 + k % 2)], columns=["text_id", "image_id", "split", "text"])
+    return ImageCaptionSet("t", images, caps)
+
+
+def test_subsets_nest_and_the_full_set_is_every_image():
+    sets = [set(study.nested_subset(100, f, seed=3)) for f in (0.125, 0.25, 0.5, 1.0)]
+    assert [len(s) for s in sets] == [13, 25, 50, 100]
+    assert all(a < b for a, b in zip(sets, sets[1:]))
+    assert set(study.nested_subset(100, 0.25, seed=4)) != sets[1]  # the permutation is the seed's
+
+
+def test_point_pairs_keep_every_caption_of_kept_images_and_pair_views_with_them():
+    col, tok = _col(), bert_uncased_tokenizer()
+    rng = np.random.default_rng(0)
+    img, txt = rng.random((8, 4), dtype=np.float32), rng.random((len(col.captions), 4), dtype=np.float32)
+    views = rng.random((2, 8, 4), dtype=np.float32)
+    full, n = study.point_pairs(col, img, txt, tok, study.Point(1.0), 0)
+    stage02 = training_pairs(col, img, txt, tok)
+    assert n == 8 and all(torch.equal(full[k], stage02[k]) for k in stage02)  # 100% is stage 02's training set, same order
+    half, n = study.point_pairs(col, img, txt, tok, study.Point(0.5), 0)
+    kept = col.images["image_id"].iloc[study.nested_subset(8, 0.5, 0)]
+    assert n == 4 and half["img_emb"].shape[0] == col.captions["image_id"].isin(kept).sum()
+    more, n = study.point_pairs(col, img, txt, tok, study.Point(1.0, 2), 0, views)
+    m = len(col.captions)
+    assert n == 8 and more["img_emb"].shape[0] == 3 * m
+    rows = [int(i[1:]) for i in col.captions["image_id"]]
+    assert torch.equal(more["img_emb"][m:2 * m], torch.from_numpy(views[0][rows])) and torch.equal(more["img_emb"][2 * m:], torch.from_numpy(views[1][rows]))
+    assert torch.equal(more["txt_emb"][2 * m:], full["txt_emb"]) and torch.equal(more["txt_mask_ids"][m:2 * m], full["txt_mask_ids"])
+    with pytest.raises(ValueError, match="needs 2 augmented views"):
+        study.point_pairs(col, img, txt, tok, study.Point(1.0, 2), 0, views[:1])
+
+
+@pytest.mark.parametrize("section, says", [
+    ({"fractions": [0.5, 0.25]}, "data_scale.fractions: must be increasing fractions in (0, 1]"),
+    ({"fractions": [0.5, 1.5]}, "data_scale.fractions: must be increasing fractions in (0, 1]"),
+    ({"fractions": [0.5], "extra_views": [1]}, "data_scale.extra_views: must be used with fraction 1.0"),
+    ({"run": "sometimes"}, "data_scale.run: must be one of stage, bench"),
+])
+def test_study_settings_are_checked(section, says):
+    with pytest.raises(ConfigError, match=says.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        load_config("smoke", {"data_scale": section})
+
+
+def test_points_and_seeds_follow_the_profile():
+    cfg = load_config("default")
+    assert [p.label for p in study.points(cfg)] == ["0.125", "0.25", "0.5", "1", "1+1v"] and study.points(cfg)[-1].relative_size == 2
+    assert cfg.data_scale_seeds == (0, 1, 2) and load_config("smoke").data_scale_seeds == (0,)
+    assert cfg.seed_variant(0) is cfg and cfg.seed_variant(2).d2s.seed != cfg.d2s.seed
+
+
+def test_a_missing_seed_variant_is_named_with_the_command_that_makes_it(monkeypatch):
+    cfg = load_config("smoke", {"data_scale": {"seeds": [0, 1]}})
+
+    def content_id(c):
+        if c.profile.endswith("seed1"):
+            raise ArtifactError(f"dense features of {c.profile} are missing")
+        return "ok"
+    monkeypatch.setattr(study, "dense_content_id", content_id)
+    with pytest.raises(ArtifactError, match=r"(?s)smoke/seed1 are missing.*python -m lsr_lib.run.seeds --profile smoke --seeds 1"):
+        study.seed_inputs(cfg)
+
+
+def test_results_are_read_only_while_their_inputs_are_current(tmp_path, monkeypatch, capsys):
+    from lsr_lib.results.provenance import write_results
+
+    cfg = load_config("smoke")
+    monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
+    inputs = {"stage": "07", "x": 1}
+    assert study.study_rows(cfg, inputs, run=False) == [] and "make data-scale" in capsys.readouterr().out
+    write_results(cfg, study.RESULT, {"rows": [{"point": "1"}]}, inputs)
+    assert study.study_rows(cfg, inputs, run=False) == [{"point": "1"}]
+    assert study.study_rows(cfg, {**inputs, "x": 2}, run=False) == [] and "other inputs" in capsys.readouterr().out
+
+
+def test_summary_gives_mean_and_std_over_seeds():
+    rows = [{"seed": s, "condition": "with_control", "point": p, "relative_size": r, "pairs": 10 * r, "T->I R@1": v, "T->I R@10": v, "retention R@1": v / 20,
+             "retention R@10": v / 40, "FLOPs": 1.0, "nnz caption": 1.0, "nnz image": 1.0} for s, (p, r, v) in enumerate([("1", 1, 10.0), ("1", 1, 12.0), ("0.5", 0.5, 6.0)])]
+    s = study.summary(rows)
+    assert s.loc[("with_control", "1"), "T->I R@1"] == 11.0 and s.loc[("with_control", "1"), "T->I R@1 std"] == pytest.approx(np.sqrt(2))
+    assert s.loc[("with_control", "1"), "n"] == 2 and list(s.index.get_level_values("point")) == ["0.5", "1"]
+    g = study.growth(rows)["with_control"]
+    assert g["smallest"] == "0.5" and g["points_per_doubling_R@1"] == pytest.approx(100 * (11 / 20 - 6 / 20))
