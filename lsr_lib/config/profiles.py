@@ -32,6 +32,7 @@ IMAGE_PARTS = ("avg", "max", "logits")  # lsr_lib.dense.towers.IMAGE_PARTS
 EVAL_TRANSFORMS = ("grayscale", "small_offset", "thick_stroke", "hue_shift", "tinted_background")  # data.image_augment, "clean" always runs
 SPARSE_INDEX_KINDS = ("scipy", "numba", "seismic", "qdrant_edge", "pisa", "bmp", "kannolo", "milvus")  # lsr_lib.index.sparse.INDEX_KINDS
 DENSE_INDEX_KINDS = ("faiss_flat", "faiss_hnsw")  # ditto
+EXTRACTION_ENGINES = ("local", "ray")  # stage 01: in-process, or Ray Data (lsr_lib.dense.ray_extract)
 D2S_CONDITIONS = ("with_control", "without_control")  # lsr_lib.stages.train_sparse_heads.CONDITIONS
 SPLITS = ("train", "val", "test")
 
@@ -116,12 +117,17 @@ class ExtractionConfig:
     text_batch_size: int = 256
     shard_size: int = 1024  # rows per cache shard: an interrupted run resumes at shard granularity
     mixed_precision: bool = True  # only used on CUDA
+    engine: str = opt_in("local")  # "local": in this process; "ray": Ray Data actors (lsr_lib/dense/ray_extract.py), same cache
+    ray_address: Optional[str] = opt_in(None)  # None: a Ray runtime on this machine; "ray://host:10001" or "auto": a cluster (the only change)
+    ray_actors: int = opt_in(0)  # 0: one per GPU, else one per ray_threads CPUs
+    ray_threads: int = opt_in(1)  # torch threads (and Ray CPUs) per actor
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
         check(self, [
             ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "auto, cpu, cuda or cuda:<n>"),
-            *positive(self, "image_batch_size text_batch_size shard_size"),
+            *positive(self, "image_batch_size text_batch_size shard_size ray_threads"), *non_negative(self, "ray_actors"),
+            one_of(self, "engine", EXTRACTION_ENGINES),
         ])
 
 

@@ -7,6 +7,7 @@ embedded default. ``feature_files`` instead reads the authors' released ``img_em
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from ..data.collection import ImageCaptionSet
 from ..config.profiles import Config
 from .encoder import DenseEncoder
+from .ray_extract import extraction_engine
 from ..storage.shard_cache import ShardedCache
 from ..storage.feature_files import align, read_embeddings
 
@@ -43,21 +45,32 @@ def extract_with_encoder(cfg: Config, collection: ImageCaptionSet, encoder: Dens
     base = {"encoder": encoder.fingerprint(), "collection": split_checksum(collection)}
     path_of = dict(zip(collection.images["image_id"], collection.images["path"]))
     text_of = dict(zip(collection.captions["text_id"], collection.captions["text"]))
+    engine = extraction_engine(cfg.extraction)  # None: in this process; Ray: each actor loads its own encoder
     img_cache = ShardedCache(cache_root / "images", base, cfg.extraction.shard_size)
     img_cache.fill(
         list(collection.images["image_id"]),
         lambda b: {"emb": encoder.encode_images([load_image(path_of[i]) for i in b]).numpy()},
-        cfg.extraction.image_batch_size, f"{encoder.name} images", progress,
+        cfg.extraction.image_batch_size, f"{encoder.name} images", progress, engine, partial(_encoder_compute, cfg, "images", path_of),
     )
     txt_cache = ShardedCache(cache_root / "texts", base, cfg.extraction.shard_size)
     txt_cache.fill(
         list(collection.captions["text_id"]),
         lambda b: {"emb": encoder.encode_texts([text_of[i] for i in b]).numpy()},
-        cfg.extraction.text_batch_size, f"{encoder.name} captions", progress,
+        cfg.extraction.text_batch_size, f"{encoder.name} captions", progress, engine, partial(_encoder_compute, cfg, "texts", text_of),
     )
     _, img = img_cache.read(list(collection.images["image_id"]))
     _, txt = txt_cache.read(list(collection.captions["text_id"]))
     return img["emb"], txt["emb"]
+
+
+def _encoder_compute(cfg: Config, side: str, source: dict):
+    """In a Ray actor: the profile's encoder (loaded there, on the actor's GPU when it has one) over images or captions by id."""
+    from ..data.karpathy import load_image
+
+    encoder = make_encoder(cfg)
+    if side == "images":
+        return lambda b: {"emb": encoder.encode_images([load_image(source[i]) for i in b]).numpy()}
+    return lambda b: {"emb": encoder.encode_texts([source[i] for i in b]).numpy()}
 
 
 def load_released_features(cfg: Config, collection: ImageCaptionSet) -> tuple[np.ndarray, np.ndarray]:

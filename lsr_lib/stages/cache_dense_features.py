@@ -13,6 +13,7 @@ fingerprint matches and every file passes its checksum:
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +91,10 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
     from ..data.suggest import emoji_suggestion_set
     from ..dense.towers import ImageTower, TextTower
 
-    img_tower = ImageTower(device, cfg.data.image_size)
-    txt_tower = TextTower(device)
+    from ..dense.ray_extract import extraction_engine
+
+    engine = extraction_engine(cfg.extraction)  # None: in this process; Ray: each actor builds its own towers
+    img_tower, txt_tower = ImageTower(device, cfg.data.image_size), TextTower(device)
     ids = view_ids(collection, cfg.lit.train_views, cfg.lit.eval_transforms)
     path_of = dict(zip(collection.images["image_id"], collection.images["path"]))
     base = {"collection": split_checksum(collection), "seed": cfg.lit.view_seed, "views_seeded_by": "image_id"}
@@ -101,7 +104,7 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
     # does not run the tower over them again.
     docs = emoji_suggestion_set(collection).docs if cfg.suggest.source == "emoji" else None
     patches = suggest_patch_cache(cfg, docs, img_tower.fingerprint()) if docs is not None else None
-    keep = patches is not None and not patches.complete and not img_cache.complete
+    keep = engine is None and patches is not None and not patches.complete and not img_cache.complete  # on Ray, stage 05 computes its own
     kept: dict[str, np.ndarray] = {}
 
     def images(batch: list[str]) -> dict[str, np.ndarray]:
@@ -112,15 +115,36 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
                 kept[b.split("@")[0]] = p
         return out
 
-    img_cache.fill(ids, images, cfg.extraction.image_batch_size, "image tower", progress)
+    img_cache.fill(ids, images, cfg.extraction.image_batch_size, "image tower", progress, engine, partial(_image_tower_compute, cfg.data.image_size, path_of, cfg.lit.view_seed))
     doc_ids = list(docs["doc_id"]) if keep else []
     if keep and all(d in kept for d in doc_ids):
         patches.fill(doc_ids, lambda b: {"patches": np.stack([kept.pop(d) for d in b])}, cfg.extraction.image_batch_size, "patch states for stage 05", progress)
     kept.clear()
     txt_cache = ShardedCache(cfg.shared_cache_dir / "tower_texts", {**base, **txt_tower.fingerprint()}, cfg.extraction.shard_size)
     text_of = dict(zip(collection.captions["text_id"], collection.captions["text"]))
-    txt_cache.fill(list(collection.captions["text_id"]), lambda b: txt_tower([text_of[i] for i in b]), cfg.extraction.text_batch_size, "text tower", progress)
+    txt_cache.fill(list(collection.captions["text_id"]), lambda b: txt_tower([text_of[i] for i in b]), cfg.extraction.text_batch_size, "text tower", progress,
+                   engine, partial(_text_tower_compute, text_of))
     return img_cache, txt_cache
+
+
+def _worker_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _image_tower_compute(image_size: int, path_of: dict, view_seed: int):
+    """In a Ray actor: the image tower over rendered views (what ``cache_tower_features`` computes in process)."""
+    from ..dense.towers import ImageTower
+
+    tower = ImageTower(_worker_device(), image_size)
+    return lambda batch: tower([render_view(path_of[b.split("@")[0]], b.split("@")[1], view_seed, b.split("@")[0]) for b in batch])
+
+
+def _text_tower_compute(text_of: dict):
+    """In a Ray actor: the text tower over captions."""
+    from ..dense.towers import TextTower
+
+    tower = TextTower(_worker_device())
+    return lambda batch: tower([text_of[i] for i in batch])
 
 
 CODE_VERSION = CODE_VERSIONS["01_cache_dense_features"]  # bump it there when a change here alters what this stage writes for the same config

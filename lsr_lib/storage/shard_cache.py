@@ -76,8 +76,15 @@ class ShardedCache:
             raise ArtifactError(f"cache {self.root} is not complete; rerun {self.producer}")
         return rec["content"]
 
-    def fill(self, ids: Sequence[str], compute: Callable[[list[str]], dict[str, np.ndarray]], batch_size: int, desc: str = "extract", progress: bool = True) -> None:
-        """Compute ``compute(batch_ids) -> {name: (B, ...) array}`` for every shard missing or failing its checksum."""
+    def fill(self, ids: Sequence[str], compute: Callable[[list[str]], dict[str, np.ndarray]] | None, batch_size: int, desc: str = "extract", progress: bool = True,
+             engine=None, make_compute: Callable[[], Callable[[list[str]], dict[str, np.ndarray]]] | None = None) -> None:
+        """Compute ``compute(batch_ids) -> {name: (B, ...) array}`` for every shard missing or failing its checksum.
+
+        ``engine`` (e.g. :class:`lsr_lib.dense.ray_extract.RayEngine`): computes the missing shards
+        elsewhere, each worker running ``make_compute()`` once and then :meth:`compute_shard`; its
+        ``run(shards, make_compute, batch_size, desc)`` yields ``(k, tensors)`` as shards finish, in any
+        order, and each is checked and written here exactly as an in-process shard.
+        """
         ids = [str(i) for i in ids]
         n_shards = (len(ids) + self.shard_size - 1) // self.shard_size
         with folder_lock(self.root, str(self.root)):
@@ -92,10 +99,16 @@ class ShardedCache:
                     shards.pop(name, None)
                     todo.append(k)
             bar = tqdm(total=sum(min(self.shard_size, len(ids) - k * self.shard_size) for k in todo), desc=desc, unit="item", disable=not progress or not todo)
-            for k in todo:
-                shard_ids = ids[k * self.shard_size : (k + 1) * self.shard_size]
-                tensors = self._compute_shard(shard_ids, compute, batch_size, desc, bar)
-                atomic_write(self.root / self._shard_name(k), lambda tmp: save_file(tensors, tmp, metadata={"ids": json.dumps(shard_ids)}))
+            shard_ids = {k: ids[k * self.shard_size : (k + 1) * self.shard_size] for k in todo}
+            if engine is None:
+                done = ((k, self.compute_shard(shard_ids[k], compute, batch_size, desc, bar.update)) for k in todo)
+            else:
+                done = engine.run([(k, shard_ids[k]) for k in todo], make_compute, batch_size, desc)
+            for k, tensors in done:
+                if engine is not None:
+                    self.check_shard(tensors, shard_ids[k], desc)
+                    bar.update(len(shard_ids[k]))
+                atomic_write(self.root / self._shard_name(k), lambda tmp: save_file(tensors, tmp, metadata={"ids": json.dumps(shard_ids[k])}))
                 shards[self._shard_name(k)] = file_record(self.root / self._shard_name(k))
                 self._write_record(shards, complete=False)
             bar.close()
@@ -103,20 +116,34 @@ class ShardedCache:
             self._write_record({k: v for k, v in shards.items() if k in expected}, complete=True, n_items=len(ids))
 
     @staticmethod
-    def _compute_shard(shard_ids: list[str], compute, batch_size: int, desc: str, bar) -> dict[str, np.ndarray]:
+    def compute_shard(shard_ids: list[str], compute, batch_size: int, desc: str, advance: Callable[[int], object] = lambda n: None) -> dict[str, np.ndarray]:
+        """One shard's arrays, ``compute`` called on batches of ``batch_size`` ids; each batch checked (rows, finite)."""
         parts: dict[str, list[np.ndarray]] = {}
         for s in range(0, len(shard_ids), batch_size):
             batch = shard_ids[s : s + batch_size]
             for name, arr in compute(batch).items():
                 arr = np.ascontiguousarray(arr, dtype=np.float32)
-                if arr.shape[0] != len(batch):
-                    raise ValueError(f"{desc}: compute returned {arr.shape[0]} rows of {name!r} for {len(batch)} ids")
-                if not np.isfinite(arr).all():
-                    bad = batch[int(np.flatnonzero(~np.isfinite(arr.reshape(len(batch), -1)).all(1))[0])]
-                    raise ValueError(f"{desc}: non-finite {name!r} features for item {bad!r}; shards written so far are kept")
+                ShardedCache.check_rows(arr, batch, name, desc)
                 parts.setdefault(name, []).append(arr)
-            bar.update(len(batch))
+            advance(len(batch))
         return {name: np.concatenate(v) for name, v in parts.items()}
+
+    @staticmethod
+    def check_rows(arr: np.ndarray, batch: list[str], name: str, desc: str) -> None:
+        """One row per id, all finite; the error names the first bad item."""
+        if arr.shape[0] != len(batch):
+            raise ValueError(f"{desc}: compute returned {arr.shape[0]} rows of {name!r} for {len(batch)} ids")
+        if not np.isfinite(arr).all():
+            bad = batch[int(np.flatnonzero(~np.isfinite(arr.reshape(len(batch), -1)).all(1))[0])]
+            raise ValueError(f"{desc}: non-finite {name!r} features for item {bad!r}; shards written so far are kept")
+
+    @staticmethod
+    def check_shard(tensors: dict[str, np.ndarray], shard_ids: list[str], desc: str) -> None:
+        """A shard computed elsewhere: the same checks as a batch computed here."""
+        for name, arr in tensors.items():
+            if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+                raise ValueError(f"{desc}: shard array {name!r} must be contiguous float32, got {arr.dtype}")
+            ShardedCache.check_rows(arr, shard_ids, name, desc)
 
     def _verified_shards(self) -> list[str]:
         rec = self._record()
