@@ -24,7 +24,7 @@ from .typed import ConfigError, build_dataclass, check, each, items_from, non_ne
 __all__ = ["Config", "ConfigError", "D2SConfig", "SweepSetting", "seed_overrides", "split_seed_variant", "build_dataclass", "load_config", "split_profile", "to_dict"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PROFILES = ("smoke", "default", "paper", "rehearsal")
+PROFILES = ("smoke", "default", "paper", "rehearsal", "atomic_fixture")
 # Names the stages know, so a typo fails at load time, not after hours of extraction; where a
 # registry in a layer above holds them (config cannot import it), tests/test_config.py keeps them equal.
 ENCODER_KINDS = ("lit_towers", "blip_hf", "lavis", "feature_files")  # lsr_lib.dense.extract, stages.cache_dense_features
@@ -286,6 +286,7 @@ class Config:
             ("index.topk", self.index.topk >= max(*self.evaluation.ks, self.evaluation.mrr_depth), "at least the largest evaluation cutoff (ks, mrr_depth)"),
             ("sweep", len(set(names)) == len(names), "settings with distinct <dataset>_<backbone> names"),
             ("scale_benchmark", self.scale_benchmark in SCALE_BENCHMARK_RUNS, f"one of {', '.join(SCALE_BENCHMARK_RUNS)}"),
+            ("suggest.index", self.suggest.index in SPARSE_INDEX_KINDS, f"one of {', '.join(SPARSE_INDEX_KINDS)}"),
         ])
 
     def path(self, p: str | Path) -> Path:

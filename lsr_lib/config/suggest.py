@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .typed import check, each, items_from, non_negative, one_of, positive
+from .typed import check, each, items_from, non_negative, one_of, positive, opt_in
 
 CONFIGURATIONS = ("M1", "M2", "M3", "M4")
 SOURCES = ("emoji", "atomic")
@@ -34,6 +34,8 @@ class SuggestConfig:
     seed: int = 0
     data_seed: int = 1
     eval_batch_size: int = 256
+    index: str = opt_in("numba")  # the engine stage 05 and the AToMiC job (lsr_lib.run.atomic) retrieve through: any sparse index kind, e.g. milvus
+    index_uri: Optional[str] = opt_in(None)  # milvus only: None = milvus-lite in the cache folder; "http://host:19530" = a Milvus server or cluster
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""

@@ -80,6 +80,15 @@ class MilvusIndex(SparseIndex):
         self._finalizer = weakref.finalize(self, _close, self._client)
 
     def _build(self, docs: sp.csr_matrix) -> None:
+        self.create()
+        self.insert(docs, 0)
+        self.finish()
+
+    def create(self, n_terms: int | None = None) -> "MilvusIndex":
+        """An empty collection, for bulk loading in chunks (:meth:`insert`, then :meth:`finish`): a
+        collection larger than memory streams into a Milvus server this way (lsr_lib.run.atomic)."""
+        if n_terms is not None:
+            self.n_terms, self.n_docs = n_terms, 0
         pm = self._pymilvus
         if self._server or self.params["uri"] is not None:
             uri = str(self.params["uri"])
@@ -97,11 +106,21 @@ class MilvusIndex(SparseIndex):
         index = self._client.prepare_index_params()
         index.add_index(field_name="v", index_type="SPARSE_INVERTED_INDEX", metric_type="IP", params={"inverted_index_algo": self.params["algorithm"]})
         self._client.create_collection(self._name, schema=schema, index_params=index)
-        rows = np.flatnonzero(np.diff(docs.indptr))  # empty documents can never match
+        return self
+
+    def insert(self, docs: sp.csr_matrix, first_row: int) -> None:
+        """Insert documents as rows ``first_row ..`` (empty ones are skipped: they can never match)."""
+        docs = as_csr(docs, self.n_terms)
+        rows = np.flatnonzero(np.diff(docs.indptr))
         step = self.params["insert_batch"]
         for lo in range(0, len(rows), step):
             chunk = rows[lo:lo + step]
-            self._client.insert(self._name, [{"id": int(i), "v": v} for i, v in zip(chunk, sparse_rows(docs, chunk))])
+            self._client.insert(self._name, [{"id": int(first_row + i), "v": v} for i, v in zip(chunk, sparse_rows(docs, chunk))])
+
+    def finish(self, n_docs: int | None = None) -> None:
+        """Flush, build the inverted index and load the collection for search."""
+        if n_docs is not None:
+            self.n_docs, self.doc_ids = n_docs, np.arange(n_docs)
         self._client.flush(self._name)
         self._client.load_collection(self._name)
 

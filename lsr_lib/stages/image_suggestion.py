@@ -8,6 +8,7 @@ configuration ``<M>/best.safetensors``, ``best.json`` and ``vectors/<split>_{que
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -48,18 +49,40 @@ def cache_states(cfg: Config, data: SuggestionSet, device: torch.device | str = 
     """Fill (or reuse) the token-state cache of every query and caption and the patch-state cache of every image."""
     from ..dense.towers import ImageTower, TokenTower, patch_states
 
+    from ..dense.ray_extract import extraction_engine
+
+    engine = extraction_engine(cfg.extraction)  # None: in this process; Ray: actors build their own towers
     text_ids = [f"q:{i}" for i in data.queries["query_id"]] + [f"d:{i}" for i in data.docs["doc_id"]]
     texts = list(data.queries["text"]) + [str(c) for c in data.docs["caption"]]
     tok = TokenTower(device, cfg.suggest.max_text_tokens)
     shared = cfg.shared_cache_dir / "suggest"  # frozen towers: the same for every training seed
     tcache = ShardedCache(shared / "states_text", {**tok.fingerprint(), "texts": suggest_text_checksum(text_ids, texts), "n": len(text_ids)}, cfg.extraction.shard_size)
     text_of = dict(zip(text_ids, texts))
-    tcache.fill(text_ids, lambda b: tok([text_of[i] for i in b]), cfg.extraction.text_batch_size, "token states", progress)
+    tcache.fill(text_ids, lambda b: tok([text_of[i] for i in b]), cfg.extraction.text_batch_size, "token states", progress,
+                engine, partial(_token_states_compute, cfg.suggest.max_text_tokens, text_of))
     img = ImageTower(device, cfg.data.image_size)
     icache = suggest_patch_cache(cfg, data.docs, img.fingerprint())  # the emoji set's: filled by stage 01 already
     row_of = {d: k for k, d in enumerate(data.docs["doc_id"])}
-    icache.fill(list(data.docs["doc_id"]), lambda b: patch_states(img, [load_document_image(data.docs.iloc[row_of[i]]) for i in b]), cfg.extraction.image_batch_size, "patch states", progress)
+    icache.fill(list(data.docs["doc_id"]), lambda b: patch_states(img, [load_document_image(data.docs.iloc[row_of[i]]) for i in b]), cfg.extraction.image_batch_size, "patch states", progress,
+                engine, partial(_patch_states_compute, cfg.data.image_size, data.docs))
     return tcache, icache
+
+
+def _token_states_compute(max_tokens: int, text_of: dict):
+    """In a Ray actor: MiniLM token states by text id."""
+    from ..dense.towers import TokenTower
+
+    tok = TokenTower("cuda" if torch.cuda.is_available() else "cpu", max_tokens)
+    return lambda batch: tok([text_of[i] for i in batch])
+
+
+def _patch_states_compute(image_size: int, docs: pd.DataFrame):
+    """In a Ray actor: EfficientNet-Lite0 patch states by document id (image files or AToMiC image bytes)."""
+    from ..dense.towers import ImageTower, patch_states
+
+    img = ImageTower("cuda" if torch.cuda.is_available() else "cpu", image_size)
+    row_of = {d: k for k, d in enumerate(docs["doc_id"])}
+    return lambda batch: patch_states(img, [load_document_image(docs.iloc[row_of[i]]) for i in batch])
 
 
 def split_tensors(data: SuggestionSet, tcache: ShardedCache, icache: ShardedCache, need_patches: bool = True) -> dict:
@@ -178,22 +201,32 @@ def export_vectors(cfg: Config, config: str, split: str, tensors: dict, device: 
     return load_sparse(art.root / "queries.npz"), load_sparse(art.root / "docs.npz")
 
 
-def evaluate_through_index(cfg: Config, data: SuggestionSet, q: sp.csr_matrix, d: sp.csr_matrix, kind: str = "numba", depth: int = 100) -> dict:
-    """Retrieve every query's top ``depth`` through a stage-04 index; ir_measures on the run."""
-    import ir_measures
-
+def suggestion_index(cfg: Config, kind: str | None = None):
+    """An empty index of ``suggest.index`` (or ``kind``); Milvus gets ``suggest.index_uri`` when set."""
     from ..index.sparse import make_index
 
-    index = make_index(kind).build(d)
+    kind = kind or cfg.suggest.index
+    return make_index(kind, **({"uri": cfg.suggest.index_uri} if kind == "milvus" and cfg.suggest.index_uri else {}))
+
+
+def evaluate_through_index(cfg: Config, data: SuggestionSet, q: sp.csr_matrix, d: sp.csr_matrix, kind: str | None = None, depth: int = 100, index=None) -> dict:
+    """Retrieve every query's top ``depth`` through a stage-04 index (``suggest.index`` unless ``kind``, or a built ``index``); ir_measures on the run."""
+    import ir_measures
+
+    if index is None:
+        index = suggestion_index(cfg, kind).build(d)
+    kind = index.kind
     scores, rows = index.search(q, depth)
     doc_ids = data.docs["doc_id"].to_numpy()
     run = [ir_measures.ScoredDoc(qid, doc_ids[r], float(s)) for qid, rr, ss in zip(data.queries["query_id"], rows, scores) for r, s in zip(rr, ss) if r >= 0]
     qrels = [ir_measures.Qrel(r.query_id, r.doc_id, int(r.relevance)) for r in data.qrels.itertuples()]
     agg = ir_measures.calc_aggregate([ir_measures.parse_measure(m) for m in MEASURES], qrels, run)
     out = {m: float(agg[ir_measures.parse_measure(m)]) for m in MEASURES}
-    stats = sparse_summary(q, d)
-    out.update({"FLOPs": stats["flops"], "nnz query": stats["avg_nonzeros_query"], "nnz doc": stats["avg_nonzeros_document"],
-                "max df share (queries)": stats["max_df_share_query"], "index": kind, "depth": depth})
+    out.update({"index": kind, "depth": depth})
+    if d.shape[0]:  # a streamed index (the AToMiC job) passes no document matrix
+        stats = sparse_summary(q, d)
+        out.update({"FLOPs": stats["flops"], "nnz query": stats["avg_nonzeros_query"], "nnz doc": stats["avg_nonzeros_document"],
+                    "max df share (queries)": stats["max_df_share_query"]})
     return out
 
 
