@@ -180,7 +180,8 @@ class IndexConfig:
     kannolo_m: int = opt_in(32)  # kANNolo graph: neighbours per node
     kannolo_ef_search: tuple[int, ...] = opt_in((100,))  # kANNolo efSearch sweep (one build)
     kannolo_max_docs: int = opt_in(200_000)  # kANNolo graph build on 2 cores (about 65 s at 100k documents): skipped above this size
-    milvus_max_docs: int = opt_in(200_000)  # Milvus (milvus-lite) in the scale benchmark: skipped above this size (about 11 s to insert 100k documents, 45 ms a query)
+    milvus_max_docs: int = opt_in(200_000)  # Milvus (milvus-lite) in the scale benchmark: skipped above this size
+    milvus_queries: int = opt_in(0)  # Milvus in the scale benchmark: at most this many queries for latency and for QPS (0: as the other engines); its exact search is slow on co-activated vectors
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
@@ -194,7 +195,7 @@ class IndexConfig:
             ("seismic_postings_per_doc", all(0 < f <= 1 for f in self.seismic_postings_per_doc), "a list of fractions in (0, 1]"),
             ("bmp_bsize", all(1 <= b <= 256 for b in self.bmp_bsize), "a list of block sizes in 1..256"),
             ("bmp_search", all(0 < a <= 1 and 0 < b <= 1 for a, b in self.bmp_search), "[alpha in (0, 1], beta in (0, 1]] pairs"),
-            *positive(self, "kannolo_m"), *non_negative(self, "kannolo_max_docs milvus_max_docs"), *each(self, "kannolo_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
+            *positive(self, "kannolo_m"), *non_negative(self, "kannolo_max_docs milvus_max_docs milvus_queries"), *each(self, "kannolo_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
         ])
 
 

@@ -168,12 +168,15 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
         else:
             docs, all_queries = (docs_override or {}).get(cond, vectors[cond]["images"]), vectors[cond]["texts"]
         queries, n_docs = all_queries[:nq], docs.shape[0]
+        n_latency = cfg.index.latency_queries
+        if kind == "milvus" and docs_override is not None and cfg.index.milvus_queries:
+            queries, n_latency = queries[:cfg.index.milvus_queries], min(n_latency, cfg.index.milvus_queries)
         if n_docs > {"faiss_hnsw": cfg.index.hnsw_max_docs, "kannolo": cfg.index.kannolo_max_docs, "milvus": cfg.index.milvus_max_docs}.get(kind, n_docs):
             continue  # graph builds, and Milvus's client-server round trips: too slow on this machine above the configured size
         engine, spec = ("numba", kind.split(" ", 1)[1]) if kind.startswith("numba-pruned ") else (kind, "")
         if cond not in exact and (spec or not index_class(engine).exact):  # approximate engines and pruned vectors: recall against exact
-            exact[cond] = brute_force_topk(queries, docs, k)[1]
-        exact_rows = exact.get(cond) if (spec or not index_class(engine).exact) else None
+            exact[cond] = brute_force_topk(all_queries[:nq], docs, k)[1]
+        exact_rows = exact[cond][:queries.shape[0]] if (spec or not index_class(engine).exact) else None
         judge = None
         if docs_override is None:
             _, _, qkeys, dkeys = direction_data("text_to_image", col, None, None)
@@ -183,11 +186,11 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
             docs, queries = apply(spec, docs, queries)
         if cond != "dense teacher":
             base["FLOPs"] = sparse_summary(queries, docs)["flops"]
-            base["postings_per_query"] = postings_per_query(docs, queries, cfg.index.latency_queries)
+            base["postings_per_query"] = postings_per_query(docs, queries, n_latency)
         if engine in SWEPT:
             out += search_sweep(cfg, engine, docs, queries, exact_rows, base, judge=judge)
         else:
-            out.append({**base, **benchmark_index(engine, docs, queries, k, exact_rows, n_latency=cfg.index.latency_queries, judge=judge), "kind": kind})
+            out.append({**base, **benchmark_index(engine, docs, queries, k, exact_rows, n_latency=n_latency, judge=judge), "kind": kind, "queries_timed": int(min(n_latency, queries.shape[0]))})
     for r in out:  # postings an exhaustive traversal would read, per second of single-query latency (8 bytes each in the numba layout)
         if r.get("postings_per_query") is not None:
             r["postings_per_s"] = r["postings_per_query"] / (r["latency_mean_ms"] / 1e3)
@@ -216,7 +219,7 @@ def scale_benchmark(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tup
 
 
 SCALE_SETTINGS = ("scale_sizes", "scale_backends", "scale_pruning", "latency_queries", "qps_queries", "hnsw_max_docs", "hnsw_ef_search",
-                  "seismic_postings_per_doc", "seismic_search", "bmp_bsize", "bmp_search", "kannolo_m", "kannolo_ef_search", "kannolo_max_docs", "milvus_max_docs")
+                  "seismic_postings_per_doc", "seismic_search", "bmp_bsize", "bmp_search", "kannolo_m", "kannolo_ef_search", "kannolo_max_docs", "milvus_max_docs", "milvus_queries")
 
 
 def scale_inputs(cfg: Config, inputs: dict) -> dict:
