@@ -138,11 +138,15 @@ def atomic_caption(row: pd.Series) -> str:
     return ""
 
 
-def load_atomic(texts: str | Path, images: str | Path, qrels: dict[str, str | Path]) -> SuggestionSet:
+COLLECTION_SPLIT = "collection"  # AToMiC images named in no qrels file: documents to retrieve from, never trained or evaluated on
+
+
+def load_atomic(texts: str | Path, images: str | Path, qrels: dict[str, str | Path], all_images: bool = False) -> SuggestionSet:
     """AToMiC in its published format; ``qrels`` maps split name -> qrels file.
 
-    Only queries and images that appear in some qrels file are kept (the full image collection
-    is 11M images; a user retrieving over all of it indexes the documents separately).
+    Only queries and images that appear in some qrels file are kept, unless ``all_images``: then
+    every image of the files is a document, those named in no qrels file in split ``"collection"``
+    (the AToMiC job, ``lsr_lib.run.atomic``, retrieves from all of them).
     """
     q = _read_parquet(texts, "texts")
     d = _read_parquet(images, "images")
@@ -162,9 +166,10 @@ def load_atomic(texts: str | Path, images: str | Path, qrels: dict[str, str | Pa
     queries = pd.DataFrame({"query_id": q["text_id"].to_numpy(), "split": split_of_q.loc[q["text_id"]].to_numpy(),
                             "text": [atomic_query_text(r) for _, r in q.iterrows()]})
     d = d.astype({"image_id": str})
-    d = d[d["image_id"].isin(split_of_d.index)]
+    if not all_images:
+        d = d[d["image_id"].isin(split_of_d.index)]
     img = d["image"] if "image" in d.columns else pd.Series([None] * len(d))
-    docs = pd.DataFrame({"doc_id": d["image_id"].to_numpy(), "split": split_of_d.loc[d["image_id"]].to_numpy(),
+    docs = pd.DataFrame({"doc_id": d["image_id"].to_numpy(), "split": split_of_d.reindex(d["image_id"]).fillna(COLLECTION_SPLIT).to_numpy(),
                          "caption": [atomic_caption(r) for _, r in d.iterrows()], "path": "",
                          "image_bytes": [x.get("bytes") if isinstance(x, dict) else x for x in img]})
     missing_q = set(rel["query_id"]) - set(queries["query_id"])

@@ -75,7 +75,7 @@ def run_job(profile: str, chunk: int = 4096, progress: bool = True, overrides: d
     steps: dict = {}
     with PeakMemory() as mem:
         t0 = time.perf_counter()
-        data = load_suggestion_set(cfg)
+        data = load_suggestion_set(cfg, all_images=True)  # every image of the files, also those no qrels file names
         steps["load"] = {"seconds": time.perf_counter() - t0, "queries": len(data.queries), "documents": len(data.docs)}
         log.info("AToMiC (%s): %d texts, %d images, %d qrels", cfg.profile, len(data.queries), len(data.docs), len(data.qrels))
         t0 = time.perf_counter()

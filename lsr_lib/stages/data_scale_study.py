@@ -170,7 +170,7 @@ def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[
 SUMMARY_COLUMNS = ("pairs", "T->I R@1", "T->I R@10", "retention R@1", "retention R@10", "FLOPs", "nnz caption", "nnz image")
 
 
-def summary(rows) -> "pd.DataFrame":  # noqa: F821
+def summary(rows):
     """Mean and sample std over seeds per (condition, point), sizes in order; ``n`` seeds."""
     import pandas as pd
 

@@ -30,13 +30,14 @@ MEASURES = ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100")  # ir_measures names: 
 
 
 
-def load_suggestion_set(cfg: Config, collection=None) -> SuggestionSet:
-    """The profile's suggestion data: emoji suggestion from stage 01's collection, or AToMiC files."""
+def load_suggestion_set(cfg: Config, collection=None, all_images: bool = False) -> SuggestionSet:
+    """The profile's suggestion data: emoji suggestion from stage 01's collection, or AToMiC files
+    (``all_images``: also the images no qrels file names, in split ``collection``)."""
     s = cfg.suggest
     if s.source == "atomic":
         qrels = {split: cfg.path(s.atomic_qrels) / f"{split}.qrels" for split in ("train", "validation", "test")}
         qrels = {k: p if p.exists() else p.with_suffix(".parquet") for k, p in qrels.items()}
-        data = load_atomic(cfg.path(s.atomic_texts), cfg.path(s.atomic_images), qrels)
+        data = load_atomic(cfg.path(s.atomic_texts), cfg.path(s.atomic_images), qrels, all_images)
         return SuggestionSet(data.name, data.queries.replace({"split": {"validation": "val"}}), data.docs.replace({"split": {"validation": "val"}}), data.qrels)
     if collection is None:
         from .cache_dense_features import load_collection
