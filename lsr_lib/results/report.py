@@ -151,16 +151,69 @@ def efficiency(data: dict) -> str:
                   "| condition | engine | " + " | ".join(f"recall >= {t:g}" for t in targets) + " |", "|---|---|" + "---|" * len(targets)]
         cells: dict = {}
         for r in matched:
-            v = "-" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']:.3f}"
-            if r["latency_p50_ms"] is None:
-                v += f" ({r['best_recall']:.2f})"
+            missing = r["latency_p50_ms"] is None or r["latency_p50_ms"] != r["latency_p50_ms"]  # None, or NaN from a DataFrame
+            v = f"- ({r['best_recall']:.2f})" if missing else f"{r['latency_p50_ms']:.3f}"
             cells.setdefault((r["condition"], r["engine"]), {})[r["target_recall"]] = v
         for (cond, engine), c in cells.items():
             lines.append(f"| {cond.replace('_', ' ')} | {engine} | " + " | ".join(c.get(t, "") for t in targets) + " |")
+        lines += ["", *against_hnsw(matched, n)]
     m = data["results"]["machine"]
+    bw = m.get("read_bandwidth_gbs_1thread")
+    exact = [r for r in rows if r["n_docs"] == n and r["kind"] == "numba" and r.get("posting_gb_per_s")]
+    if bw and exact:
+        lines += ["", "Exact numba engine against memory bandwidth: " + "; ".join(
+            f"{r['condition'].replace('_', ' ')}: {r['postings_per_query'] / 1e6:.2f}M postings per query, {r['postings_per_s'] / 1e6:.0f}M postings/s = {r['posting_gb_per_s']:.2f} GB/s "
+            f"({100 * r['posting_gb_per_s'] / bw:.0f}% of the {bw:.1f} GB/s one thread reads here)" for r in exact) + "."]
     lines.append("")
     lines.append(f"_Generated from `results/default/04_efficiency.json` (its scale rows: `04_scale.json`, measured by `make bench`); {m.get('cpu', '?')}, {m.get('cpu_count')} cores, {m.get('memory_gib')} GiB; one shared machine: only 2x differences are meaningful._")
     return "\n".join(lines) + "\n"
+
+
+def against_hnsw(matched: list[dict], n: int, target: float = 0.95) -> list[str]:
+    """One line per sparse condition: its fastest engine at recall@10 >= ``target`` against HNSW on the dense teacher."""
+    ok = [r for r in matched if r["target_recall"] == target and r["latency_p50_ms"] is not None and r["latency_p50_ms"] == r["latency_p50_ms"]]
+    hnsw = [r for r in ok if r["condition"] == "dense teacher"]
+    if not hnsw:
+        return []
+    dense = min(hnsw, key=lambda r: r["latency_p50_ms"])
+    out = []
+    for cond in dict.fromkeys(r["condition"] for r in ok if r["condition"] != "dense teacher"):
+        best = min((r for r in ok if r["condition"] == cond), key=lambda r: r["latency_p50_ms"])
+        out.append(f"- {cond.replace('_', ' ')}, recall@10 >= {target:g} at {n:,} documents: fastest is {best['setting'] or best['engine']} at {best['latency_p50_ms']:.2f} ms p50, "
+                   f"{best['latency_p50_ms'] / dense['latency_p50_ms']:.1f}x the dense teacher's {dense['setting'] or dense['engine']} ({dense['latency_p50_ms']:.2f} ms).")
+    return out
+
+
+@from_stage("04_retrieval")
+def pruning(data: dict) -> str:
+    """Stage 04: index-side pruning and quantisation on the test split, exact numba engine."""
+    rows = data["results"].get("pruning") or []
+    if not rows or "pruning" not in rows[0]:
+        return "_No pruning sweep in `results/default/04_retrieval.json` yet: rerun stage 04._\n"
+    lines = ["| condition | setting | FLOPs | nnz caption | nnz image | T->I R@1 | R@10 | recall@10 vs unpruned | postings / query | index (MB) | p50 latency (ms) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['condition'].replace('_', ' ')} | {r['pruning']} | {r['FLOPs']:.2f} | {r['nnz caption']:.1f} | {r['nnz image']:.1f} | {r['R@1']:.1f} | {r['R@10']:.1f} | "
+                     f"{r['recall@10']:.3f} | {r['postings_per_query']:.0f} | {r['index_mb']:.2f} | {r['latency_p50_ms']:.3f} |")
+    return "\n".join(lines) + "\n\n_Generated from `results/default/04_retrieval.json` (`pruning`); settings: `d<k>`/`q<k>` keep the top k terms of image / caption vectors, `df<share>` caps each posting list at that share of the images, `u<bits>` quantises image weights (`lsr_lib/index/pruning.py`)._\n"
+
+
+@from_stage("07_data_scale")
+def data_scale(data: dict) -> str:
+    """Stage 07: teacher retention against training pairs, mean +- std over seeds."""
+    lines = ["| condition | training set | pairs | seeds | T->I R@1 | retention R@1 (%) | T->I R@10 | retention R@10 (%) | FLOPs | nnz caption | nnz image |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["results"]["summary"]:
+        def pm(k: str, scale: float = 1.0, f: str = ".1f") -> str:
+            sd = r.get(f"{k} std")
+            return f"{scale * r[k]:{f}}" + ("" if sd is None or sd != sd else f" ± {scale * sd:{f}}")
+        label = {"1": "100% (stage 02)"}.get(r["point"], f"{100 * float(r['point'].split('+')[0]):g}%" + (f" + {r['point'].split('+')[1][:-1]} augmented view(s)" if "+" in r["point"] else ""))
+        lines.append(f"| {r['condition'].replace('_', ' ')} | {label} | {r['pairs']:.0f} | {r['n']} | {pm('T->I R@1')} | {pm('retention R@1', 100)} | {pm('T->I R@10')} | {pm('retention R@10', 100)} | "
+                     f"{pm('FLOPs', 1, '.2f')} | {pm('nnz caption')} | {pm('nnz image')} |")
+    g = data["results"]["growth"]
+    lines += ["", *(f"- {c.replace('_', ' ')}: retention of T->I R@1 from {100 * v['retention_R@1_smallest']:.1f}% ({v['smallest']}) to {100 * v['retention_R@1_largest']:.1f}% ({v['largest']}), "
+                    f"{v['points_per_doubling_R@1']:+.1f} points per doubling of the training pairs (least squares over the sizes' means)" for c, v in g.items())]
+    return "\n".join(lines) + "\n\n_Generated from `results/default/07_data_scale.json` (`make data-scale`); mean ± sample std over seeds; retention: the sparse model's test R@k / its own seed's dense teacher's._\n"
 
 
 def benchmarks(results_dir: Path) -> str:
@@ -218,7 +271,8 @@ def seeds(results_dir: Path) -> str:
     return body + f"\n_Generated from `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}` by `make seeds`._\n"
 
 
-RENDERERS: dict[str, Callable[[Path], str]] = {"seeds": seeds, "benchmarks": benchmarks, "dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses, "efficiency": efficiency, "suggestion": suggestion}
+RENDERERS: dict[str, Callable[[Path], str]] = {"seeds": seeds, "benchmarks": benchmarks, "dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses,
+                                               "efficiency": efficiency, "pruning": pruning, "suggestion": suggestion, "data-scale": data_scale}
 DOCUMENTS = ("README.md", "data/README.md")
 
 
