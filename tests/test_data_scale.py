@@ -1,4 +1,6 @@
 """Stage 07, the data-scale study (issue 18): nested subsets, extra view pairs, the seeds' inputs, and reading results."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -53,9 +55,10 @@ def test_point_pairs_keep_every_caption_of_kept_images_and_pair_views_with_them(
     ({"fractions": [0.5, 1.5]}, "data_scale.fractions: must be increasing fractions in (0, 1]"),
     ({"fractions": [0.5], "extra_views": [1]}, "data_scale.extra_views: must be used with fraction 1.0"),
     ({"run": "sometimes"}, "data_scale.run: must be one of stage, bench"),
+    ({"extra_view_seeds": [5]}, "data_scale.extra_view_seeds: must be a subset of the study's seeds [0]"),
 ])
 def test_study_settings_are_checked(section, says):
-    with pytest.raises(ConfigError, match=says.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(says)):
         load_config("smoke", {"data_scale": section})
 
 
@@ -64,6 +67,7 @@ def test_points_and_seeds_follow_the_profile():
     assert [p.label for p in study.points(cfg)] == ["0.125", "0.25", "0.5", "1", "1+1v"] and study.points(cfg)[-1].relative_size == 2
     assert cfg.data_scale_seeds == (0, 1, 2) and load_config("smoke").data_scale_seeds == (0,)
     assert cfg.seed_variant(0) is cfg and cfg.seed_variant(2).d2s.seed != cfg.d2s.seed
+    assert cfg.data_scale.extra_view_seeds == (0, 1)  # the 200% point: two of the three seeds
 
 
 def test_a_missing_seed_variant_is_named_with_the_command_that_makes_it(monkeypatch):

@@ -239,6 +239,7 @@ class DataScaleConfig:
     fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)  # nested subsets of the training images (all captions of each), in (0, 1]
     extra_views: tuple[int, ...] = ()  # beyond 100% (LiT towers only: stage 01 renders the views): all pairs plus k augmented renderings of every training image (stage 01's teacher vectors), each paired with the image's captions
     seeds: tuple[int, ...] = ()  # training seeds (empty: the profile's seeds); seed k > seeds[0] reads the seed variant's stage 01 and 02 (`make seeds`)
+    extra_view_seeds: tuple[int, ...] = opt_in(())  # the seeds of the extra_views points (empty: every seed); they cost (1 + views) x a full run each
     subset_seed: int = 0  # the one permutation the nested subsets are cut from
     run: str = "stage"  # "stage": stage 07 trains what is missing; "bench": only `make data-scale` does, stage 07 reads its result file
     paper_pairs: int = 414_113  # the reference point drawn on the figure: MSCOCO Karpathy train + restval captions
@@ -288,6 +289,7 @@ class Config:
             ("sweep", len(set(names)) == len(names), "settings with distinct <dataset>_<backbone> names"),
             ("scale_benchmark", self.scale_benchmark in SCALE_BENCHMARK_RUNS, f"one of {', '.join(SCALE_BENCHMARK_RUNS)}"),
             ("suggest.index", self.suggest.index in SPARSE_INDEX_KINDS, f"one of {', '.join(SPARSE_INDEX_KINDS)}"),
+            ("data_scale.extra_view_seeds", set(self.data_scale.extra_view_seeds) <= set(self.data_scale_seeds), f"a subset of the study's seeds {list(self.data_scale_seeds)}"),
         ])
 
     def path(self, p: str | Path) -> Path:

@@ -128,7 +128,8 @@ def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[
     seed_inputs(cfg)  # fails early, naming the missing seed variant
     tokenizer = tokenizer_for(cfg)
     pts = points(cfg)
-    jobs = [(k, c, p) for k in cfg.data_scale_seeds for c in cfg.d2s_conditions for p in pts]
+    view_seeds = set(cfg.data_scale.extra_view_seeds or cfg.data_scale_seeds)
+    jobs = [(k, c, p) for k in cfg.data_scale_seeds for c in cfg.d2s_conditions for p in pts if not p.views or k in view_seeds]
     rows, loaded = [], {}
     for k, cond, point in progress_bar(jobs, desc="data-scale study", disable=not progress):
         cfg_k = cfg.seed_variant(k)
