@@ -129,18 +129,19 @@ def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[
     tokenizer = tokenizer_for(cfg)
     pts = points(cfg)
     view_seeds = set(cfg.data_scale.extra_view_seeds or cfg.data_scale_seeds)
-    jobs = [(k, c, p) for k in cfg.data_scale_seeds for c in cfg.d2s_conditions for p in pts if not p.views or k in view_seeds]
+    jobs = [(k, c, p) for k in cfg.data_scale_seeds for c in cfg.d2s_conditions for p in pts if not p.views]  # the fractions of every seed first,
+    jobs += [(k, c, p) for k in cfg.data_scale_seeds for c in cfg.d2s_conditions for p in pts if p.views and k in view_seeds]  # then the costly extra-view points
     rows, loaded = [], {}
     for k, cond, point in progress_bar(jobs, desc="data-scale study", disable=not progress):
         cfg_k = cfg.seed_variant(k)
-        if k not in loaded:
+        if k not in loaded:  # one seed's data at a time
             tr = load_dense_dir(dense_dir(cfg_k), "train")
-            n_views = max(p.views for p in pts)
-            views = view_vectors(cfg_k, n_views, tr[1]) if n_views else None
             val = load_dense_dir(dense_dir(cfg_k), "val")
             test = load_dense_dir(dense_dir(cfg_k), "test")
             teacher = (read_result(cfg_k, "02_d2s") or {}).get("results", {}).get("test", {}).get("dense teacher")
-            loaded = {k: (tr, views, eval_data(*val), test, teacher)}
+            loaded = {k: [tr, None, eval_data(*val), test, teacher]}
+        if point.views and loaded[k][1] is None:
+            loaded[k][1] = view_vectors(cfg_k, max(p.views for p in pts), loaded[k][0][1])
         (tr_col, tr_img, tr_txt), views, val, (te_col, te_img, te_txt), teacher = loaded[k]
         pairs, n_images = point_pairs(tr_col, tr_img, tr_txt, tokenizer, point, cfg.data_scale.subset_seed, views)
         if point == Point(1.0):
