@@ -68,7 +68,7 @@ main: setup
 	$(PY) -m lsr_lib.results.report
 	$(PY) -m lsr_lib.results.expected --profile default --strict --markdown results/default/expected_check.md
 
-# The heavy benchmarks kept out of `make main`: stage 04 at 100k / 1M synthetic documents (about 40 min),
+# The heavy benchmarks kept out of `make main`: stage 04 at 100k / 1M synthetic documents (about an hour),
 # into results/default/04_scale.json (committed; stage 04 and the README read it while it is current).
 bench: setup
 	$(PY) -m lsr_lib.run.pipeline --profile default --stages 04 --force --bench
