@@ -402,7 +402,8 @@ def effectiveness_latency_figure(eff_test, pruning):
     for k, (engine, g) in enumerate(rows.groupby("engine", sort=False)):
         for cond, h in g.groupby("condition", sort=False):
             h = h.sort_values("latency_p50_ms")
-            ax.plot(h["latency_p50_ms"], h["T->I R@10"], marker=markers[cond], color=f"C{k % 10}", ls=":" if len(h) > 1 else "", lw=0.8,
+            swept = engine in SWEPT  # a search-parameter sweep is a curve; pruning settings are separate points
+            ax.plot(h["latency_p50_ms"], h["T->I R@10"], marker=markers[cond], color=f"C{k % 10}", ls=":" if swept and len(h) > 1 else "", lw=0.8,
                     label=f"{engine}, {cond.replace('_', ' ')}")
     ax.set(xscale="log", xlabel="p50 latency per query (ms, 1 thread), test split", ylabel="text->image R@10 (%)",
            title="effectiveness against latency: every engine and setting")
