@@ -102,3 +102,31 @@ def test_summary_gives_mean_and_std_over_seeds():
     assert s.loc[("with_control", "1"), "n"] == 2 and list(s.index.get_level_values("point")) == ["0.5", "1"]
     g = study.growth(rows)["with_control"]
     assert g["smallest"] == "0.5" and g["points_per_doubling_R@1"] == pytest.approx(100 * (11 / 20 - 6 / 20))
+
+
+def test_a_clone_without_the_seed_variants_reads_the_study_checking_what_is_there(tmp_path, monkeypatch, capsys):
+    """make main on a fresh clone builds seed 0 only: the committed study is shown, compared on everything but the missing seeds."""
+    from lsr_lib.results.provenance import write_results
+
+    cfg = load_config("smoke", {"data_scale": {"seeds": [0, 1]}})
+    monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
+    ids = {"smoke": "a0", "smoke/seed1": "a1"}
+    monkeypatch.setattr(study, "dense_content_id", lambda c: ids[c.profile])
+    monkeypatch.setattr("lsr_lib.artifacts.catalog.dense_content_id", lambda c: ids[c.profile])
+    full, missing = study.current_inputs(cfg)
+    assert missing == [] and full["seeds_dense"] == {"0": "a0", "1": "a1"}
+    write_results(cfg, study.RESULT, {"rows": [{"point": "1"}]}, full)
+
+    def no_seed1(c):
+        if c.profile == "smoke/seed1":
+            raise ArtifactError("seed1 features missing")
+        return ids[c.profile]
+    monkeypatch.setattr(study, "dense_content_id", no_seed1)
+    monkeypatch.setattr("lsr_lib.artifacts.catalog.dense_content_id", no_seed1)
+    partial, missing = study.current_inputs(cfg)
+    assert missing == [1] and partial["seeds_dense"] == {"0": "a0"}
+    assert study.study_rows(cfg, partial, run=False, unchecked=missing) == [{"point": "1"}]
+    assert "seeds [1] are not built here" in capsys.readouterr().out
+    ids["smoke"] = "changed"  # seed 0's features changed: stale, even with seed 1 unchecked
+    partial, missing = study.current_inputs(cfg)
+    assert study.study_rows(cfg, partial, run=False, unchecked=missing) == [] and "other inputs" in capsys.readouterr().out

@@ -216,10 +216,40 @@ def growth(rows) -> dict:
     return out
 
 
-def study_rows(cfg: Config, inputs: dict, run: bool | None = None, device: torch.device | None = None, progress: bool = True) -> list[dict]:
+STAGE = "07_data_scale_study"
+
+
+def current_inputs(cfg: Config) -> tuple[dict, list[int]]:
+    """Stage 07's inputs (``stage_inputs``), and the study seeds whose seed variant is not built here.
+
+    A fresh clone's ``make main`` builds seed 0 only; the seed variants' features exist after
+    ``make seeds``. Those missing are left out of ``seeds_dense`` and listed, so that reading the
+    committed study can still check everything that is here.
+    """
+    from ..artifacts.catalog import CODE_VERSIONS, CONFIG_SECTIONS, stage_inputs
+
+    try:
+        return stage_inputs(cfg, STAGE), []
+    except ArtifactError:
+        pass
+    present, missing = {}, []
+    for k in cfg.data_scale_seeds:
+        try:
+            present[str(k)] = dense_content_id(cfg.seed_variant(k))
+        except ArtifactError:
+            missing.append(k)
+    inputs = {"stage": STAGE, "code": CODE_VERSIONS[STAGE], "config": cfg.section_hash(*CONFIG_SECTIONS[STAGE]),
+              "conditions": list(cfg.d2s_conditions), "seed": cfg.seed, "seeds_dense": present}  # as stage_inputs, less the missing seeds
+    return inputs, missing
+
+
+def study_rows(cfg: Config, inputs: dict, run: bool | None = None, device: torch.device | None = None, progress: bool = True,
+               unchecked: list[int] | None = None) -> list[dict]:
     """The study's rows: trained and evaluated now (``run``; None follows ``data_scale.run``), or read from
     ``results/<profile>/07_data_scale.json`` while it records these inputs; otherwise empty, with a message
-    saying how to measure it (stale numbers are never shown as current).
+    saying how to measure it (stale numbers are never shown as current). ``unchecked``: seeds whose
+    features are not built here (:func:`current_inputs`): the file is compared on everything else, and
+    the message says which seeds were not checked.
     """
     from ..storage.manifest import digest
 
@@ -232,8 +262,12 @@ def study_rows(cfg: Config, inputs: dict, run: bool | None = None, device: torch
     if doc is None:
         print(f"no data-scale study yet: {command} trains and evaluates it")
         return []
-    if doc.get("inputs_fingerprint") != digest(inputs):
+    stored = doc.get("inputs") or {}
+    if unchecked:
+        stored = {**stored, "seeds_dense": {k: v for k, v in (stored.get("seeds_dense") or {}).items() if int(k) not in unchecked}}
+    if (digest(stored) if unchecked else doc.get("inputs_fingerprint")) != digest(inputs):
         print(f"results/{cfg.profile}/{RESULT}.json was measured on other inputs (features, D2S recipe or study settings changed): not shown; rerun {command}")
         return []
-    print(f"data-scale study read from results/{cfg.profile}/{RESULT}.json (measured {doc['provenance'].get('time_utc', '?')} at commit {doc['provenance'].get('commit', '?')}; inputs current)")
+    print(f"data-scale study read from results/{cfg.profile}/{RESULT}.json (measured {doc['provenance'].get('time_utc', '?')} at commit {doc['provenance'].get('commit', '?')}; inputs current"
+          + (f"; seeds {unchecked} are not built here, so their features were not checked: `make seeds` builds them)" if unchecked else ")"))
     return doc["results"]["rows"]
