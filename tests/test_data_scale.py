@@ -77,7 +77,7 @@ def test_a_missing_seed_variant_is_named_with_the_command_that_makes_it(monkeypa
         if c.profile.endswith("seed1"):
             raise ArtifactError(f"dense features of {c.profile} are missing")
         return "ok"
-    monkeypatch.setattr(study, "dense_content_id", content_id)
+    monkeypatch.setattr("lsr_lib.artifacts.catalog.dense_content_id", content_id)
     with pytest.raises(ArtifactError, match=r"(?s)smoke/seed1 are missing.*python -m lsr_lib.run.seeds --profile smoke --seeds 1"):
         study.seed_inputs(cfg)
 

@@ -199,8 +199,12 @@ CONFIG_SECTIONS = {"01_cache_dense_features": ("data", "encoder", "lit", "evalua
                    "07_data_scale_study": ("data", "evaluation", "d2s", "data_scale")}
 
 
-def _artifact_ids(cfg: Config, stage: str) -> dict:
-    """Content ids of the artifacts a stage's numbers come from (verified: ArtifactError when one is unusable)."""
+def _artifact_ids(cfg: Config, stage: str, missing_seeds: Optional[list] = None) -> dict:
+    """Content ids of the artifacts a stage's numbers come from (verified: ArtifactError when one is unusable).
+
+    ``missing_seeds`` (stage 07): a seed variant whose features are not built is appended there and
+    left out, instead of raising.
+    """
     n = stage[:2]
     out: dict = {}
     if n in ("01", "02", "03", "04", "06"):
@@ -216,19 +220,27 @@ def _artifact_ids(cfg: Config, stage: str) -> dict:
     if n == "05":
         out["suggest_vectors"] = {c: suggest_vectors_artifact(cfg, c, "test").content_id() for c in cfg.suggest.configurations}
     if n == "07":  # every study seed's features; the runs are keyed by them (and by the study's config) in their own fingerprints
-        out["seeds_dense"] = {str(k): dense_content_id(cfg.seed_variant(k)) for k in cfg.data_scale_seeds}
+        out["seeds_dense"] = {}
+        for k in cfg.data_scale_seeds:
+            try:
+                out["seeds_dense"][str(k)] = dense_content_id(cfg.seed_variant(k))
+            except ArtifactError:
+                if missing_seeds is None:
+                    raise
+                missing_seeds.append(k)
     if n == "06":  # the explorer shows M1-M4 only when stage 05 has run: those present are its inputs
         out["suggest_vectors"] = {c: a.content_id() for c in cfg.suggest.configurations if (a := suggest_vectors_artifact(cfg, c, "test")).status().ok}
     return out
 
 
-def stage_inputs(cfg: Config, stage: str) -> dict:
+def stage_inputs(cfg: Config, stage: str, missing_seeds: Optional[list] = None) -> dict:
     """What a stage's results depend on: config sections, code version, content ids of its input artifacts.
 
-    Raises :class:`ArtifactError` when an input is missing, stale or corrupt.
+    Raises :class:`ArtifactError` when an input is missing, stale or corrupt (``missing_seeds``: see
+    :func:`_artifact_ids`).
     """
     return {"stage": stage, "code": CODE_VERSIONS[stage], "config": cfg.section_hash(*CONFIG_SECTIONS[stage]),
-            "conditions": list(cfg.d2s_conditions), "seed": cfg.seed, **_artifact_ids(cfg, stage)}
+            "conditions": list(cfg.d2s_conditions), "seed": cfg.seed, **_artifact_ids(cfg, stage, missing_seeds)}
 
 
 def result_is_current(cfg: Config, stage: str) -> bool:

@@ -64,8 +64,7 @@ class MilvusIndex(SparseIndex):
         self._client, self._tmp = None, None
 
     def backend_version(self) -> str:
-        lite = self.params["uri"] is None or not str(self.params["uri"]).startswith(("http://", "https://", "tcp://"))
-        return f"pymilvus {dist_version('pymilvus')}" + (f", milvus-lite {dist_version('milvus-lite')}" if lite else "")
+        return f"pymilvus {dist_version('pymilvus')}" + ("" if self._server else f", milvus-lite {dist_version('milvus-lite')}")
 
     @property
     def _server(self) -> bool:
@@ -90,7 +89,7 @@ class MilvusIndex(SparseIndex):
         if n_terms is not None:
             self.n_terms, self.n_docs = n_terms, 0
         pm = self._pymilvus
-        if self._server or self.params["uri"] is not None:
+        if self.params["uri"] is not None:  # a server, or a milvus-lite path of the caller's
             uri = str(self.params["uri"])
         else:  # a milvus-lite folder of its own, removed once saved or garbage-collected
             tmp = tempfile.mkdtemp(prefix="milvus_")

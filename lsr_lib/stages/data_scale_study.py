@@ -34,6 +34,7 @@ from ..train.d2s import encode_sparse, load_best, train_d2s
 from .train_sparse_heads import condition_config, eval_data, evaluate_sparse, tokenizer_for, training_pairs
 
 RESULT = "07_data_scale"
+STAGE = "07_data_scale_study"
 
 
 @dataclass(frozen=True)
@@ -109,14 +110,12 @@ def view_vectors(cfg_k: Config, views: int, img_train: np.ndarray) -> np.ndarray
 
 def seed_inputs(cfg: Config) -> dict:
     """Content ids of each study seed's stage-01 features (ArtifactError names the seed variant to run first)."""
-    out = {}
-    for k in cfg.data_scale_seeds:
-        try:
-            out[str(k)] = dense_content_id(cfg.seed_variant(k))
-        except ArtifactError as e:
-            raise ArtifactError(f"{e}\nseed {k} of the data-scale study needs its seed variant's stages 01 and 02 first: "
-                                f"python -m lsr_lib.run.seeds --profile {cfg.profile} --seeds {k} (or make seeds)") from None
-    return out
+    inputs, missing = current_inputs(cfg)
+    if missing:
+        k = missing[0]
+        raise ArtifactError(f"dense features of {cfg.seed_variant(k).profile} are missing\nseed {k} of the data-scale study needs its seed variant's stages 01 and 02 first: "
+                            f"python -m lsr_lib.run.seeds --profile {cfg.profile} --seeds {k} (or make seeds)")
+    return inputs["seeds_dense"]
 
 
 def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[dict]:
@@ -216,9 +215,6 @@ def growth(rows) -> dict:
     return out
 
 
-STAGE = "07_data_scale_study"
-
-
 def current_inputs(cfg: Config) -> tuple[dict, list[int]]:
     """Stage 07's inputs (``stage_inputs``), and the study seeds whose seed variant is not built here.
 
@@ -226,21 +222,10 @@ def current_inputs(cfg: Config) -> tuple[dict, list[int]]:
     ``make seeds``. Those missing are left out of ``seeds_dense`` and listed, so that reading the
     committed study can still check everything that is here.
     """
-    from ..artifacts.catalog import CODE_VERSIONS, CONFIG_SECTIONS, stage_inputs
+    from ..artifacts.catalog import stage_inputs
 
-    try:
-        return stage_inputs(cfg, STAGE), []
-    except ArtifactError:
-        pass
-    present, missing = {}, []
-    for k in cfg.data_scale_seeds:
-        try:
-            present[str(k)] = dense_content_id(cfg.seed_variant(k))
-        except ArtifactError:
-            missing.append(k)
-    inputs = {"stage": STAGE, "code": CODE_VERSIONS[STAGE], "config": cfg.section_hash(*CONFIG_SECTIONS[STAGE]),
-              "conditions": list(cfg.d2s_conditions), "seed": cfg.seed, "seeds_dense": present}  # as stage_inputs, less the missing seeds
-    return inputs, missing
+    missing: list[int] = []
+    return stage_inputs(cfg, STAGE, missing), missing
 
 
 def study_rows(cfg: Config, inputs: dict, run: bool | None = None, device: torch.device | None = None, progress: bool = True,
