@@ -15,7 +15,7 @@ pytest.importorskip("milvus_lite")
 def test_the_job_streams_the_collection_into_milvus_and_scores_as_the_in_memory_index(tmp_path, monkeypatch):
     from lsr_lib.artifacts.catalog import suggest_dir
     from lsr_lib.run.atomic import run_job
-    from lsr_lib.stages.image_suggestion import cache_states, evaluate_through_index, load_suggestion_set
+    from lsr_lib.stages.image_suggestion import cache_states, evaluate_through_index, load_suggestion_set, token_states
     from lsr_lib.train.suggest import encode, load_suggest_model
 
     import pandas as pd
@@ -39,8 +39,7 @@ def test_the_job_streams_the_collection_into_milvus_and_scores_as_the_in_memory_
     everything = type(test)(test.name, test.queries, data.docs, test.qrels)
 
     def states(ids):
-        _, a = tcache.read(ids)
-        return {"states": torch.from_numpy(a["states"]), "token_ids": torch.from_numpy(a["token_ids"]).long(), "mask": torch.from_numpy(a["mask"])}
+        return token_states(tcache, ids)
     for config, got in record["results"].items():
         model = load_suggest_model(suggest_dir(cfg) / config)
         q = sp.csr_matrix(encode(model, "query", states([f"q:{i}" for i in test.queries["query_id"]]), None, 8).numpy())

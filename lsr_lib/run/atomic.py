@@ -39,6 +39,7 @@ RESULT = "atomic_job"
 
 def stream_documents(cfg, model, data, tcache, icache, index, chunk: int, device="cpu", progress: bool = True) -> dict:
     """Encode every document in chunks read from the caches and insert each into ``index`` (created on the first chunk); returns counts."""
+    from ..stages.image_suggestion import token_states
     from ..storage.progress import progress_bar
     from ..train.suggest import encode
 
@@ -47,8 +48,7 @@ def stream_documents(cfg, model, data, tcache, icache, index, chunk: int, device
     with progress_bar(total=len(doc_ids), desc="encode + index documents", unit="doc", disable=not progress) as bar:
         for lo in range(0, len(doc_ids), chunk):
             ids = doc_ids[lo:lo + chunk]
-            _, t = tcache.read([f"d:{i}" for i in ids])
-            text = {"states": torch.from_numpy(t["states"]), "token_ids": torch.from_numpy(t["token_ids"]).long(), "mask": torch.from_numpy(t["mask"])}
+            text = token_states(tcache, [f"d:{i}" for i in ids])
             patches = torch.from_numpy(icache.read(ids)[1]["patches"])
             d = sp.csr_matrix(encode(model, "doc", text, patches, max(1, cfg.suggest.eval_batch_size // 8), device).numpy())
             d.eliminate_zeros()
@@ -65,7 +65,7 @@ def run_job(profile: str, chunk: int = 4096, progress: bool = True, overrides: d
     from ..artifacts.catalog import suggest_dir
     from ..index.latency import PeakMemory
     from ..results.provenance import machine, write_results
-    from ..stages.image_suggestion import cache_states, evaluate_through_index, load_suggestion_set, split_tensors, suggestion_index, train_configuration
+    from ..stages.image_suggestion import cache_states, evaluate_through_index, load_suggestion_set, split_tensors, suggestion_index, token_states, train_configuration
     from ..train.suggest import encode, load_suggest_model
 
     cfg = load_config(profile, overrides)
@@ -100,9 +100,7 @@ def run_job(profile: str, chunk: int = 4096, progress: bool = True, overrides: d
             test = data.split("test")
             test_all_docs = type(test)(test.name, test.queries, data.docs, test.qrels)  # test queries against the whole collection
             t0 = time.perf_counter()
-            _, q = tcache.read([f"q:{i}" for i in test.queries["query_id"]])
-            queries = sp.csr_matrix(encode(model, "query", {"states": torch.from_numpy(q["states"]), "token_ids": torch.from_numpy(q["token_ids"]).long(),
-                                                            "mask": torch.from_numpy(q["mask"])}, None, cfg.suggest.eval_batch_size).numpy())
+            queries = sp.csr_matrix(encode(model, "query", token_states(tcache, [f"q:{i}" for i in test.queries["query_id"]]), None, cfg.suggest.eval_batch_size).numpy())
             results[config] = evaluate_through_index(cfg, test_all_docs, queries, sp.csr_matrix((0, queries.shape[1]), dtype=np.float32), index=index)
             steps[f"retrieval {config}"] = {"seconds": time.perf_counter() - t0, "queries": int(queries.shape[0])}
             del index

@@ -86,13 +86,16 @@ def _patch_states_compute(image_size: int, docs: pd.DataFrame):
     return lambda batch: patch_states(img, [load_document_image(docs.iloc[row_of[i]]) for i in batch])
 
 
+def token_states(tcache: ShardedCache, ids: list[str]) -> dict:
+    """Cached token states of some texts (``q:<query id>`` / ``d:<doc id>``) as the encoders' input tensors."""
+    _, a = tcache.read(ids)
+    return {"states": torch.from_numpy(a["states"]), "token_ids": torch.from_numpy(a["token_ids"]).long(), "mask": torch.from_numpy(a["mask"])}
+
+
 def split_tensors(data: SuggestionSet, tcache: ShardedCache, icache: ShardedCache, need_patches: bool = True) -> dict:
     """Tensors of one split: query / caption token states, image patches, positive document rows."""
-    def text(ids):
-        _, a = tcache.read(ids)
-        return {"states": torch.from_numpy(a["states"]), "token_ids": torch.from_numpy(a["token_ids"]).long(), "mask": torch.from_numpy(a["mask"])}
-
-    out = {"queries": text([f"q:{i}" for i in data.queries["query_id"]]), "captions": text([f"d:{i}" for i in data.docs["doc_id"]]), "patches": None}
+    out = {"queries": token_states(tcache, [f"q:{i}" for i in data.queries["query_id"]]),
+           "captions": token_states(tcache, [f"d:{i}" for i in data.docs["doc_id"]]), "patches": None}
     if need_patches:
         out["patches"] = torch.from_numpy(icache.read(list(data.docs["doc_id"]))[1]["patches"])
     out["pos"] = data.positive_doc_rows()
