@@ -255,6 +255,54 @@ class DataScaleConfig:
         ])
 
 
+KNOB_FIELDS = ("epochs", "batch_size", "regularizer", "reg_weight", "teacher_tau", "lr_vocab", "lr_projection")  # the d2s settings a knob trial may change
+
+
+@dataclass(frozen=True)
+class KnobTrial:
+    """One setting of the method's knobs (stage 07, part 2): the profile's ``d2s`` recipe with these
+    values replaced (None keeps the recipe's), trained with expansion control on ``views`` augmented
+    renderings per training image beyond the pairs (as ``data_scale.extra_views``)."""
+
+    name: str
+    views: int = 0  # extra distillation data: 0 = stage 02's pairs; k = those plus k augmented renderings of every image
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    regularizer: Optional[str] = None  # "l1" (paper) | "flops" (a co-activation penalty: squared mean activation per term)
+    reg_weight: Optional[float] = None  # both sides (reg_weight_image and reg_weight_text)
+    teacher_tau: Optional[float] = None
+    lr_vocab: Optional[float] = None
+    lr_projection: Optional[float] = None
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value (the d2s values are checked again once applied)."""
+        check(self, [("name", bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name)), "a short name of letters, digits and _ . + - (a cache folder)"),
+                     *non_negative(self, "views")])
+
+    @property
+    def is_recipe(self) -> bool:
+        """True when nothing is changed: the trial is stage 02's own run."""
+        return self.views == 0 and all(getattr(self, f) is None for f in KNOB_FIELDS)
+
+
+@dataclass(frozen=True)
+class KnobSearchConfig:
+    """Stage 07, part 2 (issue 18): can the method's own knobs close the gap to the teacher on the
+    embedded default? Every trial trains with expansion control on seed ``seed``; the best validation
+    text->image R@1 among those within the FLOPs budget is chosen, then trained on every seed and
+    reported on the test split beside stage 02's recipe. Its seeds are the data-scale study's."""
+
+    trials: tuple[KnobTrial, ...] = ()  # in the order they run; one named "recipe" with no changes is stage 02's run
+    flops_budget: float = 0.5  # a trial qualifies when its val FLOPs are at most this share of the recipe's uncontrolled model's (issue 18's goal: half)
+    run: str = "stage"  # "stage": stage 07 trains what is missing; "bench": only `make data-scale` does, stage 07 reads its result file
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        names = [t.name for t in self.trials]
+        check(self, [("trials", len(set(names)) == len(names), "trials with distinct names"),
+                     ("flops_budget", 0 < self.flops_budget <= 1, "in (0, 1]"), one_of(self, "run", SCALE_BENCHMARK_RUNS)])
+
+
 @dataclass(frozen=True)
 class Config:
     """One profile: every setting a stage needs."""
@@ -274,6 +322,7 @@ class Config:
     suggest: SuggestConfig = field(default_factory=SuggestConfig)  # stage 05: image suggestion, M1-M4
     sweep: tuple[SweepSetting, ...] = ()  # paper profile: the (dataset, backbone) settings lsr_lib.run.sweep runs
     data_scale: DataScaleConfig = opt_in_section(DataScaleConfig)  # stage 07: the data-scale study
+    knob_search: KnobSearchConfig = opt_in_section(KnobSearchConfig)  # stage 07, part 2: the method's knobs chosen on validation
     scale_benchmark: str = "stage"  # stage 04's synthetic-collection benchmark (index.scale_sizes): "stage" runs it in stage 04, "bench" only in `make bench` (stage 04 then reads its result file)
 
     def validate(self) -> None:

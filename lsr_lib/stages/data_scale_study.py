@@ -236,23 +236,31 @@ def study_rows(cfg: Config, inputs: dict, run: bool | None = None, device: torch
     features are not built here (:func:`current_inputs`): the file is compared on everything else, and
     the message says which seeds were not checked.
     """
-    from ..storage.manifest import digest
-
     if run is None:
         run = cfg.data_scale.run == "stage"
     if run:
         return run_study(cfg, device or torch.device("cpu"), progress)
-    doc = read_result(cfg, RESULT)
     command = f"`make data-scale` (python -m lsr_lib.run.pipeline --profile {cfg.profile} --stages 07 --force --bench)"
+    found = read_current(cfg, RESULT, inputs, "data-scale study", command, unchecked)
+    return found["rows"] if found else []
+
+
+def read_current(cfg: Config, result: str, inputs: dict, what: str, command: str, unchecked: list[int] | None = None) -> dict | None:
+    """The ``results`` of ``results/<profile>/<result>.json`` while it records ``inputs``, else None with a
+    message saying how to measure it (stale numbers are never shown as current). ``unchecked``: seeds
+    left out of ``inputs["seeds_dense"]`` (:func:`current_inputs`), compared on everything else."""
+    from ..storage.manifest import digest
+
+    doc = read_result(cfg, result)
     if doc is None:
-        print(f"no data-scale study yet: {command} trains and evaluates it")
-        return []
+        print(f"no {what} yet: {command} measures it")
+        return None
     stored = doc.get("inputs") or {}
     if unchecked:
         stored = {**stored, "seeds_dense": {k: v for k, v in (stored.get("seeds_dense") or {}).items() if int(k) not in unchecked}}
     if (digest(stored) if unchecked else doc.get("inputs_fingerprint")) != digest(inputs):
-        print(f"results/{cfg.profile}/{RESULT}.json was measured on other inputs (features, D2S recipe or study settings changed): not shown; rerun {command}")
-        return []
-    print(f"data-scale study read from results/{cfg.profile}/{RESULT}.json (measured {doc['provenance'].get('time_utc', '?')} at commit {doc['provenance'].get('commit', '?')}; inputs current"
+        print(f"results/{cfg.profile}/{result}.json was measured on other inputs (features, D2S recipe or settings changed): not shown; rerun {command}")
+        return None
+    print(f"{what} read from results/{cfg.profile}/{result}.json (measured {doc['provenance'].get('time_utc', '?')} at commit {doc['provenance'].get('commit', '?')}; inputs current"
           + (f"; seeds {unchecked} are not built here, so their features were not checked: `make seeds` builds them)" if unchecked else ")"))
-    return doc["results"]["rows"]
+    return doc["results"]

@@ -96,10 +96,10 @@ def sparse_vectors(cfg: Config, name: str, split: str, col: ImageCaptionSet, img
     return v["images"], v["texts_own_tokens" if own_tokens_only else "texts"]
 
 
-def evaluate_sparse(cfg: Config, col: ImageCaptionSet, img_csr, txt_csr) -> dict:
-    """Both-direction metrics from the exact sparse product, plus FLOPs and vector lengths."""
+def evaluate_sparse(cfg: Config, col: ImageCaptionSet, img_csr, txt_csr, return_ranks: bool = False) -> dict:
+    """Both-direction metrics from the exact sparse product, plus FLOPs and vector lengths (and per-query ranks)."""
     scores = torch.from_numpy((txt_csr @ img_csr.T).toarray())  # (N_txt, N_img)
-    out = evaluate_scores(scores, col.captions["image_id"].to_numpy(), col.images["image_id"].to_numpy(), cfg.evaluation.ks, cfg.evaluation.mrr_depth)
+    out = evaluate_scores(scores, col.captions["image_id"].to_numpy(), col.images["image_id"].to_numpy(), cfg.evaluation.ks, cfg.evaluation.mrr_depth, return_ranks)
     # text->image: queries are captions, documents images; FLOPs as in DESIGN.md section 3
     out["sparsity_text_to_image"] = sparse_summary(txt_csr, img_csr)
     return out

@@ -1,0 +1,214 @@
+"""Stage 07, part 2: the method's own knobs, chosen on validation only (issue 18).
+
+Part 1 (``data_scale_study``) shows retention growing with training data. This part asks how far the
+method's knobs get on the embedded default's data: more distillation data the teacher provides
+(augmented renderings, as part 1's extra views), steps, batch, regulariser and its weight, the
+teacher's temperature and the learning rates (``knob_search.trials`` in the profile).
+
+1. **Search** on seed ``cfg.seed``: every trial trains with expansion control; only the validation
+   split is read. The uncontrolled model of stage 02's recipe sets the FLOPs budget
+   (``knob_search.flops_budget`` x its val FLOPs).
+2. **Choice**: the qualifying trial with the best val text->image R@1 (ties: fewer FLOPs).
+3. **Test**: the chosen trial is trained on every seed of the data-scale study (the profile's seed
+   variants, each with its own teacher) and evaluated on the test split exactly as stage 02, beside
+   that seed's recipe runs; retention, FLOPs and a paired test per query against the recipe.
+
+Runs live under ``<seed cache>/knob_search/<trial>``; a trial named in the file with no changes is
+stage 02's run itself. Results: ``results/<profile>/07_knob_search.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..artifacts.catalog import d2s_run_dir, dense_content_id, dense_dir, load_dense_dir, read_result
+from ..config.d2s import D2SConfig
+from ..config.profiles import Config, KnobTrial
+from ..train.d2s import encode_sparse, load_best, train_d2s
+from .data_scale_study import Point, point_pairs, view_vectors
+from .train_sparse_heads import condition_config, eval_data, evaluate_sparse, tokenizer_for, train_condition
+
+RESULT = "07_knob_search"
+CONDITION = "with_control"
+
+
+def trial_config(base: D2SConfig, trial: KnobTrial) -> D2SConfig:
+    """The recipe with the trial's knobs, with expansion control (``ConfigError``-style ValueError on a bad value)."""
+    changes = {f: getattr(trial, f) for f in ("epochs", "batch_size", "regularizer", "teacher_tau", "lr_vocab", "lr_projection") if getattr(trial, f) is not None}
+    if trial.reg_weight is not None:
+        changes |= {"reg_weight_image": trial.reg_weight, "reg_weight_text": trial.reg_weight}
+    cfg = condition_config(dataclasses.replace(base, **changes), CONDITION)
+    cfg.validate()
+    return cfg
+
+
+def trial_dir(cfg_k: Config, trial: KnobTrial) -> Path:
+    """Stage 02's run for the recipe, else the search's own folder."""
+    return d2s_run_dir(cfg_k, CONDITION) if trial.is_recipe else cfg_k.cache_dir / "knob_search" / trial.name
+
+
+class SeedData:
+    """One seed variant's splits, teacher test numbers and (lazily) augmented-view vectors."""
+
+    def __init__(self, cfg_k: Config):
+        self.cfg = cfg_k
+        self.train = load_dense_dir(dense_dir(cfg_k), "train")
+        self.val = eval_data(*load_dense_dir(dense_dir(cfg_k), "val"))
+        self.test = load_dense_dir(dense_dir(cfg_k), "test")
+        self.tokenizer = tokenizer_for(cfg_k)
+        self._views: np.ndarray | None = None
+
+    def pairs(self, trial: KnobTrial) -> dict:
+        col, img, txt = self.train
+        if trial.views and (self._views is None or len(self._views) < trial.views):
+            self._views = view_vectors(self.cfg, trial.views, img)
+        return point_pairs(col, img, txt, self.tokenizer, Point(1.0, trial.views), 0, self._views)[0]
+
+
+def train_trial(data: SeedData, trial: KnobTrial, device: torch.device, progress: bool = True) -> dict:
+    """Train (or reuse) one trial on one seed; returns ``train_d2s``'s record."""
+    cfg_k = data.cfg
+    inputs = {"dense": dense_content_id(cfg_k)} if trial.is_recipe else {"dense": dense_content_id(cfg_k), "knob_search": {"views": trial.views}}
+    return train_d2s(trial_config(cfg_k.d2s, trial), data.pairs(trial), data.val, trial_dir(cfg_k, trial), device=device, progress=progress, inputs=inputs)
+
+
+def val_row(trial: KnobTrial, run: dict) -> dict:
+    """The search table's row of one trial: its knobs and best validation numbers."""
+    b = run["best_val"]
+    knobs = {k: v for k, v in dataclasses.asdict(trial).items() if k != "name" and v not in (None, 0)}
+    return {"trial": trial.name, "changes": ", ".join(f"{k}={v}" for k, v in knobs.items()) or "(stage 02's recipe)",
+            "steps": int(run.get("steps") or 0), "best_epoch": run.get("best_epoch"),
+            "val T->I R@1": b["text_to_image"]["R@1"], "val T->I R@10": b["text_to_image"]["R@10"], "val I->T R@1": b["image_to_text"]["R@1"],
+            "val FLOPs": b["flops"], "val nnz image": b["nnz_image"], "val nnz caption": b["nnz_text"],
+            "seconds": float(sum(h.get("seconds", 0.0) for h in run["history"]))}
+
+
+def uncontrolled_reference(data: SeedData, device: torch.device) -> dict:
+    """Stage 02's uncontrolled model of the seed (its finished run, reused): its val numbers set the FLOPs budget."""
+    cfg = data.cfg
+    b = train_condition(cfg, "without_control", data.pairs(KnobTrial("recipe")), data.val, device, progress=False)["best_val"]
+    return {"val T->I R@1": b["text_to_image"]["R@1"], "val FLOPs": b["flops"], "FLOPs budget": cfg.knob_search.flops_budget * b["flops"]}
+
+
+def choose(rows: list[dict], budget: float) -> dict | None:
+    """The qualifying row (val FLOPs <= budget) with the best val T->I R@1, ties to fewer FLOPs; None when none qualifies."""
+    ok = [r for r in rows if r["val FLOPs"] <= budget]
+    return max(ok, key=lambda r: (r["val T->I R@1"], -r["val FLOPs"])) if ok else None
+
+
+def search(cfg: Config, device: torch.device, progress: bool = True) -> tuple[list[dict], dict, dict | None]:
+    """(one val row per trial, the uncontrolled reference, the chosen row) on seed ``cfg.seed``."""
+    from ..storage.progress import progress_bar
+
+    data = SeedData(cfg)
+    rows = [val_row(t, train_trial(data, t, device, progress)) for t in progress_bar(cfg.knob_search.trials, desc="knob search (val)", disable=not progress)]
+    ref = uncontrolled_reference(data, device)
+    return rows, ref, choose(rows, ref["FLOPs budget"])
+
+
+def test_rows(cfg: Config, chosen: KnobTrial, device: torch.device, progress: bool = True) -> tuple[list[dict], dict]:
+    """The chosen trial and the recipe on every seed, on the test split: (one row per seed and model, paired tests)."""
+    from ..metrics.significance import compare_conditions
+    from ..storage.progress import progress_bar
+
+    rows, per_seed = [], {}
+    recipe = KnobTrial("recipe")
+    for k in progress_bar(cfg.data_scale_seeds, desc="chosen setting (test)", disable=not progress):
+        cfg_k = cfg.seed_variant(k)
+        data = SeedData(cfg_k)
+        teacher = read_result(cfg_k, "02_d2s")["results"]["test"]["dense teacher"]
+        col, img, txt = data.test
+        per_seed[k] = {}
+        for name, trial in (("recipe, without control", None), ("recipe, with control", recipe), (f"{chosen.name}, with control", chosen)):
+            if trial is None:
+                model, _ = load_best(d2s_run_dir(cfg_k, "without_control"))
+                run = None
+            else:
+                run = train_trial(data, trial, device, progress)
+                model, _ = load_best(trial_dir(cfg_k, trial))
+            d = cfg_k.d2s.eval_batch_size
+            ev = evaluate_sparse(cfg_k, col, encode_sparse(model, torch.from_numpy(img), "image", d), encode_sparse(model, torch.from_numpy(txt), "text", d), return_ranks=True)
+            t2i, sp_ = ev["text_to_image"], ev["sparsity_text_to_image"]
+            rows.append({"seed": k, "model": name, "T->I R@1": t2i["R@1"], "T->I R@10": t2i["R@10"], "I->T R@1": ev["image_to_text"]["R@1"],
+                         "teacher T->I R@1": teacher["text_to_image"]["R@1"], "retention R@1": t2i["R@1"] / teacher["text_to_image"]["R@1"],
+                         "retention R@10": t2i["R@10"] / teacher["text_to_image"]["R@10"], "FLOPs": sp_["flops"],
+                         "nnz caption": sp_["avg_nonzeros_query"], "nnz image": sp_["avg_nonzeros_document"],
+                         "val T->I R@1": run["best_val"]["text_to_image"]["R@1"] if run else None})
+            ranks = ev["ranks"]["text_to_image"]  # (N_captions,) first relevant rank
+            per_seed[k][name] = {"R@1": (ranks <= 1).astype(float), "R@10": (ranks <= 10).astype(float)}
+    paired = compare_conditions({k: {"R@1": (v[f"{chosen.name}, with control"]["R@1"], v["recipe, with control"]["R@1"]),
+                                     "R@10": (v[f"{chosen.name}, with control"]["R@10"], v["recipe, with control"]["R@10"])} for k, v in per_seed.items()})
+    return rows, paired
+
+
+def knob_inputs(cfg: Config, inputs: dict) -> dict:
+    """Stage 07's inputs plus the search's own settings (the study's result file does not depend on them)."""
+    return {**inputs, "knob_search": cfg.section_hash("knob_search")}
+
+
+def run_knob_search(cfg: Config, device: torch.device, progress: bool = True) -> dict:
+    """Search on validation, choose, then test the choice on every seed: the result file's content."""
+    from ..metrics.significance import mean_std
+
+    from .data_scale_study import seed_inputs
+
+    seed_inputs(cfg)  # fails early, naming a missing seed variant
+    rows, ref, chosen = search(cfg, device, progress)
+    out = {"val": rows, "reference": ref, "chosen": chosen["trial"] if chosen else None, "test": [], "paired": None, "summary": []}
+    if chosen is None:
+        return out
+    trial = next(t for t in cfg.knob_search.trials if t.name == chosen["trial"])
+    out["test"], out["paired"] = test_rows(cfg, trial, device, progress)
+    import pandas as pd
+
+    df = pd.DataFrame(out["test"])
+    for model, g in df.groupby("model", sort=False):
+        out["summary"].append({"model": model, **{m: mean_std(g[m].to_numpy(float)) for m in TEST_METRICS}})
+    return out
+
+
+TEST_METRICS = ("T->I R@1", "T->I R@10", "retention R@1", "retention R@10", "FLOPs", "nnz caption", "nnz image")
+
+
+def knob_results(cfg: Config, inputs: dict, run: bool | None = None, device: torch.device | None = None, progress: bool = True,
+                 unchecked: list[int] | None = None) -> dict | None:
+    """The search's results: measured now (``run``; None follows ``knob_search.run``) or read from
+    ``results/<profile>/07_knob_search.json`` while it records these inputs (else None, with a message)."""
+    from .data_scale_study import read_current
+
+    if run is None:
+        run = cfg.knob_search.run == "stage"
+    if run:
+        return run_knob_search(cfg, device or torch.device("cpu"), progress)
+    command = f"`make data-scale` (python -m lsr_lib.run.pipeline --profile {cfg.profile} --stages 07 --force --bench)"
+    return read_current(cfg, RESULT, knob_inputs(cfg, inputs), "knob search", command, unchecked)
+
+
+def goal_check(res: dict) -> dict:
+    """Issue 18's goal on the test split, from the seeds' means: retention R@1 >= 95% with FLOPs <= half of the uncontrolled recipe's."""
+    s = {r["model"]: r for r in res["summary"]}
+    chosen = next(m for m in s if m.startswith(f"{res['chosen']},"))
+    ret, flops, unc = s[chosen]["retention R@1"]["mean"], s[chosen]["FLOPs"]["mean"], s["recipe, without control"]["FLOPs"]["mean"]
+    return {"chosen": res["chosen"], "retention R@1": ret, "FLOPs": flops, "uncontrolled FLOPs": unc, "FLOPs share": flops / unc,
+            "recipe retention R@1": s["recipe, with control"]["retention R@1"]["mean"], "retention >= 95%": ret >= 0.95, "FLOPs <= half": flops <= 0.5 * unc}
+
+
+def search_figure(res: dict):
+    """Validation T->I R@1 against val FLOPs, one point per trial, with the FLOPs budget and the uncontrolled reference."""
+    from ..results import figures
+
+    fig, ax = figures.plt.subplots(figsize=(6, 3.8))
+    for r in res["val"]:
+        chosen = r["trial"] == res["chosen"]
+        ax.scatter(r["val FLOPs"], r["val T->I R@1"], s=60 if chosen else 25, marker="*" if chosen else "o", color="C3" if chosen else "C0", zorder=3)
+        ax.annotate(r["trial"], (r["val FLOPs"], r["val T->I R@1"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ref = res["reference"]
+    ax.scatter(ref["val FLOPs"], ref["val T->I R@1"], marker="s", color="0.3", label="recipe without control")
+    ax.axvline(ref["FLOPs budget"], color="0.5", ls="--", lw=0.8, label="FLOPs budget")
+    ax.set(xscale="log", xlabel="val FLOPs (log)", ylabel="val T->I R@1", title="knob search with expansion control (validation split)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
