@@ -157,9 +157,11 @@ def run_knob_search(cfg: Config, device: torch.device, progress: bool = True) ->
 
     seed_inputs(cfg)  # fails early, naming a missing seed variant
     rows, ref, chosen = search(cfg, device, progress)
-    out = {"val": rows, "reference": ref, "chosen": chosen["trial"] if chosen else None, "test": [], "paired": None, "summary": []}
+    out = {"val": rows, "reference": ref, "chosen": chosen["trial"] if chosen else None, "test": [], "paired": None, "summary": [], "frontier": []}
     if chosen is None:
+        out["frontier"] = frontier_rows(cfg, progress) if cfg.knob_search.frontier_docs else []
         return out
+    out["frontier"] = frontier_rows(cfg, progress) if cfg.knob_search.frontier_docs else []
     trial = next(t for t in cfg.knob_search.trials if t.name == chosen["trial"])
     out["test"], out["paired"] = test_rows(cfg, trial, device, progress)
     import pandas as pd
@@ -210,5 +212,49 @@ def search_figure(res: dict):
     ax.axvline(ref["FLOPs budget"], color="0.5", ls="--", lw=0.8, label="FLOPs budget")
     ax.set(xscale="log", xlabel="val FLOPs (log)", ylabel="val T->I R@1", title="knob search with expansion control (validation split)")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def frontier_rows(cfg: Config, progress: bool = True) -> list[dict]:
+    """Every trial's seed-``cfg.seed`` model, and the uncontrolled recipe, on the effectiveness-latency frontier (issue 16).
+
+    Effectiveness: test text->image R@1 / R@10 (exact sparse product; reported, never used to choose).
+    Latency: single-query p50 of the exact numba engine over ``knob_search.frontier_docs`` synthetic
+    documents drawn from the model's own test image vectors (as stage 04's scale benchmark), with the
+    postings a query reads there: the training-side options compared by what a query costs, not only FLOPs.
+    """
+    from ..index.latency import benchmark_index, postings_per_query, synthetic_collection
+    from ..storage.progress import progress_bar
+
+    data = SeedData(cfg)
+    col, img, txt = data.test
+    models = [(t.name, trial_dir(cfg, t)) for t in cfg.knob_search.trials] + [("recipe without control", d2s_run_dir(cfg, "without_control"))]
+    n_docs, n_lat, d = cfg.knob_search.frontier_docs, cfg.index.latency_queries, cfg.d2s.eval_batch_size
+    rows = []
+    for name, path in progress_bar(models, desc=f"frontier ({n_docs:,} synthetic docs)", disable=not progress):
+        model, _ = load_best(path)
+        im, tx = encode_sparse(model, torch.from_numpy(img), "image", d), encode_sparse(model, torch.from_numpy(txt), "text", d)
+        ev = evaluate_sparse(cfg, col, im, tx)
+        docs, queries = synthetic_collection(im, n_docs, seed=cfg.seed), tx[: cfg.index.qps_queries]
+        b = benchmark_index("numba", docs, queries, 10, n_latency=n_lat, threads=(1,))
+        rows.append({"model": name, "T->I R@1": ev["text_to_image"]["R@1"], "T->I R@10": ev["text_to_image"]["R@10"],
+                     "FLOPs": ev["sparsity_text_to_image"]["flops"], "n_docs": int(n_docs), "postings_per_query": postings_per_query(docs, queries, n_lat),
+                     "exact p50 ms": b["latency_p50_ms"], "exact p99 ms": b["latency_p99_ms"], "qps_1t": b["qps_1t"]})
+    return rows
+
+
+def frontier_figure(res: dict):
+    """Test T->I R@10 against the exact engine's p50 latency on the synthetic collection, one point per model."""
+    from ..results import figures
+
+    fig, ax = figures.plt.subplots(figsize=(6, 3.8))
+    for r in res["frontier"]:
+        color = "0.3" if r["model"] == "recipe without control" else ("C3" if r["model"] == res["chosen"] else "C0")
+        ax.scatter(r["exact p50 ms"], r["T->I R@10"], color=color, s=25, zorder=3)
+        ax.annotate(r["model"], (r["exact p50 ms"], r["T->I R@10"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    n = res["frontier"][0]["n_docs"] if res["frontier"] else 0
+    ax.set(xscale="log", xlabel=f"exact engine p50 latency (ms, log), {n:,} synthetic documents", ylabel="test T->I R@10",
+           title="training-side options: effectiveness against latency (seed 0)")
     fig.tight_layout()
     return fig
