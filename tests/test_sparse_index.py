@@ -37,7 +37,7 @@ def tied():
     return docs, query
 
 
-@pytest.mark.parametrize("kind", ["numba", "qdrant_edge"])
+@pytest.mark.parametrize("kind", ["numba", "numba_blocked", "qdrant_edge"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_exact_backend_matches_bruteforce(collection, kind, threads):
     docs, queries, (s_ref, r_ref) = collection
@@ -63,13 +63,29 @@ def test_seismic_recall(collection):
     assert recall_at_k(r, r_ref, K) >= 0.85 and recall_at_k(r2, r_ref, K) >= 0.85
 
 
-@pytest.mark.parametrize("kind", ["scipy", "numba", "qdrant_edge", "pisa"])
+@pytest.mark.parametrize("kind", ["scipy", "numba", "numba_blocked", "qdrant_edge", "pisa"])
 def test_tie_at_the_boundary(tied, kind):
     docs, query = tied
     s_ref, r_ref = make_index("scipy").build(docs).search(query, K)
     assert r_ref[0, 0] == 6 and list(r_ref[0, 1:]) == [0, 1, 2, 3, 4, 5, 7, 8, 9]  # ties by ascending row
     s, r = make_index(kind).build(docs).search(query, K)
     assert same_topk_up_to_ties(s_ref, r_ref, s, r, K, atol=1e-6)
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 65536])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_blocked_layout_gives_numbas_exact_scores_and_rows(collection, block, threads):
+    """Blocks change where a document's score is summed, not the order of its terms: bitwise equal results, ties included."""
+    docs, queries, _ = collection
+    for k in (1, K, 600):  # k above the candidates: padding
+        ref = make_index("numba").build(docs).search(queries, k, threads=threads)
+        got = make_index("numba_blocked", block=block).build(docs).search(queries, k, threads=threads)
+        assert np.array_equal(ref[1], got[1]) and np.array_equal(ref[0], got[0])
+
+
+def test_the_blocked_layout_refuses_blocks_its_offsets_cannot_hold(collection):
+    with pytest.raises(ValueError, match="block must be in 1..65536"):
+        make_index("numba_blocked", block=70000).build(collection[0])
 
 
 def test_same_topk_up_to_ties_rules():
@@ -93,7 +109,7 @@ def test_recall_at_k():
 def test_missing_results_are_padded():
     docs = random_csr(20, 100, 5, 3)
     query = sp.csr_matrix(([1.0], [int(np.setdiff1d(np.arange(100), docs.indices)[0])], [0, 1]), shape=(1, 100))
-    for kind in ["scipy", "numba"]:
+    for kind in ["scipy", "numba", "numba_blocked"]:
         s, r = make_index(kind).build(docs).search(sp.vstack([query, docs[:1]]).tocsr(), 50)
         assert (r[0] == -1).all() and np.isneginf(s[0]).all()
         n_cand = int(((docs @ docs[0].T).toarray() > 0).sum())
@@ -112,7 +128,7 @@ def test_prune_topk_keeps_the_largest():
         assert set(p.indices[p.indptr[i]:p.indptr[i + 1]]) <= set(m.indices[m.indptr[i]:m.indptr[i + 1]])
 
 
-@pytest.mark.parametrize("kind", ["scipy", "numba", "seismic", "qdrant_edge", "pisa"])
+@pytest.mark.parametrize("kind", ["scipy", "numba", "numba_blocked", "seismic", "qdrant_edge", "pisa"])
 def test_persistence_round_trip(collection, kind, tmp_path):
     docs, queries, _ = collection
     ids = np.arange(N_DOCS) + 1000

@@ -41,6 +41,7 @@ FORMAT_VERSION = 1
 INDEX_KINDS = {  # kind -> "module:Class", imported on first use so that no backend is needed at import
     "scipy": "lsr_lib.index.exact:ScipyBruteForce",
     "numba": "lsr_lib.index.exact:NumbaIndex",
+    "numba_blocked": "lsr_lib.index.exact:NumbaBlockedIndex",
     "seismic": "lsr_lib.index.backends:SeismicIndex",
     "qdrant_edge": "lsr_lib.index.backends:QdrantEdgeIndex",
     "pisa": "lsr_lib.index.pisa:PisaIndex",

@@ -216,6 +216,49 @@ def data_scale(data: dict) -> str:
     return "\n".join(lines) + "\n\n_Generated from `results/default/07_data_scale.json` (`make data-scale`); mean ± sample std over seeds; retention: the sparse model's test R@k / its own seed's dense teacher's._\n"
 
 
+@from_stage("07_knob_search")
+def knob_search(data: dict) -> str:
+    """Stage 07, part 2: the knob trials on validation, the choice, and the choice on the test split over seeds."""
+    r = data["results"]
+    ref = r["reference"]
+    lines = [f"Validation split, seed 0, with expansion control; FLOPs budget {ref['FLOPs budget']:.2f} (half of the uncontrolled recipe's val FLOPs {ref['val FLOPs']:.2f}):", "",
+             "| trial | changes to stage 02's recipe | steps | val T->I R@1 | val R@10 | val FLOPs | within budget |", "|---|---|---|---|---|---|---|"]
+    for v in r["val"]:
+        mark = " **(chosen)**" if v["trial"] == r["chosen"] else ""
+        lines.append(f"| {v['trial']}{mark} | {v['changes']} | {v['steps']} | {v['val T->I R@1']:.1f} | {v['val T->I R@10']:.1f} | {v['val FLOPs']:.2f} | {'yes' if v['val FLOPs'] <= ref['FLOPs budget'] else 'no'} |")
+    lines.append(f"| recipe without control | (stage 02's uncontrolled run) | | {ref['val T->I R@1']:.1f} | | {ref['val FLOPs']:.2f} | |")
+    if r["summary"]:
+        def pm(m: dict, scale: float = 1.0, f: str = ".1f") -> str:
+            return f"{scale * m['mean']:{f}}" + ("" if m["std"] is None else f" ± {scale * m['std']:{f}}")
+        n = r["summary"][0]["T->I R@1"]["n"]
+        lines += ["", f"Test split, {n} seeds (mean ± sample std):", "", "| model | T->I R@1 | retention R@1 (%) | T->I R@10 | retention R@10 (%) | FLOPs | nnz caption | nnz image |", "|---|---|---|---|---|---|---|---|"]
+        for s in r["summary"]:
+            lines.append(f"| {s['model']} | {pm(s['T->I R@1'])} | {pm(s['retention R@1'], 100)} | {pm(s['T->I R@10'])} | {pm(s['retention R@10'], 100)} | {pm(s['FLOPs'], 1, '.2f')} | {pm(s['nnz caption'])} | {pm(s['nnz image'])} |")
+        v = r["paired"]["verdict"]
+        lines += ["", "Chosen against the recipe, per query in every seed (paired t-test, Holm): " + "; ".join(f"{m} {x['verdict']} ({x['direction']}, {x['seeds_significant']}/{x['n_seeds']} seeds)" for m, x in v.items()) + "."]
+    if r.get("frontier"):
+        f = r["frontier"]
+        lines += ["", f"Every trial's seed-0 model on the effectiveness-latency frontier (test split; exact numba engine on {f[0]['n_docs']:,} synthetic documents drawn from its vectors, single query):", "",
+                  "| model | test T->I R@1 | test T->I R@10 | FLOPs | postings / query | exact p50 (ms) |", "|---|---|---|---|---|---|"]
+        for x in sorted(f, key=lambda x: x["exact p50 ms"]):
+            lines.append(f"| {x['model']} | {x['T->I R@1']:.1f} | {x['T->I R@10']:.1f} | {x['FLOPs']:.2f} | {x['postings_per_query']:,.0f} | {x['exact p50 ms']:.2f} |")
+    return "\n".join(lines) + "\n\n_Generated from `results/default/07_knob_search.json` (`make data-scale`); the choice reads the validation split only._\n"
+
+
+def exact_layout(results_dir: Path) -> str:
+    """The exact engine's layouts against the machine's read bandwidth (``benchmarks/exact_engine_layout.py``)."""
+    path = results_dir.parent / "benchmarks" / "exact_engine_layout_cpu.json"
+    if not path.exists():
+        return "_No layout benchmark yet: `python benchmarks/exact_engine_layout.py`._\n"
+    d = json.loads(path.read_text())
+    bw = d["machine"]["read_bandwidth_gbs_1thread"]
+    lines = ["| documents | condition | engine | block | p50 (ms) | postings / query | M postings / s | bytes / posting | GB/s | share of read bandwidth | ceiling (M postings / s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['n_docs']:,} | {r['condition'].replace('_', ' ')} | {r['kind']} | {r.get('block', '')} | {r['latency_p50_ms']:.2f} | {r['postings_per_query'] / 1e6:.2f}M | {r['postings_per_s'] / 1e6:.0f} | "
+                     f"{r['bytes_per_posting']} | {r['posting_gb_per_s']:.2f} | {100 * r['share_of_read_bandwidth']:.0f}% | {r['ceiling_postings_per_s'] / 1e6:.0f} |")
+    return "\n".join(lines) + f"\n\n_Generated from `results/benchmarks/exact_engine_layout_cpu.json` ({d['machine'].get('cpu', '?')}, single-thread read bandwidth {bw:.1f} GB/s, {d['queries']} queries, commit {d['commit']}); every engine returned the same top-10 as `numba`._\n"
+
+
 def benchmarks(results_dir: Path) -> str:
     """CPU throughput of feature extraction (stage 01) and D2S training (stage 02)."""
     root = results_dir.parent / "benchmarks"
@@ -272,7 +315,8 @@ def seeds(results_dir: Path) -> str:
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {"seeds": seeds, "benchmarks": benchmarks, "dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses,
-                                               "efficiency": efficiency, "pruning": pruning, "suggestion": suggestion, "data-scale": data_scale}
+                                               "efficiency": efficiency, "pruning": pruning, "suggestion": suggestion, "data-scale": data_scale,
+                                               "knob-search": knob_search, "exact-layout": exact_layout}
 DOCUMENTS = ("README.md", "data/README.md")
 
 
