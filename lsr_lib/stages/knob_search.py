@@ -211,6 +211,7 @@ def search_figure(res: dict):
     ax.scatter(ref["val FLOPs"], ref["val T->I R@1"], marker="s", color="0.3", label="recipe without control")
     ax.axvline(ref["FLOPs budget"], color="0.5", ls="--", lw=0.8, label="FLOPs budget")
     ax.set(xscale="log", xlabel="val FLOPs (log)", ylabel="val T->I R@1", title="knob search with expansion control (validation split)")
+    ax.xaxis.set_major_formatter(figures.plt.matplotlib.ticker.ScalarFormatter())
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -256,5 +257,7 @@ def frontier_figure(res: dict):
     n = res["frontier"][0]["n_docs"] if res["frontier"] else 0
     ax.set(xscale="log", xlabel=f"exact engine p50 latency (ms, log), {n:,} synthetic documents", ylabel="test T->I R@10",
            title="training-side options: effectiveness against latency (seed 0)")
+    ax.xaxis.set_major_formatter(figures.plt.matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(figures.plt.matplotlib.ticker.ScalarFormatter())
     fig.tight_layout()
     return fig
