@@ -28,12 +28,9 @@ import numpy as np  # noqa: E402
 from lsr_lib.artifacts.catalog import load_condition_vectors  # noqa: E402
 from lsr_lib.config.profiles import load_config  # noqa: E402
 from lsr_lib.index.latency import postings_per_query, query_latency, read_bandwidth_gbs, synthetic_collection  # noqa: E402
-from lsr_lib.index.sparse import make_index  # noqa: E402
+from lsr_lib.index.sparse import index_class, make_index  # noqa: E402
 from lsr_lib.results.provenance import git_commit, machine  # noqa: E402
 from lsr_lib.storage.atomic import atomic_write_json  # noqa: E402
-
-LAYOUT_BYTES = {"numba": 8, "numba_blocked": 6}  # bytes per posting read
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                     reference = top
                 same = bool(np.array_equal(top[1], reference[1]) and np.array_equal(top[0], reference[0]))
                 pps = ppq / (lat["latency_mean_ms"] / 1e3)
-                gbs = pps * LAYOUT_BYTES[kind] / 1e9
+                gbs = pps * index_class(kind).BYTES_PER_POSTING / 1e9
                 rows.append({"n_docs": size, "condition": cond, "kind": kind, **params, "build_s": build_s, "size_mb": index.size_bytes() / 2**20,
-                             **lat, "postings_per_query": ppq, "postings_per_s": pps, "bytes_per_posting": LAYOUT_BYTES[kind],
+                             **lat, "postings_per_query": ppq, "postings_per_s": pps, "bytes_per_posting": index_class(kind).BYTES_PER_POSTING,
                              "posting_gb_per_s": gbs, "share_of_read_bandwidth": gbs / bandwidth,
-                             "ceiling_postings_per_s": bandwidth * 1e9 / LAYOUT_BYTES[kind], "same_top10_as_numba": same})
+                             "ceiling_postings_per_s": bandwidth * 1e9 / index_class(kind).BYTES_PER_POSTING, "same_top10_as_numba": same})
                 r = rows[-1]
                 print(f"{size:>9,} {cond:<16} {kind:<14} {params.get('block', ''):>6} p50 {r['latency_p50_ms']:7.2f} ms  {pps / 1e6:7.0f} M postings/s  "
                       f"{gbs:5.2f} GB/s = {100 * r['share_of_read_bandwidth']:4.1f}% of {bandwidth:.1f}  same top-10: {same}", flush=True)

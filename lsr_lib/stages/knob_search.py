@@ -203,10 +203,10 @@ def search_figure(res: dict):
     from ..results import figures
 
     fig, ax = figures.plt.subplots(figsize=(6, 3.8))
-    for r in res["val"]:
+    for i, r in enumerate(sorted(res["val"], key=lambda r: r["val FLOPs"])):  # labels alternate above / below along x: neighbours stay readable
         chosen = r["trial"] == res["chosen"]
         ax.scatter(r["val FLOPs"], r["val T->I R@1"], s=60 if chosen else 25, marker="*" if chosen else "o", color="C3" if chosen else "C0", zorder=3)
-        ax.annotate(r["trial"], (r["val FLOPs"], r["val T->I R@1"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.annotate(r["trial"], (r["val FLOPs"], r["val T->I R@1"]), fontsize=7, xytext=(4, 2 if i % 2 else -9), textcoords="offset points")
     ref = res["reference"]
     ax.scatter(ref["val FLOPs"], ref["val T->I R@1"], marker="s", color="0.3", label="recipe without control")
     ax.axvline(ref["FLOPs budget"], color="0.5", ls="--", lw=0.8, label="FLOPs budget")
@@ -250,10 +250,10 @@ def frontier_figure(res: dict):
     from ..results import figures
 
     fig, ax = figures.plt.subplots(figsize=(6, 3.8))
-    for r in res["frontier"]:
+    for i, r in enumerate(sorted(res["frontier"], key=lambda r: r["exact p50 ms"])):
         color = "0.3" if r["model"] == "recipe without control" else ("C3" if r["model"] == res["chosen"] else "C0")
         ax.scatter(r["exact p50 ms"], r["T->I R@10"], color=color, s=25, zorder=3)
-        ax.annotate(r["model"], (r["exact p50 ms"], r["T->I R@10"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.annotate(r["model"], (r["exact p50 ms"], r["T->I R@10"]), fontsize=7, xytext=(4, 2 if i % 2 else -9), textcoords="offset points")
     n = res["frontier"][0]["n_docs"] if res["frontier"] else 0
     ax.set(xscale="log", xlabel=f"exact engine p50 latency (ms, log), {n:,} synthetic documents", ylabel="test T->I R@10",
            title="training-side options: effectiveness against latency (seed 0)")

@@ -21,7 +21,7 @@ from ..data.collection import ImageCaptionSet
 from ..artifacts.catalog import index_dir
 from ..config.profiles import REPO_ROOT, Config
 from ..metrics.retrieval import metrics_from_ranks
-from ..index.sparse import index_class, load_or_build, make_index
+from ..index.sparse import INDEX_KINDS, index_class, load_or_build, make_index
 
 DIRECTIONS = ("text_to_image", "image_to_text")
 
@@ -191,11 +191,17 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
             out += search_sweep(cfg, engine, docs, queries, exact_rows, base, judge=judge)
         else:
             out.append({**base, **benchmark_index(engine, docs, queries, k, exact_rows, n_latency=n_latency, judge=judge), "kind": kind, "queries_timed": int(min(n_latency, queries.shape[0]))})
-    for r in out:  # postings an exhaustive traversal would read, per second of single-query latency (8 bytes each in the numba layout)
+    for r in out:  # postings an exhaustive traversal would read, per second of single-query latency (in the engine's layout; others: numba's 8 bytes)
         if r.get("postings_per_query") is not None:
             r["postings_per_s"] = r["postings_per_query"] / (r["latency_mean_ms"] / 1e3)
-            r["posting_gb_per_s"] = r["postings_per_s"] * BYTES_PER_POSTING / 1e9
+            r["posting_gb_per_s"] = r["postings_per_s"] * _layout_bytes(r["kind"]) / 1e9
     return out
+
+
+def _layout_bytes(kind: str) -> int:
+    """Bytes per posting of an engine's layout (numba's 8 for engines that do not say, and for pruned numba rows)."""
+    engine = kind.split(" ")[0]
+    return getattr(index_class(engine), "BYTES_PER_POSTING", BYTES_PER_POSTING) if engine in INDEX_KINDS else BYTES_PER_POSTING
 
 
 SCALE_RESULT = "04_scale"  # results/<profile>/04_scale.json: the synthetic-collection rows, with the stage's inputs fingerprint
