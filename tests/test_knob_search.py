@@ -26,6 +26,7 @@ def test_a_trial_changes_only_its_knobs_and_keeps_expansion_control():
     ({"trials": [{"name": "a", "views": -1}]}, "views: must be >= 0"),
     ({"flops_budget": 0}, "knob_search.flops_budget: must be in (0, 1]"),
     ({"run": "later"}, "knob_search.run: must be one of stage, bench"),
+    ({"frontier_engine": "seismic"}, "knob_search.frontier_engine: must be an exact sparse engine"),
 ])
 def test_search_settings_are_checked(section, says):
     with pytest.raises(ConfigError, match=re.escape(says)):

@@ -295,13 +295,15 @@ class KnobSearchConfig:
     trials: tuple[KnobTrial, ...] = ()  # in the order they run; one named "recipe" with no changes is stage 02's run
     flops_budget: float = 0.5  # a trial qualifies when its val FLOPs are at most this share of the recipe's uncontrolled model's (issue 18's goal: half)
     frontier_docs: int = 0  # > 0: every trial's seed-0 model on the effectiveness-latency frontier (issue 16): test R@10 against exact-engine latency on this many synthetic documents drawn from its image vectors
+    frontier_engine: str = opt_in("numba")  # the exact engine timed on the frontier
     run: str = "stage"  # "stage": stage 07 trains what is missing; "bench": only `make data-scale` does, stage 07 reads its result file
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
         names = [t.name for t in self.trials]
         check(self, [("trials", len(set(names)) == len(names), "trials with distinct names"),
-                     ("flops_budget", 0 < self.flops_budget <= 1, "in (0, 1]"), *non_negative(self, "frontier_docs"), one_of(self, "run", SCALE_BENCHMARK_RUNS)])
+                     ("flops_budget", 0 < self.flops_budget <= 1, "in (0, 1]"), *non_negative(self, "frontier_docs"), one_of(self, "run", SCALE_BENCHMARK_RUNS),
+                     ("frontier_engine", self.frontier_engine in ("numba", "numba_blocked", "scipy"), "an exact sparse engine: numba, numba_blocked or scipy")])
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,7 @@ def knob_search(data: dict) -> str:
         lines += ["", "Chosen against the recipe, per query in every seed (paired t-test, Holm): " + "; ".join(f"{m} {x['verdict']} ({x['direction']}, {x['seeds_significant']}/{x['n_seeds']} seeds)" for m, x in v.items()) + "."]
     if r.get("frontier"):
         f = r["frontier"]
-        lines += ["", f"Every trial's seed-0 model on the effectiveness-latency frontier (test split; exact numba engine on {f[0]['n_docs']:,} synthetic documents drawn from its vectors, single query):", "",
+        lines += ["", f"Every trial's seed-0 model on the effectiveness-latency frontier (test split; exact engine `{f[0].get('engine', 'numba')}` on {f[0]['n_docs']:,} synthetic documents drawn from its vectors, single query):", "",
                   "| model | test T->I R@1 | test T->I R@10 | FLOPs | postings / query | exact p50 (ms) |", "|---|---|---|---|---|---|"]
         for x in sorted(f, key=lambda x: x["exact p50 ms"]):
             lines.append(f"| {x['model']} | {x['T->I R@1']:.1f} | {x['T->I R@10']:.1f} | {x['FLOPs']:.2f} | {x['postings_per_query']:,.0f} | {x['exact p50 ms']:.2f} |")

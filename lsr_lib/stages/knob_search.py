@@ -221,7 +221,7 @@ def frontier_rows(cfg: Config, progress: bool = True) -> list[dict]:
     """Every trial's seed-``cfg.seed`` model, and the uncontrolled recipe, on the effectiveness-latency frontier (issue 16).
 
     Effectiveness: test text->image R@1 / R@10 (exact sparse product; reported, never used to choose).
-    Latency: single-query p50 of the exact numba engine over ``knob_search.frontier_docs`` synthetic
+    Latency: single-query p50 of the exact engine ``knob_search.frontier_engine`` over ``knob_search.frontier_docs`` synthetic
     documents drawn from the model's own test image vectors (as stage 04's scale benchmark), with the
     postings a query reads there: the training-side options compared by what a query costs, not only FLOPs.
     """
@@ -238,10 +238,10 @@ def frontier_rows(cfg: Config, progress: bool = True) -> list[dict]:
         im, tx = encode_sparse(model, torch.from_numpy(img), "image", d), encode_sparse(model, torch.from_numpy(txt), "text", d)
         ev = evaluate_sparse(cfg, col, im, tx)
         docs, queries = synthetic_collection(im, n_docs, seed=cfg.seed), tx[: cfg.index.qps_queries]
-        b = benchmark_index("numba", docs, queries, 10, n_latency=n_lat, threads=(1,))
+        b = benchmark_index(cfg.knob_search.frontier_engine, docs, queries, 10, n_latency=n_lat, threads=(1,))
         rows.append({"model": name, "T->I R@1": ev["text_to_image"]["R@1"], "T->I R@10": ev["text_to_image"]["R@10"],
                      "FLOPs": ev["sparsity_text_to_image"]["flops"], "n_docs": int(n_docs), "postings_per_query": postings_per_query(docs, queries, n_lat),
-                     "exact p50 ms": b["latency_p50_ms"], "exact p99 ms": b["latency_p99_ms"], "qps_1t": b["qps_1t"]})
+                     "engine": cfg.knob_search.frontier_engine, "exact p50 ms": b["latency_p50_ms"], "exact p99 ms": b["latency_p99_ms"], "qps_1t": b["qps_1t"]})
     return rows
 
 
@@ -255,7 +255,8 @@ def frontier_figure(res: dict):
         ax.scatter(r["exact p50 ms"], r["T->I R@10"], color=color, s=25, zorder=3)
         ax.annotate(r["model"], (r["exact p50 ms"], r["T->I R@10"]), fontsize=7, xytext=(4, 2 if i % 2 else -9), textcoords="offset points")
     n = res["frontier"][0]["n_docs"] if res["frontier"] else 0
-    ax.set(xscale="log", xlabel=f"exact engine p50 latency (ms, log), {n:,} synthetic documents", ylabel="test T->I R@10",
+    engine = res["frontier"][0].get("engine", "numba") if res["frontier"] else ""
+    ax.set(xscale="log", xlabel=f"exact engine ({engine}) p50 latency (ms, log), {n:,} synthetic documents", ylabel="test T->I R@10",
            title="training-side options: effectiveness against latency (seed 0)")
     ax.xaxis.set_major_formatter(figures.plt.matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(figures.plt.matplotlib.ticker.ScalarFormatter())
