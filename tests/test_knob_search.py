@@ -79,3 +79,16 @@ def test_results_are_read_only_while_the_search_settings_and_inputs_are_current(
     other = load_config("smoke", {"knob_search": {"run": "bench", "flops_budget": 0.4}})  # another search: stale
     monkeypatch.setattr(type(other), "results_dir", property(lambda self: tmp_path / "results"))
     assert ks.knob_results(other, inputs) is None
+
+
+def test_a_clone_without_the_seed_variants_reads_the_search_checking_what_is_there(tmp_path, monkeypatch, capsys):
+    """make main on a fresh clone builds seed 0 only: the committed search is shown, compared on everything but the missing seeds."""
+    from lsr_lib.results.provenance import write_results
+
+    cfg = load_config("smoke", {"knob_search": {"run": "bench"}})
+    monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
+    full = {"stage": "07", "seeds_dense": {"0": "a0", "1": "a1"}}
+    write_results(cfg, ks.RESULT, {"chosen": "views3"}, ks.knob_inputs(cfg, full))
+    assert ks.knob_results(cfg, {"stage": "07", "seeds_dense": {"0": "a0"}}, unchecked=[1]) == {"chosen": "views3"}
+    assert "seeds [1] are not built here" in capsys.readouterr().out
+    assert ks.knob_results(cfg, {"stage": "07", "seeds_dense": {"0": "changed"}}, unchecked=[1]) is None  # seed 0 changed: stale
