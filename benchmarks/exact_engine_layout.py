@@ -7,7 +7,8 @@ Documents: synthetic collections drawn from stage 02's test image vectors of eac
 stage 04's scale benchmark, ``index.latency.synthetic_collection``, seed 0); queries: the first 200
 real test captions. Engines: ``numba`` (CSC postings: int32 id + float32 weight, an (N,) accumulator
 with touched-document bookkeeping) and ``numba_blocked`` (document blocks of ``block`` rows, uint16
-offset + float32 weight, a block-sized accumulator) at several block sizes; both exact, with identical
+offset + float32 weight, a block-sized accumulator; one block over the collection: int32 offsets) at
+several block sizes; both exact, with identical
 top-10 (checked here). Per engine: single-query p50 / mean latency, postings read per query, postings
 per second (postings / mean latency), their bytes per second in the engine's layout, and the share of
 the single-thread read bandwidth measured by ``index.latency.read_bandwidth_gbs``; the ceiling a layout
@@ -28,14 +29,14 @@ import numpy as np  # noqa: E402
 from lsr_lib.artifacts.catalog import load_condition_vectors  # noqa: E402
 from lsr_lib.config.profiles import load_config  # noqa: E402
 from lsr_lib.index.latency import postings_per_query, query_latency, read_bandwidth_gbs, synthetic_collection  # noqa: E402
-from lsr_lib.index.sparse import index_class, make_index  # noqa: E402
+from lsr_lib.index.sparse import make_index  # noqa: E402
 from lsr_lib.results.provenance import git_commit, machine  # noqa: E402
 from lsr_lib.storage.atomic import atomic_write_json  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--blocks", type=int, nargs="+", default=[4096, 8192, 16384, 65536])
+    ap.add_argument("--blocks", type=int, nargs="+", default=[4096, 16384, 65536, 1 << 30])  # 1 << 30: one block over the collection (int32 offsets)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "exact_engine_layout_cpu.json"))
     args = ap.parse_args(argv)
@@ -60,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
                     reference = top
                 same = bool(np.array_equal(top[1], reference[1]) and np.array_equal(top[0], reference[0]))
                 pps = ppq / (lat["latency_mean_ms"] / 1e3)
-                gbs = pps * index_class(kind).BYTES_PER_POSTING / 1e9
+                gbs = pps * index.bytes_per_posting / 1e9
                 rows.append({"n_docs": size, "condition": cond, "kind": kind, **params, "build_s": build_s, "size_mb": index.size_bytes() / 2**20,
-                             **lat, "postings_per_query": ppq, "postings_per_s": pps, "bytes_per_posting": index_class(kind).BYTES_PER_POSTING,
+                             **lat, "postings_per_query": ppq, "postings_per_s": pps, "bytes_per_posting": index.bytes_per_posting,
                              "posting_gb_per_s": gbs, "share_of_read_bandwidth": gbs / bandwidth,
-                             "ceiling_postings_per_s": bandwidth * 1e9 / index_class(kind).BYTES_PER_POSTING, "same_top10_as_numba": same})
+                             "ceiling_postings_per_s": bandwidth * 1e9 / index.bytes_per_posting, "same_top10_as_numba": same})
                 r = rows[-1]
                 print(f"{size:>9,} {cond:<16} {kind:<14} {params.get('block', ''):>6} p50 {r['latency_p50_ms']:7.2f} ms  {pps / 1e6:7.0f} M postings/s  "
                       f"{gbs:5.2f} GB/s = {100 * r['share_of_read_bandwidth']:4.1f}% of {bandwidth:.1f}  same top-10: {same}", flush=True)

@@ -72,7 +72,7 @@ def test_tie_at_the_boundary(tied, kind):
     assert same_topk_up_to_ties(s_ref, r_ref, s, r, K, atol=1e-6)
 
 
-@pytest.mark.parametrize("block", [1, 7, 64, 65536])
+@pytest.mark.parametrize("block", [1, 7, 64, 65536, 1 << 30])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_blocked_layout_gives_numbas_exact_scores_and_rows(collection, block, threads):
     """Blocks change where a document's score is summed, not the order of its terms: bitwise equal results, ties included."""
@@ -83,9 +83,17 @@ def test_the_blocked_layout_gives_numbas_exact_scores_and_rows(collection, block
         assert np.array_equal(ref[1], got[1]) and np.array_equal(ref[0], got[0])
 
 
-def test_the_blocked_layout_refuses_blocks_its_offsets_cannot_hold(collection):
-    with pytest.raises(ValueError, match="block must be in 1..65536"):
-        make_index("numba_blocked", block=70000).build(collection[0])
+def test_the_blocked_layout_refuses_an_empty_block_and_widens_offsets_for_large_ones(collection):
+    with pytest.raises(ValueError, match="block must be >= 1 rows"):
+        make_index("numba_blocked", block=0).build(collection[0])
+    assert make_index("numba_blocked", block=64).build(collection[0]).bytes_per_posting == 6
+    one = make_index("numba_blocked", block=1 << 30).build(collection[0])  # one block over the collection: an N-long accumulator
+    assert one._acc.shape == (N_DOCS,) and one.bytes_per_posting == 6  # 500 rows still fit uint16 offsets
+    big, queries = random_csr(70_000, 40, 2, 5), random_csr(5, 40, 3, 6)  # more rows than uint16 offsets hold
+    wide = make_index("numba_blocked", block=1 << 30).build(big)
+    assert wide.bytes_per_posting == 8 and wide._off.dtype == np.int32
+    ref, got = make_index("numba").build(big).search(queries, K), wide.search(queries, K)
+    assert np.array_equal(ref[0], got[0]) and np.array_equal(ref[1], got[1])
 
 
 def test_same_topk_up_to_ties_rules():

@@ -89,6 +89,11 @@ class NumbaIndex(SparseIndex):
     kind, exact = "numba", True
     defaults: ClassVar[dict] = {"blocks_per_thread": 4}  # parallel load balancing
     BYTES_PER_POSTING = 8  # int32 document id + float32 weight
+
+    @property
+    def bytes_per_posting(self) -> int:
+        """Bytes one posting takes in this index's layout."""
+        return self.BYTES_PER_POSTING
     search_params = ("blocks_per_thread",)
 
     def _build(self, docs: sp.csr_matrix) -> None:
@@ -232,15 +237,16 @@ def _blocked_parallel(q_ptr, q_idx, q_val, blk_ptr, p_off, p_val, block, n_docs,
 class NumbaBlockedIndex(NumbaIndex):
     """Exact term-at-a-time retrieval over document blocks (numba): the same results as ``numba``, a cache-sized accumulator.
 
-    The documents are cut into blocks of ``block`` rows (at most 65,536). Each posting stores the
-    document's offset in its block (uint16) and its weight (float32): 6 bytes instead of 8, and
+    The documents are cut into blocks of ``block`` rows. Each posting stores the document's offset
+    in its block (uint16 for blocks up to 65,536 rows: 6 bytes with the float32 weight instead of
+    8; int32 for larger blocks, e.g. ``block`` >= N for one block over the collection), and
     ``blk_ptr[t, b]`` points at term ``t``'s postings in block ``b`` (the CSC order, so a term's list
     is still read front to back). A query scores one block at a time into a ``block``-long
     accumulator that stays in the L2 cache, with no per-posting bookkeeping of touched documents
     (``numba``'s branch on every posting), then scans that block in row order against the running
     k-th best score (ties by ascending row, as ``numba``) and clears it. On the default's learned
-    vectors, where most documents share a term with the query, this reads postings at 42-62% of
-    one thread's memory bandwidth against numba's 13-16% (``benchmarks/exact_engine_layout.py``).
+    vectors, where most documents share a term with the query, this reads postings at 55-60% of
+    one thread's memory bandwidth (64k-row blocks at 100k documents, one block at 1M) against numba's 13-17% (``benchmarks/exact_engine_layout.py``).
     Scores are summed in the same order as ``numba``'s, so results are bitwise equal.
     """
 
@@ -249,10 +255,19 @@ class NumbaBlockedIndex(NumbaIndex):
     search_params = ("blocks_per_thread",)
     BYTES_PER_POSTING = 6  # uint16 offset in the block + float32 weight
 
+    def _block(self) -> int:
+        """Rows per block: ``block``, at most the collection (``block`` >= N is one block over all documents)."""
+        return max(1, min(int(self.params["block"]), self.n_docs))
+
+    @property
+    def bytes_per_posting(self) -> int:
+        """6 with uint16 offsets (blocks up to 65,536 rows), 8 with int32 ones."""
+        return self.BYTES_PER_POSTING if self._block() <= 1 << 16 else NumbaIndex.BYTES_PER_POSTING
+
     def _build(self, docs: sp.csr_matrix) -> None:
-        block = int(self.params["block"])
-        if not 0 < block <= 1 << 16:
-            raise ValueError(f"numba_blocked: block must be in 1..65536 (offsets are uint16), got {block}")
+        if int(self.params["block"]) < 1:
+            raise ValueError(f"numba_blocked: block must be >= 1 rows, got {self.params['block']}")
+        block = self._block()
         csc = docs.tocsc()
         csc.sort_indices()
         n_blocks = max(1, -(-self.n_docs // block))
@@ -261,16 +276,17 @@ class NumbaBlockedIndex(NumbaIndex):
         blk_ptr = np.zeros((csc.shape[1], n_blocks + 1), np.int64)
         blk_ptr[:, 1:] = np.cumsum(counts, axis=1)
         blk_ptr += csc.indptr[:-1, None].astype(np.int64)  # postings stay in CSC order: block b of term t is a slice of t's list
-        self._set_blocked(blk_ptr, (csc.indices % block).astype(np.uint16), csc.data.astype(np.float32))
+        offsets = csc.indices % block
+        self._set_blocked(blk_ptr, offsets.astype(np.uint16 if block <= 1 << 16 else np.int32), csc.data.astype(np.float32))
 
     def _set_blocked(self, blk_ptr: np.ndarray, off: np.ndarray, val: np.ndarray) -> None:
         self._blk_ptr, self._off, self._val = blk_ptr, off, val  # (V, n_blocks + 1), (nnz,), (nnz,)
-        self._acc = np.zeros(int(self.params["block"]), np.float32)
+        self._acc = np.zeros(self._block(), np.float32)
 
     def _search(self, queries, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
         q = as_csr(queries, self.n_terms)
         q_ptr, q_idx, q_val = q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data
-        n_q, block = q.shape[0], int(self.params["block"])
+        n_q, block = q.shape[0], self._block()
         scores = np.full((n_q, k), -np.inf, np.float32)  # (Q, k)
         rows = np.full((n_q, k), -1, np.int32)  # (Q, k)
         if threads == 1 or n_q == 1:

@@ -254,7 +254,7 @@ def exact_layout(results_dir: Path) -> str:
     bw = d["machine"]["read_bandwidth_gbs_1thread"]
     lines = ["| documents | condition | engine | block | p50 (ms) | postings / query | M postings / s | bytes / posting | GB/s | share of read bandwidth | ceiling (M postings / s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
-        lines.append(f"| {r['n_docs']:,} | {r['condition'].replace('_', ' ')} | {r['kind']} | {r.get('block', '')} | {r['latency_p50_ms']:.2f} | {r['postings_per_query'] / 1e6:.2f}M | {r['postings_per_s'] / 1e6:.0f} | "
+        lines.append(f"| {r['n_docs']:,} | {r['condition'].replace('_', ' ')} | {r['kind']} | {'' if 'block' not in r else (r['block'] if r['block'] < r['n_docs'] else 'all')} | {r['latency_p50_ms']:.2f} | {r['postings_per_query'] / 1e6:.2f}M | {r['postings_per_s'] / 1e6:.0f} | "
                      f"{r['bytes_per_posting']} | {r['posting_gb_per_s']:.2f} | {100 * r['share_of_read_bandwidth']:.0f}% | {r['ceiling_postings_per_s'] / 1e6:.0f} |")
     return "\n".join(lines) + f"\n\n_Generated from `results/benchmarks/exact_engine_layout_cpu.json` ({d['machine'].get('cpu', '?')}, single-thread read bandwidth {bw:.1f} GB/s, {d['queries']} queries, commit {d['commit']}); every engine returned the same top-10 as `numba`._\n"
 
