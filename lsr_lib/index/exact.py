@@ -114,17 +114,23 @@ class NumbaIndex(SparseIndex):
         scores = np.full((n_q, k), -np.inf, np.float32)  # (Q, k)
         rows = np.full((n_q, k), -1, np.int32)  # (Q, k)
         if threads == 1 or n_q == 1:
-            _search_range(q_ptr, q_idx, q_val, 0, n_q, self._ptr, self._doc, self._val, k,
-                          self._acc, self._seen, self._touched, scores, rows)
+            self._run_single((q_ptr, q_idx, q_val), n_q, k, scores, rows)
         else:
             before = numba.get_num_threads()
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
             try:
-                n_blocks = min(n_q, threads * self.params["blocks_per_thread"])
-                _search_parallel(q_ptr, q_idx, q_val, self._ptr, self._doc, self._val, self.n_docs, k, n_blocks, scores, rows)
+                self._run_parallel((q_ptr, q_idx, q_val), min(n_q, threads * self.params["blocks_per_thread"]), k, scores, rows)
             finally:
                 numba.set_num_threads(before)
         return scores, rows.astype(np.int64)
+
+    def _run_single(self, q: tuple, n_q: int, k: int, scores: np.ndarray, rows: np.ndarray) -> None:
+        """All queries in this thread, with the index's own work buffers."""
+        _search_range(*q, 0, n_q, self._ptr, self._doc, self._val, k, self._acc, self._seen, self._touched, scores, rows)
+
+    def _run_parallel(self, q: tuple, n_parts: int, k: int, scores: np.ndarray, rows: np.ndarray) -> None:
+        """Query blocks in parallel threads, each with its own buffers."""
+        _search_parallel(*q, self._ptr, self._doc, self._val, self.n_docs, k, n_parts, scores, rows)
 
     def size_bytes(self) -> int:
         """In-memory bytes of the posting lists (pointers, document ids, weights)."""
@@ -283,23 +289,11 @@ class NumbaBlockedIndex(NumbaIndex):
         self._blk_ptr, self._off, self._val = blk_ptr, off, val  # (V, n_blocks + 1), (nnz,), (nnz,)
         self._acc = np.zeros(self._block(), np.float32)
 
-    def _search(self, queries, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
-        q = as_csr(queries, self.n_terms)
-        q_ptr, q_idx, q_val = q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data
-        n_q, block = q.shape[0], self._block()
-        scores = np.full((n_q, k), -np.inf, np.float32)  # (Q, k)
-        rows = np.full((n_q, k), -1, np.int32)  # (Q, k)
-        if threads == 1 or n_q == 1:
-            _blocked_range(q_ptr, q_idx, q_val, 0, n_q, self._blk_ptr, self._off, self._val, block, self.n_docs, k, self._acc, scores, rows)
-        else:
-            before = numba.get_num_threads()
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-            try:
-                n_parts = min(n_q, threads * self.params["blocks_per_thread"])
-                _blocked_parallel(q_ptr, q_idx, q_val, self._blk_ptr, self._off, self._val, block, self.n_docs, k, n_parts, scores, rows)
-            finally:
-                numba.set_num_threads(before)
-        return scores, rows.astype(np.int64)
+    def _run_single(self, q: tuple, n_q: int, k: int, scores: np.ndarray, rows: np.ndarray) -> None:
+        _blocked_range(*q, 0, n_q, self._blk_ptr, self._off, self._val, self._block(), self.n_docs, k, self._acc, scores, rows)
+
+    def _run_parallel(self, q: tuple, n_parts: int, k: int, scores: np.ndarray, rows: np.ndarray) -> None:
+        _blocked_parallel(*q, self._blk_ptr, self._off, self._val, self._block(), self.n_docs, k, n_parts, scores, rows)
 
     def size_bytes(self) -> int:
         """In-memory bytes of the block pointers, offsets and weights."""

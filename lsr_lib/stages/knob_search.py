@@ -26,7 +26,7 @@ import torch
 
 from ..artifacts.catalog import d2s_run_dir, dense_content_id, dense_dir, load_dense_dir, read_result
 from ..config.d2s import D2SConfig
-from ..config.profiles import Config, KnobTrial
+from ..config.profiles import KNOB_FIELDS, Config, KnobTrial
 from ..train.d2s import encode_sparse, load_best, train_d2s
 from .data_scale_study import Point, point_pairs, view_vectors
 from .train_sparse_heads import condition_config, eval_data, evaluate_sparse, tokenizer_for, train_condition
@@ -37,8 +37,8 @@ CONDITION = "with_control"
 
 def trial_config(base: D2SConfig, trial: KnobTrial) -> D2SConfig:
     """The recipe with the trial's knobs, with expansion control (``ConfigError``-style ValueError on a bad value)."""
-    changes = {f: getattr(trial, f) for f in ("epochs", "batch_size", "regularizer", "teacher_tau", "lr_vocab", "lr_projection") if getattr(trial, f) is not None}
-    if trial.reg_weight is not None:
+    changes = {f: getattr(trial, f) for f in KNOB_FIELDS if f != "reg_weight" and getattr(trial, f) is not None}
+    if trial.reg_weight is not None:  # one knob for both sides
         changes |= {"reg_weight_image": trial.reg_weight, "reg_weight_text": trial.reg_weight}
     cfg = condition_config(dataclasses.replace(base, **changes), CONDITION)
     cfg.validate()
@@ -151,21 +151,19 @@ def knob_inputs(cfg: Config, inputs: dict) -> dict:
 
 def run_knob_search(cfg: Config, device: torch.device, progress: bool = True) -> dict:
     """Search on validation, choose, then test the choice on every seed: the result file's content."""
-    from ..metrics.significance import mean_std
+    import pandas as pd
 
+    from ..metrics.significance import mean_std
     from .data_scale_study import seed_inputs
 
     seed_inputs(cfg)  # fails early, naming a missing seed variant
     rows, ref, chosen = search(cfg, device, progress)
-    out = {"val": rows, "reference": ref, "chosen": chosen["trial"] if chosen else None, "test": [], "paired": None, "summary": [], "frontier": []}
+    out = {"val": rows, "reference": ref, "chosen": chosen["trial"] if chosen else None, "test": [], "paired": None, "summary": [],
+           "frontier": frontier_rows(cfg, progress) if cfg.knob_search.frontier_docs else []}
     if chosen is None:
-        out["frontier"] = frontier_rows(cfg, progress) if cfg.knob_search.frontier_docs else []
         return out
-    out["frontier"] = frontier_rows(cfg, progress) if cfg.knob_search.frontier_docs else []
     trial = next(t for t in cfg.knob_search.trials if t.name == chosen["trial"])
     out["test"], out["paired"] = test_rows(cfg, trial, device, progress)
-    import pandas as pd
-
     df = pd.DataFrame(out["test"])
     for model, g in df.groupby("model", sort=False):
         out["summary"].append({"model": model, **{m: mean_std(g[m].to_numpy(float)) for m in TEST_METRICS}})

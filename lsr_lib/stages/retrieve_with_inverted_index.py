@@ -26,7 +26,6 @@ from ..index.sparse import INDEX_KINDS, index_class, load_or_build, make_index
 DIRECTIONS = ("text_to_image", "image_to_text")
 
 
-BYTES_PER_POSTING = 8  # numba exact index: int32 document id + float32 weight per posting
 SWEPT = ("seismic", "faiss_hnsw", "bmp", "kannolo")  # approximate engines measured over a sweep of settings (:func:`search_sweep`)
 
 
@@ -199,9 +198,10 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
 
 
 def _layout_bytes(kind: str) -> int:
-    """Bytes per posting of an engine's layout (numba's 8 for engines that do not say, and for pruned numba rows)."""
+    """Bytes per posting of an engine's (default) layout; numba's for engines that do not say, and for pruned numba rows."""
+    numba_bytes = index_class("numba").BYTES_PER_POSTING
     engine = kind.split(" ")[0]
-    return getattr(index_class(engine), "BYTES_PER_POSTING", BYTES_PER_POSTING) if engine in INDEX_KINDS else BYTES_PER_POSTING
+    return getattr(index_class(engine), "BYTES_PER_POSTING", numba_bytes) if engine in INDEX_KINDS else numba_bytes
 
 
 SCALE_RESULT = "04_scale"  # results/<profile>/04_scale.json: the synthetic-collection rows, with the stage's inputs fingerprint
