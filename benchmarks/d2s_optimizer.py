@@ -19,10 +19,10 @@ sys.path.insert(0, str(ROOT))
 
 from lsr_lib.config.profiles import load_config  # noqa: E402
 from lsr_lib.results.provenance import machine, seed_everything  # noqa: E402
-from lsr_lib.sparse.expansion_control import ExpansionGate  # noqa: E402
 from lsr_lib.stages.train_sparse_heads import condition_config  # noqa: E402
 from lsr_lib.storage.atomic import atomic_write_json  # noqa: E402
 from lsr_lib.train import d2s as D  # noqa: E402
+from lsr_lib.train.d2s_method import ExpansionGate  # noqa: E402
 
 
 def seconds_per_step(impl: str, steps: int = 10, batch: int = 128) -> float:

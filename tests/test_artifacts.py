@@ -23,6 +23,7 @@ from lsr_lib.stages.cache_dense_features import build_dense_features
 from lsr_lib.storage.atomic import atomic_write_text
 from lsr_lib.storage.feature_files import write_embeddings
 from lsr_lib.storage.manifest import Artifact, ArtifactError, build_or_reuse
+from lsr_lib.storage.shard_cache import ShardedCache
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -46,6 +47,34 @@ def test_status_ok_missing_stale_corrupt(tmp_path):
         art.verify()
     _, built = build_or_reuse(art, {"k": 1}, _build)
     assert built and (tmp_path / "x" / "a.txt").read_text() == "hello"
+
+
+@pytest.mark.parametrize("damage", ["content", "files", "fingerprint", "a record"])
+def test_a_damaged_manifest_is_named_and_repaired(tmp_path, damage):
+    art = Artifact(tmp_path / "x", "thing", "stage 99")
+    build_or_reuse(art, {"k": 1}, _build)
+    m = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    if damage == "a record":
+        m["files"]["a.txt"] = {"sha256": m["files"]["a.txt"]["sha256"]}  # no size: must not pass as sound
+        m["content"] = catalog.digest({"a.txt": m["files"]["a.txt"]["sha256"]})
+    else:
+        del m[damage]
+    (tmp_path / "x" / "manifest.json").write_text(json.dumps(m))
+    st = art.status({"k": 1})
+    assert st.state == "corrupt" and "manifest.json" in st.reason and str(tmp_path / "x") in st.reason
+    with pytest.raises(ArtifactError, match=r"thing .* is corrupt: .*manifest.json.*Rerun stage 99"):
+        art.content_id()  # named, never a bare KeyError
+    _, built = build_or_reuse(art, {"k": 1}, _build)  # a plain rerun repairs it, no --force needed
+    assert built and art.status({"k": 1}).ok
+
+
+def test_a_manifest_whose_file_list_was_edited_is_not_sound(tmp_path):
+    art = Artifact(tmp_path / "x", "thing", "stage 99")
+    build_or_reuse(art, {"k": 1}, _build)
+    m = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    m["files"] = {}  # the files are no longer checked unless the content id says so
+    (tmp_path / "x" / "manifest.json").write_text(json.dumps(m))
+    assert art.status({"k": 1}).state == "corrupt"
 
 
 def test_failed_build_leaves_no_finished_artifact(tmp_path):
@@ -134,9 +163,33 @@ def test_changed_upstream_file_recomputes_every_downstream_artifact(tmp_path, mo
     assert not catalog.result_is_current(cfg, "01_cache_dense_features") and not catalog.result_is_current(cfg, "02_train_sparse_heads")
     with pytest.raises(ArtifactError, match="stale"):  # the old vectors no longer match their inputs
         catalog.vectors_artifact(cfg, cfg.d2s_conditions[0], "test").verify(
-            {"run": runs[cfg.d2s_conditions[0]], "dense": catalog.dense_content_id(cfg), "split": "test", "code": s02.CODE_VERSION})
+            {"run": runs[cfg.d2s_conditions[0]], "dense": catalog.dense_content_id(cfg), "split": "test", **catalog.code_fingerprint(s02.__name__)})
     stage02()
     assert all(catalog.d2s_run_artifact(cfg, n).content_id() != runs[n] for n in cfg.d2s_conditions)  # retrained
     assert catalog.vectors_content_ids(cfg) != vecs  # re-exported
     assert json.loads(catalog.result_path(cfg, "03_analyses").read_text())["inputs_fingerprint"] != \
         catalog.digest(catalog.stage_inputs(cfg, "03_analyze_sparse_vectors"))
+
+
+def test_a_corrupt_tower_shard_makes_stage01_stale_named_and_a_plain_rerun_rebuilds_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("lsr_lib.config.profiles.REPO_ROOT", tmp_path)  # results/ under tmp_path
+    cfg = load_config("smoke", overrides={"data": {"root": str(tmp_path / "data")}}, params_dir=Path(__file__).resolve().parents[1] / "params")
+    ids = [f"i{k}" for k in range(6)]
+    rows = lambda b: {"x": np.array([[float(i[1:]), 1.0] for i in b], dtype=np.float32)}  # noqa: E731
+    caches = {n: ShardedCache(cfg.shared_cache_dir / n, {"tower": n}, shard_size=2) for n in catalog.TOWER_CACHES}
+    for c in caches.values():
+        c.fill(ids, rows, 2, progress=False)
+    for art in (catalog.dense_artifact(cfg), catalog.lit_artifact(cfg)):  # stage 01's other outputs, made by hand
+        build_or_reuse(art, {"k": 1}, _build)
+    write_results(cfg, "01_dense_baseline", {"x": 1}, catalog.stage_inputs(cfg, "01_cache_dense_features"))
+    assert catalog.result_status(cfg, "01_cache_dense_features")[0]
+    shard = cfg.shared_cache_dir / "tower_images" / "shard-00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0xFF  # one flipped byte, same size
+    shard.write_bytes(bytes(data))
+    current, why = catalog.result_status(cfg, "01_cache_dense_features")
+    assert not current and "shard-00001.safetensors does not match its checksum" in why  # named by a plain rerun's check
+    computed = []
+    caches["tower_images"].fill(ids, lambda b: (computed.extend(b), rows(b))[1], 2, progress=False)  # what stage 01's rerun does
+    assert computed == ["i2", "i3"]  # that shard alone, to the same bytes
+    assert catalog.result_status(cfg, "01_cache_dense_features")[0]

@@ -34,6 +34,13 @@ def test_wrong_type_is_named(tmp_path):
         load_config("x", params_dir=_write(tmp_path, {"data": {"split_fractions": [0.5, 0.5]}}))
 
 
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    (tmp_path / "x.yaml").write_text("seed: 0\nlit:\n  epochs: [3\n  lr: 1e-3\n")  # an unclosed bracket
+    with pytest.raises(ConfigError, match=r"x\.yaml, line 4, column \d+: not valid YAML .*fix that line") as err:
+        load_config("x", params_dir=tmp_path)
+    assert str(tmp_path / "x.yaml") in str(err.value) and "<unicode string>" not in str(err.value)
+
+
 def test_missing_profile_lists_available():
     with pytest.raises(ConfigError, match="available: .*default"):
         load_config("no_such_profile")

@@ -9,7 +9,7 @@ import torch
 
 from lsr_lib.data.collection import ImageCaptionSet
 from lsr_lib.config.profiles import D2SConfig, load_config
-from lsr_lib.stages.train_sparse_heads import condition_config, evaluate_sparse, training_pairs
+from lsr_lib.train.d2s_conditions import condition_config, evaluate_sparse, training_pairs
 from lsr_lib.sparse.expansion_control import bert_uncased_tokenizer
 from lsr_lib.metrics.retrieval import evaluate_both_directions
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import lsr_lib.train.d2s as d2s_train
 from lsr_lib.config.profiles import ConfigError, build_dataclass
-from lsr_lib.storage.manifest import ArtifactError
+from lsr_lib.storage.manifest import Artifact, ArtifactError
 from lsr_lib.storage.sparse_files import load_sparse, save_sparse
 from lsr_lib.train.d2s import D2SConfig, build_model, encode_sparse, load_best, train_d2s, validate_sparse
 
@@ -100,6 +102,8 @@ def test_same_seed_twice_gives_identical_numbers(problem, tmp_path, cpu_bf16):
     assert _numbers(a) == _numbers(b)
     wa, wb = load_file(str(tmp_path / "a" / "best.safetensors")), load_file(str(tmp_path / "b" / "best.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    content = [Artifact(tmp_path / r, "D2S run", "stage 02").content_id() for r in ("a", "b")]
+    assert content[0] == content[1]  # its checksummed files (best.json included) hold no wall-clock time
 
 
 def test_resume_equals_uninterrupted(problem, tmp_path):
@@ -130,6 +134,40 @@ def test_truncated_state_is_ignored_when_finished_and_set_aside_when_not(problem
     with pytest.warns(UserWarning, match="does not match its checksum"):
         resumed = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "cut", progress=False)
     assert _numbers(resumed) == _numbers(full)
+
+
+def test_two_trainings_of_one_folder_at_once_train_once(problem, tmp_path, monkeypatch):
+    """Two stage-02 runs at once: the second waits on the run folder's lock, then reuses the finished run."""
+    from lsr_lib.storage.checkpoint import TrainingRun
+    from lsr_lib.storage.progress import NOTICES_ENV
+
+    epochs, save_state = [], TrainingRun.save_state
+
+    def slow_save_state(self, snapshot):
+        epochs.append(snapshot["progress"]["epoch"])
+        time.sleep(0.3)  # the other run starts meanwhile
+        save_state(self, snapshot)
+
+    monkeypatch.setattr(TrainingRun, "save_state", slow_save_state)
+    monkeypatch.setenv(NOTICES_ENV, str(tmp_path / "notices"))
+    cfg, out = _cfg(problem, epochs=3), [None, None]
+
+    def run(k):
+        try:
+            out[k] = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "run", progress=False)
+        except BaseException as e:  # noqa: BLE001 (re-raised below)
+            out[k] = e
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    for t in threads:
+        t.join(300)
+    assert not any(isinstance(r, BaseException) for r in out), out
+    assert epochs == [1, 2, 3]  # trained once (without the lock both trained, each epoch twice)
+    assert _numbers(out[0]) == _numbers(out[1])
+    assert "waiting for another run that is writing D2S run run" in (tmp_path / "notices").read_text()  # in the terminal
 
 
 def test_corrupt_best_weights_are_named_and_retrained(problem, tmp_path):
@@ -188,7 +226,7 @@ def test_encode_sparse_save_load_and_best_checkpoint(problem, tmp_path):
     save_sparse(tmp_path / "txt.npz", txt)
     back = load_sparse(tmp_path / "txt.npz")
     assert (back != txt).nnz == 0 and back.dtype == np.float32
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".lock"]  # no temp files left, only the lock
 
 
 def test_checkpoint_selection_skips_the_early_share(problem, tmp_path):

@@ -12,7 +12,7 @@ from lsr_lib.config.typed import ConfigError
 from lsr_lib.data.collection import ImageCaptionSet
 from lsr_lib.sparse.expansion_control import bert_uncased_tokenizer
 from lsr_lib.stages import data_scale_study as study
-from lsr_lib.stages.train_sparse_heads import training_pairs
+from lsr_lib.train.d2s_conditions import training_pairs
 
 
 def _col(n_images=8):

@@ -6,12 +6,12 @@ import torch
 
 from lsr_lib.sparse.expansion_control import (
     SCHEDULES,
-    ExpansionGate,
     bert_uncased_tokenizer,
     caption_token_masks,
     dense_masks,
     expansion_probability,
 )
+from lsr_lib.train.d2s_method import ExpansionGate
 
 
 def test_caption_masks_from_real_wordpiece_tokenizer():

@@ -100,6 +100,23 @@ def test_main_exit_codes(tmp_path, capsys):
     assert main(["--expected", str(tmp_path / "none.yaml")]) == 2
 
 
+def test_a_damaged_result_file_is_named_with_the_rerun_that_rewrites_it(tmp_path, capsys):
+    results = tmp_path / "results" / "smoke"
+    _write_results(results, _fake_results())
+    damaged = results / "s1" / "02_d2s.json"
+    damaged.write_text(damaged.read_text()[:40])  # truncated
+    path = _expected_file(tmp_path, CONDITIONS)
+    assert main(["--expected", str(path), "--results", str(results)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {damaged} is not valid JSON") and "Traceback" not in err
+    assert "python -m lsr_lib.run.pipeline --profile smoke/s1 --stages 02 --force" in err
+    with pytest.raises(ValueError, match="02_d2s.json is not valid JSON"):  # --debug: the error, traceback and all
+        main(["--expected", str(path), "--results", str(results), "--debug"])
+    path.write_text("profile: x\nconditions: {a: [\n")
+    assert main(["--expected", str(path), "--results", str(results)]) == 1
+    assert re.match(rf"error: {re.escape(str(path))}, line \d+, column \d+: not valid YAML", capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"file": "f.json", "metrics": {"m": 1.0}, "sourse": "paper"}, "unknown key.*sourse"),
     ({"file": "f.json", "source": "paper", "metrics": {"m": {"expected": 1.0, "tol": 1}}}, "metrics.m: unknown key.*tol"),

@@ -2,7 +2,8 @@
 
 Layers, bottom to top (README "Layout"): config -> storage -> data -> metrics -> dense, sparse ->
 index, train -> analysis -> results -> artifacts -> stages -> run. A module may import its own
-package and any lower layer; packages on the same layer do not import each other.
+package and any lower layer; packages on the same layer do not import each other. Inside
+``stages``, a module imports only modules of its own stage (``STAGE_OF``): stages share files, not code.
 """
 from __future__ import annotations
 
@@ -83,3 +84,47 @@ def test_no_import_cycle_between_modules():
     for mod in sorted(graph):
         if mod not in state:
             visit(mod, [mod])
+
+
+# Stages exchange data only through files (the artifacts catalog), so no stage module imports another
+# stage's module: what two stages share lives in a lower layer (data.profile_sets, train.d2s_conditions,
+# artifacts.d2s_runs, artifacts.tower_features, ...). A stage may be split over several modules; those
+# may import each other. Every module of lsr_lib/stages is mapped here to its stage (notebook) number.
+STAGE_OF = {
+    "cache_dense_features": "01", "train_sparse_heads": "02", "analyze_sparse_vectors": "03",
+    "retrieve_with_inverted_index": "04", "image_suggestion": "05",
+    "explore_sparse_vectors": "06", "explore_figures": "06", "explore_widgets": "06",  # stage 06: views, figures, widgets
+    "data_scale_study": "07", "knob_search": "07",  # stage 07 has two parts
+}
+STAGES = LIB / "stages"
+
+
+def cross_stage_edges(graph: dict[str, set[str]]) -> list[str]:
+    """``a -> b`` for every import of a stage module by a module of another stage."""
+    def stage(mod: str) -> str | None:
+        parts = mod.split(".")
+        return STAGE_OF.get(parts[2]) if len(parts) > 2 and parts[:2] == ["lsr_lib", "stages"] else None
+
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if stage(a) and stage(b) and stage(a) != stage(b))
+
+
+def test_every_stage_module_is_mapped_to_its_stage():
+    modules = {p.stem for p in STAGES.glob("*.py") if p.name != "__init__.py"}
+    assert modules == set(STAGE_OF), f"unmapped: {sorted(modules - set(STAGE_OF))}, gone: {sorted(set(STAGE_OF) - modules)}"
+    notebooks = sorted((LIB.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert set(STAGE_OF.values()) == {nb.name[:2] for nb in notebooks}
+    for nb in notebooks:  # each notebook's main module is named like it
+        assert STAGE_OF.get(nb.stem[3:]) == nb.name[:2], f"{nb.name}: no module lsr_lib/stages/{nb.stem[3:]}.py of stage {nb.name[:2]}"
+
+
+def test_no_stage_module_imports_another_stage():
+    graph = {module_name(p): imports_of(p) for p in STAGES.glob("*.py")}
+    bad = cross_stage_edges(graph)
+    assert not bad, "stage modules import other stages (move what they share to a lower layer): " + "; ".join(bad)
+
+
+def test_cross_stage_check_catches_an_edge():
+    graph = {"lsr_lib.stages.knob_search": {"lsr_lib.stages.data_scale_study", "lsr_lib.train.d2s"},
+             "lsr_lib.stages.image_suggestion": {"lsr_lib.stages.cache_dense_features"}}
+    assert cross_stage_edges(graph) == ["lsr_lib.stages.image_suggestion -> lsr_lib.stages.cache_dense_features"]

@@ -14,6 +14,7 @@ import pytest
 from lsr_lib.config.checkout import CHECKOUT_ENV, check_kernel_checkout
 from lsr_lib.config.profiles import REPO_ROOT
 from lsr_lib.run import pipeline
+from lsr_lib.storage.progress import NOTICES_ENV
 
 
 def import_lsr_lib(env_overrides: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
@@ -48,6 +49,7 @@ def test_run_stage_hands_papermill_the_checkout_environment(monkeypatch, tmp_pat
 
     def fake_execute_notebook(src, dst, parameters, cwd, kernel_name, **kw):
         seen.update(pythonpath=os.environ["PYTHONPATH"], checkout=os.environ[CHECKOUT_ENV], src=src, cwd=cwd, parameters=parameters)
+        seen.update(notices=os.environ.get(NOTICES_ENV))
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute_notebook)
     monkeypatch.delenv(CHECKOUT_ENV, raising=False)
@@ -57,6 +59,7 @@ def test_run_stage_hands_papermill_the_checkout_environment(monkeypatch, tmp_pat
     assert seen["checkout"] == str(REPO_ROOT)
     assert seen["src"] == str(REPO_ROOT / "notebooks" / "01_cache_dense_features.ipynb") and seen["cwd"] == str(REPO_ROOT / "notebooks")
     assert seen["parameters"] == {"profile": "smoke", "progress": False}
+    assert seen["notices"] == str(tmp_path / ".01_cache_dense_features.notices")  # the kernel's notices reach the terminal
     assert os.environ["PYTHONPATH"] == "/elsewhere" and CHECKOUT_ENV not in os.environ, "the launcher's environment is restored"
 
 
@@ -141,3 +144,50 @@ def test_bench_flag_reaches_the_stage_and_the_resume_command(monkeypatch, tmp_pa
     assert seen == [("04_retrieve_with_inverted_index", True)]
     args = pipeline.argparse.Namespace(profile="smoke", out=None, no_progress=True, bench=True)
     assert pipeline._resume_argv(args, ["04_retrieve_with_inverted_index"])[-1] == "--bench"
+
+
+def test_a_stage_that_fails_in_its_notebook_is_one_line_with_the_fix(monkeypatch, tmp_path, caplog):
+    class CellError(Exception):
+        ename = "ArtifactError"
+        evalue = "D2S run with_control (data/x) is corrupt: best.json is missing.\nRerun stage 02 (notebooks/02_....ipynb)"
+
+    def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3", bench=False):
+        raise CellError("Traceback (most recent call last):\n  ...")
+
+    monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
+    with caplog.at_level(logging.INFO, logger="lsr_lib.run.pipeline"):
+        assert pipeline.main(["--profile", "smoke", "--stages", "03", "--out", str(tmp_path), "--force"]) == 1
+    [failed] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "\n" not in failed and "Traceback" not in failed
+    assert failed.startswith("stage 03_analyze_sparse_vectors failed: ArtifactError: D2S run with_control")
+    assert "best.json is missing. Rerun stage 02" in failed
+    assert failed.endswith(f"(traceback: {tmp_path / '03_analyze_sparse_vectors.ipynb'})")
+
+
+def test_a_known_error_stops_the_run_in_one_line_and_debug_shows_the_traceback(monkeypatch, tmp_path, capsys):
+    from lsr_lib.config.profiles import ConfigError
+
+    def bad_config(profile, runs_dir):
+        raise ConfigError("params/smoke.yaml: lit.epochs: must be > 0, got -1")
+
+    monkeypatch.setattr(pipeline, "run_stage", lambda *a, **kw: None)
+    monkeypatch.setattr(pipeline, "summary", bad_config)
+    argv = ["--profile", "smoke", "--stages", "03", "--out", str(tmp_path), "--no-progress", "--force"]
+    assert pipeline.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == "error: params/smoke.yaml: lit.epochs: must be > 0, got -1\n"
+    with pytest.raises(ConfigError, match="lit.epochs"):
+        pipeline.main([*argv, "--debug"])
+
+
+def test_a_damaged_result_file_in_the_closing_summary_is_named_with_its_rerun(monkeypatch, tmp_path, capsys):
+    shutil.copytree(REPO_ROOT / "params", tmp_path / "params")
+    monkeypatch.setattr("lsr_lib.config.profiles.REPO_ROOT", tmp_path)  # results/ under tmp_path
+    monkeypatch.setattr(pipeline, "run_stage", lambda *a, **kw: None)
+    damaged = tmp_path / "results" / "smoke" / "02_d2s.json"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_text('{"results": {"test": {"with_cont')  # truncated
+    assert pipeline.main(["--profile", "smoke", "--stages", "03", "--out", str(tmp_path / "runs"), "--force"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {damaged} is not valid JSON") and err.count("\n") == 1 and "Traceback" not in err
+    assert "python -m lsr_lib.run.pipeline --profile smoke --stages 02 --force" in err

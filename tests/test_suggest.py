@@ -143,6 +143,65 @@ def test_training_learns_a_separable_toy_task(tmp_path):
     assert again["history"] == run["history"]  # reused, not retrained
 
 
+def _toy_task(n: int = 24) -> dict:
+    """Query k's tokens are [k, k+1]; document k's caption is [k] (as in the test above, smaller)."""
+    emb = torch.randn(5000, 384, generator=torch.Generator().manual_seed(0))
+
+    def text(rows):
+        tok = torch.tensor(rows)
+        return {"states": emb[tok % 5000], "token_ids": tok, "mask": (tok > 0).float()}
+    queries = text([[101, 2000 + k, 3000 + k, 102] for k in range(n)])
+    captions = text([[101, 2000 + k, 102] for k in range(n)])
+    return {"queries": queries, "captions": captions, "patches": None, "pos": np.arange(n)}
+
+
+def test_retraining_to_the_same_weights_gives_the_same_content_id(tmp_path):
+    """best.json is checksummed, so it holds no wall-clock time: stage 05's fingerprint survives a retraining."""
+    from lsr_lib.storage.checkpoint import TrainingRun
+
+    data = _toy_task()
+    cfg = load_config("smoke", {"suggest": {"epochs": 2, "batch_size": 8, "cpu_bf16": False}}).suggest
+    runs = [train_suggest("M3", cfg, data, data, tmp_path / r, {"states": "toy"}, progress=False) for r in ("a", "b")]
+    assert all("seconds" in h for r in runs for h in r["history"])  # timings are kept, in the manifest's meta
+    ids = [TrainingRun(tmp_path / r, {}, f"suggestion run {r}", "stage 05").artifact.content_id() for r in ("a", "b")]
+    assert ids[0] == ids[1]
+
+
+def test_two_trainings_of_one_configuration_at_once_train_once(tmp_path, monkeypatch):
+    """Two stage-05 runs at once: the second waits on the run folder's lock, then reuses the finished run."""
+    import threading
+    import time
+
+    import lsr_lib.train.suggest as suggest_train
+
+    epochs, mrr = [], suggest_train.mrr_at_10
+
+    def slow_mrr(*args):
+        epochs.append(1)
+        time.sleep(0.3)  # the other run starts meanwhile
+        return mrr(*args)
+
+    monkeypatch.setattr(suggest_train, "mrr_at_10", slow_mrr)
+    data = _toy_task()
+    cfg = load_config("smoke", {"suggest": {"epochs": 2, "batch_size": 8, "cpu_bf16": False}}).suggest
+    out = [None, None]
+
+    def run(k):
+        try:
+            out[k] = train_suggest("M3", cfg, data, data, tmp_path / "M3", {"states": "toy"}, progress=False)
+        except BaseException as e:  # noqa: BLE001 (checked below)
+            out[k] = e
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    for t in threads:
+        t.join(300)
+    assert not any(isinstance(r, BaseException) for r in out), out
+    assert len(epochs) == 2 and out[0]["history"] == out[1]["history"]  # trained once, then reused
+
+
 def test_findings_report_what_the_numbers_say():
     base = {"nDCG@10": 0.3, "nnz query": 4.0, "max df share (queries)": 0.05}
     res = {"M1": {**base, "nDCG@10": 0.1, "nnz query": 60.0, "max df share (queries)": 0.9}, "M2": base, "M3": base, "M4": {**base, "nDCG@10": 0.35}}

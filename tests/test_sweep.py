@@ -77,25 +77,37 @@ def test_setting_overrides_are_checked_key_by_key(tmp_path):
 
 @pytest.fixture
 def tmp_repo(tmp_path, monkeypatch):
-    """results/ and runs/ under a temporary root (params/ linked to the repository's)."""
+    """results/ and runs/ under a temporary root (params/ linked to the repository's); no input artifacts."""
     (tmp_path / "params").symlink_to(sweep.REPO_ROOT / "params")
+    monkeypatch.setattr("lsr_lib.artifacts.catalog._artifact_ids", lambda cfg, stage, missing_seeds=None: {})
     monkeypatch.setattr("lsr_lib.config.profiles.REPO_ROOT", tmp_path)
     monkeypatch.setattr("lsr_lib.run.sweep.REPO_ROOT", tmp_path)
     return tmp_path
 
 
 def _write_result(cfg, name, config=None):
+    from lsr_lib.artifacts.catalog import stage_inputs
+    from lsr_lib.storage.manifest import digest
+
     cfg.results_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.results_dir / name).write_text(json.dumps({"results": {}, "provenance": {"config": config if config is not None else to_dict(cfg)}}))
+    stage = {"01": "01_cache_dense_features", "02": "02_train_sparse_heads"}[name[:2]]
+    inputs = stage_inputs(cfg, stage)
+    doc = {"results": {}, "provenance": {"config": config if config is not None else to_dict(cfg)}, "inputs": inputs, "inputs_fingerprint": digest(inputs)}
+    (cfg.results_dir / name).write_text(json.dumps(doc))
 
 
-def test_stage_is_current_only_with_the_same_config(tmp_repo):
+def test_stage_is_current_only_with_the_same_config_code_and_inputs(tmp_repo, monkeypatch):
+    from lsr_lib.artifacts import catalog
+
     cfg = load_config("paper/mscoco_albef")
     assert not sweep.stage_is_current(cfg, "01_cache_dense_features")
     _write_result(cfg, "01_dense_baseline.json")
     assert sweep.stage_is_current(cfg, "01_cache_dense_features") and not sweep.stage_is_current(cfg, "02_train_sparse_heads")
     _write_result(cfg, "02_d2s.json", to_dict(load_config("paper/mscoco_albef", overrides={"d2s": {"epochs": 3}})))
     assert not sweep.stage_is_current(cfg, "02_train_sparse_heads")
+    real = catalog.code_fingerprint
+    monkeypatch.setattr(catalog, "code_fingerprint", lambda *a, **k: {**real(*a, **k), "code": {"lsr_lib/metrics/retrieval.py": "edited"}})
+    assert not sweep.stage_is_current(cfg, "01_cache_dense_features")  # same config, other code: rerun
 
 
 def test_run_setting_skips_current_stages_and_stops_at_a_failure(tmp_repo, monkeypatch):

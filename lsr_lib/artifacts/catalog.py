@@ -28,14 +28,14 @@ from ..config.profiles import Config
 from ..data import karpathy
 from ..data.collection import ImageCaptionSet
 from ..storage.feature_files import align, read_embeddings
-from ..storage.manifest import Artifact, ArtifactError, digest  # noqa: F401 (digest: used by tests and the pipeline)
+from ..storage.manifest import Artifact, ArtifactError, describe_change, digest  # noqa: F401 (digest: used by tests and the pipeline)
 from ..storage.shard_cache import ShardedCache
 from ..storage.sparse_files import load_sparse, save_sparse
-from ..train.d2s import CODE_VERSION as D2S_CODE_VERSION
+from ..storage.code_fingerprint import code_fingerprint, stage_notebook
 
-__all__ = ["STAGE01", "STAGE02", "STAGE04", "STAGE05", "ArtifactError", "lit_artifact", "suggest_dir", "suggest_run_artifact", "suggest_vectors_artifact", "dense_artifact", "dense_dir", "load_dense_dir", "dense_content_id",
+__all__ = ["STAGE01", "code_fingerprint", "STAGE02", "STAGE04", "STAGE05", "ArtifactError", "lit_artifact", "suggest_dir", "suggest_run_artifact", "suggest_vectors_artifact", "dense_artifact", "dense_dir", "load_dense_dir", "dense_content_id",
            "d2s_run_dir", "d2s_run_artifact", "vectors_artifact", "load_condition_vectors", "save_sparse", "load_sparse",
-           "result_path", "read_result", "result_is_current", "stage_inputs", "index_dir", "vectors_content_ids"]
+           "result_path", "read_result", "result_is_current", "result_status", "UPSTREAM", "cache_artifact", "stage_inputs", "index_dir", "vectors_content_ids"]
 
 STAGE01 = "stage 01 (notebooks/01_cache_dense_features.ipynb)"
 STAGE02 = "stage 02 (notebooks/02_train_sparse_heads.ipynb)"
@@ -60,6 +60,15 @@ def dense_artifact(cfg_or_dir) -> Artifact:
 def lit_artifact(cfg: Config) -> Artifact:
     """The trained LiT projections of the embedded default (stage 01)."""
     return Artifact(cfg.cache_dir / "lit", "LiT projection", STAGE01)
+
+
+TOWER_CACHES = ("tower_images", "tower_texts")  # stage 01, embedded default: the frozen towers' features
+SUGGEST_CACHES = ("suggest/states_text", "suggest/states_image")  # stage 05 (stage 01 fills the emoji images' patch states)
+
+
+def cache_artifact(cfg: Config, name: str) -> Artifact:
+    """A sharded feature cache under ``cfg.shared_cache_dir`` seen as an artifact (its manifest has the same form)."""
+    return Artifact(cfg.shared_cache_dir / name, f"feature cache {name}", STAGE05 if name in SUGGEST_CACHES else STAGE01)
 
 
 def dense_content_id(cfg: Config) -> str:
@@ -185,17 +194,15 @@ def read_result(cfg: Config, stage: str) -> Optional[dict]:
 
 
 # Every stage records, with its result files, the fingerprint of what they were computed from: the
-# config sections it reads, its code version and the content ids of its input artifacts. The
-# pipeline skips a stage while that fingerprint matches (a rerun with nothing changed is quick).
-CODE_VERSIONS = {"01_cache_dense_features": 2, "02_train_sparse_heads": D2S_CODE_VERSION, "03_analyze_sparse_vectors": 2,
-                 "04_retrieve_with_inverted_index": 3, "05_image_suggestion": 1, "06_explore_sparse_vectors": 1,
-                 "07_data_scale_study": 1}
+# config sections it reads, its code (the notebook's code cells and every lsr_lib module they reach,
+# lsr_lib.storage.code_fingerprint), the versions of the packages that code computes with, and the
+# content ids of its input artifacts. The pipeline skips a stage while that fingerprint matches.
 RESULT_FILES = {"01_cache_dense_features": ("01_dense_baseline",), "02_train_sparse_heads": ("02_d2s",), "03_analyze_sparse_vectors": ("03_analyses",),
                 "04_retrieve_with_inverted_index": ("04_retrieval", "04_efficiency"), "05_image_suggestion": ("05_suggestion",), "06_explore_sparse_vectors": ("06_explorer",),
                 "07_data_scale_study": ("07_data_scale",)}
 CONFIG_SECTIONS = {"01_cache_dense_features": ("data", "encoder", "lit", "evaluation"), "02_train_sparse_heads": ("data", "evaluation", "d2s"),
                    "03_analyze_sparse_vectors": ("evaluation", "d2s"), "04_retrieve_with_inverted_index": ("evaluation", "index", "d2s"),
-                   "05_image_suggestion": ("data", "evaluation", "suggest"), "06_explore_sparse_vectors": ("d2s", "suggest"),
+                   "05_image_suggestion": ("data", "evaluation", "suggest"), "06_explore_sparse_vectors": ("evaluation", "d2s", "suggest"),
                    "07_data_scale_study": ("data", "evaluation", "d2s", "data_scale")}
 
 
@@ -211,10 +218,13 @@ def _artifact_ids(cfg: Config, stage: str, missing_seeds: Optional[list] = None)
         out["dense"] = dense_content_id(cfg)
     if n == "01" and cfg.encoder.kind == "lit_towers":
         out["lit"] = lit_artifact(cfg).content_id()
+        out["tower_caches"] = {name: cache_artifact(cfg, name).content_id() for name in TOWER_CACHES}
     if n == "02":
         out["runs"] = {c: d2s_run_artifact(cfg, c).content_id() for c in cfg.d2s_conditions}
     if n in ("02", "03", "04", "06"):
         out["vectors"] = vectors_content_ids(cfg, "test")
+    if n == "05" and not cfg.suggest.finetune_towers:  # fine-tuned towers read their inputs live: no state caches
+        out["suggest_states"] = {name: cache_artifact(cfg, name).content_id() for name in SUGGEST_CACHES}
     if n == "05":
         out["suggest_runs"] = {c: suggest_run_artifact(cfg, c).content_id() for c in cfg.suggest.configurations}
     if n == "05":
@@ -234,21 +244,56 @@ def _artifact_ids(cfg: Config, stage: str, missing_seeds: Optional[list] = None)
 
 
 def stage_inputs(cfg: Config, stage: str, missing_seeds: Optional[list] = None) -> dict:
-    """What a stage's results depend on: config sections, code version, content ids of its input artifacts.
+    """What a stage's results depend on: config sections, code and environment, content ids of its input artifacts.
 
     Raises :class:`ArtifactError` when an input is missing, stale or corrupt (``missing_seeds``: see
     :func:`_artifact_ids`).
     """
-    return {"stage": stage, "code": CODE_VERSIONS[stage], "config": cfg.section_hash(*CONFIG_SECTIONS[stage]),
+    return {"stage": stage, **code_fingerprint(notebook=stage_notebook(stage)), "config": cfg.section_hash(*CONFIG_SECTIONS[stage]),
             "conditions": list(cfg.d2s_conditions), "seed": cfg.seed, **_artifact_ids(cfg, stage, missing_seeds)}
+
+
+# The stages whose outputs a stage reads (through the artifacts above): when one of them reruns, this one
+# may have to rerun after it (``--explain`` says so).
+UPSTREAM = {"01_cache_dense_features": (), "02_train_sparse_heads": ("01_cache_dense_features",),
+            "03_analyze_sparse_vectors": ("02_train_sparse_heads",), "04_retrieve_with_inverted_index": ("02_train_sparse_heads",),
+            "05_image_suggestion": ("01_cache_dense_features",), "06_explore_sparse_vectors": ("02_train_sparse_heads", "05_image_suggestion"),
+            "07_data_scale_study": ("01_cache_dense_features", "02_train_sparse_heads")}
+
+
+def _shown(path: Path) -> str:
+    from ..config import profiles  # the checkout's root as set now (tests point it elsewhere)
+
+    return str(path.relative_to(profiles.REPO_ROOT)) if path.is_relative_to(profiles.REPO_ROOT) else str(path)
+
+
+def result_status(cfg: Config, stage: str) -> tuple[bool, str]:
+    """(current, why): whether every result file of ``stage`` records the fingerprint of its current inputs.
+
+    Verifies every input artifact it reuses (each file's size and SHA-256 against its manifest), so a
+    damaged cache shard makes its stage stale, named. ``why`` is one line: the changed code files or
+    packages, the input that is missing or damaged, or the result file that does not exist.
+    """
+    if stage not in RESULT_FILES:
+        return False, "it declares no result file"
+    try:
+        inputs = stage_inputs(cfg, stage)
+    except ArtifactError as err:
+        return False, str(err).split(". Rerun ")[0]
+    want = digest(inputs)
+    for name in RESULT_FILES[stage]:
+        path = result_path(cfg, name)
+        if not path.exists():
+            return False, f"{_shown(path)} does not exist"
+        doc = read_result(cfg, name)
+        if doc is None:
+            return False, f"{_shown(path)} cannot be read (truncated or not JSON)"
+        if doc.get("inputs_fingerprint") != want:
+            return False, f"{describe_change(doc.get('inputs') or {}, inputs)} since {_shown(path)}"
+    files = [_shown(result_path(cfg, n)) for n in RESULT_FILES[stage]]
+    return True, f"{', '.join(files)} record{'s' if len(files) == 1 else ''} the current code, environment and inputs"
 
 
 def result_is_current(cfg: Config, stage: str) -> bool:
     """True when every result file of ``stage`` records the fingerprint of its current inputs (False if any input is unusable)."""
-    if stage not in RESULT_FILES:
-        return False
-    try:
-        want = digest(stage_inputs(cfg, stage))
-    except ArtifactError:
-        return False
-    return all((read_result(cfg, f) or {}).get("inputs_fingerprint") == want for f in RESULT_FILES[stage])
+    return result_status(cfg, stage)[0]

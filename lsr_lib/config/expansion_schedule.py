@@ -3,7 +3,7 @@
 Pure functions of the configuration, so they live with it: ``linear`` (the paper: p0 at the
 first epoch, falling after each epoch to 0 at ``end_fraction`` of the epochs), ``constant``
 (``p0 = 0``: without expansion control), ``cosine`` and ``step``. The gate that draws
-``z ~ Bernoulli(p)`` is :class:`lsr_lib.sparse.expansion_control.ExpansionGate`.
+``z ~ Bernoulli(p)`` is :class:`lsr_lib.train.d2s_method.ExpansionGate`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import math
 from typing import Callable
 
 GATE_MODES = ("batch", "example")  # one z per batch (paper) or one per example
-REGULARIZERS = ("l1", "flops")  # names of lsr_lib.train.d2s_loss.REGULARIZERS (a test keeps them equal)
+REGULARIZERS = ("l1", "flops")  # names of lsr_lib.train.d2s_method.REGULARIZERS (a test keeps them equal)
 
 
 def _progress(epoch: int, total_epochs: int, end_fraction: float) -> float:

@@ -133,17 +133,29 @@ class ExtractionConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Retrieval evaluation (DESIGN.md section 3)."""
+    """Retrieval evaluation, and stage 03's analyses of the vectors (DESIGN.md section 3)."""
 
     ks: tuple[int, ...] = (1, 5, 10)
     mrr_depth: int = 10
     splits: tuple[str, ...] = ("val", "test")
+    # stage 03 (these were the notebook's own parameters; opt-in, so the hashes made before them stay valid)
+    deviation_top_k: int = opt_in(10)  # top-k terms of a vector the semantic deviation reads (DESIGN.md section 3)
+    unrelated_threshold: float = opt_in(0.2)  # MiniLM cosine below which an expansion term is unrelated to its caption (DESIGN.md section 3)
+    unrelated_threshold_sweep: tuple[float, ...] = opt_in((0.1, 0.15, 0.2, 0.25, 0.3))  # how much the unrelated share depends on the threshold
+    faithfulness_top_k: int = opt_in(10)  # Kendall's tau on each query's dense top-k (DESIGN.md section 3)
+    # stage 06 (the explorer's static views; also the notebook's own parameters before)
+    explorer_top_k: int = opt_in(8)  # terms and images each explorer view shows
+    explorer_split: str = opt_in("test")  # the split the explorer loads
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
         check(self, [
             ("ks", len(self.ks) > 0 and min(self.ks) > 0, "a list of cutoffs > 0 (at least one)"),
-            *positive(self, "mrr_depth"), items_from(self, "splits", SPLITS),
+            *positive(self, "mrr_depth deviation_top_k faithfulness_top_k explorer_top_k"), items_from(self, "splits", SPLITS),
+            ("explorer_split", self.explorer_split in SPLITS, f"one of {', '.join(SPLITS)}"),
+            ("unrelated_threshold", -1 < self.unrelated_threshold < 1, "a cosine between -1 and 1"),
+            ("unrelated_threshold_sweep", len(self.unrelated_threshold_sweep) > 0 and all(-1 < t < 1 for t in self.unrelated_threshold_sweep),
+             "a list of cosines between -1 and 1 (at least one)"),
         ])
 
 
@@ -471,13 +483,23 @@ def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Opti
         raise ConfigError(f"{path}{where}: {e}") from None
 
 
+def yaml_problem(path: Path, error: yaml.YAMLError) -> str:
+    """``<path>, line L, column C: not valid YAML (<problem>)``; YAML's own message names ``"<unicode string>"``."""
+    mark = getattr(error, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{path}{where}: not valid YAML ({getattr(error, 'problem', None) or error})"
+
+
 def _read_profile_file(path: Path, params_dir: Path, chain: tuple[str, ...] = ()) -> dict:
     """A profile file's mapping; ``extends: <profile>`` merges it over that profile's file (without its sweep)."""
     if path.stem in chain:
         raise ConfigError(f"{path}: 'extends' loops through {' -> '.join((*chain, path.stem))}")
     if not path.exists():
         raise ConfigError(f"{chain[-1]}.yaml extends {path.stem!r}, but there is no profile file {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{yaml_problem(path, e)}; fix that line of the profile") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     parent = raw.pop("extends", None)

@@ -5,7 +5,9 @@ All work on an RGBA rendering (transparent background) with PIL only (no torchvi
 colour (hue rotation, saturation, grayscale), stroke (thicker / thinner outlines through
 min / max filters), scale and position (shrink and move on the canvas), background tint and a
 small rotation. ``random_view`` draws a training view; ``EVAL_TRANSFORMS`` are fixed, named
-transforms used to report R@k on transformed test images beside clean ones.
+transforms used to report R@k on transformed test images beside clean ones. ``render_view``
+turns a view id (``<image>@clean``, ``@view<k>``, ``@<transform>``; ``view_ids``) into the image
+stage 01's image tower reads.
 """
 from __future__ import annotations
 
@@ -108,3 +110,33 @@ def eval_transform(name: str) -> Callable[[Image.Image], Image.Image]:
     if name not in EVAL_TRANSFORMS:
         raise KeyError(f"unknown eval transform {name!r}; known: {', '.join(EVAL_TRANSFORMS)}")
     return EVAL_TRANSFORMS[name]
+
+
+def view_ids(collection, n_train_views: int, eval_transforms: tuple[str, ...]) -> list[str]:
+    """Ids ``<image>@clean``, ``<image>@view<k>`` (train) and ``<image>@<transform>`` (test)."""
+    ids = [f"{i}@clean" for i in collection.images["image_id"]]
+    train = collection.images.loc[collection.images["split"] == "train", "image_id"]
+    ids += [f"{i}@view{k}" for k in range(n_train_views) for i in train]
+    test = collection.images.loc[collection.images["split"] == "test", "image_id"]
+    ids += [f"{i}@{t}" for t in eval_transforms for i in test]
+    return ids
+
+
+def render_view(path: str, view: str, seed: int, image_id: str) -> Image.Image:
+    """The RGB image for a view id suffix; random views are seeded by (seed, image id, view).
+
+    Never by the file's path: a path includes the checkout's folder, and seeding by it gave every
+    clone its own training views and so its own teacher (issue 13).
+    """
+    import zlib
+
+    try:
+        rgba = Image.open(path)
+        rgba.load()
+        rgba = rgba.convert("RGBA")
+    except Exception as e:
+        raise ValueError(f"image {path} is missing or unreadable ({e}); delete it and re-run stage 01 to render it again") from e
+    if view.startswith("view"):
+        rng = np.random.default_rng([seed, zlib.crc32(f"{image_id}@{view}".encode())])
+        return random_view(rgba, rng)
+    return eval_transform(view)(rgba)

@@ -16,6 +16,7 @@ from ..data.collection import ImageCaptionSet
 from ..config.profiles import Config
 from .encoder import DenseEncoder
 from .ray_extract import extraction_engine
+from ..storage.code_fingerprint import code_fingerprint
 from ..storage.shard_cache import ShardedCache
 from ..storage.feature_files import align, read_embeddings
 
@@ -42,7 +43,8 @@ def extract_with_encoder(cfg: Config, collection: ImageCaptionSet, encoder: Dens
     from ..data.emoji import split_checksum
     from ..data.karpathy import load_image
 
-    base = {"encoder": encoder.fingerprint(), "collection": split_checksum(collection)}
+    base = {"encoder": encoder.fingerprint(), "collection": split_checksum(collection), 
+            **code_fingerprint(__name__, *[m for m in (type(encoder).__module__,) if m.startswith("lsr_lib.")])}
     path_of = dict(zip(collection.images["image_id"], collection.images["path"]))
     text_of = dict(zip(collection.captions["text_id"], collection.captions["text"]))
     engine = extraction_engine(cfg.extraction)  # None: in this process; Ray: each actor loads its own encoder

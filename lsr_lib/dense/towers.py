@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..storage.code_fingerprint import code_fingerprint
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 IMAGE_PARTS = {"avg": 1280, "max": 1280, "logits": 1000}
@@ -73,7 +75,7 @@ class ImageTower:
         return out
 
     def fingerprint(self) -> dict:
-        return {"tower": "efficientnet-lite0", "weights_sha": file_sha(self.weights), "image_size": self.image_size}
+        return {"tower": "efficientnet-lite0", "weights_sha": file_sha(self.weights), "image_size": self.image_size, **code_fingerprint(__name__)}
 
 
 class TextTower:
@@ -92,7 +94,7 @@ class TextTower:
         return {"text": emb.astype(np.float32)}
 
     def fingerprint(self) -> dict:
-        return {"tower": "all-MiniLM-L6-v2", "weights_sha": file_sha(self.path / "model.safetensors")}
+        return {"tower": "all-MiniLM-L6-v2", "weights_sha": file_sha(self.path / "model.safetensors"), **code_fingerprint(__name__)}
 
 
 class TokenTower:
@@ -122,7 +124,8 @@ class TokenTower:
         return {k: v.float().cpu().numpy() for k, v in self.encode(texts).items()}
 
     def fingerprint(self) -> dict:
-        return {"tower": "all-MiniLM-L6-v2 tokens", "weights_sha": file_sha(self.path / "model.safetensors"), "max_tokens": self.max_tokens}
+        return {"tower": "all-MiniLM-L6-v2 tokens", "weights_sha": file_sha(self.path / "model.safetensors"), "max_tokens": self.max_tokens,
+                **code_fingerprint(__name__)}
 
 
 def patch_map(tower: ImageTower, images: list[Image.Image]) -> torch.Tensor:

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -35,9 +34,10 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import scipy.sparse as sp
 
+from ..storage.code_fingerprint import code_fingerprint
+from ..storage.progress import notice
 from .topk import prune_topk, recall_at_k, same_topk_up_to_ties, topk_disagreements  # noqa: F401 (re-exported)
 
-FORMAT_VERSION = 1
 INDEX_KINDS = {  # kind -> "module:Class", imported on first use so that no backend is needed at import
     "scipy": "lsr_lib.index.exact:ScipyBruteForce",
     "numba": "lsr_lib.index.exact:NumbaIndex",
@@ -168,9 +168,14 @@ class RetrievalIndex(ABC):
         """Open a saved index directory (same as :func:`load_index`)."""
         return load_index(path, **search_params)
 
+    def code(self) -> dict:
+        """Content hashes of the code that builds and reads this kind of index (its module's import closure)."""
+        module = type(self).__module__
+        return code_fingerprint(module)["code"] if module.startswith("lsr_lib.") else {}
+
     def meta(self) -> dict:
         """What ``meta.json`` holds."""
-        return {"format_version": FORMAT_VERSION, "kind": self.kind, "params": self.params, "n_docs": self.n_docs,
+        return {"code": self.code(), "kind": self.kind, "params": self.params, "n_docs": self.n_docs,
                 "backend_version": self.backend_version(), "fingerprint": self.fingerprint, "exact": self.exact,
                 **self._extra_meta()}
 
@@ -238,7 +243,7 @@ def load_or_build(kind: str, path: str | Path, docs, doc_ids: Optional[np.ndarra
     fresh = make_index(kind, **params)
     fp = fingerprint(docs, doc_ids)
     meta = read_meta(path)
-    wanted = {"format_version": FORMAT_VERSION, "kind": kind, "backend_version": fresh.backend_version(), "fingerprint": fp}
+    wanted = {"code": fresh.code(), "kind": kind, "backend_version": fresh.backend_version(), "fingerprint": fp}
     if meta is not None and all(meta.get(key) == value for key, value in wanted.items()):
         saved_build = {k: v for k, v in meta.get("params", {}).items() if k not in fresh.search_params}
         if saved_build == fresh.build_params():
@@ -247,7 +252,7 @@ def load_or_build(kind: str, path: str | Path, docs, doc_ids: Optional[np.ndarra
                 idx.from_cache = True
                 return idx
             except Exception as err:  # a damaged or incompatible directory: rebuild it
-                warnings.warn(f"rebuilding the index at {path}: loading failed ({err!r})", stacklevel=2)
+                notice(f"rebuilding the index at {path}: loading failed ({err!r})", warn=True)
     fresh.build(docs, doc_ids)
     fresh.fingerprint = fp
     fresh.save(path)

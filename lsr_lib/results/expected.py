@@ -14,7 +14,6 @@ expected value is unknown, MISSING when the result file or key is absent. Exit c
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -23,7 +22,8 @@ from typing import Optional, Union
 
 import yaml
 
-from ..config.profiles import REPO_ROOT
+from ..config.profiles import REPO_ROOT, yaml_problem
+from ..storage.errors import one_line_errors, read_result_json
 
 COMPARES = ("equal", "at_most", "at_least")
 STATUSES = ("OK", "OKish", "FAIL", "UNKNOWN", "MISSING")
@@ -72,7 +72,10 @@ def judge(measured: Optional[float], expected: Optional[float], tolerance: float
 def load_expected(path: Union[str, Path]) -> tuple[list[Check], dict[str, str]]:
     """(checks, sources) from an expected-values YAML; unknown keys and bad values raise by name."""
     path = Path(path)
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ExpectedFileError(f"{yaml_problem(path, e)}; fix that line") from None
     unknown = sorted(set(raw) - {"profile", "sources", "default_tolerance", "conditions"})
     if unknown:
         raise ExpectedFileError(f"{path}: unknown top-level key(s) {', '.join(unknown)}")
@@ -131,8 +134,7 @@ def evaluate(checks: list[Check], results: Union[Path, dict]) -> list[Outcome]:
             if isinstance(results, dict):
                 cache[c.file] = results.get(c.file)
             else:
-                p = Path(results) / c.file
-                cache[c.file] = json.loads(p.read_text()) if p.exists() else None
+                cache[c.file] = read_result_json(Path(results) / c.file)
         data = cache[c.file]
         measured = None if data is None else lookup(data, c.path)
         out.append(Outcome(c, measured, judge(measured, c.expected, c.tolerance, c.compare)))
@@ -177,14 +179,16 @@ def expected_path(profile: str) -> Path:
     return REPO_ROOT / "results" / "expected" / f"{profile}.yaml"
 
 
+@one_line_errors(ExpectedFileError)
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; 1 when any check FAILs (or is MISSING with --strict)."""
+    """Command-line entry point; 1 when any check FAILs (or is MISSING with --strict) or a file cannot be read."""
     ap = argparse.ArgumentParser(prog="python -m lsr_lib.results.expected", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="paper")
     ap.add_argument("--expected", type=Path, default=None, help="expected-values YAML (default results/expected/<profile>.yaml)")
     ap.add_argument("--results", type=Path, default=None, help="results folder (default results/<profile>)")
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown to this file")
     ap.add_argument("--strict", action="store_true", help="MISSING results also fail")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error, not only its one line")
     args = ap.parse_args(argv)
     expected = args.expected or expected_path(args.profile)
     if not expected.exists():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config.profiles import REPO_ROOT
+from ..storage.errors import one_line_errors, read_result_json
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
@@ -35,8 +36,25 @@ def from_stage(stage: str) -> Callable[[Callable[[dict], str]], Callable[[Path],
 
 
 def _load(results_dir: Path, stage: str) -> dict | None:
-    path = results_dir / f"{stage}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_result_json(results_dir / f"{stage}.json")
+
+
+def earlier_code(doc: dict, stage: str) -> list[str]:
+    """What changed in the stage's code and environment since ``doc`` was measured ([] when nothing did)."""
+    from ..storage.code_fingerprint import code_fingerprint, explain_change, stage_notebook
+
+    rec = doc.get("inputs") or {}
+    return explain_change({"code": rec.get("code"), "env": rec.get("env")}, code_fingerprint(notebook=stage_notebook(stage)))
+
+
+def measured_with_earlier_code(doc: dict, stage: str, command: str) -> str:
+    """A warning line above a table measured by an optional command with code that has changed since ("" when current)."""
+    why = earlier_code(doc, stage)
+    if not why:
+        return ""
+    more = f" (+{len(why) - 2} more)" if len(why) > 2 else ""
+    return (f"**Measured with earlier code** (commit {doc.get('provenance', {}).get('commit', '?')}; what differs now: {'; '.join(why[:2])}{more}): "
+            f"these numbers are not those of the current code until `{command}` measures them again.\n\n")
 
 
 def _row(name: str, res: dict) -> str:
@@ -213,7 +231,8 @@ def data_scale(data: dict) -> str:
     g = data["results"]["growth"]
     lines += ["", *(f"- {c.replace('_', ' ')}: retention of T->I R@1 from {100 * v['retention_R@1_smallest']:.1f}% ({v['smallest']}) to {100 * v['retention_R@1_largest']:.1f}% ({v['largest']}), "
                     f"{v['points_per_doubling_R@1']:+.1f} points per doubling of the training pairs (least squares over the sizes' means)" for c, v in g.items())]
-    return "\n".join(lines) + "\n\n_Generated from `results/default/07_data_scale.json` (`make data-scale`); mean ± sample std over seeds; retention: the sparse model's test R@k / its own seed's dense teacher's._\n"
+    note = measured_with_earlier_code(data, "07_data_scale_study", "make data-scale")
+    return note + "\n".join(lines) + "\n\n_Generated from `results/default/07_data_scale.json` (`make data-scale`); mean ± sample std over seeds; retention: the sparse model's test R@k / its own seed's dense teacher's._\n"
 
 
 @from_stage("07_knob_search")
@@ -242,7 +261,8 @@ def knob_search(data: dict) -> str:
                   "| model | test T->I R@1 | test T->I R@10 | FLOPs | postings / query | exact p50 (ms) |", "|---|---|---|---|---|---|"]
         for x in sorted(f, key=lambda x: x["exact p50 ms"]):
             lines.append(f"| {x['model']} | {x['T->I R@1']:.1f} | {x['T->I R@10']:.1f} | {x['FLOPs']:.2f} | {x['postings_per_query']:,.0f} | {x['exact p50 ms']:.2f} |")
-    return "\n".join(lines) + "\n\n_Generated from `results/default/07_knob_search.json` (`make data-scale`); the choice reads the validation split only._\n"
+    note = measured_with_earlier_code(data, "07_data_scale_study", "make data-scale")
+    return note + "\n".join(lines) + "\n\n_Generated from `results/default/07_knob_search.json` (`make data-scale`); the choice reads the validation split only._\n"
 
 
 def exact_layout(results_dir: Path) -> str:
@@ -331,10 +351,12 @@ def render(text: str, results_dir: Path) -> str:
     return BLOCK.sub(sub, text)
 
 
+@one_line_errors()
 def main(argv: list[str] | None = None) -> int:
     """Rewrite (or ``--check``) the generated README blocks."""
     ap = argparse.ArgumentParser(prog="python -m lsr_lib.results.report")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error, not only its one line")
     ap.add_argument("--results", type=Path, default=REPO_ROOT / "results" / "default")
     args = ap.parse_args(argv)
     stale = []

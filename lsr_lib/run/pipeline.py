@@ -17,7 +17,6 @@ clone's editable install) and writes into this checkout's ``results/``; ``import
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -27,11 +26,12 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from ..config.checkout import CHECKOUT_ENV
 from ..config.profiles import PROFILES, REPO_ROOT, split_profile
-from ..storage.progress import STATUS_ENV
+from ..storage.errors import one_line, one_line_errors, read_result_json
+from ..storage.progress import NOTICES_ENV, STATUS_ENV
 
 # The registered stages, in order. A test fails when a notebook on disk is missing here.
 STAGES = [
@@ -88,15 +88,17 @@ def run_stage(stage: str, profile: str, out_dir: Path, progress: bool = True, ke
     benchmark under ``scale_benchmark: bench``); passed as the notebook parameter ``bench``.
 
     With ``progress``, what the kernel's long steps report (``lsr_lib.storage.progress``: what, how
-    far, ETA, or "up to date") is printed in the terminal while the stage runs.
+    far, ETA, or "up to date") is printed in the terminal while the stage runs; its notices (files set
+    aside or recomputed, ``lsr_lib.storage.progress.notice``) always are.
     """
     import papermill as pm
 
     src = REPO_ROOT / "notebooks" / f"{stage}.ipynb"
     dst = out_dir / f"{stage}.ipynb"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    status = out_dir / f".{stage}.status"
-    with environment({**kernel_env(REPO_ROOT), STATUS_ENV: str(status)}), show_status(stage, status, enabled=progress):
+    status, notices = out_dir / f".{stage}.status", out_dir / f".{stage}.notices"
+    env = {**kernel_env(REPO_ROOT), STATUS_ENV: str(status), NOTICES_ENV: str(notices)}
+    with environment(env), show_status(stage, status, enabled=progress, notices=notices):
         pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "progress": progress, **({"bench": True} if bench else {})}, cwd=str(REPO_ROOT / "notebooks"), kernel_name=kernel_name, log_output=False, progress_bar=progress)
     return dst
 
@@ -105,23 +107,57 @@ STATUS_POLL_S = 2.0  # how often the status file is read
 STATUS_REPEAT_S = 30.0  # a line about the same step at most this often
 
 
+class NoticeReader:
+    """The lines appended to a notices file since the last call (only whole lines, unless ``final``)."""
+
+    def __init__(self, path: Optional[Path]) -> None:
+        self.path, self.offset = path, 0
+
+    def new_lines(self, final: bool = False) -> list[str]:
+        """Lines written since the last call; a line still being written waits for the next call."""
+        if self.path is None:
+            return []
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except OSError:
+            return []
+        end = len(data) if final else data.rfind(b"\n") + 1
+        self.offset += end
+        return [line for line in data[:end].decode("utf-8", "replace").splitlines() if line.strip()]
+
+
 @contextmanager
-def show_status(stage: str, path: Path, enabled: bool = True, poll_s: float = STATUS_POLL_S, repeat_s: float = STATUS_REPEAT_S) -> Iterator[None]:
-    """While the block runs, print the stage kernel's status lines: each new step at once, the same step every ``repeat_s``."""
+def show_status(stage: str, path: Path, enabled: bool = True, poll_s: float = STATUS_POLL_S,
+                repeat_s: float = STATUS_REPEAT_S, notices: Optional[Path] = None) -> Iterator[None]:
+    """While the block runs, print the stage kernel's status lines: each new step at once, the same every ``repeat_s``.
+
+    Every line of ``notices`` is printed as it arrives, the last ones when the block ends (also without ``enabled``).
+    """
     from tqdm import tqdm
 
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    if not enabled:
+    for p in (path, notices):
+        try:
+            if p is not None:
+                p.unlink()
+        except FileNotFoundError:
+            pass
+    if not enabled and notices is None:
         yield
         return
-    stop, t0 = threading.Event(), time.monotonic()
+    stop, t0, reader = threading.Event(), time.monotonic(), NoticeReader(notices)
+
+    def show_notices(final: bool = False) -> None:
+        for line in reader.new_lines(final):
+            tqdm.write(f"{time.strftime('%H:%M:%S')}   {stage.split('_', 1)[0]} warning: {line}", file=sys.stderr)
 
     def watch() -> None:
         last_text, last_step, last_time = None, None, 0.0
         while not stop.wait(poll_s):
+            show_notices()
+            if not enabled:
+                continue
             try:
                 text = path.read_text().strip()
             except OSError:
@@ -139,6 +175,7 @@ def show_status(stage: str, path: Path, enabled: bool = True, poll_s: float = ST
     finally:
         stop.set()
         thread.join()
+        show_notices(final=True)
 
 
 def was_interrupted(error: BaseException) -> bool:
@@ -188,14 +225,44 @@ def _profile_name(name: str) -> str:
     return name
 
 
-def stage_is_current(profile: str, stage: str) -> bool:
-    """True for a stage whose result files were made from the current artifacts, config and code (``lsr_lib.artifacts.result_is_current``)."""
-    from ..artifacts.catalog import RESULT_FILES, result_is_current
+def stage_status(profile: str, stage: str) -> tuple[bool, str]:
+    """(current, why in one line) for a stage's result files (``lsr_lib.artifacts.result_status``)."""
+    from ..artifacts.catalog import result_status
     from ..config import load_config
 
-    return stage in RESULT_FILES and result_is_current(load_config(profile), stage)
+    return result_status(load_config(profile), stage)
 
 
+def stage_is_current(profile: str, stage: str) -> bool:
+    """True for a stage whose result files were made from the current artifacts, config, code and environment."""
+    return stage_status(profile, stage)[0]
+
+
+def explain(profile: str, stages: list[str]) -> list[str]:
+    """One line per stage, current or stale and why, running nothing (``--explain``, like ``dvc status``).
+
+    A current stage that reads the outputs of a stale one is marked: it reruns after it when those
+    outputs change (they often come back bit-identical, and then it stays current).
+    """
+    from ..artifacts.catalog import UPSTREAM
+
+    lines, stale = [], set()
+    for stage in stages:
+        current, why = stage_status(profile, stage)
+        number = stage.split("_", 1)[0]
+        waits = [s.split("_", 1)[0] for s in UPSTREAM.get(stage, ()) if s in stale]
+        if not current:
+            stale.add(stage)
+            lines.append(f"{number}: stale: {why}")
+        elif waits:
+            stale.add(stage)
+            lines.append(f"{number}: current, but reads the outputs of stage {', '.join(waits)}, which reruns first: {why}")
+        else:
+            lines.append(f"{number}: current: {why}")
+    return lines
+
+
+@one_line_errors()  # a known error (config, artifact, result file, full disk): one line naming the file and the fix
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns a process exit code."""
     ap = argparse.ArgumentParser(prog="python -m lsr_lib.run.pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -205,12 +272,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the stages and commands, run nothing")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="run stages even when their results are current")
+    ap.add_argument("--explain", action="store_true", help="say for every stage whether it is current or stale and why; run nothing")
     ap.add_argument("--bench", action="store_true", help="also the heavy benchmarks kept out of the main job (stage 04's 100k / 1M scale benchmark); `make bench`")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error that stops the run, not one line")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     stages = select_stages(args.stages)
     out_dir = args.out or REPO_ROOT / "runs" / args.profile
+    if args.explain:
+        print("\n".join(explain(args.profile, stages)))
+        return 0
     if not args.dry_run:
         log.info("checkout %s, profile %s", REPO_ROOT, args.profile)
     for k, stage in enumerate(stages, 1):
@@ -218,10 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(cmd)
             continue
-        if not args.force and stage_is_current(args.profile, stage):
-            log.info("[%d/%d] %s: up to date (its results record the fingerprint of the current inputs); skipped, --force reruns it", k, len(stages), stage)
-            continue
-        log.info("[%d/%d] %s (profile %s)", k, len(stages), stage, args.profile)
+        if not args.force:
+            current, why = stage_status(args.profile, stage)
+            if current:
+                log.info("[%d/%d] %s: up to date (%s); skipped, --force reruns it", k, len(stages), stage, why)
+                continue
+            log.info("[%d/%d] %s (profile %s): rerun, %s", k, len(stages), stage, args.profile, why)
+        else:
+            log.info("[%d/%d] %s (profile %s): --force", k, len(stages), stage, args.profile)
         t0 = time.time()
         try:
             with quiet_after_interrupt():
@@ -230,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             if was_interrupted(e):
                 log.warning(interrupted_message(stage, args.profile, _resume_argv(args, stages[k - 1:])))
                 return 130
-            reason = f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
-            log.error("stage %s failed: %s\nthe executed notebook with the full traceback is %s", stage, reason, out_dir / f"{stage}.ipynb")
+            reason = f"{getattr(e, 'ename', type(e).__name__)}: {one_line(getattr(e, 'evalue', e))}"
+            log.error("stage %s failed: %s (traceback: %s)", stage, reason, out_dir / f"{stage}.ipynb")
             return 1
         log.info("[%d/%d] %s done in %.0f s", k, len(stages), stage, time.time() - t0)
     if not args.dry_run:
@@ -253,7 +329,7 @@ def summary(profile: str, runs_dir: Path) -> str:
         if label in picked:
             if file not in loaded:
                 p = cfg.results_dir / file
-                loaded[file] = json.loads(p.read_text()) if p.exists() else None
+                loaded[file] = read_result_json(p)
             value = None if loaded[file] is None else lookup(loaded[file], tuple(path.split(".")))
             if value is not None:
                 lines.append(f"  {label:<42} {value:.4g}")

@@ -13,7 +13,7 @@ Stage 02 trains both expansion-control conditions of the profile's ``d2s_conditi
 
 As in pyserini's reproduction driver, a stage runs only when its output is missing: a stage whose
 ``results/<profile>/<setting>/<NN>_*.json`` files exist and were written with the same
-configuration is skipped (``--force`` reruns). Every setting's configuration is loaded, and so
+configuration, code, environment and inputs is skipped (``--force`` reruns). Every setting's configuration is loaded, and so
 checked, before any work starts. Afterwards the expected-values check (``lsr_lib.results.expected``) runs
 and ``results/<profile>/summary.md`` plus ``figures/<profile>/sweep_*`` are generated from the
 result files (``lsr_lib.results.sweep_summary``).
@@ -56,7 +56,10 @@ def stage_commands(cfg: Config, setting: SweepSetting, stages: list[str], runs_d
 
 
 def stage_is_current(cfg: Config, stage: str) -> bool:
-    """True when the stage's result files exist and were written with this setting's configuration."""
+    """True when the stage's result files exist, were written with this setting's configuration, and record
+    the current code, environment and inputs (``lsr_lib.artifacts.result_status``, the pipeline's rule)."""
+    from ..artifacts.catalog import result_status
+
     files = sorted(cfg.results_dir.glob(stage.split("_", 1)[0] + "_*.json"))
     if not files:
         return False
@@ -67,7 +70,7 @@ def stage_is_current(cfg: Config, stage: str) -> bool:
                 return False
         except (OSError, json.JSONDecodeError):
             return False
-    return True
+    return result_status(cfg, stage)[0]
 
 
 def _run_config(config) -> dict | None:

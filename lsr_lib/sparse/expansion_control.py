@@ -1,14 +1,14 @@
-"""Probabilistic expansion control for D2S training (DESIGN.md section 2, paper A section 3).
+"""Caption masks for probabilistic expansion control (DESIGN.md section 2, arXiv 2402.17535).
 
 A text vector may be restricted to its caption's own WordPiece ids (a 0/1 mask over the
-vocabulary). Each training batch draws ``z ~ Bernoulli(p)``: ``z = 1`` gives the masked (no
-expansion) text vector, ``z = 0`` the fully expanded one; image vectors are never masked and
-evaluation uses full expansion. ``p`` follows a named schedule of the epoch: ``linear`` (the
-paper: 1.0 at the first epoch, falling linearly after each epoch to 0 at 95% of the epochs),
-``constant`` (``p0 = 0`` is "without expansion control"), ``cosine`` or ``step``.
+vocabulary): :func:`caption_token_masks` stores each caption's ids compactly, :func:`dense_masks`
+expands a batch of them to (B, V) masks. ``p`` follows a named schedule of the epoch
+(:mod:`lsr_lib.config.expansion_schedule`, re-exported here): ``linear`` (the paper: 1.0 at the
+first epoch, falling linearly after each epoch to 0 at 95% of the epochs), ``constant`` (``p0 = 0``
+is "without expansion control"), ``cosine`` or ``step``.
 
-The gate draws from its *own* generator, so switching control on or off never changes the order
-in which the training data are visited (the data shuffle has its own generator).
+The Bernoulli gate that draws ``z ~ Bernoulli(p)`` and applies these masks during training, on its
+own random stream, is :class:`lsr_lib.train.d2s_method.ExpansionGate`, beside the D2S loss.
 """
 from __future__ import annotations
 
@@ -51,38 +51,3 @@ def bert_uncased_tokenizer(source: str = "minilm"):
     from .head import MINILM_SOURCE, minilm_dir
 
     return AutoTokenizer.from_pretrained(str(minilm_dir()) if source == MINILM_SOURCE else source)
-
-
-class ExpansionGate:
-    """Draws ``z ~ Bernoulli(p)`` once per batch (paper) or once per example, from its own generator."""
-
-    def __init__(self, mode: str = "batch", seed: int = 0) -> None:
-        if mode not in GATE_MODES:
-            raise ValueError(f"unknown gate mode {mode!r}; known: {', '.join(GATE_MODES)}")
-        self.mode = mode
-        self.generator = torch.Generator().manual_seed(seed)  # CPU stream used only by the gate
-
-    def draw(self, p: float, batch_size: int) -> torch.Tensor:
-        """(B,) bool: True = this text is masked to its own tokens (no expansion)."""
-        n = 1 if self.mode == "batch" else batch_size
-        z = torch.rand(n, generator=self.generator) < p  # always draws: the stream is the same for any p
-        return z.expand(batch_size) if self.mode == "batch" else z
-
-    def text_masks(self, z: torch.Tensor, mask_ids: torch.Tensor, vocab_size: int) -> Optional[torch.Tensor]:
-        """(B, V) masks for ``encode_text``: caption mask where z, all ones where not; None if no z."""
-        if not bool(z.any()):
-            return None  # full expansion for the whole batch
-        masks = dense_masks(mask_ids, vocab_size)  # (B, V)
-        if bool(z.all()):
-            return masks
-        keep = (~z).to(masks.device, masks.dtype).unsqueeze(1)  # (B, 1): 1 = expand
-        return torch.maximum(masks, keep.expand_as(masks))
-
-    def state_dict(self) -> dict:
-        """Resumable state of the gate's generator."""
-        return {"mode": self.mode, "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`."""
-        self.mode = state["mode"]
-        self.generator.set_state(state["generator"])

@@ -50,3 +50,45 @@ def compare(a: float, b: float) -> str:
     if b == 0:
         return f"{word} ({a:.3g} vs {b:.3g})"
     return f"{word} ({a:.3g} vs {b:.3g}, {100 * (a - b) / abs(b):+.1f}%)"
+
+
+TEXT_COLUMNS = ["expansion_weight_share", "expansion_topk_share", "unrelated_expansion_share"]  # per caption vector, summarised per condition
+IMAGE_COLUMNS = ["caption_precision_at_k", "weight_share_stopword", "weight_share_punctuation", "weight_share_subword"]  # per image vector
+
+
+def threshold_sweep(vectors: dict, texts: list[str], tokenizer, top_k: int, embedded: dict, thresholds) -> dict[str, dict[float, float]]:
+    """Per condition and cosine threshold: the mean unrelated expansion share (how much the conclusion depends on the threshold)."""
+    from ..analysis import semantic_deviation
+
+    return {n: {t: semantic_deviation.text_deviation(v["texts"], texts, tokenizer, top_k, embedded[n], t)["unrelated_expansion_share"].mean()
+                for t in thresholds} for n, v in vectors.items()}
+
+
+def findings(coact: pd.DataFrame, text_dev: dict, image_dev: dict, faith: dict) -> dict[str, str]:
+    """Plain statements, with control against without (empty unless both conditions are there)."""
+    out = {}
+    if {"with_control", "without_control"} <= set(text_dev):
+        w, wo = "with_control", "without_control"
+        out = {
+            "FLOPs": compare(coact.loc[w, "FLOPs"], coact.loc[wo, "FLOPs"]),
+            "caption expansion weight share": compare(text_dev[w]["expansion_weight_share"].mean(), text_dev[wo]["expansion_weight_share"].mean()),
+            "unrelated expansion share": compare(text_dev[w]["unrelated_expansion_share"].mean(), text_dev[wo]["unrelated_expansion_share"].mean()),
+            "image caption precision@k (higher is better)": compare(image_dev[w]["caption_precision_at_k"].mean(), image_dev[wo]["caption_precision_at_k"].mean()),
+            "mean Kendall tau, text->image (higher is better)": compare(faith[w]["text_to_image"]["tau"]["mean_tau"], faith[wo]["text_to_image"]["tau"]["mean_tau"]),
+        }
+    return out
+
+
+def stage_results(cfg: Config, coact: pd.DataFrame, top: dict, text_dev: dict, image_dev: dict, sweep: dict, faith: dict, found: dict, effect: dict) -> dict:
+    """The content of ``results/<profile>/03_analyses.json``: co-activation, deviation, faithfulness, findings and the control effect."""
+    return {
+        "coactivation": coact.to_dict(orient="index"),
+        "top_coactivated_terms": {n: t.to_dict(orient="records") for n, t in top.items()},
+        "text_deviation": summary_means(text_dev, TEXT_COLUMNS).to_dict(orient="index"),
+        "image_deviation": summary_means(image_dev, IMAGE_COLUMNS).to_dict(orient="index"),
+        "unrelated_threshold": cfg.evaluation.unrelated_threshold,
+        "unrelated_threshold_sweep": {n: {str(t): v for t, v in s.items()} for n, s in sweep.items()},
+        "faithfulness": {n: {d: {"tau": r[d]["tau"], "agreement": r[d]["agreement"].to_dict(orient="index")} for d in r} for n, r in faith.items()},
+        "findings": found,
+        "control_effect": effect,
+    }

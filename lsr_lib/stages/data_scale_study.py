@@ -30,8 +30,9 @@ import torch
 
 from ..artifacts.catalog import ArtifactError, d2s_run_dir, dense_content_id, dense_dir, load_dense_dir, read_result
 from ..config.profiles import Config
+from ..artifacts.d2s_runs import train_condition
 from ..train.d2s import encode_sparse, load_best, train_d2s
-from .train_sparse_heads import condition_config, eval_data, evaluate_sparse, tokenizer_for, training_pairs
+from ..train.d2s_conditions import condition_config, eval_data, evaluate_sparse, tokenizer_for, training_pairs
 
 RESULT = "07_data_scale"
 STAGE = "07_data_scale_study"
@@ -99,7 +100,7 @@ def run_dir(cfg_k: Config, condition: str, point: Point) -> Path:
 def view_vectors(cfg_k: Config, views: int, img_train: np.ndarray) -> np.ndarray:
     """(views, N_train_images, D) teacher vectors of augmented renderings, after checking that the clean
     rendering through the same path gives stage 01's train vectors (else the views are another teacher's)."""
-    from .cache_dense_features import train_view_vectors
+    from ..artifacts.tower_features import train_view_vectors
 
     vecs = train_view_vectors(cfg_k, views, include_clean=True)
     if not np.allclose(vecs[0], img_train, atol=1e-5):
@@ -121,8 +122,6 @@ def seed_inputs(cfg: Config) -> dict:
 def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[dict]:
     """Train (or reuse) every (seed, condition, point) and evaluate it on the test split; one row each."""
     from ..storage.progress import progress_bar
-
-    from .train_sparse_heads import train_condition
 
     seed_inputs(cfg)  # fails early, naming the missing seed variant
     tokenizer = tokenizer_for(cfg)
@@ -264,3 +263,19 @@ def read_current(cfg: Config, result: str, inputs: dict, what: str, command: str
     print(f"{what} read from results/{cfg.profile}/{result}.json (measured {doc['provenance'].get('time_utc', '?')} at commit {doc['provenance'].get('commit', '?')}; inputs current"
           + (f"; seeds {unchecked} are not built here, so their features were not checked: `make seeds` builds them)" if unchecked else ")"))
     return doc["results"]
+
+
+def stage02_reproduced(cfg: Config, runs) -> dict[tuple[int, str], bool]:
+    """Per (seed, condition): whether the study's 100% point (rows of ``runs``, a DataFrame) gives stage 02's test T->I R@1."""
+    consistent = {}
+    for _, r in (runs[runs["point"] == "1"] if len(runs) else runs).iterrows():
+        stage02 = read_result(cfg.seed_variant(int(r["seed"])), "02_d2s")
+        if stage02 is not None and r["condition"] in stage02["results"]["test"]:
+            consistent[int(r["seed"]), r["condition"]] = abs(stage02["results"]["test"][r["condition"]]["text_to_image"]["R@1"] - r["T->I R@1"]) < 1e-9
+    return consistent
+
+
+def stage_results(rows: list[dict], table, consistent: dict) -> dict:
+    """The content of ``results/<profile>/07_data_scale.json``: the rows, their summary over seeds, the growth, the stage-02 check."""
+    return {"rows": rows, "summary": table.reset_index().to_dict(orient="records"), "growth": growth(rows),
+            "stage02_reproduced": {f"seed {k} {c}": v for (k, c), v in consistent.items()}}

@@ -4,7 +4,7 @@ The views themselves (:func:`query_view`, :func:`image_view`, :func:`compare_mod
 functions in :mod:`lsr_lib.analysis.explorer_views`, re-exported here for the notebook. Models
 are read from files: stage 02's D2S vectors (:func:`d2s_models`; a typed query goes MiniLM ->
 LiT text projection -> D2S text head with full expansion, as at evaluation) and, when built,
-stage 05's M1-M4 (:func:`suggestion_models`, through ``image_suggestion.explorer_models``).
+stage 05's M1-M4 (:func:`suggestion_models`, read by :func:`load_suggestion_models`).
 """
 from __future__ import annotations
 
@@ -86,10 +86,47 @@ def d2s_models(cfg, split: str = "test", dense_encoder: Optional[Callable[[list[
     return out
 
 
+def load_suggestion_models(cfg, split: str = "test") -> list[ExplorerModel]:
+    """Stage 05's M1-M4 as explorer models: typed queries encoded live, test documents from stage 05's vectors."""
+    import torch
+
+    from ..artifacts.catalog import suggest_dir, suggest_vectors_artifact
+    from ..data.profile_sets import load_suggestion_set
+    from ..dense.towers import TokenTower
+    from ..sparse.suggest_encoders import describe
+    from ..storage.sparse_files import load_sparse
+    from ..train.suggest import encode, load_suggest_model
+
+    data = load_suggestion_set(cfg).split(split)
+    out = []
+    tower = None
+    for config in cfg.suggest.configurations:
+        folder = suggest_dir(cfg) / config
+        art = suggest_vectors_artifact(cfg, config, split)
+        if not art.status().ok:
+            continue
+        dp = art.root / "docs.npz"
+        tower = tower or TokenTower("cpu", cfg.suggest.max_text_tokens)
+        model = load_suggest_model(folder)
+
+        def encode_queries(texts, model=model):
+            with torch.inference_mode():
+                t = tower.encode(list(texts))
+            m = sp.csr_matrix(encode(model, "query", t, None, cfg.suggest.eval_batch_size).numpy())
+            m.eliminate_zeros()
+            return m
+
+        qk, dk, di = describe(config)
+        out.append(ExplorerModel(name=f"{config} ({qk} query / {dk} {di} docs)", encode_queries=encode_queries,
+                                 image_vectors=load_sparse(dp), image_ids=data.docs["doc_id"].to_numpy(), image_paths=list(data.docs["path"]),
+                                 description=f"stage 05 {config}: documents are emoji represented by {di}; scores are sparse dot products"))
+    return out
+
+
 def suggestion_models(cfg, split: str = "test", loader: Optional[Callable] = None) -> tuple[list[ExplorerModel], Optional[str]]:
-    """Stage 05's M1-M4 (``suggest_stage.explorer_models``, or ``loader``); ([], why) when not built."""
+    """Stage 05's M1-M4 (:func:`load_suggestion_models`, or ``loader``); ([], why) when not built."""
     if loader is None:
-        from .image_suggestion import explorer_models as loader
+        loader = load_suggestion_models
     run = f"run stage 05 (image suggestion, M1-M4): python -m lsr_lib.run.pipeline --profile {cfg.profile} --stages 05"
     try:
         models = list(loader(cfg, split=split))
@@ -107,3 +144,23 @@ def available_models(cfg, split: str = "test", loader: Optional[Callable] = None
     if why:
         warnings.warn(why, stacklevel=2)
     return models + extra
+
+
+def cosine_rows(a: sp.csr_matrix, b: sp.csr_matrix) -> np.ndarray:
+    """Cosine of each row of ``a`` (n, V) with the same row of ``b`` (n, V): (n,)."""
+    num = np.asarray(a.multiply(b).sum(1)).ravel()
+    return num / np.sqrt(np.asarray(a.multiply(a).sum(1)).ravel() * np.asarray(b.multiply(b).sum(1)).ravel())
+
+
+def view_summary(query_views: dict, base: ExplorerModel, top_k: int):
+    """One row per (model, query) view: its summary, whether a caption's own image is in the top-k, its top terms and images."""
+    import pandas as pd
+
+    return pd.DataFrame([{**v["summary"], f"own image in top-{top_k}": bool(v["images"]["relevant"].any()) if q in base.captions else None,
+                          "top terms": ", ".join(v["terms"]["term"].head(5)), "top images": ", ".join(map(str, v["images"]["image_id"].head(5)))}
+                         for (name, q), v in query_views.items()])
+
+
+def stage_results(queries: list[str], fresh_vs_stored: dict, summary) -> dict:
+    """The content of ``results/<profile>/06_explorer.json``: the queries shown, fresh against stored vectors, one row per view."""
+    return {"queries": queries, "fresh_vs_stored_min_cosine": fresh_vs_stored, "views": summary.to_dict(orient="records")}

@@ -1,4 +1,4 @@
-"""Interactive explorer, widget side: a thin ipywidgets layer over ``lsr_lib.stages.explore_sparse_vectors`` (issue 8).
+"""Interactive explorer, widget side: a thin ipywidgets layer over ``lsr_lib.analysis.explorer_views`` (issue 8).
 
 :func:`explorer_widget` gives three tabs: *Query* (type a text, pick a model: its top terms, own
 tokens blue and expansion orange, and the top-k images with the terms behind each score),
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .explore_sparse_vectors import ExplorerModel, image_choices, image_view, query_view
+from ..analysis.explorer_views import ExplorerModel, image_choices, image_view, query_view
 
 KIND_CSS = {"own": "#1f77b4", "expansion": "#ff7f0e", "caption": "#2ca02c", "other": "#7f7f7f"}
 

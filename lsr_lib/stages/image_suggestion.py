@@ -17,33 +17,17 @@ import torch
 
 from ..config.profiles import Config
 from ..artifacts.catalog import suggest_dir, suggest_patch_cache, suggest_run_artifact, suggest_text_checksum, suggest_vectors_artifact  # noqa: F401 (declared in the catalog, re-exported)
+from ..storage.code_fingerprint import code_fingerprint
 from ..storage.manifest import build_or_reuse
 from ..storage.sparse_files import load_sparse, save_sparse
 from ..storage.shard_cache import ShardedCache
 from ..metrics.sparse_stats import sparse_summary
-from ..data.suggest import SuggestionSet, emoji_suggestion_set, load_atomic, load_document_image
+from ..data.profile_sets import load_suggestion_set  # noqa: F401 (the profile's suggestion set, re-exported for the notebook and the AToMiC job)
+from ..data.suggest import SuggestionSet, load_document_image
 from ..sparse.suggest_encoders import describe
 from ..train.suggest import encode, load_suggest_model, train_suggest
 
 MEASURES = ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100")  # ir_measures names: MAP@10 = AP@10, MRR@10 = RR@10
-
-
-
-
-def load_suggestion_set(cfg: Config, collection=None, all_images: bool = False) -> SuggestionSet:
-    """The profile's suggestion data: emoji suggestion from stage 01's collection, or AToMiC files
-    (``all_images``: also the images no qrels file names, in split ``collection``)."""
-    s = cfg.suggest
-    if s.source == "atomic":
-        qrels = {split: cfg.path(s.atomic_qrels) / f"{split}.qrels" for split in ("train", "validation", "test")}
-        qrels = {k: p if p.exists() else p.with_suffix(".parquet") for k, p in qrels.items()}
-        data = load_atomic(cfg.path(s.atomic_texts), cfg.path(s.atomic_images), qrels, all_images)
-        return SuggestionSet(data.name, data.queries.replace({"split": {"validation": "val"}}), data.docs.replace({"split": {"validation": "val"}}), data.qrels)
-    if collection is None:
-        from .cache_dense_features import load_collection
-
-        collection = load_collection(cfg)
-    return emoji_suggestion_set(collection)
 
 
 def cache_states(cfg: Config, data: SuggestionSet, device: torch.device | str = "cpu", progress: bool = True) -> tuple[ShardedCache, ShardedCache]:
@@ -162,7 +146,8 @@ def train_configuration(cfg: Config, config: str, train: dict, val: dict, states
     then train with the heads (meant for a GPU; on CPU only for tests on a few items).
     """
     device = towers.device if towers is not None else "cpu"
-    return train_suggest(config, cfg.suggest, train, val, suggest_dir(cfg) / config, states_fp, progress, towers, device)
+    fingerprint = {**states_fp, **code_fingerprint(__name__, "lsr_lib.train.suggest")}  # the inputs are prepared here
+    return train_suggest(config, cfg.suggest, train, val, suggest_dir(cfg) / config, fingerprint, progress, towers, device)
 
 
 def fit_and_export(cfg: Config, config: str, data: SuggestionSet, tensors: dict | None, states_fp: dict, progress: bool = True,
@@ -200,7 +185,7 @@ def export_vectors(cfg: Config, config: str, split: str, tensors: dict, device: 
         save_sparse(out / "docs.npz", d)
         return ["queries.npz", "docs.npz"], {}
 
-    build_or_reuse(art, {"run": run.content_id(), "split": split, "n_queries": len(tensors["pos"]) if "pos" in tensors else None}, build)
+    build_or_reuse(art, {"run": run.content_id(), "split": split, "n_queries": len(tensors["pos"]) if "pos" in tensors else None, **code_fingerprint(__name__)}, build)
     art.verify()
     return load_sparse(art.root / "queries.npz"), load_sparse(art.root / "docs.npz")
 
@@ -290,32 +275,9 @@ def findings(results: dict) -> list[dict]:
     return out
 
 
-def explorer_models(cfg: Config, split: str = "test") -> list:
-    """M1-M4 as explorer models (``lsr_lib.stages.explore_sparse_vectors``): typed queries encoded live, test documents from stage 05's vectors."""
-    from ..analysis.explorer_views import ExplorerModel
-    from ..dense.towers import TokenTower
-
-    data = load_suggestion_set(cfg).split(split)
-    out = []
-    tower = None
-    for config in cfg.suggest.configurations:
-        folder = suggest_dir(cfg) / config
-        art = suggest_vectors_artifact(cfg, config, split)
-        if not art.status().ok:
-            continue
-        dp = art.root / "docs.npz"
-        tower = tower or TokenTower("cpu", cfg.suggest.max_text_tokens)
-        model = load_suggest_model(folder)
-
-        def encode_queries(texts, model=model):
-            with torch.inference_mode():
-                t = tower.encode(list(texts))
-            m = sp.csr_matrix(encode(model, "query", t, None, cfg.suggest.eval_batch_size).numpy())
-            m.eliminate_zeros()
-            return m
-
-        qk, dk, di = describe(config)
-        out.append(ExplorerModel(name=f"{config} ({qk} query / {dk} {di} docs)", encode_queries=encode_queries,
-                                 image_vectors=load_sparse(dp), image_ids=data.docs["doc_id"].to_numpy(), image_paths=list(data.docs["path"]),
-                                 description=f"stage 05 {config}: documents are emoji represented by {di}; scores are sparse dot products"))
-    return out
+def stage_results(data: SuggestionSet, results: dict, checks: list[dict], runs: dict, examples: pd.DataFrame) -> dict:
+    """The content of ``results/<profile>/05_suggestion.json``: counts, test metrics per configuration, findings, training history, examples."""
+    return {"counts": data.counts(), "results": results, "findings": checks,
+            "history": {c: r["history"] for c, r in runs.items()},
+            "best_epoch": {c: r["best"]["epoch"] for c, r in runs.items()},
+            "examples": examples.reset_index().to_dict(orient="records")}

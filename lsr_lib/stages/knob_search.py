@@ -27,9 +27,10 @@ import torch
 from ..artifacts.catalog import d2s_run_dir, dense_content_id, dense_dir, load_dense_dir, read_result
 from ..config.d2s import D2SConfig
 from ..config.profiles import KNOB_FIELDS, Config, KnobTrial
+from ..artifacts.d2s_runs import train_condition
 from ..train.d2s import encode_sparse, load_best, train_d2s
-from .data_scale_study import Point, point_pairs, view_vectors
-from .train_sparse_heads import condition_config, eval_data, evaluate_sparse, tokenizer_for, train_condition
+from ..train.d2s_conditions import condition_config, eval_data, evaluate_sparse, tokenizer_for
+from .data_scale_study import Point, point_pairs, view_vectors  # stage 07's other part
 
 RESULT = "07_knob_search"
 CONDITION = "with_control"

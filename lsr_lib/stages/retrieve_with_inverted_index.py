@@ -416,3 +416,18 @@ def effectiveness_latency_figure(eff_test, pruning):
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
+
+
+def retrieval_results(metrics, checks, exact_ok: bool, pruning) -> dict:
+    """The content of ``results/<profile>/04_retrieval.json``: metrics per engine, the brute-force checks, the pruning sweep."""
+    return {"metrics": metrics.reset_index().to_dict(orient="records"), "checks": checks.reset_index().to_dict(orient="records"),
+            "exact_engines_match_brute_force": exact_ok, "pruning": pruning.reset_index().to_dict(orient="records")}
+
+
+def efficiency_results(eff_test, scale, matched) -> dict:
+    """The content of ``results/<profile>/04_efficiency.json``: the machine, the test-collection and scale rows, recall-matched latencies."""
+    from ..index.latency import read_bandwidth_gbs
+    from ..results.provenance import machine
+
+    return {"machine": {**machine(), "read_bandwidth_gbs_1thread": read_bandwidth_gbs()}, "test_collection": eff_test.to_dict(orient="records"),
+            "scale": scale.to_dict(orient="records"), "recall_matched": matched.to_dict(orient="records")}

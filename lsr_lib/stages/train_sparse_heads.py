@@ -1,8 +1,9 @@
 """Stage 02: train D2S heads per condition on stage 01's features, evaluate and export vectors.
 
-Conditions (DESIGN.md section 2): ``with_control`` is the profile's ``d2s`` section (the paper's
-linear schedule by default); ``without_control`` is the same with ``p = 0`` throughout. Both use
-the same seeds, so they see the same batches in the same order. ``no_exp`` is not a training run:
+Conditions (DESIGN.md section 2, :mod:`lsr_lib.train.d2s_conditions`): ``with_control`` is the
+profile's ``d2s`` section (the paper's linear schedule by default); ``without_control`` is the same
+with ``p = 0`` throughout. Both use the same seeds, so they see the same batches in the same order.
+Each is trained by :func:`lsr_lib.artifacts.d2s_runs.train_condition`. ``no_exp`` is not a training run:
 it evaluates a trained model with every text vector restricted to its caption's own tokens.
 
 Writes under ``cfg.cache_dir / "d2s" / <condition>``: the training run (``best.safetensors``,
@@ -13,7 +14,6 @@ features re-export them). Both are artifacts of :mod:`lsr_lib.artifacts.catalog`
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,28 +21,14 @@ import scipy.sparse as sp
 import torch
 
 from ..data.collection import ImageCaptionSet
-from ..config.profiles import Config, D2SConfig
+from ..config.profiles import Config, to_dict
 from ..artifacts.catalog import VECTOR_FILES, d2s_run_artifact, d2s_run_dir, dense_content_id, load_sparse, save_sparse, vectors_artifact
+from ..artifacts.d2s_runs import train_condition  # noqa: F401 (one condition's run, shared with stage 07; re-exported)
+from ..storage.code_fingerprint import code_fingerprint
 from ..storage.manifest import build_or_reuse
-from ..train.d2s import encode_sparse, load_best, train_d2s
-from ..sparse.expansion_control import bert_uncased_tokenizer, caption_token_masks
-from ..metrics.retrieval import evaluate_scores
-from ..metrics.sparse_stats import sparse_summary
-
-CONDITIONS = {
-    "with_control": lambda c: c,
-    "without_control": lambda c: dataclasses.replace(c, expansion_schedule="constant", expansion_p0=0.0),
-}
-
-
-def condition_config(base: D2SConfig, name: str) -> D2SConfig:
-    """The D2S config of a named condition."""
-    if name not in CONDITIONS:
-        raise ValueError(f"unknown D2S condition {name!r}; known: {', '.join(CONDITIONS)} (set d2s_conditions in the profile)")
-    return CONDITIONS[name](base)
-
-
-CODE_VERSION = 1  # bump when a change here alters the exported vectors for the same model
+from ..train.d2s import encode_sparse, load_best
+from ..train.d2s_conditions import CONDITIONS, condition_config, eval_data, evaluate_sparse, tokenizer_for, training_pairs  # noqa: F401 (shared with stage 07; re-exported)
+from ..sparse.expansion_control import caption_token_masks
 
 
 def run_dir(cfg: Config, name: str) -> Path:
@@ -50,31 +36,10 @@ def run_dir(cfg: Config, name: str) -> Path:
     return d2s_run_dir(cfg, name)
 
 
-def training_pairs(col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer) -> dict:
-    """One row per (caption, image) pair of ``col``: dense vectors and caption token ids."""
-    row_of = {i: k for k, i in enumerate(col.images["image_id"])}
-    rows = np.array([row_of[i] for i in col.captions["image_id"]])
-    return {
-        "img_emb": torch.from_numpy(img[rows]),  # (N_pairs, d)
-        "txt_emb": torch.from_numpy(txt),  # (N_pairs, d)
-        "txt_mask_ids": caption_token_masks(col.captions["text"].tolist(), tokenizer),  # (N_pairs, L)
-    }
-
-
-def eval_data(col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray) -> dict:
-    """The dict ``train_d2s`` validates on."""
-    return {"img_emb": torch.from_numpy(img), "txt_emb": torch.from_numpy(txt), "image_ids": col.images["image_id"].to_numpy(), "text_image_ids": col.captions["image_id"].to_numpy()}
-
-
-def train_condition(cfg: Config, name: str, train: dict, val: dict, device: torch.device, progress: bool = True) -> dict:
-    """Train (or resume, or reuse) one condition's model."""
-    return train_d2s(condition_config(cfg.d2s, name), train, val, run_dir(cfg, name), device=device, progress=progress, inputs={"dense": dense_content_id(cfg)})
-
-
 def export_vectors(cfg: Config, name: str, split: str, col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer) -> dict[str, sp.csr_matrix]:
     """CSR vectors of a split: images, texts (full expansion) and texts_own_tokens (``no_exp``); reused when up to date."""
     art = vectors_artifact(cfg, name, split)
-    fingerprint = {"run": d2s_run_artifact(cfg, name).content_id(), "dense": dense_content_id(cfg), "split": split, "code": CODE_VERSION}
+    fingerprint = {"run": d2s_run_artifact(cfg, name).content_id(), "dense": dense_content_id(cfg), "split": split, **code_fingerprint(__name__)}
 
     def build(out: Path):
         model, _ = load_best(run_dir(cfg, name))
@@ -96,18 +61,36 @@ def sparse_vectors(cfg: Config, name: str, split: str, col: ImageCaptionSet, img
     return v["images"], v["texts_own_tokens" if own_tokens_only else "texts"]
 
 
-def evaluate_sparse(cfg: Config, col: ImageCaptionSet, img_csr, txt_csr, return_ranks: bool = False) -> dict:
-    """Both-direction metrics from the exact sparse product, plus FLOPs and vector lengths (and per-query ranks)."""
-    scores = torch.from_numpy((txt_csr @ img_csr.T).toarray())  # (N_txt, N_img)
-    out = evaluate_scores(scores, col.captions["image_id"].to_numpy(), col.images["image_id"].to_numpy(), cfg.evaluation.ks, cfg.evaluation.mrr_depth, return_ranks)
-    # text->image: queries are captions, documents images; FLOPs as in DESIGN.md section 3
-    out["sparsity_text_to_image"] = sparse_summary(txt_csr, img_csr)
+def metrics_row(r: dict) -> dict:
+    """One row of the test table: R@k / MRR@10 both directions, and FLOPs and vector lengths when ``r`` is sparse."""
+    out = {f"T->I {m}": r["text_to_image"][m] for m in ("R@1", "R@5", "R@10", "MRR@10")}
+    out.update({f"I->T {m}": r["image_to_text"][m] for m in ("R@1", "R@5", "R@10", "MRR@10")})
+    s = r.get("sparsity_text_to_image")
+    if s:
+        out.update({"FLOPs": s["flops"], "nnz caption": s["avg_nonzeros_query"], "nnz image": s["avg_nonzeros_document"]})
     return out
 
 
-def tokenizer_for(cfg: Config):
-    """The BERT-uncased WordPiece tokenizer (30,522 terms), installed offline with MiniLM.
+def claim_checks(test: dict) -> dict:
+    """The paper's claims measured on ``test`` (both conditions needed, else empty): R@1 kept of the teacher, "FLOPs with / without control", R@1 cost."""
+    teacher_r1 = test["dense teacher"]["text_to_image"]["R@1"]
+    ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
+    checks = {}
+    if {"with_control", "without_control"} <= set(test):
+        w, wo = test["with_control"], test["without_control"]
+        checks = {
+            "with control: T->I R@1 as % of teacher": 100 * ratio(w["text_to_image"]["R@1"], teacher_r1),
+            "FLOPs with / without control": ratio(w["sparsity_text_to_image"]["flops"], wo["sparsity_text_to_image"]["flops"]),
+            "T->I R@1 without - with control (points)": wo["text_to_image"]["R@1"] - w["text_to_image"]["R@1"],
+        }
+    return checks
 
-    MiniLM and distilbert-base-uncased share this vocabulary, so the paper profile uses it too.
-    """
-    return bert_uncased_tokenizer("minilm")
+
+def stage_results(cfg: Config, runs: dict, test: dict, checks: dict) -> dict:
+    """The content of ``results/<profile>/02_d2s.json``: each condition's recipe and training record, the test metrics, the checks."""
+    return {
+        "conditions": {name: {"config": to_dict(condition_config(cfg.d2s, name)), "best_epoch": r["best_epoch"], "steps": r["steps"],
+                              "best_val": r["best_val"], "history": r["history"]} for name, r in runs.items()},
+        "test": test,
+        "checks": checks,
+    }

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write, atomic_write_json
 from .manifest import Artifact, digest, sha256_file
+from .progress import notice
 
 LAST_STATE, LAST_STATE_META = "last_state.pt", "last_state.json"
 BEST_WEIGHTS, BEST_META = "best.safetensors", "best.json"
@@ -41,7 +40,7 @@ class TrainingRun:
         if st.ok:
             return self.artifact.manifest()["meta"]
         if st.state != "missing":
-            print(f"{self.artifact.name}: {st.state} ({st.reason}); training again", file=sys.stderr, flush=True)
+            notice(f"{self.artifact.name}: {st.state} ({st.reason}); training again")
         if st.state == "corrupt" and (self.root / LAST_STATE).exists():  # the best weights cannot be recovered from the last state
             os.replace(self.root / LAST_STATE, self.root / (LAST_STATE + ".rejected"))
         self.artifact.invalidate()
@@ -60,7 +59,7 @@ class TrainingRun:
             problem = f"{meta_path} is missing or unreadable"
         if problem is None:
             return torch.load(path, map_location="cpu", weights_only=True)
-        warnings.warn(f"{path}: {problem}; it is set aside and training starts from epoch 0", stacklevel=2)
+        notice(f"{path}: {problem}; it is set aside as {LAST_STATE}.rejected, training starts from epoch 0", warn=True)
         os.replace(path, self.root / (LAST_STATE + ".rejected"))
         return None
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from .progress import report
+from .progress import notice, report
 from .atomic import atomic_write_json, folder_lock
+from .code_fingerprint import explain_change
 
 MANIFEST = "manifest.json"
 
@@ -53,15 +54,25 @@ def file_record(path: Path) -> dict:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
+# Files whose full SHA-256 matched in this process, keyed by what a write changes (size, mtime, inode):
+# one pipeline run checks a file its stages share once, and a file rewritten since is checked again.
+_VERIFIED: set[tuple] = set()
+
+
 def check_file(root: Path, rel: str, rec: dict) -> Optional[str]:
-    """None when ``root/rel`` matches its record, else what is wrong with it."""
+    """None when ``root/rel`` matches its record (size, then full SHA-256), else what is wrong with it."""
     p = root / rel
     if not p.is_file():
         return f"{p} is missing"
-    if p.stat().st_size != rec["bytes"]:
-        return f"{p} has {p.stat().st_size} bytes where its manifest says {rec['bytes']} (truncated or overwritten)"
+    st = p.stat()
+    if st.st_size != rec["bytes"]:
+        return f"{p} has {st.st_size} bytes where its manifest says {rec['bytes']} (truncated or overwritten)"
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, rec["sha256"])
+    if key in _VERIFIED:
+        return None
     if sha256_file(p) != rec["sha256"]:
         return f"{p} does not match its checksum (changed or corrupted after it was written)"
+    _VERIFIED.add(key)
     return None
 
 
@@ -75,6 +86,31 @@ def diff_about(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
             out.append(f"{prefix}{k}: was {str(a)[:60]}, now {str(b)[:60]}")
     return out
+
+
+def describe_change(old: dict, new: dict, limit: int = 3) -> str:
+    """Why fingerprint ``new`` differs from the recorded ``about`` ``old``: changed code files and packages first, then settings."""
+    new = json.loads(json.dumps(new, default=str))
+    reasons = explain_change(old, new) + diff_about({k: v for k, v in old.items() if k not in ("code", "env")},
+                                                    {k: v for k, v in new.items() if k not in ("code", "env")})
+    more = f" (+{len(reasons) - limit} more)" if len(reasons) > limit else ""
+    return "; ".join(reasons[:limit]) + more if reasons else "another fingerprint"
+
+
+MANIFEST_KEYS = {"fingerprint": str, "files": dict, "content": str}
+
+
+def manifest_problem(m: dict) -> Optional[str]:
+    """None for a manifest with every key a finished artifact needs, else what is missing or malformed."""
+    for key, kind in MANIFEST_KEYS.items():
+        if not isinstance(m.get(key), kind):
+            return f"its {MANIFEST} has no valid {key!r} (damaged or hand-edited)"
+    if m["content"] != digest({k: v.get("sha256") if isinstance(v, dict) else v for k, v in m["files"].items()}):
+        return f"its {MANIFEST} lists files whose checksums do not give its 'content' id (damaged or hand-edited)"
+    for rel, rec in m["files"].items():
+        if not (isinstance(rec, dict) and isinstance(rec.get("sha256"), str) and isinstance(rec.get("bytes"), int)):
+            return f"its {MANIFEST} has no valid record for {rel}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -109,11 +145,13 @@ class Artifact:
     def status(self, fingerprint: Optional[dict] = None) -> Status:
         """ok / missing / stale (``fingerprint`` differs) / corrupt (a file fails its checksum)."""
         m = self.manifest()
-        if m is None or not m.get("complete", True):
+        if m is None or not isinstance(m, dict) or not m.get("complete", True):
             return Status("missing", f"{self.root / MANIFEST} does not exist" if m is None else "the last build did not finish")
+        if problem := manifest_problem(m):
+            return Status("corrupt", f"{self.root}: {problem}")
         if fingerprint is not None and m.get("fingerprint") != digest(fingerprint):
-            changes = diff_about(m.get("about", {}), json.loads(json.dumps(fingerprint, default=str)))
-            return Status("stale", "made with " + ("; ".join(changes[:3]) or "another fingerprint"))
+            about = m.get("about") if isinstance(m.get("about"), dict) else {}
+            return Status("stale", describe_change(about, fingerprint))
         for rel, rec in sorted(m.get("files", {}).items()):
             problem = check_file(self.root, rel, rec)
             if problem:
@@ -153,15 +191,16 @@ def build_or_reuse(art: Artifact, fingerprint: dict, build: Callable[[Path], tup
     Runs under the folder's lock, so a concurrent run waits and then reuses this one's work.
     Returns (manifest, built).
     """
+    warn = log or notice  # a stale or corrupt artifact being rebuilt reaches the pipeline's terminal
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    with folder_lock(art.root, art.name):
+    with folder_lock(art.root, art.name, notice):
         st = art.status(fingerprint)
         if st.ok:
             log(f"{art.name}: up to date ({art.root})")
             report(f"{art.name}: up to date, reused")
             return art.manifest(), False
         if st.state != "missing":
-            log(f"{art.name}: {st.state} ({st.reason}); rebuilding")
+            warn(f"{art.name}: {st.state} ({st.reason}); rebuilding")
         report(f"{art.name}: building" + ("" if st.state == "missing" else f" ({st.state})"))
         art.invalidate()
         files, meta = build(art.root)

@@ -6,11 +6,17 @@ how far, elapsed, ETA) at most once a second to the file named by ``$LSR_STATUS_
 ``lsr_lib.run.pipeline`` sets that variable for each stage's kernel and prints every new line
 in the terminal. :func:`report` writes a free-form line ("up to date", "reusing ...").
 Without the variable (a notebook opened in JupyterLab) both only do what tqdm does.
+
+:func:`notice` is the channel for warnings about files (set aside, moved aside, recomputed,
+trained again): it prints them (or warns) in the kernel and appends them to the file named by
+``$LSR_NOTICES_FILE``, whose every line the pipeline prints in the terminal.
 """
 from __future__ import annotations
 
 import os
+import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +25,7 @@ from tqdm.auto import tqdm
 from .atomic import atomic_write_text
 
 STATUS_ENV = "LSR_STATUS_FILE"
+NOTICES_ENV = "LSR_NOTICES_FILE"
 MIN_INTERVAL_S = 1.0
 
 
@@ -36,6 +43,21 @@ def report(message: str) -> None:
             atomic_write_text(path, message.strip().replace("\n", " ") + "\n")
         except OSError:
             pass  # progress must never fail the work
+
+
+def notice(message: str, warn: bool = False, stacklevel: int = 2) -> None:
+    """A warning about a file (set aside, recomputed): to stderr (``warn``: a warning) and the pipeline's terminal."""
+    if warn:
+        warnings.warn(message, stacklevel=stacklevel + 1)
+    else:
+        print(message, file=sys.stderr, flush=True)
+    value = os.environ.get(NOTICES_ENV)
+    if value:
+        try:
+            with open(value, "a", encoding="utf-8") as f:  # one short append: lines from concurrent writers do not mix
+                f.write(" ".join(message.split()) + "\n")
+        except OSError:
+            pass  # a notice must never fail the work
 
 
 def describe(bar: tqdm) -> str:

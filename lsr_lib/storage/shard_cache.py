@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
-from .progress import progress_bar as tqdm
+from .progress import notice, progress_bar as tqdm
 
 from .atomic import atomic_write, atomic_write_json, folder_lock
-from .manifest import MANIFEST, ArtifactError, check_file, diff_about, digest, file_record
+from .manifest import MANIFEST, ArtifactError, check_file, describe_change, digest, file_record, manifest_problem
 
 
 class ShardedCache:
@@ -40,8 +39,9 @@ class ShardedCache:
             old = self._record()
             if old is not None and old.get("fingerprint") != self.fingerprint:
                 aside = self.root.parent / f"{self.root.name}@{old.get('fingerprint', 'unknown')}"
-                changes = "; ".join(diff_about(old.get("about", {}), self.manifest)[:3])
-                print(f"cache {self.root} was made with another configuration ({changes}); moved aside to {aside.name}, filling a new one", file=sys.stderr, flush=True)
+                changes = describe_change(old.get("about") or {}, self.manifest)
+                notice(f"cache {self.root} was made with another configuration ({changes}); "
+                       f"moved aside to {aside.name}, filling a new one")
                 os.replace(self.root, aside)
             back = self.root.parent / f"{self.root.name}@{self.fingerprint}"
             if not self.root.exists() and back.exists():
@@ -74,6 +74,8 @@ class ShardedCache:
         rec = self._record()
         if not rec or not rec.get("complete"):
             raise ArtifactError(f"cache {self.root} is not complete; rerun {self.producer}")
+        if problem := manifest_problem(rec):
+            raise ArtifactError(f"cache {self.root}: {problem}. Rerun {self.producer}: it checks every shard and recomputes the bad ones.")
         return rec["content"]
 
     def fill(self, ids: Sequence[str], compute: Callable[[list[str]], dict[str, np.ndarray]] | None, batch_size: int, desc: str = "extract", progress: bool = True,
@@ -88,14 +90,15 @@ class ShardedCache:
         ids = [str(i) for i in ids]
         n_shards = (len(ids) + self.shard_size - 1) // self.shard_size
         with folder_lock(self.root, str(self.root)):
-            shards = dict((self._record() or {}).get("files", {}))
+            files = (self._record() or {}).get("files")
+            shards = {k: v for k, v in files.items() if isinstance(v, dict) and {"sha256", "bytes"} <= set(v)} if isinstance(files, dict) else {}
             todo = []
             for k in range(n_shards):
                 name = self._shard_name(k)
                 problem = check_file(self.root, name, shards[name]) if name in shards else "not computed yet"
                 if problem:
                     if name in shards:
-                        print(f"cache shard {problem}; recomputing it", file=sys.stderr, flush=True)
+                        notice(f"cache shard {problem}; recomputing it")
                     shards.pop(name, None)
                     todo.append(k)
             bar = tqdm(total=sum(min(self.shard_size, len(ids) - k * self.shard_size) for k in todo), desc=desc, unit="item", disable=not progress or not todo)
@@ -149,6 +152,8 @@ class ShardedCache:
         rec = self._record()
         if not rec or not rec.get("complete"):
             raise ArtifactError(f"cache {self.root} is not complete; rerun {self.producer} to fill it")
+        if problem := manifest_problem(rec):
+            raise ArtifactError(f"cache {self.root}: {problem}. Rerun {self.producer}: it checks every shard and recomputes the bad ones.")
         for name, r in sorted(rec["files"].items()):
             try:
                 st = (self.root / name).stat()

@@ -1,14 +1,19 @@
 """Dense2Sparse training with and without probabilistic expansion control (DESIGN.md section 2).
 
+The method itself (distillation loss, L1 / FLOPs regulariser with its quadratic warm-up, the
+Bernoulli expansion gate) is :mod:`lsr_lib.train.d2s_method`; this module is the loop around it,
+in readable steps: the data (:func:`pairs_on_device`, :func:`epoch_batches`), one optimiser step
+(:func:`training_step`), one epoch of steps with their gate draws (:func:`train_epoch`),
+validation (:func:`validate_sparse`, full expansion) and the checkpoint rule (:func:`keep_if_best`);
+:func:`train_d2s` reads them top to bottom.
+
 AdamW (weight decay 0), LR 1e-3 for the first projection and 5e-5 for LayerNorm + vocabulary
-layer, linear warm-up over 20% of the steps then linear decay to 0; in-batch distillation
-(``d2s_loss``) plus an L1 or FLOPs penalty on both sides, warmed up quadratically over the LR
-warm-up; a Bernoulli gate per batch (or example) masks text vectors to their caption's tokens with
-probability ``p(epoch)``. The best epoch by val text->image R@1 (full expansion) is kept as
-``best.safetensors`` + ``best.json``; ``last_state.pt`` (atomic, every epoch) makes an interrupted
-run resume to the same final numbers as an uninterrupted one (CPU). ``seed`` (initialisation),
-``data_seed`` (batch order) and ``gate_seed`` (gate) are separate generators: switching expansion
-control on or off does not change the data order.
+layer, linear warm-up over 20% of the steps then linear decay to 0. The best epoch by val
+text->image R@1 (full expansion) is kept as ``best.safetensors`` + ``best.json``;
+``last_state.pt`` (atomic, every epoch) makes an interrupted run resume to the same final numbers
+as an uninterrupted one (CPU). ``seed`` (initialisation), ``data_seed`` (batch order) and
+``gate_seed`` (gate) are separate generators: switching expansion control on or off does not
+change the data order.
 """
 from __future__ import annotations
 
@@ -20,20 +25,21 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 import torch
-from ..storage.progress import progress_bar as tqdm
+from ..storage.progress import notice, progress_bar as tqdm
 
 from ..config.d2s import D2SConfig
 from ..config.typed import ConfigError, to_dict
-from ..storage.checkpoint import BEST_META, BEST_WEIGHTS, TrainingRun, load_verified_best
-from .d2s_loss import REGULARIZERS, distillation_loss, reg_weight
-from ..sparse.expansion_control import ExpansionGate, dense_masks
+from ..storage.atomic import folder_lock
+from ..storage.checkpoint import BEST_WEIGHTS, TrainingRun, load_verified_best
+from .d2s_method import ExpansionGate, d2s_objective
+from ..sparse.expansion_control import dense_masks
 from ..metrics.retrieval import evaluate_scores
 from ..sparse.head import D2SModel, mlm_head_init, vocab_init_file
 from ..storage.manifest import sha256_file
+from ..storage.code_fingerprint import code_fingerprint
 from ..metrics.sparse_stats import flops_from_df
 
 PRODUCER = "stage 02 (notebooks/02_train_sparse_heads.ipynb)"
-CODE_VERSION = 2  # bump when a change here alters the trained weights for the same config (2: fused AdamW)
 
 
 def build_model(cfg: D2SConfig, dense_dim: int) -> D2SModel:
@@ -63,16 +69,13 @@ def training_step(
     model: D2SModel, opt, sched, scaler, cfg: D2SConfig, img: torch.Tensor, txt: torch.Tensor, txt_mask: Optional[torch.Tensor], step: int, warmup: int
 ) -> dict:
     """One optimiser step on a batch: (B, d) image / text embeddings, optional (B, V) text masks."""
-    dev, penalty = img.device.type, REGULARIZERS[cfg.regularizer]
+    dev = img.device.type
     amp = (cfg.mixed_precision and dev == "cuda") or (cfg.cpu_bf16 and dev == "cpu")
     dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" or dev == "cpu" else torch.float16
     opt.zero_grad(set_to_none=True)
     with torch.autocast(device_type=dev, dtype=dtype, enabled=amp):
         s_img, s_txt = model(img, txt, txt_mask)  # (B, V), (B, V)
-        distill = distillation_loss(s_img, s_txt, img, txt, cfg.teacher_tau)
-        reg = reg_weight(step, cfg.reg_weight_image, warmup) * penalty(s_img)
-        reg = reg + reg_weight(step, cfg.reg_weight_text, warmup) * penalty(s_txt)
-        loss = distill + reg
+        loss, distill, reg = d2s_objective(s_img, s_txt, img, txt, cfg, step, warmup)  # scalars (d2s_method)
     scaler.scale(loss).backward()
     scaler.step(opt)
     scaler.update()
@@ -147,125 +150,216 @@ def validate_sparse(model: D2SModel, val: dict, cfg: D2SConfig, scoring: str = "
     products on the host; "auto": :func:`scoring_method`. The (N_txt, N_img) scores stay where
     they were computed for the ranks; only metrics and per-term counts come back.
     """
-    bs = cfg.eval_batch_size
-    img = encode_dense(model, val["img_emb"], "image", bs, on_device=True)  # (N_img, V), on the device
-    img_on = img > 0
+    img = encode_dense(model, val["img_emb"], "image", cfg.eval_batch_size, on_device=True)  # (N_img, V), on the device
+    img_on = img > 0  # (N_img, V)
     n_txt, (n_img, vocab) = len(val["txt_emb"]), img.shape
     if scoring == "auto":
         scoring = scoring_method(n_txt, n_img, vocab, float(img_on.float().mean()), img.device)
-    img_csr = sp.csr_matrix(img.cpu().numpy()) if scoring == "sparse" else None
-    img_df, nnz_image = img_on.sum(0).cpu().numpy(), float(img_on.sum(1).float().mean())
-    if img_csr is not None:
-        del img, img_on  # the CSR copy is all the sparse path needs
-    scores = torch.empty(n_txt, n_img, device="cpu" if img_csr is not None else img.device)  # (N_txt, N_img)
-    txt_rows, txt_df = [], np.zeros(vocab, dtype=np.int64)
-    for s in range(0, n_txt, bs):
-        t = encode_dense(model, val["txt_emb"][s : s + bs], "text", bs, on_device=True)  # (b, V)
-        if img_csr is None:
-            scores[s : s + len(t)] = t @ img.T
+    images = sp.csr_matrix(img.cpu().numpy()) if scoring == "sparse" else img  # (N_img, V): CSR (host) or device
+    img_df, nnz_image = img_on.sum(0).cpu().numpy(), float(img_on.sum(1).float().mean())  # (V,), scalar
+    del img, img_on  # the sparse path keeps only the CSR copy
+    scores, nnz_text, txt_df = score_captions(model, val["txt_emb"], images, cfg.eval_batch_size)  # (N_txt, N_img)
+    out = evaluate_scores(scores, val["text_image_ids"], val["image_ids"])
+    out["nnz_image"] = nnz_image
+    out["nnz_text"] = nnz_text
+    out["flops"] = flops_from_df(txt_df, img_df, n_txt, n_img)
+    return out
+
+
+def score_captions(
+    model: D2SModel, txt_emb: torch.Tensor, images: torch.Tensor | sp.csr_matrix, batch_size: int
+) -> tuple[torch.Tensor, float, np.ndarray]:
+    """Captions (N_txt, d), encoded and scored chunk by chunk against ``images`` (N_img, V).
+
+    ``images``: a tensor on the model's device (one product per chunk there) or a CSR matrix (sparse
+    products on the host). Returns scores (N_txt, N_img), mean non-zeros per caption, term df (V,).
+    """
+    (n_img, vocab), on_device = images.shape, isinstance(images, torch.Tensor)
+    scores = torch.empty(len(txt_emb), n_img, device=images.device if on_device else "cpu")  # (N_txt, N_img)
+    txt_rows, txt_df = [], np.zeros(vocab, dtype=np.int64)  # non-zeros per caption chunk, (V,) df
+    for s in range(0, len(txt_emb), batch_size):
+        t = encode_dense(model, txt_emb[s : s + batch_size], "text", batch_size, on_device=True)  # (b, V)
+        if on_device:
+            scores[s : s + len(t)] = t @ images.T  # (b, N_img)
         else:
-            scores[s : s + len(t)] = torch.from_numpy((sp.csr_matrix(t.cpu().numpy()) @ img_csr.T).toarray())
-        on = t > 0
+            scores[s : s + len(t)] = torch.from_numpy((sp.csr_matrix(t.cpu().numpy()) @ images.T).toarray())
+        on = t > 0  # (b, V)
         txt_rows.append(on.sum(1).cpu())
         txt_df += on.sum(0).cpu().numpy()
         del t, on
-    out = evaluate_scores(scores, val["text_image_ids"], val["image_ids"])
-    out["nnz_image"] = nnz_image
-    out["nnz_text"] = float(torch.cat(txt_rows).float().mean()) if txt_rows else 0.0
-    out["flops"] = flops_from_df(txt_df, img_df, n_txt, n_img)
-    return out
+    return scores, float(torch.cat(txt_rows).float().mean()) if txt_rows else 0.0, txt_df
+
+
+# ---- the loop, step by step: data, one epoch of training steps, validation, checkpoint ----------------
+
+def pairs_on_device(
+    cfg: D2SConfig, train: dict, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """The train pairs on ``device``: image and text embeddings (N, d) and caption token ids (N, L) or None."""
+    img_all, txt_all = train["img_emb"].float().to(device), train["txt_emb"].float().to(device)  # (N, d)
+    if txt_all.shape != img_all.shape:
+        raise ValueError(
+            f"train img_emb {tuple(img_all.shape)} and txt_emb {tuple(txt_all.shape)} must have one row per pair")
+    if train.get("txt_mask_ids") is None and any(cfg.p(e) > 0 for e in range(cfg.epochs)):
+        raise ValueError(
+            "train['txt_mask_ids'] is needed for expansion control (p > 0); build it with caption_token_masks")
+    mask_ids = train["txt_mask_ids"].to(device) if train.get("txt_mask_ids") is not None else None  # (N, L)
+    return img_all, txt_all, mask_ids
+
+
+def build_run(cfg: D2SConfig, dense_dim: int, n_pairs: int, device: torch.device) -> tuple[dict, int, int]:
+    """A fresh run's model, optimiser, LR schedule and grad scaler, with T (warm-up steps) and the steps per epoch."""
+    model = build_model(cfg, dense_dim).to(device)
+    steps = n_pairs // cfg.batch_size if cfg.drop_last else math.ceil(n_pairs / cfg.batch_size)
+    if cfg.max_steps_per_epoch is not None:
+        steps = min(steps, cfg.max_steps_per_epoch)  # a bounded run (the rehearsal): each epoch stops early
+    opt, sched, warmup = make_optimizer(model, cfg, steps * cfg.epochs)
+    fp16 = cfg.mixed_precision and device.type == "cuda" and cfg.amp_dtype == "fp16"
+    scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+    return {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler}, warmup, steps
+
+
+def run_fingerprint(cfg: D2SConfig, img_all: torch.Tensor, txt_all: torch.Tensor, inputs: Optional[dict]) -> dict:
+    """What a finished run must match to be reused: config, code, the pairs' size and sum, inputs, vocab-init file."""
+    (n, d), train_sum = img_all.shape, round(float(img_all.double().sum() + txt_all.double().sum()), 6)
+    fingerprint = {"config": to_dict(cfg), **code_fingerprint(__name__), "n_pairs": n, "dense_dim": d,
+                   "train_sum": train_sum, "inputs": inputs or {}}
+    if (vocab_file := vocab_init_file(cfg.vocab_init)) is not None and vocab_file.exists():
+        # a file's content, not only its name: another file there retrains
+        fingerprint["vocab_init_sha256"] = sha256_file(vocab_file)
+    return fingerprint
+
+
+def resume_or_start(tr: TrainingRun, resume: bool, run: dict, data_gen: torch.Generator, gate: ExpansionGate) -> dict:
+    """The progress record: a saved state's (loaded into the run objects and both generators) or a fresh one."""
+    saved = tr.load_state() if resume else None
+    if saved is None:
+        return {"epoch": 0, "step": 0, "history": [], "best_epoch": None, "best_r1": -1.0}
+    for key, obj in run.items():
+        obj.load_state_dict(saved[key])
+    data_gen.set_state(saved["data_gen"])
+    gate.load_state_dict(saved["gate"])
+    return saved["progress"]
+
+
+def epoch_batches(n_pairs: int, cfg: D2SConfig, steps: int, data_gen: torch.Generator, device: torch.device) -> list:
+    """The epoch's batches of pair indices, (B,) each: one shuffle from the data stream, untouched by the gate."""
+    order = torch.randperm(n_pairs, generator=data_gen).to(device)  # (N,)
+    return [order[b * cfg.batch_size : (b + 1) * cfg.batch_size] for b in range(steps)]
+
+
+def train_epoch(
+    run: dict, cfg: D2SConfig, pairs: tuple, batches: list, gate: ExpansionGate, st: dict, warmup: int, bar
+) -> dict:
+    """One training step per batch, each after its gate draw; the epoch's record (step metrics averaged)."""
+    img_all, txt_all, mask_ids = pairs  # (N, d), (N, d), (N, L) or None
+    model, opt, t0, p = run["model"], run["optimizer"], time.perf_counter(), cfg.p(st["epoch"])
+    sums = dict.fromkeys(("loss", "distill", "reg", "nnz_img", "nnz_txt", "masked"), 0.0)
+    model.train()
+    for b, idx in enumerate(batches):  # idx: (B,)
+        z = gate.draw(p, len(idx))  # (B,) True = text masked to its caption's own tokens
+        m = gate.text_masks(z, mask_ids[idx], model.vocab_size) if mask_ids is not None else None  # (B, V) or None
+        out = training_step(model, opt, run["scheduler"], run["scaler"], cfg, img_all[idx], txt_all[idx], m,
+                            st["step"], warmup)
+        out["masked"] = float(z.float().mean())
+        sums = {k: v + out[k] for k, v in sums.items()}
+        st["step"] += 1
+        _show_step(bar, b == len(batches) - 1 or b % 10 == 0, out, st, p)
+    means = {k: v / max(1, len(batches)) for k, v in sums.items()}
+    rec = {"epoch": st["epoch"] + 1, "p": p, "lr_vocab": opt.param_groups[1]["lr"], **means}
+    rec["train_seconds"] = time.perf_counter() - t0
+    return rec
+
+
+def _show_step(bar, describe: bool, out: dict, st: dict, p: float) -> None:
+    """Advance the progress bar; when ``describe``, show loss, p, the last val R@1 and non-zeros per vector."""
+    bar.update(1)
+    if describe:
+        last_r1 = next((h["val_t2i_R@1"] for h in reversed(st["history"]) if "val_t2i_R@1" in h), float("nan"))
+        nnz = f"{out['nnz_img']:.0f}/{out['nnz_txt']:.0f}"
+        loss = f"{out['loss']:.3f}"
+        bar.set_postfix(epoch=st["epoch"] + 1, loss=loss, p=f"{p:.2f}", val_R1=f"{last_r1:.1f}", nnz=nnz)
+
+
+def validation_due(cfg: D2SConfig, epoch: int) -> bool:
+    """Whether the 1-based ``epoch`` is validated: every ``eval_every_epochs``, and always the last."""
+    return epoch % cfg.eval_every_epochs == 0 or epoch == cfg.epochs
+
+
+def validation_record(model: D2SModel, val: dict, cfg: D2SConfig) -> dict:
+    """The epoch's val metrics (full expansion), its text->image R@1 and the seconds they took."""
+    t_val = time.perf_counter()
+    metrics = validate_sparse(model, val, cfg)
+    return {"val": metrics, "val_t2i_R@1": metrics["text_to_image"]["R@1"], "val_seconds": time.perf_counter() - t_val}
+
+
+def keep_if_best(tr: TrainingRun, model: D2SModel, cfg: D2SConfig, st: dict, rec: dict, without_val: bool) -> None:
+    """Save the epoch as ``best.safetensors`` if its val R@1 is the best after the skipped early share.
+
+    Without validation the last epoch is kept.
+    """
+    epoch = rec["epoch"]
+    eligible = epoch > cfg.select_from_fraction * cfg.epochs or epoch == cfg.epochs
+    if (eligible and rec.get("val_t2i_R@1", -math.inf) > st["best_r1"]) or (without_val and epoch == cfg.epochs):
+        st["best_r1"], st["best_epoch"] = rec.get("val_t2i_R@1", float("nan")), epoch
+        meta = {"epoch": epoch, "val": rec.get("val"), "config": to_dict(cfg), "architecture": model.architecture()}
+        tr.save_best(model.state_dict(), meta)
+
+
+def end_epoch(
+    tr: TrainingRun, st: dict, rec: dict, t0: float, run: dict, fingerprint: dict, data_gen: torch.Generator,
+    gate: ExpansionGate,
+) -> None:
+    """Append the epoch's record and save the resumable state: progress, run objects and both generators."""
+    rec["seconds"] = time.perf_counter() - t0
+    st["history"].append(rec)
+    st["epoch"] += 1
+    snapshot = {"fingerprint": fingerprint, "data_gen": data_gen.get_state(), "gate": gate.state_dict(), "progress": st}
+    snapshot.update({k: obj.state_dict() for k, obj in run.items()})
+    tr.save_state(snapshot)
+
+
+def finish_run(tr: TrainingRun, st: dict, cfg: D2SConfig, out_dir: Path, warmup: int) -> dict:
+    """The run's result (history, best epoch and its val metrics, paths); a completed run is recorded as finished."""
+    best = next((h for h in st["history"] if h["epoch"] == st["best_epoch"]), {})
+    result = {
+        "history": st["history"], "best_epoch": st["best_epoch"], "best_val": best.get("val"),
+        "best_path": str(out_dir / BEST_WEIGHTS), "steps": st["step"], "warmup_steps": warmup,
+        "completed": st["epoch"] >= cfg.epochs,
+    }
+    return tr.finish(result) if result["completed"] else result
 
 
 def train_d2s(
     cfg: D2SConfig, train: dict, val: Optional[dict], out_dir: str | Path, device: str | torch.device = "cpu",
     progress: bool = True, resume: bool = True, stop_after_epoch: Optional[int] = None, inputs: Optional[dict] = None,
 ) -> dict:
-    """Train (or resume) a D2S model; returns per-epoch history, best epoch and paths.
+    """Train (or resume) a D2S model; returns per-epoch history (1-based epochs), best epoch and paths.
 
-    ``train``: ``img_emb`` (N, d), ``txt_emb`` (N, d), one row per (caption, image) pair, and
-    ``txt_mask_ids`` (N, L) from ``caption_token_masks`` (needed when p can be > 0). ``val``:
-    ``img_emb``, ``txt_emb``, ``image_ids``, ``text_image_ids`` (or None: the last epoch is kept).
-    ``stop_after_epoch``: return after that many epochs (a time-boxed or interrupted run).
-    ``inputs``: content ids of the artifacts the pairs came from (part of the run's fingerprint).
-    A finished run with the same fingerprint and sound files is returned without training.
-    History epochs are 1-based; ``p`` of epoch k is the schedule at the 0-based epoch k - 1.
+    ``train``: ``img_emb`` (N, d), ``txt_emb`` (N, d), one row per (caption, image) pair, and ``txt_mask_ids``
+    (N, L) from ``caption_token_masks`` (needed when p can be > 0). ``val``: ``img_emb``, ``txt_emb``,
+    ``image_ids``, ``text_image_ids`` (or None: the last epoch is kept). ``stop_after_epoch``: return after that
+    many epochs. ``inputs``: content ids of the pairs' artifacts (in the fingerprint). A finished run with the
+    same fingerprint is returned without training; training holds the folder's lock, so a second run waits.
     """
     cfg.validate()
-    out_dir, device = Path(out_dir), torch.device(device)
-    img_all, txt_all = train["img_emb"].float().to(device), train["txt_emb"].float().to(device)  # (N, d)
-    if txt_all.shape != img_all.shape:
-        raise ValueError(f"train img_emb {tuple(img_all.shape)} and txt_emb {tuple(txt_all.shape)} must have one row per pair")
-    if train.get("txt_mask_ids") is None and any(cfg.p(e) > 0 for e in range(cfg.epochs)):
-        raise ValueError("train['txt_mask_ids'] is needed for expansion control (p > 0); build it with caption_token_masks")
-    mask_ids = train["txt_mask_ids"].to(device) if train.get("txt_mask_ids") is not None else None  # (N, L)
-    n, d = img_all.shape
-    model = build_model(cfg, d).to(device)
-    steps_per_epoch = n // cfg.batch_size if cfg.drop_last else math.ceil(n / cfg.batch_size)
-    if cfg.max_steps_per_epoch is not None:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)  # a bounded run (the rehearsal): each epoch stops early
-    opt, sched, warmup = make_optimizer(model, cfg, steps_per_epoch * cfg.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.mixed_precision and device.type == "cuda" and cfg.amp_dtype == "fp16")
-    run = {"model": model, "optimizer": opt, "scheduler": sched, "scaler": scaler}
-    data_gen, gate = torch.Generator().manual_seed(cfg.data_seed), ExpansionGate(cfg.gate, cfg.gate_seed)  # separate streams
-    fingerprint = {"config": to_dict(cfg), "code": CODE_VERSION, "n_pairs": n, "dense_dim": d, "train_sum": round(float(img_all.double().sum() + txt_all.double().sum()), 6), "inputs": inputs or {}}
-    if (vocab_file := vocab_init_file(cfg.vocab_init)) is not None and vocab_file.exists():
-        fingerprint["vocab_init_sha256"] = sha256_file(vocab_file)  # a file's content, not only its name: another file there retrains
-    tr = TrainingRun(out_dir, fingerprint, f"D2S run {out_dir.name}", PRODUCER)
-    if resume and (done := tr.finished()) is not None:
-        return done
-    st = {"epoch": 0, "step": 0, "history": [], "best_epoch": None, "best_r1": -1.0}
-    saved = tr.load_state() if resume else None
-    if saved is not None:
-        st = _restore(saved, run, data_gen, gate)
-    bar = tqdm(total=steps_per_epoch * cfg.epochs, initial=st["step"], disable=not progress, desc="D2S", dynamic_ncols=True)
-    last_r1 = next((h["val_t2i_R@1"] for h in reversed(st["history"]) if "val_t2i_R@1" in h), float("nan"))
-    while st["epoch"] < cfg.epochs and (stop_after_epoch is None or st["epoch"] < stop_after_epoch):
-        epoch, t0, p = st["epoch"], time.perf_counter(), cfg.p(st["epoch"])
-        order = torch.randperm(n, generator=data_gen).to(device)  # (N,) data stream, untouched by the gate
-        sums = dict.fromkeys(("loss", "distill", "reg", "nnz_img", "nnz_txt", "masked"), 0.0)
-        model.train()
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]  # (B,)
-            z = gate.draw(p, len(idx))  # (B,) True = text masked to its caption's own tokens
-            m = gate.text_masks(z, mask_ids[idx], model.vocab_size) if mask_ids is not None else None  # (B, V) or None
-            out = training_step(model, opt, sched, scaler, cfg, img_all[idx], txt_all[idx], m, st["step"], warmup)
-            out["masked"] = float(z.float().mean())
-            sums = {k: v + out[k] for k, v in sums.items()}
-            st["step"] += 1
-            bar.update(1)
-            if b % 10 == 0 or b == steps_per_epoch - 1:
-                nnz = f"{out['nnz_img']:.0f}/{out['nnz_txt']:.0f}"
-                bar.set_postfix(epoch=epoch + 1, loss=f"{out['loss']:.3f}", p=f"{p:.2f}", val_R1=f"{last_r1:.1f}", nnz=nnz)
-        rec = {"epoch": epoch + 1, "p": p, "lr_vocab": opt.param_groups[1]["lr"], **{k: v / max(1, steps_per_epoch) for k, v in sums.items()}}
-        rec["train_seconds"] = time.perf_counter() - t0
-        if val is not None and ((epoch + 1) % cfg.eval_every_epochs == 0 or epoch + 1 == cfg.epochs):
-            t_val = time.perf_counter()
-            rec["val"] = validate_sparse(model, val, cfg)
-            rec["val_t2i_R@1"] = last_r1 = rec["val"]["text_to_image"]["R@1"]
-            rec["val_seconds"] = time.perf_counter() - t_val
-        eligible = epoch + 1 > cfg.select_from_fraction * cfg.epochs or epoch + 1 == cfg.epochs
-        if (eligible and rec.get("val_t2i_R@1", -math.inf) > st["best_r1"]) or (val is None and epoch + 1 == cfg.epochs):
-            st["best_r1"], st["best_epoch"] = rec.get("val_t2i_R@1", float("nan")), epoch + 1
-            tr.save_best(model.state_dict(), {"epoch": epoch + 1, "val": rec.get("val"), "config": to_dict(cfg), "architecture": model.architecture()})
-        rec["seconds"] = time.perf_counter() - t0
-        st["history"].append(rec)
-        st["epoch"] += 1
-        snapshot = {"fingerprint": fingerprint, "data_gen": data_gen.get_state(), "gate": gate.state_dict(), "progress": st}
-        snapshot.update({k: obj.state_dict() for k, obj in run.items()})
-        tr.save_state(snapshot)
-    bar.close()
-    best = next((h for h in st["history"] if h["epoch"] == st["best_epoch"]), {})
-    result = {
-        "history": st["history"], "best_epoch": st["best_epoch"], "best_val": best.get("val"), "best_path": str(out_dir / BEST_WEIGHTS),
-        "steps": st["step"], "warmup_steps": warmup, "completed": st["epoch"] >= cfg.epochs,
-    }
-    return tr.finish(result) if result["completed"] else result
-
-
-def _restore(saved: dict, run: dict, data_gen: torch.Generator, gate: ExpansionGate) -> dict:
-    """Load a saved training state into the run objects and generators; returns the progress record."""
-    for key, obj in run.items():
-        obj.load_state_dict(saved[key])
-    data_gen.set_state(saved["data_gen"])
-    gate.load_state_dict(saved["gate"])
-    return saved["progress"]
+    with folder_lock(out_dir, f"D2S run {Path(out_dir).name}", notice):
+        out_dir, device = Path(out_dir), torch.device(device)
+        img_all, txt_all, mask_ids = pairs_on_device(cfg, train, device)  # (N, d), (N, d), (N, L) or None
+        run, warmup, steps = build_run(cfg, img_all.shape[1], len(img_all), device)  # model, optimizer, ...
+        data_gen, gate = torch.Generator().manual_seed(cfg.data_seed), ExpansionGate(cfg.gate, cfg.gate_seed)
+        fingerprint = run_fingerprint(cfg, img_all, txt_all, inputs)
+        tr = TrainingRun(out_dir, fingerprint, f"D2S run {out_dir.name}", PRODUCER)
+        if resume and (done := tr.finished()) is not None:
+            return done
+        st = resume_or_start(tr, resume, run, data_gen, gate)  # epoch, step, history, best_epoch, best_r1
+        bar = tqdm(total=steps * cfg.epochs, initial=st["step"], disable=not progress, desc="D2S", dynamic_ncols=True)
+        while st["epoch"] < cfg.epochs and (stop_after_epoch is None or st["epoch"] < stop_after_epoch):
+            t0, batches = time.perf_counter(), epoch_batches(len(img_all), cfg, steps, data_gen, device)  # (B,) each
+            rec = train_epoch(run, cfg, (img_all, txt_all, mask_ids), batches, gate, st, warmup, bar)
+            if val is not None and validation_due(cfg, rec["epoch"]):
+                rec.update(validation_record(run["model"], val, cfg))
+            keep_if_best(tr, run["model"], cfg, st, rec, without_val=val is None)
+            end_epoch(tr, st, rec, t0, run, fingerprint, data_gen, gate)
+        bar.close()
+        return finish_run(tr, st, cfg, out_dir, warmup)

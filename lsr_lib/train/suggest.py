@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ..storage.progress import progress_bar as tqdm
+from ..storage.progress import notice, progress_bar as tqdm
 
 from ..metrics.retrieval import first_relevant_rank, metrics_from_ranks
 from ..config.suggest import SuggestConfig
 from ..sparse.suggest_encoders import SuggestModel
 from ..config.typed import to_dict
+from ..storage.code_fingerprint import code_fingerprint
+from ..storage.atomic import folder_lock
 from ..storage.checkpoint import BEST_META, BEST_WEIGHTS, TrainingRun, load_verified_best  # noqa: F401 (file names re-exported)
 
 TOWER_WEIGHTS = "towers.safetensors"
@@ -88,9 +90,17 @@ def train_suggest(config: str, cfg: SuggestConfig, train: dict, val: dict, out_d
 
     With ``towers`` (``suggest.finetune_towers``: the inputs are live ``LiveText`` / ``LivePatches``
     reading those towers), the towers train too, at ``lr_vocab``, and are saved beside the heads.
+    Training holds the folder's lock: a second run of the same folder waits, then reuses the finished run.
     """
+    with folder_lock(out_dir, f"suggestion run {config}", notice):
+        return _train_locked(config, cfg, train, val, out_dir, fingerprint, progress, towers, device)
+
+
+def _train_locked(config: str, cfg: SuggestConfig, train: dict, val: dict, out_dir: Path, fingerprint: dict,
+                  progress: bool, towers: torch.nn.Module | None, device: torch.device | str) -> dict:
+    """:func:`train_suggest`, under the lock of ``out_dir``."""
     out_dir = Path(out_dir)
-    fp = {"config": config, "suggest": to_dict(cfg), **fingerprint}
+    fp = {"config": config, "suggest": to_dict(cfg), **code_fingerprint(__name__), **fingerprint}  # a caller's "code" (a superset) wins
     tr = TrainingRun(out_dir, fp, f"suggestion run {config}", PRODUCER)
     if (done := tr.finished()) is not None:
         return done
@@ -143,7 +153,9 @@ def train_suggest(config: str, cfg: SuggestConfig, train: dict, val: dict, out_d
         history.append(rec)
         if best is None or rec["val_mrr@10"] > best["val_mrr@10"]:
             best = rec
-            tr.save_best(model.state_dict(), {"fingerprint": fp, "best": best}, {TOWER_WEIGHTS: towers.state_dict()} if towers is not None else None)
+            timeless = {k: v for k, v in best.items() if k != "seconds"}  # best.json is checksummed: no wall-clock time
+            tuned = {TOWER_WEIGHTS: towers.state_dict()} if towers is not None else None
+            tr.save_best(model.state_dict(), {"fingerprint": fp, "best": timeless}, tuned)
     meta = {"fingerprint": fp, "best": best, "history": history, "complete": True}
     return tr.finish(json.loads(json.dumps(meta)), (TOWER_WEIGHTS,) if towers is not None else ())
 

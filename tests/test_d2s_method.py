@@ -1,4 +1,4 @@
-"""Distillation loss and regularisers (DESIGN.md section 2) against brute-force references."""
+"""The D2S method (DESIGN.md section 2): loss, regularisers and objective against brute-force references."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,16 @@ import math
 import pytest
 import torch
 
-from lsr_lib.train.d2s_loss import distillation_loss, flops_penalty, l1_penalty, reg_weight
+from lsr_lib.config.d2s import D2SConfig
+from lsr_lib.config.expansion_schedule import REGULARIZERS as REGULARIZER_NAMES
+from lsr_lib.train.d2s_method import (
+    REGULARIZERS,
+    d2s_objective,
+    distillation_loss,
+    flops_penalty,
+    l1_penalty,
+    reg_weight,
+)
 
 
 def _tiny(seed: int = 0):
@@ -65,3 +74,19 @@ def test_reg_weight_quadratic_warmup():
     assert reg_weight(100, 1e-3, 100) == pytest.approx(1e-3)
     assert reg_weight(1000, 1e-3, 100) == pytest.approx(1e-3)
     assert reg_weight(0, 1e-3, 0) == pytest.approx(1e-3)
+
+
+def test_regularizer_names_in_the_config_match_the_method():
+    assert tuple(REGULARIZERS) == REGULARIZER_NAMES
+
+
+@pytest.mark.parametrize("regularizer", ["l1", "flops"])
+def test_objective_is_distillation_plus_both_warmed_up_penalties(regularizer):
+    s_img, s_txt, d_img, d_txt = _tiny(3)
+    cfg = D2SConfig(regularizer=regularizer, reg_weight_image=0.2, reg_weight_text=0.05, teacher_tau=0.05)
+    loss, distill, reg = d2s_objective(s_img, s_txt, d_img, d_txt, cfg, step=5, warmup_steps=10)
+    penalty = REGULARIZERS[regularizer]
+    want_reg = 0.2 * 0.25 * penalty(s_img).item() + 0.05 * 0.25 * penalty(s_txt).item()
+    assert distill.item() == pytest.approx(_reference_loss(s_img, s_txt, d_img, d_txt, 0.05), rel=1e-5)
+    assert reg.item() == pytest.approx(want_reg, rel=1e-6)
+    assert loss.item() == pytest.approx(distill.item() + want_reg, rel=1e-6)
