@@ -14,3 +14,25 @@ def tok():
     from lsr_lib.sparse.expansion_control import bert_uncased_tokenizer
 
     return bert_uncased_tokenizer()
+
+
+def run_twice_at_once(fn, stagger_s: float = 0.1, timeout_s: float = 300) -> list:
+    """Call ``fn()`` in two threads started ``stagger_s`` apart; both results (or the exception each raised)."""
+    import threading
+    import time
+
+    out = [None, None]
+
+    def run(k):
+        try:
+            out[k] = fn()
+        except BaseException as e:  # noqa: BLE001 (returned to the test, which checks it)
+            out[k] = e
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(stagger_s)
+    for t in threads:
+        t.join(timeout_s)
+    return out

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 
 import numpy as np
@@ -16,6 +15,7 @@ from lsr_lib.config.profiles import ConfigError, build_dataclass
 from lsr_lib.storage.manifest import Artifact, ArtifactError
 from lsr_lib.storage.sparse_files import load_sparse, save_sparse
 from lsr_lib.train.d2s import D2SConfig, build_model, encode_sparse, load_best, train_d2s, validate_sparse
+from conftest import run_twice_at_once
 
 D, V, H, CONCEPTS, CAPS = 16, 64, 16, 12, 2
 
@@ -150,20 +150,8 @@ def test_two_trainings_of_one_folder_at_once_train_once(problem, tmp_path, monke
 
     monkeypatch.setattr(TrainingRun, "save_state", slow_save_state)
     monkeypatch.setenv(NOTICES_ENV, str(tmp_path / "notices"))
-    cfg, out = _cfg(problem, epochs=3), [None, None]
-
-    def run(k):
-        try:
-            out[k] = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "run", progress=False)
-        except BaseException as e:  # noqa: BLE001 (re-raised below)
-            out[k] = e
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-        time.sleep(0.1)
-    for t in threads:
-        t.join(300)
+    cfg = _cfg(problem, epochs=3)
+    out = run_twice_at_once(lambda: train_d2s(cfg, problem["train"], problem["val"], tmp_path / "run", progress=False))
     assert not any(isinstance(r, BaseException) for r in out), out
     assert epochs == [1, 2, 3]  # trained once (without the lock both trained, each epoch twice)
     assert _numbers(out[0]) == _numbers(out[1])

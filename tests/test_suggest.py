@@ -13,6 +13,7 @@ from lsr_lib.data.suggest import SuggestionDataError, SuggestionSet, emoji_sugge
 from lsr_lib.sparse.suggest_encoders import SuggestModel
 from lsr_lib.stages.image_suggestion import findings
 from lsr_lib.train.suggest import flops_reg, infonce_loss, mrr_at_10, train_suggest
+from conftest import run_twice_at_once
 
 ATOMIC = Path(__file__).parent / "fixtures" / "atomic"
 ATOMIC_QRELS = {s: ATOMIC / f"{s}.qrels" for s in ("train", "validation", "test")}
@@ -169,7 +170,6 @@ def test_retraining_to_the_same_weights_gives_the_same_content_id(tmp_path):
 
 def test_two_trainings_of_one_configuration_at_once_train_once(tmp_path, monkeypatch):
     """Two stage-05 runs at once: the second waits on the run folder's lock, then reuses the finished run."""
-    import threading
     import time
 
     import lsr_lib.train.suggest as suggest_train
@@ -184,20 +184,7 @@ def test_two_trainings_of_one_configuration_at_once_train_once(tmp_path, monkeyp
     monkeypatch.setattr(suggest_train, "mrr_at_10", slow_mrr)
     data = _toy_task()
     cfg = load_config("smoke", {"suggest": {"epochs": 2, "batch_size": 8, "cpu_bf16": False}}).suggest
-    out = [None, None]
-
-    def run(k):
-        try:
-            out[k] = train_suggest("M3", cfg, data, data, tmp_path / "M3", {"states": "toy"}, progress=False)
-        except BaseException as e:  # noqa: BLE001 (checked below)
-            out[k] = e
-
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-        time.sleep(0.1)
-    for t in threads:
-        t.join(300)
+    out = run_twice_at_once(lambda: train_suggest("M3", cfg, data, data, tmp_path / "M3", {"states": "toy"}, progress=False))
     assert not any(isinstance(r, BaseException) for r in out), out
     assert len(epochs) == 2 and out[0]["history"] == out[1]["history"]  # trained once, then reused
 

@@ -323,6 +323,20 @@ def suggestion(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seeds_note(results_dir: Path) -> str:
+    """A warning line when the other seeds' result files were measured with code that has changed since."""
+    old: dict[str, list[str]] = {}
+    for path in sorted(results_dir.glob("seed*/0*.json")):
+        stage = next((nb.stem for nb in sorted((REPO_ROOT / "notebooks").glob(f"{path.name[:2]}_*.ipynb"))), None)
+        doc = read_result_json(path)
+        if stage and doc and earlier_code(doc, stage):
+            old.setdefault(path.parent.name, []).append(path.name)
+    if not old:
+        return ""
+    return (f"**Measured with earlier code**: the result files of {', '.join(sorted(old))} were made by code that has changed since "
+            "(their numbers are not those of the current code until `make seeds` measures them again; seed 0 is `make main`'s).\n\n")
+
+
 def seeds(results_dir: Path) -> str:
     """Mean +- std over the training seeds and the control effect's tests (``lsr_lib.results.seeds``)."""
     from .seeds import markdown
@@ -331,7 +345,7 @@ def seeds(results_dir: Path) -> str:
     if not path.exists():
         return f"_No seed summary yet: run `make seeds` (writes `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}`)._\n"
     body = markdown(json.loads(path.read_text())).split("\n", 2)[2]  # without the title line
-    return body + f"\n_Generated from `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}` by `make seeds`._\n"
+    return seeds_note(results_dir) + body + f"\n_Generated from `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}` by `make seeds`._\n"
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {"seeds": seeds, "benchmarks": benchmarks, "dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses,
