@@ -168,3 +168,12 @@ def test_a_table_measured_with_earlier_code_says_so():
     old = {"inputs": {**now, "code": {**now["code"], "lsr_lib/train/d2s.py": "0"}}, "provenance": {"commit": "abc"}}
     note = measured_with_earlier_code(old, stage, "make data-scale")
     assert note.startswith("**Measured with earlier code** (commit abc; what differs now: lsr_lib/train/d2s.py changed)") and "`make data-scale`" in note
+
+
+def test_the_cpu_instruction_set_is_part_of_what_torch_computes(monkeypatch):
+    env = cf.numeric_environment({"torch"})
+    assert env["torch-cpu"] == cf.torch_cpu_capability() and "torch-cpu" not in cf.numeric_environment({"numba"})
+    monkeypatch.setattr(cf, "torch_cpu_capability", lambda: "AVX512")
+    moved = cf.numeric_environment({"torch"})
+    if env["torch-cpu"] != "AVX512":
+        assert cf.explain_change({"code": {}, "env": env}, {"code": {}, "env": moved}) == [f"torch-cpu {env['torch-cpu']} -> AVX512"]

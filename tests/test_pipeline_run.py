@@ -191,3 +191,18 @@ def test_a_damaged_result_file_in_the_closing_summary_is_named_with_its_rerun(mo
     err = capsys.readouterr().err
     assert err.startswith(f"error: {damaged} is not valid JSON") and err.count("\n") == 1 and "Traceback" not in err
     assert "python -m lsr_lib.run.pipeline --profile smoke --stages 02 --force" in err
+
+
+def test_a_stage_measured_by_an_optional_command_is_not_rerun_only_to_say_it_is_stale(monkeypatch, tmp_path, caplog):
+    ran = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda stage, *a, **k: ran.append(stage))
+    monkeypatch.setattr(pipeline, "stage_status", lambda profile, stage: (False, "made before code fingerprints"))
+    monkeypatch.setattr(pipeline, "summary", lambda profile, out_dir: "summary")
+    argv = ["--profile", "default", "--stages", "07", "--out", str(tmp_path), "--no-progress"]
+    assert pipeline.main(argv) == 0 and ran == ["07_data_scale_study"]  # no executed notebook yet: it runs once, reading the file
+    (tmp_path / "07_data_scale_study.ipynb").write_text("{}")
+    with caplog.at_level(logging.INFO, logger="lsr_lib.run.pipeline"):
+        assert pipeline.main(argv) == 0 and ran == ["07_data_scale_study"]  # then a stale read-only stage is skipped, saying why
+    assert "measured by `make data-scale`, not by this run: skipped" in caplog.text
+    assert pipeline.main([*argv, "--bench"]) == 0 and ran == ["07_data_scale_study"] * 2  # --bench measures it
+    assert pipeline.measured_elsewhere("smoke", "07_data_scale_study", False) is None  # smoke measures stage 07 itself

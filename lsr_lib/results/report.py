@@ -24,12 +24,23 @@ BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /re
 MISSING = "_No results yet: run `make main`._\n"
 
 
+def stage_of(result: str) -> str | None:
+    """The stage (notebook name) that writes ``results/<profile>/<result>.json``, from its number."""
+    return next((nb.stem for nb in sorted((REPO_ROOT / "notebooks").glob(f"{result[:2]}_*.ipynb"))), None)
+
+
 def from_stage(stage: str) -> Callable[[Callable[[dict], str]], Callable[[Path], str]]:
-    """Renderer decorator: load ``results/default/<stage>.json``, or render a placeholder."""
+    """Renderer decorator: load ``results/default/<stage>.json``, or render a placeholder.
+
+    A file of ``make main``'s made by code that has changed since starts with a line saying so (stage 07's
+    renderers say it themselves, naming ``make data-scale``)."""
     def wrap(render_data: Callable[[dict], str]) -> Callable[[Path], str]:
         def render_dir(results_dir: Path) -> str:
             data = _load(results_dir, stage)
-            return MISSING if data is None else render_data(data)
+            if data is None:
+                return MISSING
+            note = "" if stage.startswith("07_") else measured_with_earlier_code(data, stage_of(stage), "make main")
+            return note + render_data(data)
         render_dir.__doc__ = render_data.__doc__
         return render_dir
     return wrap
@@ -327,7 +338,7 @@ def seeds_note(results_dir: Path) -> str:
     """A warning line when the other seeds' result files were measured with code that has changed since."""
     old: dict[str, list[str]] = {}
     for path in sorted(results_dir.glob("seed*/0*.json")):
-        stage = next((nb.stem for nb in sorted((REPO_ROOT / "notebooks").glob(f"{path.name[:2]}_*.ipynb"))), None)
+        stage = stage_of(path.name)
         doc = read_result_json(path)
         if stage and doc and earlier_code(doc, stage):
             old.setdefault(path.parent.name, []).append(path.name)

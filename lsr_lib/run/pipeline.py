@@ -238,6 +238,18 @@ def stage_is_current(profile: str, stage: str) -> bool:
     return stage_status(profile, stage)[0]
 
 
+def measured_elsewhere(profile: str, stage: str, bench: bool) -> Optional[str]:
+    """The command that measures a stage's results when this run only reads them (stage 07 with
+    ``data_scale.run: bench`` and no ``--bench``), else None. Such a stage is not rerun while stale:
+    rerunning it would only print that its file is stale, which ``--explain`` and the README say."""
+    from ..config import load_config
+
+    cfg = load_config(profile)
+    if stage == "07_data_scale_study" and not bench and cfg.data_scale.run == "bench" and cfg.knob_search.run == "bench":
+        return "make data-scale"
+    return None
+
+
 def explain(profile: str, stages: list[str]) -> list[str]:
     """One line per stage, current or stale and why, running nothing (``--explain``, like ``dvc status``).
 
@@ -294,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
             current, why = stage_status(args.profile, stage)
             if current:
                 log.info("[%d/%d] %s: up to date (%s); skipped, --force reruns it", k, len(stages), stage, why)
+                continue
+            if (command := measured_elsewhere(args.profile, stage, args.bench)) and (out_dir / f"{stage}.ipynb").exists():
+                log.info("[%d/%d] %s: stale (%s), but its numbers are measured by `%s`, not by this run: skipped "
+                         "(runs/ has the notebook that read them; --force reads them again)", k, len(stages), stage, why, command)
                 continue
             log.info("[%d/%d] %s (profile %s): rerun, %s", k, len(stages), stage, args.profile, why)
         else:

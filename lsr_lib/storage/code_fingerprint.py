@@ -8,7 +8,8 @@ beside the config and the content ids of their inputs,
   included; the parent packages' ``__init__`` files too, since Python runs them), and, for a
   stage, of its notebook's code cells;
 - ``env``: the versions of the installed packages that compute numbers and that this closure
-  imports (with what they require from the same list), plus the Python version.
+  imports (with what they require from the same list), plus the Python version and, where torch
+  computes, the CPU instruction set its kernels dispatch to (``torch-cpu``: AVX2, AVX512, ...).
 
 Code is normalised before it is hashed: the source is parsed, docstrings are dropped and the
 tree is written back with :func:`ast.unparse`, so comments, docstrings, blank lines and formatting
@@ -248,7 +249,18 @@ def numeric_environment(top_levels: Iterable[str]) -> dict[str, str]:
             env[d] = metadata.version(d)
         except metadata.PackageNotFoundError:
             continue
+    if "torch" in env:
+        env["torch-cpu"] = torch_cpu_capability()
     return env
+
+
+@lru_cache(maxsize=1)
+def torch_cpu_capability() -> str:
+    """The instruction set torch's CPU kernels dispatch to (AVX2, AVX512, ...): it picks the GEMM, so the
+    last bits of a result, and on a CPU without bf16 instructions bf16 autocast falls back to a slow path."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
 
 
 # ---- the fingerprint -------------------------------------------------------------------------------
