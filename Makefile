@@ -1,7 +1,7 @@
 # Two commands for a fresh machine (see README.md):
 #   make main   install into .venv, then run every stage on the embedded default (papermill)
-#   make test   install into .venv, then run the unit tests and the notebooks on `smoke` (nbval), then
-#               check the smoke numbers against results/expected/smoke.yaml
+#   make test   install into .venv, then check format and lint (ruff), run the unit tests and the notebooks
+#               on `smoke` (nbval), then check the smoke numbers against results/expected/smoke.yaml
 #   make bench  the heavy benchmarks kept out of make main (stage 04's 100k / 1M scale benchmark)
 #   make seeds  the default profile's other training seeds (mean +- std, paired tests): results/default/seeds.md
 #   make paper  (GPU, data downloaded first) the paper sweep: MSCOCO / Flickr30k x BLIP / ALBEF,
@@ -87,8 +87,11 @@ data-scale: setup
 	$(PY) -m lsr_lib.run.pipeline --profile default --stages 07 --force --bench
 	$(PY) -m lsr_lib.results.report
 
+# One format and line length first (pyproject.toml [tool.ruff]; format-only changes keep every code fingerprint).
 # The notebooks write results/smoke/; their numbers are then checked against results/expected/smoke.yaml.
 test: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests notebooks --nbval-lax -q
 	$(PY) -m lsr_lib.results.expected --profile smoke --strict
 

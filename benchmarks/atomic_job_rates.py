@@ -9,6 +9,7 @@ emoji) in chunks and insert it into Milvus (milvus-lite), then answer the test q
 per-million-image figures ("Scaling out") are these rates scaled linearly, with the tower rates of
 ``results/benchmarks/01_feature_extraction_cpu.json`` for the extraction step.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,7 +19,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 import torch  # noqa: E402
 
@@ -52,15 +52,37 @@ def main() -> int:
             t_finish = time.perf_counter() - t0
         q = sp.csr_matrix(encode(model, "query", test["queries"], None, cfg.suggest.eval_batch_size).numpy())
         lat = query_latency(index, q, 100, 200)
-        rows.append({"configuration": config, "documents": counts["documents"], "avg_nonzeros_document": counts["avg_nonzeros_document"],
-                     "encode_and_insert_docs_per_s": counts["documents"] / t_encode_insert, "flush_and_index_s": t_finish,
-                     "peak_rss_delta_mb": mem.delta_mb, "avg_nonzeros_query": q.nnz / q.shape[0], **lat})
+        rows.append(
+            {
+                "configuration": config,
+                "documents": counts["documents"],
+                "avg_nonzeros_document": counts["avg_nonzeros_document"],
+                "encode_and_insert_docs_per_s": counts["documents"] / t_encode_insert,
+                "flush_and_index_s": t_finish,
+                "peak_rss_delta_mb": mem.delta_mb,
+                "avg_nonzeros_query": q.nnz / q.shape[0],
+                **lat,
+            }
+        )
         print(rows[-1])
         del index
-    atomic_write_json(ROOT / "results" / "benchmarks" / "atomic_job_rates_cpu.json",
-                      {"benchmark": "AToMiC job steps 3-4 (encode + insert into milvus-lite, top-100 search) on the default's emoji suggestion set",
-                       "rows": rows, "machine": machine(), "commit": git_commit(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       "note": "measured while other jobs ran on the same 2 cores (make bench, the data-scale study niced); rates are lower bounds"})
+    atomic_write_json(
+        ROOT / "results" / "benchmarks" / "atomic_job_rates_cpu.json",
+        {
+            "benchmark": (
+                "AToMiC job steps 3-4 (encode + insert into milvus-lite, top-100 search) on the default's emoji "
+                "suggestion set"
+            ),
+            "rows": rows,
+            "machine": machine(),
+            "commit": git_commit(),
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "note": (
+                "measured while other jobs ran on the same 2 cores (make bench, the data-scale study niced); rates "
+                "are lower bounds"
+            ),
+        },
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ vocabulary layer) in fp32 and with CPU bf16 autocast, with full expansion and wi
 Writes ``results/benchmarks/02_d2s_training_<device>.json`` with the machine described.
 A benchmark, not a test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,11 @@ def main(argv=None) -> int:
             model = build_model(cfg, 256).to(device)
             opt, sched, warm = make_optimizer(model, cfg, args.steps + 1)
             scaler = torch.amp.GradScaler(device.type, enabled=False)
-            mask = (torch.rand(args.batch, model.vocab_size, generator=gen) < 0.0005).float().to(device) if masked else None
+            mask = (
+                (torch.rand(args.batch, model.vocab_size, generator=gen) < 0.0005).float().to(device)
+                if masked
+                else None
+            )
             times = []
             for step in range(args.steps + 1):
                 t0 = time.perf_counter()
@@ -56,14 +61,28 @@ def main(argv=None) -> int:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
             med = statistics.median(times[1:])  # first step is warm-up
-            rows.append({"precision": "bf16 autocast" if cpu_bf16 or device.type == "cuda" else "fp32", "text": "masked" if masked else "full expansion",
-                         "seconds_per_step": round(med, 3), "pairs_per_s": round(args.batch / med, 1)})
+            rows.append(
+                {
+                    "precision": "bf16 autocast" if cpu_bf16 or device.type == "cuda" else "fp32",
+                    "text": "masked" if masked else "full expansion",
+                    "seconds_per_step": round(med, 3),
+                    "pairs_per_s": round(args.batch / med, 1),
+                }
+            )
             print(rows[-1], flush=True)
     out = {
-        "benchmark": "02_d2s_training", "device": str(device), "batch": args.batch, "vocab": 30522, "hidden": 384, "dense_dim": 256,
-        "torch_threads": torch.get_num_threads(), "rows": rows,
+        "benchmark": "02_d2s_training",
+        "device": str(device),
+        "batch": args.batch,
+        "vocab": 30522,
+        "hidden": 384,
+        "dense_dim": 256,
+        "torch_threads": torch.get_num_threads(),
+        "rows": rows,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "machine": machine(), "versions": versions(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "versions": versions(),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     path = REPO_ROOT / "results" / "benchmarks" / f"02_d2s_training_{device.type}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@
 Writes ``results/benchmarks/01_feature_extraction_<device>.json`` with the machine described.
 A benchmark, not a test: numbers depend on the machine and on what else runs on it.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
-"""Seconds per D2S training step with AdamW's for-loop (torch's CPU default), foreach and fused implementations (the default profile's shapes).
+"""Seconds per D2S training step with AdamW's for-loop (torch's CPU default), foreach and fused implementations (the
+default profile's shapes).
 
     python benchmarks/d2s_optimizer.py      # -> results/benchmarks/02_d2s_optimizer_cpu.json
 
@@ -6,6 +7,7 @@ Batch 128 pairs of 256-d embeddings, the MiniLM vocabulary head (V = 30,522, H =
 autocast as ``cpu_bf16``, half the captions masked to their own tokens; median of 8 steps after 2
 warm-up steps, with the profile's thread count.
 """
+
 from __future__ import annotations
 
 import sys
@@ -35,7 +37,9 @@ def seconds_per_step(impl: str, steps: int = 10, batch: int = 128) -> float:
     model = D.build_model(c, 256)
     opt, sched, warm = D.make_optimizer(model, c, 1600)
     if impl != "fused":  # the same groups with the for-loop (torch's CPU default) or foreach implementation
-        opt = torch.optim.AdamW(opt.param_groups, weight_decay=c.weight_decay, eps=c.adam_eps, foreach=impl == "foreach")
+        opt = torch.optim.AdamW(
+            opt.param_groups, weight_decay=c.weight_decay, eps=c.adam_eps, foreach=impl == "foreach"
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     scaler, gate, times = torch.amp.GradScaler("cpu", enabled=False), ExpansionGate(c.gate, 2), []
     for b in range(steps):
@@ -51,8 +55,14 @@ def main() -> int:
     cfg = load_config("default")
     seed_everything(0, cfg.threads or None)
     rows = {name: round(seconds_per_step(name), 4) for name in ("for-loop", "foreach", "fused")}
-    out = {"benchmark": "02_d2s_optimizer", "batch": 128, "seconds_per_step": rows, "speedup_fused_over_for_loop": round(rows["for-loop"] / rows["fused"], 2),
-           "machine": machine(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = {
+        "benchmark": "02_d2s_optimizer",
+        "batch": 128,
+        "seconds_per_step": rows,
+        "speedup_fused_over_for_loop": round(rows["for-loop"] / rows["fused"], 2),
+        "machine": machine(),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     path = atomic_write_json(ROOT / "results" / "benchmarks" / "02_d2s_optimizer_cpu.json", out)
     print(rows, f"fused vs for-loop {out['speedup_fused_over_for_loop']}x ->", path.relative_to(ROOT))
     return 0

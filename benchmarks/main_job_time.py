@@ -8,6 +8,7 @@ papermill stores each cell's start, end and duration in the executed notebook
 each slow cell by its first source line, and writes one JSON with the machine described, so a
 README number about the main job's time can be traced to a measured run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "default")
     ap.add_argument("--label", default="make main")
-    ap.add_argument("--wall-s", type=float, default=None, help="measured wall time of `make main` with the venv already installed (warm)")
-    ap.add_argument("--setup-s", type=float, default=None, help="measured wall time of `make setup` into an empty .venv (cold = setup + warm)")
-    ap.add_argument("--rerun-s", type=float, default=None, help="measured wall time of `make main` run again with nothing changed")
+    ap.add_argument(
+        "--wall-s",
+        type=float,
+        default=None,
+        help="measured wall time of `make main` with the venv already installed (warm)",
+    )
+    ap.add_argument(
+        "--setup-s",
+        type=float,
+        default=None,
+        help="measured wall time of `make setup` into an empty .venv (cold = setup + warm)",
+    )
+    ap.add_argument(
+        "--rerun-s", type=float, default=None, help="measured wall time of `make main` run again with nothing changed"
+    )
     ap.add_argument("--skipped", nargs="*", default=[], help="stages the run skipped as up to date")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "main_job_time.json")
     args = ap.parse_args(argv)
@@ -38,13 +51,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no executed notebooks in {args.runs}; run `make main` first", file=sys.stderr)
         return 2
     total = sum(v["seconds"] for v in stages.values())
-    out = {"benchmark": "main_job_time", "label": args.label, "commit": git_commit(), "machine": machine(), "stages_seconds_total": round(total, 1),
-           "wall_seconds": args.wall_s, "setup_seconds": args.setup_s, "cold_seconds": (args.wall_s + args.setup_s) if args.wall_s and args.setup_s else None,
-           "rerun_nothing_changed_seconds": args.rerun_s, "skipped_up_to_date": args.skipped, "stages": stages}
+    out = {
+        "benchmark": "main_job_time",
+        "label": args.label,
+        "commit": git_commit(),
+        "machine": machine(),
+        "stages_seconds_total": round(total, 1),
+        "wall_seconds": args.wall_s,
+        "setup_seconds": args.setup_s,
+        "cold_seconds": (args.wall_s + args.setup_s) if args.wall_s and args.setup_s else None,
+        "rerun_nothing_changed_seconds": args.rerun_s,
+        "skipped_up_to_date": args.skipped,
+        "stages": stages,
+    }
     atomic_write_json(args.out, out)
     for s, v in stages.items():
-        print(f"{s:<36} {v['seconds']:>8.0f} s   slowest: {v['slowest_cells'][0]['seconds']:.0f} s  {v['slowest_cells'][0]['cell']}")
-    print(f"{'stages together':<36} {total:>8.0f} s" + (f"   (whole command {args.wall_s:.0f} s)" if args.wall_s else ""))
+        print(
+            f"{s:<36} {v['seconds']:>8.0f} s   slowest: {v['slowest_cells'][0]['seconds']:.0f} s  "
+            f"{v['slowest_cells'][0]['cell']}"
+        )
+    print(
+        f"{'stages together':<36} {total:>8.0f} s" + (f"   (whole command {args.wall_s:.0f} s)" if args.wall_s else "")
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -4,6 +4,7 @@ Importing the package does nothing, except in a stage kernel started by ``lsr_li
 (``$LSR_CHECKOUT`` set): there it first checks that this is the checkout the run was launched
 for (:mod:`lsr_lib.config.checkout`, issue 12).
 """
+
 import os as _os
 
 if _os.environ.get("LSR_CHECKOUT"):

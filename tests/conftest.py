@@ -1,4 +1,5 @@
 """Shared test setup: everything runs offline (no model hub, no dataset host)."""
+
 import os
 
 # Set before any test module imports transformers / huggingface_hub, which read these at import.

@@ -1,4 +1,5 @@
 """Helpers shared by tests that build sparse vectors from readable terms."""
+
 import numpy as np
 import scipy.sparse as sp
 

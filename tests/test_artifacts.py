@@ -3,9 +3,9 @@
 The fault table in docs/reliability.md points at these tests (and at the cache, trainer,
 config and pipeline tests it names).
 """
+
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing as mp
 import time
@@ -122,10 +122,25 @@ def _released(root: Path, seed: int) -> None:
 
 def test_changed_upstream_file_recomputes_every_downstream_artifact(tmp_path, monkeypatch):
     _released(tmp_path / "released", seed=0)
-    cfg = load_config("paper", overrides={
-        "data": {"root": str(tmp_path / "data"), "karpathy_json": str(FIX / "karpathy_tiny.json"), "image_root": None},
-        "encoder": {"kind": "feature_files", "checkpoint": None, "features_dir": str(tmp_path / "released")},
-        "d2s": {"vocab_init": "minilm", "hidden_dim": None, "epochs": 2, "batch_size": 4, "eval_batch_size": 8, "mixed_precision": False}})
+    cfg = load_config(
+        "paper",
+        overrides={
+            "data": {
+                "root": str(tmp_path / "data"),
+                "karpathy_json": str(FIX / "karpathy_tiny.json"),
+                "image_root": None,
+            },
+            "encoder": {"kind": "feature_files", "checkpoint": None, "features_dir": str(tmp_path / "released")},
+            "d2s": {
+                "vocab_init": "minilm",
+                "hidden_dim": None,
+                "epochs": 2,
+                "batch_size": 4,
+                "eval_batch_size": 8,
+                "mixed_precision": False,
+            },
+        },
+    )
     monkeypatch.setattr("lsr_lib.config.profiles.REPO_ROOT", tmp_path)  # results/ under tmp_path
     col = load_karpathy(FIX / "karpathy_tiny.json")
     tok = s02.tokenizer_for(cfg)
@@ -136,9 +151,19 @@ def test_changed_upstream_file_recomputes_every_downstream_artifact(tmp_path, mo
         ti, tt = img[c.images["split"].eq("train").to_numpy()], txt[c.captions["split"].eq("train").to_numpy()]
         vi, vt = img[c.images["split"].eq("val").to_numpy()], txt[c.captions["split"].eq("val").to_numpy()]
         for name in cfg.d2s_conditions:
-            s02.train_condition(cfg, name, s02.training_pairs(train, ti, tt, tok), s02.eval_data(val, vi, vt), "cpu", progress=False)
+            s02.train_condition(
+                cfg, name, s02.training_pairs(train, ti, tt, tok), s02.eval_data(val, vi, vt), "cpu", progress=False
+            )
             test = c.split("test")
-            s02.export_vectors(cfg, name, "test", test, img[c.images["split"].eq("test").to_numpy()], txt[c.captions["split"].eq("test").to_numpy()], tok)
+            s02.export_vectors(
+                cfg,
+                name,
+                "test",
+                test,
+                img[c.images["split"].eq("test").to_numpy()],
+                txt[c.captions["split"].eq("test").to_numpy()],
+                tok,
+            )
 
     build_dense_features(cfg, col, "cpu", progress=False)
     stage02()
@@ -150,30 +175,60 @@ def test_changed_upstream_file_recomputes_every_downstream_artifact(tmp_path, mo
         assert not catalog.result_is_current(cfg, stage)  # no result file yet
         write_results(cfg, file, {"x": 1}, catalog.stage_inputs(cfg, stage))
         assert catalog.result_is_current(cfg, stage)  # a rerun with nothing changed skips the stage
-        other = load_config("paper", overrides={"data": {"root": str(tmp_path / "data"), "karpathy_json": str(FIX / "karpathy_tiny.json"), "image_root": None},
-                                                "encoder": {"kind": "feature_files", "checkpoint": None, "features_dir": str(tmp_path / "released")},
-                                                "d2s": {"vocab_init": "minilm", "hidden_dim": None, "epochs": 3, "batch_size": 4, "eval_batch_size": 8, "mixed_precision": False},
-                                                "evaluation": {"ks": [1, 5]}}, params_dir=Path(__file__).resolve().parents[1] / "params")
+        other = load_config(
+            "paper",
+            overrides={
+                "data": {
+                    "root": str(tmp_path / "data"),
+                    "karpathy_json": str(FIX / "karpathy_tiny.json"),
+                    "image_root": None,
+                },
+                "encoder": {"kind": "feature_files", "checkpoint": None, "features_dir": str(tmp_path / "released")},
+                "d2s": {
+                    "vocab_init": "minilm",
+                    "hidden_dim": None,
+                    "epochs": 3,
+                    "batch_size": 4,
+                    "eval_batch_size": 8,
+                    "mixed_precision": False,
+                },
+                "evaluation": {"ks": [1, 5]},
+            },
+            params_dir=Path(__file__).resolve().parents[1] / "params",
+        )
         assert not catalog.result_is_current(other, stage)  # another config section it reads: stale
     assert not catalog.result_is_current(cfg, "05_image_suggestion")  # its inputs (suggestion runs) do not exist
 
     _released(tmp_path / "released", seed=1)  # the source features change
     assert not build_dense_features(cfg, col, "cpu", progress=False)["skipped"]
     assert not catalog.result_is_current(cfg, "03_analyze_sparse_vectors")  # no stale row can reach a table
-    assert not catalog.result_is_current(cfg, "01_cache_dense_features") and not catalog.result_is_current(cfg, "02_train_sparse_heads")
+    assert not catalog.result_is_current(cfg, "01_cache_dense_features") and not catalog.result_is_current(
+        cfg, "02_train_sparse_heads"
+    )
     with pytest.raises(ArtifactError, match="stale"):  # the old vectors no longer match their inputs
         catalog.vectors_artifact(cfg, cfg.d2s_conditions[0], "test").verify(
-            {"run": runs[cfg.d2s_conditions[0]], "dense": catalog.dense_content_id(cfg), "split": "test", **catalog.code_fingerprint(s02.__name__)})
+            {
+                "run": runs[cfg.d2s_conditions[0]],
+                "dense": catalog.dense_content_id(cfg),
+                "split": "test",
+                **catalog.code_fingerprint(s02.__name__),
+            }
+        )
     stage02()
     assert all(catalog.d2s_run_artifact(cfg, n).content_id() != runs[n] for n in cfg.d2s_conditions)  # retrained
     assert catalog.vectors_content_ids(cfg) != vecs  # re-exported
-    assert json.loads(catalog.result_path(cfg, "03_analyses").read_text())["inputs_fingerprint"] != \
-        catalog.digest(catalog.stage_inputs(cfg, "03_analyze_sparse_vectors"))
+    assert json.loads(catalog.result_path(cfg, "03_analyses").read_text())["inputs_fingerprint"] != catalog.digest(
+        catalog.stage_inputs(cfg, "03_analyze_sparse_vectors")
+    )
 
 
 def test_a_corrupt_tower_shard_makes_stage01_stale_named_and_a_plain_rerun_rebuilds_it(tmp_path, monkeypatch):
     monkeypatch.setattr("lsr_lib.config.profiles.REPO_ROOT", tmp_path)  # results/ under tmp_path
-    cfg = load_config("smoke", overrides={"data": {"root": str(tmp_path / "data")}}, params_dir=Path(__file__).resolve().parents[1] / "params")
+    cfg = load_config(
+        "smoke",
+        overrides={"data": {"root": str(tmp_path / "data")}},
+        params_dir=Path(__file__).resolve().parents[1] / "params",
+    )
     ids = [f"i{k}" for k in range(6)]
     rows = lambda b: {"x": np.array([[float(i[1:]), 1.0] for i in b], dtype=np.float32)}  # noqa: E731
     caches = {n: ShardedCache(cfg.shared_cache_dir / n, {"tower": n}, shard_size=2) for n in catalog.TOWER_CACHES}
@@ -188,8 +243,10 @@ def test_a_corrupt_tower_shard_makes_stage01_stale_named_and_a_plain_rerun_rebui
     data[-3] ^= 0xFF  # one flipped byte, same size
     shard.write_bytes(bytes(data))
     current, why = catalog.result_status(cfg, "01_cache_dense_features")
-    assert not current and "shard-00001.safetensors does not match its checksum" in why  # named by a plain rerun's check
+    # named by a plain rerun's check
+    assert not current and "shard-00001.safetensors does not match its checksum" in why
     computed = []
-    caches["tower_images"].fill(ids, lambda b: (computed.extend(b), rows(b))[1], 2, progress=False)  # what stage 01's rerun does
+    # what stage 01's rerun does
+    caches["tower_images"].fill(ids, lambda b: (computed.extend(b), rows(b))[1], 2, progress=False)
     assert computed == ["i2", "i3"]  # that shard alone, to the same bytes
     assert catalog.result_status(cfg, "01_cache_dense_features")[0]

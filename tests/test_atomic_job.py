@@ -1,4 +1,6 @@
-"""The AToMiC full-collection job (issue 17) on the fixture: Ray extraction, streamed encoding into Milvus, evaluation."""
+"""The AToMiC full-collection job (issue 17) on the fixture: Ray extraction, streamed encoding into Milvus,
+evaluation."""
+
 from pathlib import Path
 
 import pytest
@@ -24,12 +26,15 @@ def test_the_job_streams_the_collection_into_milvus_and_scores_as_the_in_memory_
 
     monkeypatch.setattr(Config, "results_dir", property(lambda self: tmp_path / "results"))
     images = pd.read_parquet(FIXTURE / "images.parquet")
-    extra = images.head(3).assign(image_id=lambda d: "unjudged-" + d["image_id"])  # images no qrels file names: the collection beyond the qrels
+    # images no qrels file names: the collection beyond the qrels
+    extra = images.head(3).assign(image_id=lambda d: "unjudged-" + d["image_id"])
     pd.concat([images, extra], ignore_index=True).to_parquet(tmp_path / "images.parquet")
     overrides = {"data": {"root": str(tmp_path)}, "suggest": {"atomic_images": str(tmp_path / "images.parquet")}}
     record = run_job("atomic_fixture", chunk=4, progress=False, overrides=overrides)  # 9 images: three chunks
     assert record["extraction_engine"] == "ray" and record["index"] == "milvus"
-    assert record["steps"]["encode + index M4"]["documents"] == 9 and (tmp_path / "results" / "atomic_job.json").exists()
+    assert (
+        record["steps"]["encode + index M4"]["documents"] == 9 and (tmp_path / "results" / "atomic_job.json").exists()
+    )
     # the same models through the in-memory exact engine over the whole collection give the same run
     cfg = load_config("atomic_fixture", {**overrides, "extraction": {"engine": "local"}})
     data = load_suggestion_set(cfg, all_images=True)
@@ -40,10 +45,19 @@ def test_the_job_streams_the_collection_into_milvus_and_scores_as_the_in_memory_
 
     def states(ids):
         return token_states(tcache, ids)
+
     for config, got in record["results"].items():
         model = load_suggest_model(suggest_dir(cfg) / config)
         q = sp.csr_matrix(encode(model, "query", states([f"q:{i}" for i in test.queries["query_id"]]), None, 8).numpy())
-        d = sp.csr_matrix(encode(model, "doc", states([f"d:{i}" for i in data.docs["doc_id"]]), torch.from_numpy(icache.read(list(data.docs["doc_id"]))[1]["patches"]), 2).numpy())
+        d = sp.csr_matrix(
+            encode(
+                model,
+                "doc",
+                states([f"d:{i}" for i in data.docs["doc_id"]]),
+                torch.from_numpy(icache.read(list(data.docs["doc_id"]))[1]["patches"]),
+                2,
+            ).numpy()
+        )
         want = evaluate_through_index(cfg, everything, q, d, kind="numba")
         for m in ("nDCG@10", "RR@10", "R@10", "R@100"):
             assert got[m] == pytest.approx(want[m], abs=1e-9), (config, m)

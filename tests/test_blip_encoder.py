@@ -3,6 +3,7 @@
 The reference is the model's own ``forward(use_itm_head=False)``, which returns the ITC
 similarity ``normalize(vision_proj(.)) @ normalize(text_proj(.)).T``.
 """
+
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,26 @@ def tiny_blip(seed: int = 0) -> BlipForImageTextRetrieval:
     """A ~50k-parameter BLIP retrieval model: 2-layer ViT on 32x32 images, 2-layer BERT, 16-d ITC."""
     vocab_size = len((FIXTURES / "tiny_bert_vocab" / "vocab.txt").read_text().split())
     config = BlipConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=IMAGE_SIZE, patch_size=8),
-        text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=2,
-                         sep_token_id=3, eos_token_id=3),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=IMAGE_SIZE,
+            patch_size=8,
+        ),
+        text_config=dict(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            bos_token_id=2,
+            sep_token_id=3,
+            eos_token_id=3,
+        ),
         image_text_hidden_size=PROJ_DIM,
     )
     torch.manual_seed(seed)
@@ -72,8 +88,9 @@ def test_matches_the_models_own_itc_scores(parts, encoder, images):
     pixels = image_processor(images=images, return_tensors="pt")["pixel_values"]  # (4, 3, 32, 32)
     assert pixels.shape == (4, 3, IMAGE_SIZE, IMAGE_SIZE)
     with torch.no_grad():
-        ref = model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"], pixel_values=pixels,
-                    use_itm_head=False).itm_score  # (4 images, 3 texts)
+        ref = model(
+            input_ids=tok["input_ids"], attention_mask=tok["attention_mask"], pixel_values=pixels, use_itm_head=False
+        ).itm_score  # (4 images, 3 texts)
     ours = encoder.encode_images(images) @ encoder.encode_texts(TEXTS).T
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
@@ -111,7 +128,9 @@ def test_fingerprint_tracks_weights_and_settings(parts, encoder):
     assert fp["precision"] == "float32" and len(fp["weights"]) == 16
     assert weights_digest(tiny_blip(seed=0)) == fp["weights"]
     assert weights_digest(tiny_blip(seed=1)) != fp["weights"]
-    other = BlipHFEncoder(model=tiny_blip(), image_processor=image_processor, tokenizer=tokenizer, device="cpu", max_length=20)
+    other = BlipHFEncoder(
+        model=tiny_blip(), image_processor=image_processor, tokenizer=tokenizer, device="cpu", max_length=20
+    )
     assert other.fingerprint()["weights"] == fp["weights"] and other.fingerprint() != fp
 
 
@@ -144,7 +163,9 @@ def test_clear_errors(tmp_path, parts):
 def test_cuda_mixed_precision_close_to_cpu(parts, encoder, images):
     model, image_processor, tokenizer = parts
     for dtype in ("float16", "bfloat16"):
-        gpu = BlipHFEncoder(model=tiny_blip(), image_processor=image_processor, tokenizer=tokenizer, device="cuda", amp_dtype=dtype)
+        gpu = BlipHFEncoder(
+            model=tiny_blip(), image_processor=image_processor, tokenizer=tokenizer, device="cuda", amp_dtype=dtype
+        )
         img, txt = gpu.encode_images(images), gpu.encode_texts(TEXTS)
         assert img.device.type == "cpu" and img.dtype == torch.float32
         assert gpu.fingerprint()["precision"] == dtype

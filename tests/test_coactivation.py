@@ -1,4 +1,5 @@
 """Co-activation breakdown (lsr_lib.analysis.coactivation) against brute-force counts on tiny CSR matrices."""
+
 import itertools
 
 import matplotlib
@@ -72,7 +73,9 @@ def test_flops_contributions_and_shares_match_brute_force(qd):
 
 
 def test_high_df_terms_strict_thresholds():
-    x = sp.csr_matrix(np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 0, 0, 0, 0], [1, 0, 0, 0, 0]], float))
+    x = sp.csr_matrix(
+        np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 0, 0, 0, 0], [1, 0, 0, 0, 0]], float)
+    )
     # df shares: 1.0, 0.4, 0.2, 0, 0
     t = co.high_df_terms(x, thresholds=(0.2, 0.5)).set_index("threshold")
     assert t.loc[0.2, "n_terms"] == 2  # 0.2 itself is not "more than 20%"

@@ -3,6 +3,7 @@
 Each test works on a copy of ``lsr_lib`` and ``notebooks`` in a temporary folder (the module's
 ``LIB`` and ``REPO_ROOT`` pointed at it), edits the copy, and compares fingerprints before and after.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,13 @@ def test_comments_docstrings_and_formatting_change_nothing(tree):
     before = (cf.code_fingerprint("lsr_lib.train.d2s"), _stages(tree))
     text = path.read_text()
     head, body = text.split('"""', 2)[1], text.split('"""', 2)[2]
-    path.write_text('"""' + head.upper() + '"""' + body.replace("\n\n\n", "\n\n\n# a comment added by a test\n\n") + "\n\n# trailing comment\n")
+    path.write_text(
+        '"""'
+        + head.upper()
+        + '"""'
+        + body.replace("\n\n\n", "\n\n\n# a comment added by a test\n\n")
+        + "\n\n# trailing comment\n"
+    )
     _edit(path, "def metrics_from_ranks(", "def   metrics_from_ranks(")
     assert path.read_text() != text
     assert (cf.code_fingerprint("lsr_lib.train.d2s"), _stages(tree)) == before
@@ -66,8 +73,11 @@ def test_an_engine_edit_does_not_retrain_d2s_but_a_loss_edit_does(tree):
     s04 = cf.code_fingerprint(notebook=tree / "notebooks/04_retrieve_with_inverted_index.ipynb")
     (tree / "lsr_lib/index/exact.py").write_text((tree / "lsr_lib/index/exact.py").read_text() + "\nENGINE_EDIT = 1\n")
     assert cf.code_fingerprint("lsr_lib.train.d2s") == d2s
-    assert cf.code_fingerprint(notebook=tree / "notebooks/04_retrieve_with_inverted_index.ipynb") != s04  # reached through the engine registry
-    (tree / "lsr_lib/train/d2s_method.py").write_text((tree / "lsr_lib/train/d2s_method.py").read_text() + "\nLOSS_EDIT = 1\n")
+    # reached through the engine registry
+    assert cf.code_fingerprint(notebook=tree / "notebooks/04_retrieve_with_inverted_index.ipynb") != s04
+    (tree / "lsr_lib/train/d2s_method.py").write_text(
+        (tree / "lsr_lib/train/d2s_method.py").read_text() + "\nLOSS_EDIT = 1\n"
+    )
     assert cf.explain_change(d2s, cf.code_fingerprint("lsr_lib.train.d2s")) == ["lsr_lib/train/d2s_method.py changed"]
     assert cf.code_fingerprint("lsr_lib.dense.towers") == towers  # the 15-minute tower features stay
 
@@ -108,13 +118,19 @@ def test_a_package_version_is_part_of_what_computes_with_it(monkeypatch):
     real = metadata.version
     monkeypatch.setattr(cf.metadata, "version", lambda name: "2.14.0" if name == "torch" else real(name))
     moved = cf.numeric_environment({"torch", "numpy"})
-    assert cf.explain_change({"code": {}, "env": d2s}, {"code": {}, "env": moved}) == [f"torch {d2s['torch']} -> 2.14.0"]
+    assert cf.explain_change({"code": {}, "env": d2s}, {"code": {}, "env": moved}) == [
+        f"torch {d2s['torch']} -> 2.14.0"
+    ]
     assert cf.numeric_environment({"numba"}) == engines  # the engines do not compute with torch
 
 
 def test_the_stage_closure_is_computed_from_imports_and_registries():
     fp = cf.code_fingerprint(notebook=REPO / "notebooks/04_retrieve_with_inverted_index.ipynb")
-    assert {"lsr_lib/index/exact.py", "lsr_lib/index/milvus.py", "notebooks/04_retrieve_with_inverted_index.ipynb"} <= set(fp["code"])
+    assert {
+        "lsr_lib/index/exact.py",
+        "lsr_lib/index/milvus.py",
+        "notebooks/04_retrieve_with_inverted_index.ipynb",
+    } <= set(fp["code"])
     assert {"numba", "faiss-cpu", "pyseismic-lsr"} <= set(fp["env"])
     with pytest.raises(ValueError, match="lsr_lib.no_such_module is not a module of lsr_lib"):
         cf.code_fingerprint("lsr_lib.no_such_module")
@@ -130,7 +146,11 @@ def test_explain_names_the_reason_for_every_stage(tree, monkeypatch):
     params = REPO / "params"
     monkeypatch.setattr("lsr_lib.config.profiles.REPO_ROOT", tree)  # results/ under the copy
     monkeypatch.setattr(catalog, "_artifact_ids", lambda cfg, stage, missing_seeds=None: {})  # code and config only
-    monkeypatch.setattr(pipeline, "stage_status", lambda profile, stage: catalog.result_status(load_config(profile, params_dir=params), stage))
+    monkeypatch.setattr(
+        pipeline,
+        "stage_status",
+        lambda profile, stage: catalog.result_status(load_config(profile, params_dir=params), stage),
+    )
     cfg = load_config("smoke", params_dir=params)
     stages = ["02_train_sparse_heads", "03_analyze_sparse_vectors", "04_retrieve_with_inverted_index"]
     for stage in stages:
@@ -142,11 +162,14 @@ def test_explain_names_the_reason_for_every_stage(tree, monkeypatch):
     assert pipeline.explain("smoke", stages) == [
         pipeline.explain("smoke", stages[:1])[0],
         "03: stale: lsr_lib/analysis/coactivation.py changed since results/smoke/03_analyses.json",
-        pipeline.explain("smoke", stages[2:])[0]]
+        pipeline.explain("smoke", stages[2:])[0],
+    ]
     assert pipeline.explain("smoke", stages[2:])[0].startswith("04: current: results/smoke/04_retrieval.json")
 
     path, nb = _notebook(tree, "02_train_sparse_heads")
-    cell = next(c for c in nb["cells"] if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", []))
+    cell = next(
+        c for c in nb["cells"] if c["cell_type"] == "code" and "parameters" not in c["metadata"].get("tags", [])
+    )
     cell["source"] = ["".join(cell["source"]) + "\nx = 1\n"]
     path.write_text(json.dumps(nb))
     lines = pipeline.explain("smoke", stages)
@@ -155,7 +178,10 @@ def test_explain_names_the_reason_for_every_stage(tree, monkeypatch):
 
     real = metadata.version
     monkeypatch.setattr(cf.metadata, "version", lambda name: "9.9.9" if name == "numba" else real(name))
-    assert pipeline.explain("smoke", stages[2:])[0] == f"04: stale: numba {real('numba')} -> 9.9.9 since results/smoke/04_retrieval.json"
+    assert (
+        pipeline.explain("smoke", stages[2:])[0]
+        == f"04: stale: numba {real('numba')} -> 9.9.9 since results/smoke/04_retrieval.json"
+    )
     assert "numba" not in pipeline.explain("smoke", stages[:1])[0]  # stage 02 does not compute with numba
 
 
@@ -167,7 +193,10 @@ def test_a_table_measured_with_earlier_code_says_so():
     assert measured_with_earlier_code({"inputs": now}, stage, "make data-scale") == ""
     old = {"inputs": {**now, "code": {**now["code"], "lsr_lib/train/d2s.py": "0"}}, "provenance": {"commit": "abc"}}
     note = measured_with_earlier_code(old, stage, "make data-scale")
-    assert note.startswith("**Measured with earlier code** (commit abc; what differs now: lsr_lib/train/d2s.py changed)") and "`make data-scale`" in note
+    assert (
+        note.startswith("**Measured with earlier code** (commit abc; what differs now: lsr_lib/train/d2s.py changed)")
+        and "`make data-scale`" in note
+    )
 
 
 def test_the_cpu_instruction_set_is_part_of_what_torch_computes(monkeypatch):
@@ -176,4 +205,6 @@ def test_the_cpu_instruction_set_is_part_of_what_torch_computes(monkeypatch):
     monkeypatch.setattr(cf, "torch_cpu_capability", lambda: "AVX512")
     moved = cf.numeric_environment({"torch"})
     if env["torch-cpu"] != "AVX512":
-        assert cf.explain_change({"code": {}, "env": env}, {"code": {}, "env": moved}) == [f"torch-cpu {env['torch-cpu']} -> AVX512"]
+        assert cf.explain_change({"code": {}, "env": env}, {"code": {}, "env": moved}) == [
+            f"torch-cpu {env['torch-cpu']} -> AVX512"
+        ]

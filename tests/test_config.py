@@ -1,12 +1,23 @@
 """Profiles load into typed frozen dataclasses; unknown keys, wrong types and bad values fail by name."""
+
 import dataclasses
 import typing
 
 import pytest
 import yaml
 
-from lsr_lib.config.profiles import (D2S_CONDITIONS, DENSE_INDEX_KINDS, EVAL_TRANSFORMS, IMAGE_PARTS, PROFILES, REPO_ROOT,
-                                    SPARSE_INDEX_KINDS, Config, ConfigError, load_config)
+from lsr_lib.config.profiles import (
+    D2S_CONDITIONS,
+    DENSE_INDEX_KINDS,
+    EVAL_TRANSFORMS,
+    IMAGE_PARTS,
+    PROFILES,
+    REPO_ROOT,
+    SPARSE_INDEX_KINDS,
+    Config,
+    ConfigError,
+    load_config,
+)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -66,7 +77,10 @@ BAD_VALUES = [  # (overrides, the message's start: full key path and rule)
     ({"index": {"topk": 5}}, "index.topk: must be at least the largest evaluation cutoff"),
     ({"index": {"latency_queries": 0}}, "index.latency_queries: must be > 0"),
     ({"index": {"scale_sizes": [1000, 0]}}, "index.scale_sizes: must be a list of integers > 0"),
-    ({"index": {"pruning": ["none", "d64+k3"]}}, "index.pruning: must be a list of pruning specs (pruning spec 'd64+k3': unknown part 'k3'"),
+    (
+        {"index": {"pruning": ["none", "d64+k3"]}},
+        "index.pruning: must be a list of pruning specs (pruning spec 'd64+k3': unknown part 'k3'",
+    ),
     ({"index": {"pruning": ["d64", "d64"]}}, "index.pruning: must be a list of distinct pruning specs"),
     ({"index": {"seismic_search": [[20, 1.5]]}}, "index.seismic_search: must be [query_cut > 0"),
     ({"index": {"exact_backends": ["numbaa"]}}, "index.exact_backends: must be a list of distinct names"),
@@ -87,10 +101,16 @@ BAD_VALUES = [  # (overrides, the message's start: full key path and rule)
     ({"d2s": {"teacher_tau": float("nan")}}, "d2s.teacher_tau: must be > 0"),
     ({"suggest": {"batch_size": 0}}, "suggest.batch_size: must be > 0"),
     ({"suggest": {"max_text_tokens": 1000}}, "suggest.max_text_tokens: must be in [3, 512]"),
-    ({"suggest": {"source": "atomic", "atomic_texts": "t", "atomic_images": "i"}}, "suggest.atomic_qrels: must be the downloaded"),
+    (
+        {"suggest": {"source": "atomic", "atomic_texts": "t", "atomic_images": "i"}},
+        "suggest.atomic_qrels: must be the downloaded",
+    ),
     ({"seed": -1}, "seed: must be >= 0, got -1"),
     ({"d2s_conditions": ["with_control", "with_control"]}, "d2s_conditions: must be a list of distinct names"),
-    ({"sweep": [{"dataset": "mscoco", "backbone": "blip"}, {"dataset": "mscoco", "backbone": "blip"}]}, "sweep: must be settings with distinct"),
+    (
+        {"sweep": [{"dataset": "mscoco", "backbone": "blip"}, {"dataset": "mscoco", "backbone": "blip"}]},
+        "sweep: must be settings with distinct",
+    ),
 ]
 
 
@@ -132,5 +152,7 @@ def test_name_lists_match_the_registries_they_stand_for():
 
     assert set(EVAL_TRANSFORMS) == set(TRANSFORMS) - {"clean"}
     assert set(IMAGE_PARTS) == set(PARTS)
-    assert set(SPARSE_INDEX_KINDS + DENSE_INDEX_KINDS) == set(INDEX_KINDS) and all(k.startswith("faiss") for k in DENSE_INDEX_KINDS)
+    assert set(SPARSE_INDEX_KINDS + DENSE_INDEX_KINDS) == set(INDEX_KINDS) and all(
+        k.startswith("faiss") for k in DENSE_INDEX_KINDS
+    )
     assert set(D2S_CONDITIONS) == set(CONDITIONS)

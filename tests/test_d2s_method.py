@@ -1,4 +1,5 @@
 """The D2S method (DESIGN.md section 2): loss, regularisers and objective against brute-force references."""
+
 from __future__ import annotations
 
 import math

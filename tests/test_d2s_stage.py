@@ -1,4 +1,5 @@
 """Stage 02 glue: conditions, training pairs, and the sparse evaluation against brute force."""
+
 import dataclasses
 
 import numpy as np
@@ -24,8 +25,19 @@ def test_conditions_differ_only_in_the_schedule():
 
 
 def _col():
-    images = pd.DataFrame([("a", "test", "", "a"), ("b", "test", "", "b"), ("c", "test", "", "c")], columns=["image_id", "split", "path", "group_id"])
-    caps = pd.DataFrame([("1", "a", "test", "red apple"), ("2", "b", "test", "blue car"), ("3", "a", "test", "apple"), ("4", "c", "test", "dog")], columns=["text_id", "image_id", "split", "text"])
+    images = pd.DataFrame(
+        [("a", "test", "", "a"), ("b", "test", "", "b"), ("c", "test", "", "c")],
+        columns=["image_id", "split", "path", "group_id"],
+    )
+    caps = pd.DataFrame(
+        [
+            ("1", "a", "test", "red apple"),
+            ("2", "b", "test", "blue car"),
+            ("3", "a", "test", "apple"),
+            ("4", "c", "test", "dog"),
+        ],
+        columns=["text_id", "image_id", "split", "text"],
+    )
     return ImageCaptionSet("t", images, caps)
 
 
@@ -46,7 +58,12 @@ def test_sparse_evaluation_matches_dense_computation():
     txt = sp.random(4, 50, density=0.2, random_state=2, format="csr", dtype=np.float32)
     cfg = load_config("smoke")
     got = evaluate_sparse(cfg, col, img, txt)
-    ref = evaluate_both_directions(torch.from_numpy(img.toarray()), torch.from_numpy(txt.toarray()), col.captions["image_id"].to_numpy(), col.images["image_id"].to_numpy())
+    ref = evaluate_both_directions(
+        torch.from_numpy(img.toarray()),
+        torch.from_numpy(txt.toarray()),
+        col.captions["image_id"].to_numpy(),
+        col.images["image_id"].to_numpy(),
+    )
     assert got["text_to_image"] == ref["text_to_image"] and got["image_to_text"] == ref["image_to_text"]
     shared = np.mean([[len(set(txt[q].indices) & set(img[d].indices)) for d in range(3)] for q in range(4)])
     assert got["sparsity_text_to_image"]["flops"] == pytest.approx(shared)

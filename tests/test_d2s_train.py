@@ -1,4 +1,5 @@
 """D2S training loop (DESIGN.md section 2) on a tiny synthetic problem: V = 64 terms, H = 16, d = 16."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,24 +50,44 @@ def problem(tmp_path_factory):
     vocab = tmp_path_factory.mktemp("vocab") / "random_vocab.safetensors"
     save_file({"weight": torch.randn(V, H, generator=g), "bias": torch.zeros(V)}, str(vocab))
     train = {"img_emb": tr["img"].repeat_interleave(CAPS, 0), "txt_emb": tr["txt"], "txt_mask_ids": tr["mask_ids"]}
-    val = {"img_emb": va["img"], "txt_emb": va["txt"], "image_ids": va["image_ids"], "text_image_ids": va["text_image_ids"]}
+    val = {
+        "img_emb": va["img"],
+        "txt_emb": va["txt"],
+        "image_ids": va["image_ids"],
+        "text_image_ids": va["text_image_ids"],
+    }
     return {"train": train, "val": val, "vocab": str(vocab)}
 
 
 def _cfg(problem, **kw) -> D2SConfig:
-    base = dict(vocab_init=problem["vocab"], epochs=4, batch_size=32, lr_projection=3e-2, lr_vocab=3e-2, teacher_tau=1e-3)
+    base = dict(
+        vocab_init=problem["vocab"], epochs=4, batch_size=32, lr_projection=3e-2, lr_vocab=3e-2, teacher_tau=1e-3
+    )
     return D2SConfig(**{**base, **kw})
 
 
 def _numbers(result: dict) -> list:
-    return [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in result["history"]] + [result["best_epoch"]]
+    return [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in result["history"]] + [
+        result["best_epoch"]
+    ]
 
 
 def test_bad_config_values_name_the_key():
     bad = {
-        "expansion_schedule": "exponential", "gate": "token", "regularizer": "l2", "amp_dtype": "fp8",
-        "reg_weight_image": -1.0, "reg_weight_text": -1e-3, "epochs": 0, "batch_size": -4, "teacher_tau": 0.0,
-        "warmup_fraction": 1.0, "expansion_p0": 1.5, "expansion_end_fraction": 0.0, "lr_vocab": 0.0, "hidden_dim": 0,
+        "expansion_schedule": "exponential",
+        "gate": "token",
+        "regularizer": "l2",
+        "amp_dtype": "fp8",
+        "reg_weight_image": -1.0,
+        "reg_weight_text": -1e-3,
+        "epochs": 0,
+        "batch_size": -4,
+        "teacher_tau": 0.0,
+        "warmup_fraction": 1.0,
+        "expansion_p0": 1.5,
+        "expansion_end_fraction": 0.0,
+        "lr_vocab": 0.0,
+        "hidden_dim": 0,
     }
     for key, value in bad.items():
         with pytest.raises(ConfigError, match=key):
@@ -85,7 +106,9 @@ def test_hidden_dim_must_match_vocab_init(problem):
 
 
 def test_distillation_improves_val_recall(problem, tmp_path):
-    cfg = _cfg(problem, epochs=20, expansion_schedule="constant", expansion_p0=0.0, reg_weight_image=0.0, reg_weight_text=0.0)
+    cfg = _cfg(
+        problem, epochs=20, expansion_schedule="constant", expansion_p0=0.0, reg_weight_image=0.0, reg_weight_text=0.0
+    )
     before = validate_sparse(build_model(cfg, D), problem["val"], cfg)["text_to_image"]
     result = train_d2s(cfg, problem["train"], problem["val"], tmp_path, progress=False)
     after = result["best_val"]["text_to_image"]
@@ -113,12 +136,18 @@ def test_resume_equals_uninterrupted(problem, tmp_path):
     assert not part["completed"] and len(part["history"]) == 2
     resumed = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "cut", progress=False)
     assert resumed["completed"] and _numbers(resumed) == _numbers(full)
-    wf, wr = load_file(str(tmp_path / "full" / "best.safetensors")), load_file(str(tmp_path / "cut" / "best.safetensors"))
+    wf, wr = (
+        load_file(str(tmp_path / "full" / "best.safetensors")),
+        load_file(str(tmp_path / "cut" / "best.safetensors")),
+    )
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
-    again = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "cut", progress=False)  # finished: nothing to do
+    # finished: nothing to do
+    again = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "cut", progress=False)
     assert _numbers(again) == _numbers(full)
     # another config in the same folder is stale: retrained (the one reuse rule), not reused
-    other = train_d2s(dataclasses.replace(cfg, lr_vocab=1e-4), problem["train"], problem["val"], tmp_path / "cut", progress=False)
+    other = train_d2s(
+        dataclasses.replace(cfg, lr_vocab=1e-4), problem["train"], problem["val"], tmp_path / "cut", progress=False
+    )
     assert other["completed"] and _numbers(other) != _numbers(full)
 
 
@@ -127,7 +156,9 @@ def test_truncated_state_is_ignored_when_finished_and_set_aside_when_not(problem
     full = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "full", progress=False)
     state = tmp_path / "full" / "last_state.pt"
     state.write_bytes(state.read_bytes()[:100])  # truncated after the run finished
-    assert _numbers(train_d2s(cfg, problem["train"], problem["val"], tmp_path / "full", progress=False)) == _numbers(full)
+    assert _numbers(train_d2s(cfg, problem["train"], problem["val"], tmp_path / "full", progress=False)) == _numbers(
+        full
+    )
     train_d2s(cfg, problem["train"], problem["val"], tmp_path / "cut", progress=False, stop_after_epoch=2)
     state = tmp_path / "cut" / "last_state.pt"
     state.write_bytes(state.read_bytes()[:-10])  # truncated mid-run: set aside, training restarts
@@ -155,7 +186,8 @@ def test_two_trainings_of_one_folder_at_once_train_once(problem, tmp_path, monke
     assert not any(isinstance(r, BaseException) for r in out), out
     assert epochs == [1, 2, 3]  # trained once (without the lock both trained, each epoch twice)
     assert _numbers(out[0]) == _numbers(out[1])
-    assert "waiting for another run that is writing D2S run run" in (tmp_path / "notices").read_text()  # in the terminal
+    # in the terminal
+    assert "waiting for another run that is writing D2S run run" in (tmp_path / "notices").read_text()
 
 
 def test_corrupt_best_weights_are_named_and_retrained(problem, tmp_path):
@@ -163,7 +195,9 @@ def test_corrupt_best_weights_are_named_and_retrained(problem, tmp_path):
     full = train_d2s(cfg, problem["train"], problem["val"], tmp_path, progress=False)
     best = tmp_path / "best.safetensors"
     good = {k: v.clone() for k, v in load_file(str(best)).items()}
-    raw = bytearray(best.read_bytes()); raw[-5] ^= 0xFF; best.write_bytes(bytes(raw))
+    raw = bytearray(best.read_bytes())
+    raw[-5] ^= 0xFF
+    best.write_bytes(bytes(raw))
     with pytest.raises(ArtifactError, match="best.safetensors does not match its checksum.*Rerun stage 02"):
         d2s_train.load_best(tmp_path)
     again = train_d2s(cfg, problem["train"], problem["val"], tmp_path, progress=False)
@@ -214,11 +248,18 @@ def test_encode_sparse_save_load_and_best_checkpoint(problem, tmp_path):
     save_sparse(tmp_path / "txt.npz", txt)
     back = load_sparse(tmp_path / "txt.npz")
     assert (back != txt).nnz == 0 and back.dtype == np.float32
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".lock"]  # no temp files left, only the lock
+    # no temp files left, only the lock
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".lock"]
 
 
 def test_checkpoint_selection_skips_the_early_share(problem, tmp_path):
-    res = train_d2s(_cfg(problem, epochs=4, select_from_fraction=0.5), problem["train"], problem["val"], tmp_path / "sel", progress=False)
+    res = train_d2s(
+        _cfg(problem, epochs=4, select_from_fraction=0.5),
+        problem["train"],
+        problem["val"],
+        tmp_path / "sel",
+        progress=False,
+    )
     r1 = {h["epoch"]: h["val_t2i_R@1"] for h in res["history"]}
     assert res["best_epoch"] in (3, 4) and res["best_val"]["text_to_image"]["R@1"] == max(r1[3], r1[4])
 
@@ -233,8 +274,11 @@ def test_validation_in_caption_chunks_equals_the_full_product_and_never_holds_al
     img = d2s_train.encode_dense(model, val["img_emb"], "image")
     txt = d2s_train.encode_dense(model, val["txt_emb"], "text")
     ref = evaluate_both_directions(img, txt, val["text_image_ids"], val["image_ids"])
-    ref.update(nnz_image=float((img > 0).sum(1).float().mean()), nnz_text=float((txt > 0).sum(1).float().mean()),
-               flops=flops_from_df((txt > 0).sum(0).numpy(), (img > 0).sum(0).numpy(), len(txt), len(img)))
+    ref.update(
+        nnz_image=float((img > 0).sum(1).float().mean()),
+        nnz_text=float((txt > 0).sum(1).float().mean()),
+        flops=flops_from_df((txt > 0).sum(0).numpy(), (img > 0).sum(0).numpy(), len(txt), len(img)),
+    )
     rows_seen, real = [], d2s_train.encode_dense
 
     def spy(model, emb, side, *a, **kw):
@@ -246,7 +290,8 @@ def test_validation_in_caption_chunks_equals_the_full_product_and_never_holds_al
     for chunk in (7, 32, 1024):
         got = validate_sparse(model, val, dataclasses.replace(cfg, eval_batch_size=chunk))
         assert got == ref, chunk
-        assert max(n for side, n in rows_seen if side == "text") <= chunk  # captions are encoded and scored chunk by chunk
+        # captions are encoded and scored chunk by chunk
+        assert max(n for side, n in rows_seen if side == "text") <= chunk
         rows_seen.clear()
 
 
@@ -258,7 +303,8 @@ def test_sparse_scoring_gives_the_dense_metrics_and_is_chosen_only_for_large_spa
     dense = validate_sparse(model, problem["val"], cfg, scoring="dense")
     assert validate_sparse(model, problem["val"], cfg, scoring="sparse") == dense
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert scoring_method(654, 378, 30522, 0.002, cpu) == "dense"  # the default's val split: the dense sums its numbers were made with
+    # the default's val split: the dense sums its numbers were made with
+    assert scoring_method(654, 378, 30522, 0.002, cpu) == "dense"
     assert scoring_method(25_010, 5_000, 30522, 0.002, cpu) == "sparse"  # MSCOCO val, vectors of ~60 terms
     assert scoring_method(25_010, 5_000, 30522, 0.3, cpu) == "dense"  # too dense for CSR to pay off
     assert scoring_method(25_010, 5_000, 30522, 0.002, gpu) == "dense"  # a GPU multiplies densely

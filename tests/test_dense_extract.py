@@ -1,5 +1,6 @@
 """Stage 01's paper path end to end on the Karpathy fixture with a small real encoder stand-in:
 extraction through the resumable cache, the dense directory contract, released feature files."""
+
 import dataclasses
 import json
 from pathlib import Path
@@ -11,7 +12,15 @@ import torch
 from lsr_lib.config.profiles import load_config
 from lsr_lib.dense.encoder import DenseEncoder
 from lsr_lib.dense.extract import extract_with_encoder, load_released_features, make_encoder
-from lsr_lib.stages.cache_dense_features import build_dense_features, dense_artifact, dense_baseline, dense_content_id, dense_dir, load_dense_dir, write_dense_dir
+from lsr_lib.stages.cache_dense_features import (
+    build_dense_features,
+    dense_artifact,
+    dense_baseline,
+    dense_content_id,
+    dense_dir,
+    load_dense_dir,
+    write_dense_dir,
+)
 from lsr_lib.storage.manifest import ArtifactError
 from lsr_lib.storage.feature_files import write_embeddings
 from lsr_lib.data.karpathy import ImageLoadError, load_karpathy
@@ -43,8 +52,16 @@ class ColourEncoder(DenseEncoder):
 @pytest.fixture
 def cfg(tmp_path):
     base = load_config("paper")
-    return dataclasses.replace(base, data=dataclasses.replace(base.data, root=str(tmp_path), karpathy_json=str(FIX / "karpathy_tiny.json"), image_root=str(FIX / "karpathy_images")),
-                               extraction=dataclasses.replace(base.extraction, shard_size=2, image_batch_size=1, text_batch_size=2))
+    return dataclasses.replace(
+        base,
+        data=dataclasses.replace(
+            base.data,
+            root=str(tmp_path),
+            karpathy_json=str(FIX / "karpathy_tiny.json"),
+            image_root=str(FIX / "karpathy_images"),
+        ),
+        extraction=dataclasses.replace(base.extraction, shard_size=2, image_batch_size=1, text_batch_size=2),
+    )
 
 
 def test_extract_writes_contract_and_is_reused(cfg, tmp_path):
@@ -56,11 +73,15 @@ def test_extract_writes_contract_and_is_reused(cfg, tmp_path):
     extract_with_encoder(cfg, col, enc, tmp_path / "x", progress=False)
     assert enc.calls == calls  # cached
     files = write_dense_dir(tmp_path / "dense", col, img, txt, FIX / "karpathy_images")
-    dense_artifact(tmp_path / "dense").commit({"encoder": "colour"}, files, {"image_root": str(FIX / "karpathy_images")})
+    dense_artifact(tmp_path / "dense").commit(
+        {"encoder": "colour"}, files, {"image_root": str(FIX / "karpathy_images")}
+    )
     col2, img2, txt2 = load_dense_dir(tmp_path / "dense")
     assert col2.images["image_id"].tolist() == col.images["image_id"].tolist() and np.array_equal(img2, img)
     assert col2.images["path"].tolist() == col.images["path"].tolist()  # later stages can show the images
-    res = dense_baseline(dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, splits=("val",))), tmp_path / "dense")
+    res = dense_baseline(
+        dataclasses.replace(cfg, evaluation=dataclasses.replace(cfg.evaluation, splits=("val",))), tmp_path / "dense"
+    )
     assert set(res["val"]) >= {"text_to_image", "image_to_text", "counts"}
 
 
@@ -88,7 +109,9 @@ def _released(cfg, tmp_path, seed=0):
     src = tmp_path / "released"
     write_embeddings(src / "img_embs.parquet", col.images["image_id"].tolist(), unit(len(col.images)))
     write_embeddings(src / "text_embs.parquet", col.captions["text_id"].tolist(), unit(len(col.captions)))
-    return col, dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, kind="feature_files", checkpoint=None, features_dir=str(src)))
+    return col, dataclasses.replace(
+        cfg, encoder=dataclasses.replace(cfg.encoder, kind="feature_files", checkpoint=None, features_dir=str(src))
+    )
 
 
 def test_nan_in_stage01_parquet_is_named_and_repaired_by_a_rerun(cfg, tmp_path):
@@ -103,7 +126,9 @@ def test_nan_in_stage01_parquet_is_named_and_repaired_by_a_rerun(cfg, tmp_path):
     table = pq.read_table(path)
     emb = np.array(table.column("emb").to_pylist(), dtype=np.float32)
     emb[0, 0] = np.nan  # a damaged file on disk
-    pq.write_table(pa.table({"id": table.column("id"), "emb": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 256)}), path)
+    pq.write_table(
+        pa.table({"id": table.column("id"), "emb": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 256)}), path
+    )
     with pytest.raises(ArtifactError, match="img_embs.parquet .*checksum.*Rerun stage 01"):
         load_dense_dir(dense_dir(c))
     assert not build_dense_features(c, col, "cpu", progress=False)["skipped"]  # the rerun repairs it
@@ -125,7 +150,9 @@ def test_released_feature_files(cfg, tmp_path):
     unit = lambda n: (lambda x: x / np.linalg.norm(x, axis=1, keepdims=True))(rng.normal(size=(n, 256)))
     write_embeddings(tmp_path / "img_embs.parquet", col.images["image_id"].tolist()[::-1], unit(len(col.images)))
     write_embeddings(tmp_path / "text_embs.parquet", col.captions["text_id"].tolist(), unit(len(col.captions)))
-    c = dataclasses.replace(cfg, encoder=dataclasses.replace(cfg.encoder, kind="feature_files", features_dir=str(tmp_path)))
+    c = dataclasses.replace(
+        cfg, encoder=dataclasses.replace(cfg.encoder, kind="feature_files", features_dir=str(tmp_path))
+    )
     img, txt = load_released_features(c, col)
     assert img.shape == (len(col.images), 256)
     with pytest.raises(ValueError, match="needs encoder.checkpoint"):

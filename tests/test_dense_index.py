@@ -1,4 +1,5 @@
 """faiss dense baselines (DESIGN.md section 6) against numpy brute force; HNSW recall; persistence."""
+
 from __future__ import annotations
 
 import numpy as np

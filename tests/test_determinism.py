@@ -3,6 +3,7 @@
 Thread counts are not compared here: D2S weights depend on them on CPU (LayerNorm backward),
 which ``benchmarks/determinism.py`` measures (``results/benchmarks/determinism.json``).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,11 @@ D, V, H, N_IMG, CAPS = 16, 256, 16, 48, 2
 @pytest.fixture(autouse=True)
 def restore_torch_settings():
     """seed_everything changes process-wide settings: put them back for the other test modules."""
-    threads, det, warn_only = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    threads, det, warn_only = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
     cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     yield
@@ -46,12 +51,20 @@ def toy():
     concepts = F.normalize(torch.randn(8, D, generator=g), dim=1)
     pick = torch.randint(0, 8, (N_IMG,), generator=g)  # (N,)
     img = F.normalize(concepts[pick] + 0.3 * torch.randn(N_IMG, D, generator=g), dim=1)  # (N, d)
-    txt = F.normalize(concepts[pick].repeat_interleave(CAPS, 0) + 0.3 * torch.randn(N_IMG * CAPS, D, generator=g), dim=1)  # (N * CAPS, d)
+    txt = F.normalize(
+        concepts[pick].repeat_interleave(CAPS, 0) + 0.3 * torch.randn(N_IMG * CAPS, D, generator=g), dim=1
+    )  # (N * CAPS, d)
     terms = torch.randperm(V, generator=g)[:16].reshape(8, 2)
     views = torch.stack([img, img + 0.1 * torch.randn(N_IMG, D, generator=g)], 1)  # (N, 2, d)
     return {
-        "views": views.numpy(), "text_384": (txt @ torch.randn(D, 384, generator=g)).numpy(), "rows": np.repeat(np.arange(N_IMG), CAPS),
-        "d2s_train": {"img_emb": img.repeat_interleave(CAPS, 0), "txt_emb": txt, "txt_mask_ids": terms[pick].repeat_interleave(CAPS, 0)},
+        "views": views.numpy(),
+        "text_384": (txt @ torch.randn(D, 384, generator=g)).numpy(),
+        "rows": np.repeat(np.arange(N_IMG), CAPS),
+        "d2s_train": {
+            "img_emb": img.repeat_interleave(CAPS, 0),
+            "txt_emb": txt,
+            "txt_mask_ids": terms[pick].repeat_interleave(CAPS, 0),
+        },
         "vocab": {"weight": torch.randn(V, H, generator=g), "bias": torch.zeros(V)},
     }
 
@@ -67,8 +80,18 @@ def _d2s_weights(toy, tmp_path, run: str, seed: int, cpu_bf16: bool) -> dict:
     seed_everything(seed, threads=1)
     vocab = tmp_path / "vocab.safetensors"
     save_file(toy["vocab"], str(vocab))
-    cfg = D2SConfig(vocab_init=str(vocab), epochs=2, batch_size=32, lr_projection=3e-2, lr_vocab=3e-2, gate="example",
-                    cpu_bf16=cpu_bf16, seed=seed, data_seed=seed + 1, gate_seed=seed + 2)
+    cfg = D2SConfig(
+        vocab_init=str(vocab),
+        epochs=2,
+        batch_size=32,
+        lr_projection=3e-2,
+        lr_vocab=3e-2,
+        gate="example",
+        cpu_bf16=cpu_bf16,
+        seed=seed,
+        data_seed=seed + 1,
+        gate_seed=seed + 2,
+    )
     train_d2s(cfg, toy["d2s_train"], None, tmp_path / run, progress=False, resume=False)  # its own folder: never reused
     return load_file(str(tmp_path / run / "best.safetensors"))
 

@@ -1,8 +1,17 @@
 """The embedded OpenMoji collection: real captions, variant groups, a leak-free seeded split."""
+
 import numpy as np
 import pytest
 
-from lsr_lib.data.emoji import build_emoji_collection, captions_for, hex_to_emoji, render_svg, openmoji_svg_dir, split_checksum, variant_group
+from lsr_lib.data.emoji import (
+    build_emoji_collection,
+    captions_for,
+    hex_to_emoji,
+    render_svg,
+    openmoji_svg_dir,
+    split_checksum,
+    variant_group,
+)
 
 
 def test_captions_come_from_real_annotations():
@@ -14,7 +23,11 @@ def test_captions_come_from_real_annotations():
 
 def test_variants_share_a_group():
     assert variant_group("1F44D-1F3FD") == variant_group("1F44D") == "1F44D"
-    assert variant_group("1F468-1F3FB-200D-1F680") == variant_group("1F469-200D-1F680") == variant_group("1F9D1-200D-1F680")
+    assert (
+        variant_group("1F468-1F3FB-200D-1F680")
+        == variant_group("1F469-200D-1F680")
+        == variant_group("1F9D1-200D-1F680")
+    )
     assert variant_group("1F3C3-200D-2640-FE0F") == variant_group("1F3C3")
     assert variant_group("1F602") != variant_group("1F603")
 
@@ -31,7 +44,11 @@ def test_full_collection_counts_and_no_leak(collection):
     groups = collection.images.groupby("group_id")["split"].nunique()
     assert (groups == 1).all()
     # no caption text names two groups
-    owners = collection.captions.merge(collection.images, on="image_id").groupby(collection.captions["text"].str.lower())["group_id"].nunique()
+    owners = (
+        collection.captions.merge(collection.images, on="image_id")
+        .groupby(collection.captions["text"].str.lower())["group_id"]
+        .nunique()
+    )
     assert (owners == 1).all()
 
 

@@ -1,4 +1,5 @@
 """Errors that stop a run name the file and the fix in one line (issue 25): full disks, damaged result files."""
+
 from __future__ import annotations
 
 import errno
@@ -33,8 +34,9 @@ def test_a_full_disk_names_the_file_and_what_to_free(tmp_path):
 
 def test_a_full_disk_inside_safetensors_names_the_weights_file(tmp_path, monkeypatch):
     def no_space(tensors, path, metadata=None):
-        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
-                              'message: "No space left on device" })')
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
 
     monkeypatch.setattr(checkpoint, "save_file", no_space)
     run = checkpoint.TrainingRun(tmp_path / "run", {"k": 1}, "toy run", "stage 99")

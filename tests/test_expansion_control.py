@@ -1,4 +1,5 @@
 """Expansion control (DESIGN.md section 2): caption masks, p schedules, the Bernoulli gate."""
+
 from __future__ import annotations
 
 import pytest
@@ -93,6 +94,7 @@ def test_gate_masks_rows_only_where_z():
 
 def test_gate_stream_is_separate_from_data_order():
     """Switching control on or off must not change which examples the data generator draws."""
+
     def data_order(schedule: str) -> list:
         data_gen, gate = torch.Generator().manual_seed(7), ExpansionGate("batch", seed=3)
         orders = []

@@ -1,4 +1,5 @@
 """Expected-values checker (pyserini style): every outcome reachable, the committed file well formed."""
+
 import json
 import re
 
@@ -6,45 +7,93 @@ import pytest
 import yaml
 
 from lsr_lib.config.profiles import load_config
-from lsr_lib.results.expected import ExpectedFileError, evaluate, expected_path, format_table, judge, load_expected, lookup, main, markdown_table
+from lsr_lib.results.expected import (
+    ExpectedFileError,
+    evaluate,
+    expected_path,
+    format_table,
+    judge,
+    load_expected,
+    lookup,
+    main,
+    markdown_table,
+)
 
 SOURCES = {"paper": "a paper, table 2", "bound": "a published upper bound"}
 
 
 def _expected_file(tmp_path, conditions, **top):
     path = tmp_path / "expected.yaml"
-    path.write_text(yaml.safe_dump({"profile": "x", "default_tolerance": 1.0, "sources": SOURCES, "conditions": conditions, **top}))
+    path.write_text(
+        yaml.safe_dump({"profile": "x", "default_tolerance": 1.0, "sources": SOURCES, "conditions": conditions, **top})
+    )
     return path
 
 
 def _fake_results():
     """A small stage-02-like result dict: the shape lsr_lib writes."""
-    return {"s1/02_d2s.json": {"results": {"test": {"with_control": {"text_to_image": {"R@1": 50.0, "R@5": 70.0, "R@10": 81.5, "MRR@10": 0.6}}},
-                                           "checks": {"FLOPs with / without control": 0.6}}}}
+    return {
+        "s1/02_d2s.json": {
+            "results": {
+                "test": {"with_control": {"text_to_image": {"R@1": 50.0, "R@5": 70.0, "R@10": 81.5, "MRR@10": 0.6}}},
+                "checks": {"FLOPs with / without control": 0.6},
+            }
+        }
+    }
 
 
 CONDITIONS = {
-    "s1/with_control": {"file": "s1/02_d2s.json", "prefix": "results.test.with_control", "source": "paper", "metrics": {
-        "text_to_image.R@1": 50.4,                                         # |d| 0.4 <= 1        -> OK
-        "text_to_image.R@5": 71.5,                                         # 1 < |d| 1.5 <= 2    -> OKish
-        "text_to_image.R@10": 78.0,                                        # |d| 3.5 > 2         -> FAIL
-        "text_to_image.MRR@10": {"expected": "unknown", "tolerance": 0.01},  # -> UNKNOWN
-        "image_to_text.R@1": 40.0,                                         # key absent          -> MISSING
-    }},
-    "s1/bounds": {"file": "s1/02_d2s.json", "prefix": "results", "source": "bound", "compare": "at_most", "tolerance": 0.0, "metrics": {
-        "checks.FLOPs with / without control": 1.0,                        # 0.6 <= 1            -> OK
-        "test.with_control.text_to_image.R@1": {"expected": 45.0, "tolerance": 2.0},   # 50 > 45 + 4 -> FAIL
-        "test.with_control.text_to_image.R@5": {"expected": 75.0, "compare": "at_least", "tolerance": 3.0},  # 70 >= 75 - 6 -> OKish
-    }},
-    "s2/dense": {"file": "s2/01_dense_baseline.json", "prefix": "results", "source": "paper", "metrics": {"a.R@1": 1.0}},  # no file -> MISSING
+    "s1/with_control": {
+        "file": "s1/02_d2s.json",
+        "prefix": "results.test.with_control",
+        "source": "paper",
+        "metrics": {
+            "text_to_image.R@1": 50.4,  # |d| 0.4 <= 1        -> OK
+            "text_to_image.R@5": 71.5,  # 1 < |d| 1.5 <= 2    -> OKish
+            "text_to_image.R@10": 78.0,  # |d| 3.5 > 2         -> FAIL
+            "text_to_image.MRR@10": {"expected": "unknown", "tolerance": 0.01},  # -> UNKNOWN
+            "image_to_text.R@1": 40.0,  # key absent          -> MISSING
+        },
+    },
+    "s1/bounds": {
+        "file": "s1/02_d2s.json",
+        "prefix": "results",
+        "source": "bound",
+        "compare": "at_most",
+        "tolerance": 0.0,
+        "metrics": {
+            "checks.FLOPs with / without control": 1.0,  # 0.6 <= 1            -> OK
+            "test.with_control.text_to_image.R@1": {"expected": 45.0, "tolerance": 2.0},  # 50 > 45 + 4 -> FAIL
+            # 70 >= 75 - 6 -> OKish
+            "test.with_control.text_to_image.R@5": {"expected": 75.0, "compare": "at_least", "tolerance": 3.0},
+        },
+    },
+    "s2/dense": {
+        "file": "s2/01_dense_baseline.json",
+        "prefix": "results",
+        "source": "paper",
+        "metrics": {"a.R@1": 1.0},
+    },  # no file -> MISSING
 }
 
 
 def test_judge_every_outcome_and_boundaries():
     assert judge(10.0, 10.5, 0.5) == "OK" and judge(10.0, 11.0, 0.5) == "OKish" and judge(10.0, 11.01, 0.5) == "FAIL"
-    assert judge(12.0, 10.0, 1.0, "at_most") == "OKish" and judge(9.0, 10.0, 0.0, "at_most") == "OK" and judge(10.1, 10.0, 0.0, "at_most") == "FAIL"
-    assert judge(8.5, 10.0, 1.0, "at_least") == "OKish" and judge(99.0, 10.0, 1.0, "at_least") == "OK" and judge(7.0, 10.0, 1.0, "at_least") == "FAIL"
-    assert judge(None, 10.0, 1.0) == "MISSING" and judge(None, None, 1.0) == "MISSING" and judge(5.0, None, 1.0) == "UNKNOWN"
+    assert (
+        judge(12.0, 10.0, 1.0, "at_most") == "OKish"
+        and judge(9.0, 10.0, 0.0, "at_most") == "OK"
+        and judge(10.1, 10.0, 0.0, "at_most") == "FAIL"
+    )
+    assert (
+        judge(8.5, 10.0, 1.0, "at_least") == "OKish"
+        and judge(99.0, 10.0, 1.0, "at_least") == "OK"
+        and judge(7.0, 10.0, 1.0, "at_least") == "FAIL"
+    )
+    assert (
+        judge(None, 10.0, 1.0) == "MISSING"
+        and judge(None, None, 1.0) == "MISSING"
+        and judge(5.0, None, 1.0) == "UNKNOWN"
+    )
 
 
 def test_lookup_returns_numbers_only():
@@ -71,7 +120,9 @@ def test_evaluate_fake_results_reaches_every_status(tmp_path):
     }
     table = format_table(outcomes)
     assert table.splitlines()[0].split()[:3] == ["condition", "metric", "expected"]
-    assert all(s in table for s in ("OK", "OKish", "FAIL", "UNKNOWN", "MISSING")) and "<= 1" in table and ">= 75" in table
+    assert (
+        all(s in table for s in ("OK", "OKish", "FAIL", "UNKNOWN", "MISSING")) and "<= 1" in table and ">= 75" in table
+    )
     md = markdown_table(outcomes, sources)
     assert md.count("\n| s1/") == 8 and "- `bound`: a published upper bound" in md
 
@@ -88,8 +139,13 @@ def test_main_exit_codes(tmp_path, capsys):
     failing = _expected_file(tmp_path, CONDITIONS)
     assert main(["--expected", str(failing), "--results", str(results), "--markdown", str(tmp_path / "check.md")]) == 1
     assert "FAIL" in capsys.readouterr().out and (tmp_path / "check.md").read_text().startswith("| condition |")
-    passing = {"s1/with_control": {**CONDITIONS["s1/with_control"], "metrics": {"text_to_image.R@1": 50.0, "text_to_image.R@5": 71.5}},
-               "s2/dense": CONDITIONS["s2/dense"]}
+    passing = {
+        "s1/with_control": {
+            **CONDITIONS["s1/with_control"],
+            "metrics": {"text_to_image.R@1": 50.0, "text_to_image.R@5": 71.5},
+        },
+        "s2/dense": CONDITIONS["s2/dense"],
+    }
     sub = tmp_path / "passing"
     sub.mkdir()
     path = _expected_file(sub, passing)
@@ -117,15 +173,21 @@ def test_a_damaged_result_file_is_named_with_the_rerun_that_rewrites_it(tmp_path
     assert re.match(rf"error: {re.escape(str(path))}, line \d+, column \d+: not valid YAML", capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"file": "f.json", "metrics": {"m": 1.0}, "sourse": "paper"}, "unknown key.*sourse"),
-    ({"file": "f.json", "source": "paper", "metrics": {"m": {"expected": 1.0, "tol": 1}}}, "metrics.m: unknown key.*tol"),
-    ({"file": "f.json", "source": "paper", "metrics": {"m": "about 50"}}, "expected must be a number or 'unknown'"),
-    ({"file": "f.json", "source": "paper", "compare": "roughly", "metrics": {"m": 1.0}}, "compare must be one of"),
-    ({"file": "f.json", "source": "blog", "metrics": {"m": 1.0}}, "source 'blog' is not in the sources section"),
-    ({"file": "f.json", "source": "paper", "tolerance": -1, "metrics": {"m": 1.0}}, "tolerance must be >= 0"),
-    ({"metrics": {"m": 1.0}}, "needs 'file' and 'metrics'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"file": "f.json", "metrics": {"m": 1.0}, "sourse": "paper"}, "unknown key.*sourse"),
+        (
+            {"file": "f.json", "source": "paper", "metrics": {"m": {"expected": 1.0, "tol": 1}}},
+            "metrics.m: unknown key.*tol",
+        ),
+        ({"file": "f.json", "source": "paper", "metrics": {"m": "about 50"}}, "expected must be a number or 'unknown'"),
+        ({"file": "f.json", "source": "paper", "compare": "roughly", "metrics": {"m": 1.0}}, "compare must be one of"),
+        ({"file": "f.json", "source": "blog", "metrics": {"m": 1.0}}, "source 'blog' is not in the sources section"),
+        ({"file": "f.json", "source": "paper", "tolerance": -1, "metrics": {"m": 1.0}}, "tolerance must be >= 0"),
+        ({"metrics": {"m": 1.0}}, "needs 'file' and 'metrics'"),
+    ],
+)
 def test_bad_expected_files_are_named(tmp_path, bad, message):
     with pytest.raises(ExpectedFileError, match=message):
         load_expected(_expected_file(tmp_path, {"c": bad}))
@@ -141,11 +203,19 @@ def test_committed_paper_expectations_are_well_formed():
             assert c.expected is None, "the D2S tables could not be read: no number may cite them"
         if c.source.startswith("lavis"):  # ITM-reranked numbers bound an ITC-only run from above
             assert c.compare == "at_most" and "ITM-reranked" in sources[c.source]
-    numbers = {(c.file.split("/")[0], c.metric): c.expected for c in checks if c.expected is not None and c.source.startswith("lavis")}
-    assert numbers[("mscoco_blip", "text_to_image.R@1")] == 64.5 and numbers[("flickr30k_albef", "image_to_text.R@1")] == 95.9
+    numbers = {
+        (c.file.split("/")[0], c.metric): c.expected
+        for c in checks
+        if c.expected is not None and c.source.startswith("lavis")
+    }
+    assert (
+        numbers[("mscoco_blip", "text_to_image.R@1")] == 64.5
+        and numbers[("flickr30k_albef", "image_to_text.R@1")] == 95.9
+    )
 
 
 # ---- expected values of the default and smoke profiles (issue 13) ----------------------------------
+
 
 def _as_results(checks, shift_of=None):
     """{file: nested dict} holding every check's expected value (``shift_of``: check -> added amount)."""
@@ -165,6 +235,7 @@ def test_expected_files_of_the_runnable_profiles(profile):
     assert all(c.expected is not None and c.tolerance > 0 for c in checks)
     # every check reads a number the stages write: the file and path are among the seed aggregate's headline numbers
     from lsr_lib.results.seeds import HEADLINE
+
     known = {(f, p) for _, f, p in HEADLINE}
     assert {(c.file, ".".join(c.path)) for c in checks} <= known
 
@@ -178,7 +249,9 @@ def test_a_perturbed_number_is_caught(profile, tmp_path):
     bad = evaluate(checks, _as_results(checks, lambda c: 2.5 * c.tolerance if c is victim else 0.0))
     assert [o.check for o in bad if o.status == "FAIL"] == [victim]
     near = evaluate(checks, _as_results(checks, lambda c: 1.5 * c.tolerance if c is victim else 0.0))
-    assert [o.check for o in near if o.status != "OK"] == [victim] and [o.status for o in near if o.check is victim] == ["OKish"]
+    assert [o.check for o in near if o.status != "OK"] == [victim] and [
+        o.status for o in near if o.check is victim
+    ] == ["OKish"]
     # through the command line: exit code 1 on FAIL
     folder = tmp_path / "results"
     for file, data in _as_results(checks, lambda c: 2.5 * c.tolerance if c is victim else 0.0).items():

@@ -1,4 +1,6 @@
-"""The explorer's data functions (lsr_lib.stages.explore_sparse_vectors) on hand-made vectors, the real tokenizer and a fake encoder."""
+"""The explorer's data functions (lsr_lib.stages.explore_sparse_vectors) on hand-made vectors, the real tokenizer and a
+fake encoder."""
+
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,19 +11,21 @@ from PIL import Image
 from lsr_lib.stages import explore_sparse_vectors as ex
 from lsr_lib.index.sparse import load_or_build, read_meta
 
-from sparse_helpers import V, vec
+from sparse_helpers import vec
 
 WORDS = ["red", "dog", "cat", "heart", "blue", "car", "happy", "face", "animal", "tree"]
 
 
 def fake_encoder(tok):
     """Each of the text's own tokens at weight 1, plus the expansion term 'animal' at 0.5."""
+
     def encode(texts):
         rows = []
         for t in texts:
             ids = tok(t, add_special_tokens=False)["input_ids"]
             rows.append(vec(tok, {**{tok.convert_ids_to_tokens(i): 1.0 for i in ids}, "animal": 0.5}))
         return sp.vstack(rows).tocsr()
+
     return encode
 
 
@@ -42,9 +46,17 @@ def model(tok, tmp_path_factory):
     captions = ["red dog", "a happy dog", "blue car", "red heart", "cat face", "dog and cat"]
     cap_img = np.array(["i0", "i0", "i1", "i2", "i3", "i3"])
     cap_vecs = fake_encoder(tok)(captions)
-    return ex.ExplorerModel(name="fake", encode_queries=fake_encoder(tok), image_vectors=sp.vstack(images).tocsr(),
-                            image_ids=np.array([f"i{i}" for i in range(len(images))]), image_paths=paths,
-                            caption_vectors=cap_vecs, captions=captions, caption_image_ids=cap_img, tokenizer=tok)
+    return ex.ExplorerModel(
+        name="fake",
+        encode_queries=fake_encoder(tok),
+        image_vectors=sp.vstack(images).tocsr(),
+        image_ids=np.array([f"i{i}" for i in range(len(images))]),
+        image_paths=paths,
+        caption_vectors=cap_vecs,
+        captions=captions,
+        caption_image_ids=cap_img,
+        tokenizer=tok,
+    )
 
 
 def brute_force(q: sp.csr_matrix, docs: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +80,9 @@ def test_query_terms_are_labelled_own_or_expansion(model):
 
 @pytest.mark.parametrize("kind", [None, "scipy"])
 def test_ranking_equals_brute_force(model, tok, kind):
-    m = ex.ExplorerModel(**{**model.__dict__, "index": None if kind is None else ex.make_index(kind).build(model.image_vectors)})
+    m = ex.ExplorerModel(
+        **{**model.__dict__, "index": None if kind is None else ex.make_index(kind).build(model.image_vectors)}
+    )
     q = fake_encoder(tok)(["red dog"])
     rows, scores = brute_force(q, m.image_vectors)
     v = ex.query_view(m, "red dog", k=20)
@@ -102,7 +116,14 @@ def test_a_caption_query_marks_its_own_image(model):
 
 def test_image_view(model, tok):
     img = vec(tok, {"dog": 2.0, "tree": 1.0, "happy": 0.5})  # i0's captions: "red dog", "a happy dog"
-    m = ex.ExplorerModel(**{**model.__dict__, "image_vectors": sp.vstack([img, model.image_vectors[1:]]).tocsr(), "index": None, "caption_index": None})
+    m = ex.ExplorerModel(
+        **{
+            **model.__dict__,
+            "image_vectors": sp.vstack([img, model.image_vectors[1:]]).tocsr(),
+            "index": None,
+            "caption_index": None,
+        }
+    )
     v = ex.image_view(m, 0, k=10)
     assert dict(zip(v["terms"]["term"], v["terms"]["kind"])) == {"dog": "caption", "tree": "other", "happy": "caption"}
     assert v["own_captions"] == ["red dog", "a happy dog"]
@@ -115,13 +136,16 @@ def test_image_view(model, tok):
 
 
 def test_compare_models_side_by_side(model, tok):
-    half = ex.ExplorerModel(**{**model.__dict__, "name": "half", "image_vectors": model.image_vectors * 0.5, "index": None})
+    half = ex.ExplorerModel(
+        **{**model.__dict__, "name": "half", "image_vectors": model.image_vectors * 0.5, "index": None}
+    )
     frame = ex.compare_models([model, half], "red dog", k=4, n_terms=3)
     assert list(frame.columns.get_level_values(0).unique()) == ["fake", "half"]
     assert list(frame.index) == [1, 2, 3, 4]
     assert frame[("fake", "image_id")].tolist() == ex.query_view(model, "red dog", k=4)["images"]["image_id"].tolist()
     assert np.allclose(frame[("half", "score")], frame[("fake", "score")] * 0.5)
-    assert frame[("fake", "term")].iloc[:3].tolist() == ["red", "dog", "animal"]  # tie at 1.0: lower term id first (red 2417 < dog 3899)
+    # tie at 1.0: lower term id first (red 2417 < dog 3899)
+    assert frame[("fake", "term")].iloc[:3].tolist() == ["red", "dog", "animal"]
     assert frame[("fake", "term")].isna().iloc[3]
 
 
@@ -149,6 +173,7 @@ def test_missing_stage_05_says_which_stage_to_run(model, monkeypatch):
 
     def unbuilt(cfg, split="test"):
         raise FileNotFoundError("data/cache/smoke/suggest/m1 is missing")
+
     models, why = ex.suggestion_models(cfg, loader=unbuilt)
     assert models == [] and "m1 is missing" in why and "--stages 05" in why
 
@@ -179,11 +204,16 @@ def test_widget_shows_the_views(model):
     pytest.importorskip("ipywidgets")
     from lsr_lib.stages.explore_widgets import explorer_widget
 
-    other = ex.ExplorerModel(**{**model.__dict__, "name": "other model", "image_vectors": model.image_vectors * 0.5, "index": None})
+    other = ex.ExplorerModel(
+        **{**model.__dict__, "name": "other model", "image_vectors": model.image_vectors * 0.5, "index": None}
+    )
     tabs = explorer_widget([model, other], text="red dog", k=3)
     query_html = tabs.children[0].children[1].value
     top = ex.query_view(model, "red dog", k=3)["images"]
-    assert all(f"#{r}  {s:.2f}" in query_html and f">{i}<" in query_html for r, s, i in zip(top["rank"], top["score"], top["image_id"]))
+    assert all(
+        f"#{r}  {s:.2f}" in query_html and f">{i}<" in query_html
+        for r, s, i in zip(top["rank"], top["score"], top["image_id"])
+    )
     assert "expansion" in query_html and "data:image/png;base64," in query_html
     box = tabs.children[0].children[0]
     box.children[0].value = "blue car"  # typing a new query redraws the view and the compare tab

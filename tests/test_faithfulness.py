@@ -1,4 +1,6 @@
-"""Faithfulness to the dense teacher (lsr_lib.analysis.faithfulness): top-k Kendall tau-b and per-query R@k agreement."""
+"""Faithfulness to the dense teacher (lsr_lib.analysis.faithfulness): top-k Kendall tau-b and per-query R@k
+agreement."""
+
 import math
 
 import numpy as np
@@ -93,4 +95,6 @@ def test_report_both_directions():
         assert (d["agreement"]["agreement"] == 1.0).all()
     noisy = dense + 0.3 * rng.random((6, 4))
     rep = fa.faithfulness_report(noisy, dense, text_image_ids, image_ids, k=3)
-    assert rep["image_to_text"]["tau"]["mean_tau"] == pytest.approx(fa.topk_kendall_tau(noisy.T, dense.T, k=3)["mean_tau"])
+    assert rep["image_to_text"]["tau"]["mean_tau"] == pytest.approx(
+        fa.topk_kendall_tau(noisy.T, dense.T, k=3)["mean_tau"]
+    )

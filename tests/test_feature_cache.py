@@ -1,5 +1,4 @@
 """The sharded cache resumes after an interruption, verifies every shard, sets a foreign cache aside, loses nothing."""
-import json
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ def _compute(calls):
     def f(batch):
         calls.extend(batch)
         return {"x": np.array([[float(b[1:]), 1.0] for b in batch], dtype=np.float32)}
+
     return f
 
 
@@ -71,7 +71,9 @@ def test_corrupt_shard_is_named_on_read_and_recomputed_alone(tmp_path):
     c = ShardedCache(tmp_path / "c", {"enc": "a"}, shard_size=4)
     c.fill(ids, _compute(calls), 3, progress=False)
     shard = tmp_path / "c" / "shard-00001.safetensors"
-    raw = bytearray(shard.read_bytes()); raw[-3] ^= 0x55; shard.write_bytes(bytes(raw))  # bytes flipped in place
+    raw = bytearray(shard.read_bytes())
+    raw[-3] ^= 0x55
+    shard.write_bytes(bytes(raw))  # bytes flipped in place
     with pytest.raises(ArtifactError, match="shard-00001.safetensors does not match its checksum"):
         ShardedCache(tmp_path / "c", {"enc": "a"}, shard_size=4).read()
     calls.clear()

@@ -1,4 +1,5 @@
 """Parquet id+emb files: round trip, the released-features layout, and bad input."""
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq

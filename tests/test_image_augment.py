@@ -1,4 +1,5 @@
 """Style augmentations: deterministic given a generator, RGB output, named eval transforms."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -47,5 +48,6 @@ def test_training_views_do_not_depend_on_the_checkout_folder(tmp_path):
         paths.append(str(tmp_path / folder / "1F600.png"))
     a, b = (np.asarray(render_view(p, "view0", 0, "1F600")) for p in paths)
     assert np.array_equal(a, b)
-    assert not np.array_equal(a, np.asarray(render_view(paths[0], "view0", 0, "1F601")))  # another image id, another view
+    # another image id, another view
+    assert not np.array_equal(a, np.asarray(render_view(paths[0], "view0", 0, "1F601")))
     assert not np.array_equal(a, np.asarray(render_view(paths[0], "view0", 1, "1F600")))  # another view seed

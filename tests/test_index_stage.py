@@ -1,4 +1,5 @@
 """Stage 04 glue: approximate-engine sweeps and the recall-matched comparison."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -52,6 +53,7 @@ def test_search_sweep_rejects_engines_without_a_sweep():
 def _tiny_vectors(rng, n=60, v=300):
     def sparse(rows):
         return sp.csr_matrix((rng.random((rows, v)) * (rng.random((rows, v)) < 0.05)).astype(np.float32))
+
     return {"with_control": {"images": sparse(n), "texts": sparse(n)}}
 
 
@@ -59,7 +61,18 @@ def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, m
     from lsr_lib.stages.retrieve_with_inverted_index import SCALE_RESULT, scale_rows
 
     rng = np.random.default_rng(0)
-    cfg = load_config("smoke", {"index": {"scale_sizes": [200], "scale_backends": ["numba", "faiss_flat"], "scale_pruning": [], "latency_queries": 5, "qps_queries": 10}})
+    cfg = load_config(
+        "smoke",
+        {
+            "index": {
+                "scale_sizes": [200],
+                "scale_backends": ["numba", "faiss_flat"],
+                "scale_pruning": [],
+                "latency_queries": 5,
+                "qps_queries": 10,
+            }
+        },
+    )
     monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
     vectors = _tiny_vectors(rng)
     dense = (rng.standard_normal((60, 16)).astype(np.float32), rng.standard_normal((60, 16)).astype(np.float32))
@@ -69,7 +82,8 @@ def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, m
     # nothing measured yet and not asked to measure: empty, and the message says how to measure it
     assert scale_rows(cfg, None, vectors, dense, inputs, run=False, progress=False) == []
     assert "make bench" in capsys.readouterr().out
-    rows = scale_rows(cfg, None, vectors, dense, inputs, run=None, progress=False)  # smoke: scale_benchmark "stage" measures
+    # smoke: scale_benchmark "stage" measures
+    rows = scale_rows(cfg, None, vectors, dense, inputs, run=None, progress=False)
     assert {r["n_docs"] for r in rows} == {200} and {r["kind"] for r in rows} == {"numba", "faiss_flat"}
     assert (tmp_path / "results" / f"{SCALE_RESULT}.json").exists()
     assert scale_rows(cfg, None, vectors, dense, inputs, run=False, progress=False) == rows  # read back while current
@@ -79,6 +93,7 @@ def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, m
     assert "other inputs" in capsys.readouterr().out
     # a test-split engine or pruning list is not a scale input; a scale setting is
     from dataclasses import replace
+
     other_test_split = replace(cfg, index=replace(cfg.index, exact_backends=("numba",), pruning=("none",)))
     assert scale_rows(other_test_split, None, vectors, dense, inputs, run=False, progress=False) == rows
     other_sizes = replace(cfg, index=replace(cfg.index, scale_sizes=(300,)))
@@ -98,12 +113,33 @@ def test_bmp_and_kannolo_are_swept_and_measured_against_exact():
     rng = np.random.default_rng(1)
     vectors = _tiny_vectors(rng, n=80)
     dense = (rng.standard_normal((80, 16)).astype(np.float32), rng.standard_normal((80, 16)).astype(np.float32))
-    cfg = load_config("smoke", {"index": {"exact_backends": ["numba"], "approx_backends": ["bmp", "kannolo"], "dense_backends": [],
-                                          "bmp_search": [[1.0, 1.0], [0.5, 0.5]], "kannolo_ef_search": [4, 200], "latency_queries": 5, "qps_queries": 20}})
+    cfg = load_config(
+        "smoke",
+        {
+            "index": {
+                "exact_backends": ["numba"],
+                "approx_backends": ["bmp", "kannolo"],
+                "dense_backends": [],
+                "bmp_search": [[1.0, 1.0], [0.5, 0.5]],
+                "kannolo_ef_search": [4, 200],
+                "latency_queries": 5,
+                "qps_queries": 20,
+            }
+        },
+    )
     rows = {r["kind"]: r for r in efficiency_table(cfg, _tiny_col(80), vectors, dense, progress=False)}
-    assert {"numba", "bmp b=32 a=1 beta=1", "bmp b=32 a=0.5 beta=0.5", "kannolo m=32 ef=4", "kannolo m=32 ef=200"} <= set(rows)
+    assert {
+        "numba",
+        "bmp b=32 a=1 beta=1",
+        "bmp b=32 a=0.5 beta=0.5",
+        "kannolo m=32 ef=4",
+        "kannolo m=32 ef=200",
+    } <= set(rows)
     assert rows["bmp b=32 a=1 beta=1"]["recall@10"] >= rows["bmp b=32 a=0.5 beta=0.5"]["recall@10"]
-    assert rows["kannolo m=32 ef=200"]["recall@10"] >= rows["kannolo m=32 ef=4"]["recall@10"] and rows["kannolo m=32 ef=200"]["recall@10"] > 0.8
+    assert (
+        rows["kannolo m=32 ef=200"]["recall@10"] >= rows["kannolo m=32 ef=4"]["recall@10"]
+        and rows["kannolo m=32 ef=200"]["recall@10"] > 0.8
+    )
     assert np.isnan(rows["numba"].get("recall@10", np.nan)) or rows["numba"]["recall@10"] == 1.0
 
 

@@ -1,4 +1,5 @@
 """Karpathy-split loader, writer and image loading on committed fixtures (lsr_lib.data.karpathy)."""
+
 import json
 from pathlib import Path
 
@@ -70,16 +71,22 @@ def test_round_trip_coco_layout(tmp_path):
 def test_round_trip_string_ids_groups_and_flat_folder(tmp_path):
     """The emoji set: non-numeric ids, variant groups, images directly under the root (no filepath)."""
     root = tmp_path / "png"
-    images = pd.DataFrame({
-        "image_id": ["1f44b", "1f44b-1f3fb", "1f600"], "split": ["train", "train", "test"],
-        "path": [str(root / f"{i}.png") for i in ("1f44b", "1f44b-1f3fb", "1f600")],
-        "group_id": ["1f44b", "1f44b", "1f600"],
-    })
-    captions = pd.DataFrame({
-        "text_id": ["1f44b#0", "1f44b-1f3fb#0", "1f600#0", "1f600#1"],
-        "image_id": ["1f44b", "1f44b-1f3fb", "1f600", "1f600"], "split": ["train", "train", "test", "test"],
-        "text": ["waving hand", "waving hand: light skin tone", "grinning face", "face, grin"],
-    })
+    images = pd.DataFrame(
+        {
+            "image_id": ["1f44b", "1f44b-1f3fb", "1f600"],
+            "split": ["train", "train", "test"],
+            "path": [str(root / f"{i}.png") for i in ("1f44b", "1f44b-1f3fb", "1f600")],
+            "group_id": ["1f44b", "1f44b", "1f600"],
+        }
+    )
+    captions = pd.DataFrame(
+        {
+            "text_id": ["1f44b#0", "1f44b-1f3fb#0", "1f600#0", "1f600#1"],
+            "image_id": ["1f44b", "1f44b-1f3fb", "1f600", "1f600"],
+            "split": ["train", "train", "test", "test"],
+            "text": ["waving hand", "waving hand: light skin tone", "grinning face", "face, grin"],
+        }
+    )
     col = ImageCaptionSet("emoji", images, captions)
     out = tmp_path / "emoji.json"
     write_karpathy(col, out, image_root=root)

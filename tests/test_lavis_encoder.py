@@ -5,6 +5,7 @@ Two tiny stand-ins mirror what ``load_model_and_preprocess`` returns: a retrieva
 momentum copies), as ``blip_retrieval`` / ``albef_retrieval`` really are, and a feature-extractor
 style model with ``extract_features``. Processors are plain callables, like LAVIS' ``eval`` ones.
 """
+
 import copy
 import sys
 from pathlib import Path
@@ -143,10 +144,14 @@ def test_retrieval_path_matches_lavis_itc_recipe(tokenizer, images):
     enc = retrieval_encoder(tokenizer)
     m = enc.model
     pixels = torch.stack([eval_image_processor(im) for im in images])
-    tok = tokenizer([blip_pre_caption(t) for t in TEXTS], padding="max_length", truncation=True, max_length=35, return_tensors="pt")
+    tok = tokenizer(
+        [blip_pre_caption(t) for t in TEXTS], padding="max_length", truncation=True, max_length=35, return_tensors="pt"
+    )
     with torch.no_grad():
         ref_img = torch.nn.functional.normalize(m.vision_proj(m.visual_encoder.forward_features(pixels)[:, 0]), dim=-1)
-        ref_txt = torch.nn.functional.normalize(m.text_proj(m.text_encoder.forward_text(tok).last_hidden_state[:, 0]), dim=-1)
+        ref_txt = torch.nn.functional.normalize(
+            m.text_proj(m.text_encoder.forward_text(tok).last_hidden_state[:, 0]), dim=-1
+        )
     torch.testing.assert_close(enc.encode_images(images), ref_img, atol=1e-6, rtol=0)
     torch.testing.assert_close(enc.encode_texts(TEXTS), ref_txt, atol=1e-6, rtol=0)  # "longest" == "max_length"
 
@@ -202,6 +207,9 @@ def test_cuda_device_and_mixed_precision(tokenizer, images):
     gpu = LavisEncoder("blip_retrieval", "coco", device="cuda", loader=Loader(lambda: FakeRetrievalModel(tokenizer)))
     assert all(p.device.type == "cuda" for p in gpu.model.parameters())
     assert gpu.fingerprint()["precision"] == "float16" and gpu.fingerprint()["weights"] == cpu.fingerprint()["weights"]
-    for got, want in ((gpu.encode_images(images), cpu.encode_images(images)), (gpu.encode_texts(TEXTS), cpu.encode_texts(TEXTS))):
+    for got, want in (
+        (gpu.encode_images(images), cpu.encode_images(images)),
+        (gpu.encode_texts(TEXTS), cpu.encode_texts(TEXTS)),
+    ):
         assert got.device.type == "cpu" and got.dtype == torch.float32
         torch.testing.assert_close(got, want, atol=2e-2, rtol=0)

@@ -5,6 +5,7 @@ index, train -> analysis -> results -> artifacts -> stages -> run. A module may 
 package and any lower layer; packages on the same layer do not import each other. Inside
 ``stages``, a module imports only modules of its own stage (``STAGE_OF``): stages share files, not code.
 """
+
 from __future__ import annotations
 
 import ast
@@ -13,8 +14,19 @@ from pathlib import Path
 import pytest
 
 LIB = Path(__file__).resolve().parents[1] / "lsr_lib"
-LAYERS = [("config",), ("storage",), ("data",), ("metrics",), ("dense", "sparse"), ("index", "train"),
-          ("analysis",), ("results",), ("artifacts",), ("stages",), ("run",)]
+LAYERS = [
+    ("config",),
+    ("storage",),
+    ("data",),
+    ("metrics",),
+    ("dense", "sparse"),
+    ("index", "train"),
+    ("analysis",),
+    ("results",),
+    ("artifacts",),
+    ("stages",),
+    ("run",),
+]
 RANK = {pkg: k for k, layer in enumerate(LAYERS) for pkg in layer}
 
 
@@ -35,7 +47,11 @@ def imports_of(path: Path) -> set[str]:
             target = ".".join(base + ([node.module] if node.module else [])) if node.level else (node.module or "")
             if target.startswith("lsr_lib"):
                 out.add(target)
-                out.update(f"{target}.{a.name}" for a in node.names if (LIB.parent / f"{target}.{a.name}".replace(".", "/")).with_suffix(".py").exists())
+                out.update(
+                    f"{target}.{a.name}"
+                    for a in node.names
+                    if (LIB.parent / f"{target}.{a.name}".replace(".", "/")).with_suffix(".py").exists()
+                )
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if a.name.startswith("lsr_lib"))
     return out
@@ -76,7 +92,9 @@ def test_no_import_cycle_between_modules():
             if nxt not in graph:
                 continue
             if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]) if nxt in stack else nxt)
+                raise AssertionError(
+                    "import cycle: " + " -> ".join(stack[stack.index(nxt) :] + [nxt]) if nxt in stack else nxt
+                )
             if nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = 2
@@ -91,31 +109,44 @@ def test_no_import_cycle_between_modules():
 # artifacts.d2s_runs, artifacts.tower_features, ...). A stage may be split over several modules; those
 # may import each other. Every module of lsr_lib/stages is mapped here to its stage (notebook) number.
 STAGE_OF = {
-    "cache_dense_features": "01", "train_sparse_heads": "02", "analyze_sparse_vectors": "03",
-    "retrieve_with_inverted_index": "04", "image_suggestion": "05",
-    "explore_sparse_vectors": "06", "explore_figures": "06", "explore_widgets": "06",  # stage 06: views, figures, widgets
-    "data_scale_study": "07", "knob_search": "07",  # stage 07 has two parts
+    "cache_dense_features": "01",
+    "train_sparse_heads": "02",
+    "analyze_sparse_vectors": "03",
+    "retrieve_with_inverted_index": "04",
+    "image_suggestion": "05",
+    # stage 06: views, figures, widgets
+    "explore_sparse_vectors": "06",
+    "explore_figures": "06",
+    "explore_widgets": "06",
+    "data_scale_study": "07",
+    "knob_search": "07",  # stage 07 has two parts
 }
 STAGES = LIB / "stages"
 
 
 def cross_stage_edges(graph: dict[str, set[str]]) -> list[str]:
     """``a -> b`` for every import of a stage module by a module of another stage."""
+
     def stage(mod: str) -> str | None:
         parts = mod.split(".")
         return STAGE_OF.get(parts[2]) if len(parts) > 2 and parts[:2] == ["lsr_lib", "stages"] else None
 
-    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
-                  if stage(a) and stage(b) and stage(a) != stage(b))
+    return sorted(
+        f"{a} -> {b}" for a, targets in graph.items() for b in targets if stage(a) and stage(b) and stage(a) != stage(b)
+    )
 
 
 def test_every_stage_module_is_mapped_to_its_stage():
     modules = {p.stem for p in STAGES.glob("*.py") if p.name != "__init__.py"}
-    assert modules == set(STAGE_OF), f"unmapped: {sorted(modules - set(STAGE_OF))}, gone: {sorted(set(STAGE_OF) - modules)}"
+    assert modules == set(STAGE_OF), (
+        f"unmapped: {sorted(modules - set(STAGE_OF))}, gone: {sorted(set(STAGE_OF) - modules)}"
+    )
     notebooks = sorted((LIB.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert set(STAGE_OF.values()) == {nb.name[:2] for nb in notebooks}
     for nb in notebooks:  # each notebook's main module is named like it
-        assert STAGE_OF.get(nb.stem[3:]) == nb.name[:2], f"{nb.name}: no module lsr_lib/stages/{nb.stem[3:]}.py of stage {nb.name[:2]}"
+        assert STAGE_OF.get(nb.stem[3:]) == nb.name[:2], (
+            f"{nb.name}: no module lsr_lib/stages/{nb.stem[3:]}.py of stage {nb.name[:2]}"
+        )
 
 
 def test_no_stage_module_imports_another_stage():
@@ -125,6 +156,8 @@ def test_no_stage_module_imports_another_stage():
 
 
 def test_cross_stage_check_catches_an_edge():
-    graph = {"lsr_lib.stages.knob_search": {"lsr_lib.stages.data_scale_study", "lsr_lib.train.d2s"},
-             "lsr_lib.stages.image_suggestion": {"lsr_lib.stages.cache_dense_features"}}
+    graph = {
+        "lsr_lib.stages.knob_search": {"lsr_lib.stages.data_scale_study", "lsr_lib.train.d2s"},
+        "lsr_lib.stages.image_suggestion": {"lsr_lib.stages.cache_dense_features"},
+    }
     assert cross_stage_edges(graph) == ["lsr_lib.stages.image_suggestion -> lsr_lib.stages.cache_dense_features"]

@@ -1,4 +1,6 @@
-"""BMP and kANNolo behind the sparse index interface: exactness / recall against brute force, persistence, edge queries."""
+"""BMP and kANNolo behind the sparse index interface: exactness / recall against brute force, persistence, edge
+queries."""
+
 from __future__ import annotations
 
 import sys
@@ -8,7 +10,14 @@ import pytest
 import scipy.sparse as sp
 from sparse_helpers import random_csr
 
-from lsr_lib.index.sparse import load_index, load_or_build, make_index, recall_at_k, same_topk_up_to_ties, topk_disagreements
+from lsr_lib.index.sparse import (
+    load_index,
+    load_or_build,
+    make_index,
+    recall_at_k,
+    same_topk_up_to_ties,
+    topk_disagreements,
+)
 
 K = 10
 N_DOCS, VOCAB, N_QUERIES = 400, 3000, 20
@@ -48,8 +57,10 @@ def test_bmp_approximate_settings_lose_recall(collection):
     docs, queries, _ = collection
     bmp = make_index("bmp").build(docs)
     _, ref_r = _bmp_reference(bmp, docs, queries)
+
     def recall(**search):
         return recall_at_k(bmp.set_search_params(**search).search(queries, K)[1], ref_r, K)
+
     safe, mild = recall(alpha=1.0, beta=1.0), recall(alpha=0.9, beta=1.0)
     low_alpha, low_beta, both = recall(alpha=0.5, beta=1.0), recall(alpha=1.0, beta=0.5), recall(alpha=0.5, beta=0.5)
     assert safe >= 0.99 and mild <= safe
@@ -64,7 +75,7 @@ def test_bmp_short_and_tied_candidate_lists(collection):
     """Cases where bmp 0.2.8 alone skips its last candidate block or drops results tied with its start threshold."""
     docs, _, _ = collection
     few = docs.tolil()
-    few[:, VOCAB - 2:] = 0
+    few[:, VOCAB - 2 :] = 0
     few[[5, 150, 385], VOCAB - 2] = np.array([[0.3], [0.6], [0.9]], np.float32)  # 3 documents in 3 blocks
     few[:12, VOCAB - 1] = 0.5  # 12 equal impacts: the 10th is BMP's threshold, every document ties with it
     few = few.tocsr()
@@ -103,8 +114,9 @@ def test_kannolo_recall_grows_with_ef_search(collection):
     assert np.allclose(s[valid], exact[valid], rtol=2e-3, atol=1e-3)  # float16 values: close to the float scores
 
 
-@pytest.mark.parametrize("kind, build, search", [("bmp", {"bsize": 16}, {"alpha": 0.8}),
-                                                 ("kannolo", {"m": 8}, {"ef_search": 30})])
+@pytest.mark.parametrize(
+    "kind, build, search", [("bmp", {"bsize": 16}, {"alpha": 0.8}), ("kannolo", {"m": 8}, {"ef_search": 30})]
+)
 def test_persistence_and_reuse(collection, tmp_path, kind, build, search):
     docs, queries, _ = collection
     ids = np.arange(N_DOCS) + 1000
@@ -136,8 +148,9 @@ def test_unseen_terms_and_empty_queries(kind, params):
     docs[:, 7] = 0
     docs[[3, 80, 190], 7] = np.array([[0.2], [0.4], [0.8]], np.float32)  # term 7 in 3 documents
     docs = docs.tocsr()
-    queries = sp.csr_matrix((np.array([1.0, 1.0, 0.5], np.float32), np.array([499, 7, 495]), np.array([0, 1, 1, 3])),
-                            shape=(3, 500))  # unseen term (the last column); empty; term 7 plus an unseen term
+    queries = sp.csr_matrix(
+        (np.array([1.0, 1.0, 0.5], np.float32), np.array([499, 7, 495]), np.array([0, 1, 1, 3])), shape=(3, 500)
+    )  # unseen term (the last column); empty; term 7 plus an unseen term
     s, r = make_index(kind, **params).build(docs).search(queries, K)
     assert (r[:2] == -1).all() and np.isneginf(s[:2]).all()
     assert r[2, :3].tolist() == [190, 80, 3] and (r[2, 3:] == -1).all() and np.isneginf(s[2, 3:]).all()

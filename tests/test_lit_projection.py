@@ -1,4 +1,5 @@
 """LiT projection: the multi-positive InfoNCE against a hand computation, and it learns."""
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,9 @@ def test_contrastive_loss_matches_manual():
     got = contrastive_loss(img_b, txt, same, scale)
     logits = 10.0 * txt @ img_b.T
     t2i = np.mean([-(same[i].float() / same[i].sum() * logits[i].log_softmax(0)).sum().item() for i in range(3)])
-    i2t = np.mean([-(same[:, j].float() / same[:, j].sum() * logits[:, j].log_softmax(0)).sum().item() for j in range(3)])
+    i2t = np.mean(
+        [-(same[:, j].float() / same[:, j].sum() * logits[:, j].log_softmax(0)).sum().item() for j in range(3)]
+    )
     assert got.item() == pytest.approx((t2i + i2t) / 2, rel=1e-5)
 
 

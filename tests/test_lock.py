@@ -1,4 +1,5 @@
 """requirements.lock: complete, hash-checked, the CPU torch; the venv matches it; provenance records it."""
+
 from __future__ import annotations
 
 import re
@@ -6,7 +7,15 @@ import warnings
 
 import pytest
 
-from lsr_lib.results.provenance import LOCK_FILE, LockMismatchWarning, check_lock, lock_pins, lock_sha256, packages, provenance
+from lsr_lib.results.provenance import (
+    LOCK_FILE,
+    LockMismatchWarning,
+    check_lock,
+    lock_pins,
+    lock_sha256,
+    packages,
+    provenance,
+)
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11, the lock's Python
 
@@ -75,7 +84,9 @@ def test_a_local_build_label_satisfies_a_plain_pin():
         warnings.simplefilter("error")
         assert check_lock(lock=f"torch=={public} \\\n") == []
     if "+" in installed_torch:
-        assert check_lock(warn=False, lock=f"torch=={public}+cu999 \\\n") == [f"torch {installed_torch} (lock {public}+cu999)"]
+        assert check_lock(warn=False, lock=f"torch=={public}+cu999 \\\n") == [
+            f"torch {installed_torch} (lock {public}+cu999)"
+        ]
 
 
 def test_provenance_records_the_lock_and_the_full_package_set(tmp_path):

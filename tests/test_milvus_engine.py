@@ -1,4 +1,5 @@
 """Milvus (milvus-lite here) behind the sparse index interface: exact against brute force, persistence, edge queries."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,13 @@ import pytest
 import scipy.sparse as sp
 from sparse_helpers import random_csr
 
-from lsr_lib.index.sparse import load_index, load_or_build, make_index, recall_at_k, same_topk_up_to_ties, topk_disagreements
+from lsr_lib.index.sparse import (
+    load_index,
+    load_or_build,
+    make_index,
+    same_topk_up_to_ties,
+    topk_disagreements,
+)
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
@@ -17,7 +24,8 @@ K, N_DOCS, VOCAB, N_QUERIES = 10, 300, 2000, 15
 @pytest.fixture(scope="module")
 def collection():
     docs = random_csr(N_DOCS, VOCAB, 25, 20)
-    docs = sp.vstack([docs[:290], docs[:10], sp.csr_matrix((1, VOCAB), dtype=np.float32)]).tocsr()  # duplicates (ties) and an empty document
+    # duplicates (ties) and an empty document
+    docs = sp.vstack([docs[:290], docs[:10], sp.csr_matrix((1, VOCAB), dtype=np.float32)]).tocsr()
     queries = random_csr(N_QUERIES, VOCAB, 40, 21)
     return docs, queries, make_index("scipy").build(docs).search(queries, K)
 

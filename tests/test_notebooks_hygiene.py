@@ -1,4 +1,5 @@
 """Notebook hygiene: names, one literal-only parameters cell, no outputs, all registered."""
+
 import ast
 import json
 import re

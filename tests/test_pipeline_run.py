@@ -1,4 +1,5 @@
 """lsr_lib.run.pipeline (issue 12): kernels run this checkout's lsr_lib, and Ctrl-C ends with a resume line."""
+
 from __future__ import annotations
 
 import logging
@@ -20,8 +21,14 @@ from lsr_lib.storage.progress import NOTICES_ENV
 def import_lsr_lib(env_overrides: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     """``import lsr_lib`` in a fresh interpreter (as a kernel would), printing where it came from."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", CHECKOUT_ENV)} | env_overrides
-    return subprocess.run([sys.executable, "-c", "import lsr_lib; print(lsr_lib.__file__)"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", "import lsr_lib; print(lsr_lib.__file__)"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -48,7 +55,13 @@ def test_run_stage_hands_papermill_the_checkout_environment(monkeypatch, tmp_pat
     seen = {}
 
     def fake_execute_notebook(src, dst, parameters, cwd, kernel_name, **kw):
-        seen.update(pythonpath=os.environ["PYTHONPATH"], checkout=os.environ[CHECKOUT_ENV], src=src, cwd=cwd, parameters=parameters)
+        seen.update(
+            pythonpath=os.environ["PYTHONPATH"],
+            checkout=os.environ[CHECKOUT_ENV],
+            src=src,
+            cwd=cwd,
+            parameters=parameters,
+        )
         seen.update(notices=os.environ.get(NOTICES_ENV))
 
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute_notebook)
@@ -57,10 +70,15 @@ def test_run_stage_hands_papermill_the_checkout_environment(monkeypatch, tmp_pat
     pipeline.run_stage("01_cache_dense_features", "smoke", tmp_path, progress=False)
     assert seen["pythonpath"].split(os.pathsep) == [str(REPO_ROOT), "/elsewhere"]
     assert seen["checkout"] == str(REPO_ROOT)
-    assert seen["src"] == str(REPO_ROOT / "notebooks" / "01_cache_dense_features.ipynb") and seen["cwd"] == str(REPO_ROOT / "notebooks")
+    assert seen["src"] == str(REPO_ROOT / "notebooks" / "01_cache_dense_features.ipynb") and seen["cwd"] == str(
+        REPO_ROOT / "notebooks"
+    )
     assert seen["parameters"] == {"profile": "smoke", "progress": False}
-    assert seen["notices"] == str(tmp_path / ".01_cache_dense_features.notices")  # the kernel's notices reach the terminal
-    assert os.environ["PYTHONPATH"] == "/elsewhere" and CHECKOUT_ENV not in os.environ, "the launcher's environment is restored"
+    # the kernel's notices reach the terminal
+    assert seen["notices"] == str(tmp_path / ".01_cache_dense_features.notices")
+    assert os.environ["PYTHONPATH"] == "/elsewhere" and CHECKOUT_ENV not in os.environ, (
+        "the launcher's environment is restored"
+    )
 
 
 def test_kernel_imports_the_checkout_on_pythonpath(second_clone, tmp_path):
@@ -96,7 +114,9 @@ def test_ctrl_c_during_a_stage_says_what_was_kept_and_how_to_resume(monkeypatch,
 
     monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
     with caplog.at_level(logging.INFO, logger="lsr_lib.run.pipeline"):
-        code = pipeline.main(["--profile", "smoke", "--stages", "01", "02", "03", "--out", str(tmp_path), "--no-progress", "--force"])
+        code = pipeline.main(
+            ["--profile", "smoke", "--stages", "01", "02", "03", "--out", str(tmp_path), "--no-progress", "--force"]
+        )
     assert code == 130 and ran == ["01_cache_dense_features", "02_train_sparse_heads"]
     text = caplog.text
     assert "interrupted during stage 02_train_sparse_heads (profile smoke)" in text
@@ -112,12 +132,15 @@ def test_ctrl_c_in_the_kernel_is_an_interrupt_and_other_errors_still_fail(monkey
             self.ename, self.evalue = ename, ""
 
     for ename, expected_code in (("KeyboardInterrupt", 130), ("ValueError", 1)):
+
         def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3", bench=False, ename=ename):
             raise CellError(ename)
 
         monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
         caplog.clear()
-        assert pipeline.main(["--profile", "smoke", "--stages", "03", "--out", str(tmp_path), "--force"]) == expected_code
+        assert (
+            pipeline.main(["--profile", "smoke", "--stages", "03", "--out", str(tmp_path), "--force"]) == expected_code
+        )
         assert ("interrupted during stage 03_analyze_sparse_vectors" in caplog.text) == (expected_code == 130)
 
 
@@ -138,9 +161,18 @@ def test_sigint_quiets_the_shutdown_loggers_then_interrupts():
 
 def test_bench_flag_reaches_the_stage_and_the_resume_command(monkeypatch, tmp_path):
     seen = []
-    monkeypatch.setattr(pipeline, "run_stage", lambda stage, profile, out_dir, progress=True, kernel_name="python3", bench=False: seen.append((stage, bench)))
+    monkeypatch.setattr(
+        pipeline,
+        "run_stage",
+        lambda stage, profile, out_dir, progress=True, kernel_name="python3", bench=False: seen.append((stage, bench)),
+    )
     monkeypatch.setattr(pipeline, "summary", lambda profile, runs_dir: "")
-    assert pipeline.main(["--profile", "smoke", "--stages", "04", "--force", "--bench", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert (
+        pipeline.main(
+            ["--profile", "smoke", "--stages", "04", "--force", "--bench", "--out", str(tmp_path), "--no-progress"]
+        )
+        == 0
+    )
     assert seen == [("04_retrieve_with_inverted_index", True)]
     args = pipeline.argparse.Namespace(profile="smoke", out=None, no_progress=True, bench=True)
     assert pipeline._resume_argv(args, ["04_retrieve_with_inverted_index"])[-1] == "--bench"
@@ -149,7 +181,9 @@ def test_bench_flag_reaches_the_stage_and_the_resume_command(monkeypatch, tmp_pa
 def test_a_stage_that_fails_in_its_notebook_is_one_line_with_the_fix(monkeypatch, tmp_path, caplog):
     class CellError(Exception):
         ename = "ArtifactError"
-        evalue = "D2S run with_control (data/x) is corrupt: best.json is missing.\nRerun stage 02 (notebooks/02_....ipynb)"
+        evalue = (
+            "D2S run with_control (data/x) is corrupt: best.json is missing.\nRerun stage 02 (notebooks/02_....ipynb)"
+        )
 
     def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3", bench=False):
         raise CellError("Traceback (most recent call last):\n  ...")
@@ -199,10 +233,14 @@ def test_a_stage_measured_by_an_optional_command_is_not_rerun_only_to_say_it_is_
     monkeypatch.setattr(pipeline, "stage_status", lambda profile, stage: (False, "made before code fingerprints"))
     monkeypatch.setattr(pipeline, "summary", lambda profile, out_dir: "summary")
     argv = ["--profile", "default", "--stages", "07", "--out", str(tmp_path), "--no-progress"]
-    assert pipeline.main(argv) == 0 and ran == ["07_data_scale_study"]  # no executed notebook yet: it runs once, reading the file
+    assert pipeline.main(argv) == 0 and ran == [
+        "07_data_scale_study"
+    ]  # no executed notebook yet: it runs once, reading the file
     (tmp_path / "07_data_scale_study.ipynb").write_text("{}")
     with caplog.at_level(logging.INFO, logger="lsr_lib.run.pipeline"):
-        assert pipeline.main(argv) == 0 and ran == ["07_data_scale_study"]  # then a stale read-only stage is skipped, saying why
+        assert pipeline.main(argv) == 0 and ran == [
+            "07_data_scale_study"
+        ]  # then a stale read-only stage is skipped, saying why
     assert "measured by `make data-scale`, not by this run: skipped" in caplog.text
     assert pipeline.main([*argv, "--bench"]) == 0 and ran == ["07_data_scale_study"] * 2  # --bench measures it
     assert pipeline.measured_elsewhere("smoke", "07_data_scale_study", False) is None  # smoke measures stage 07 itself

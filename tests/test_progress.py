@@ -1,4 +1,5 @@
 """Progress reaches the terminal: bars write the status file, the pipeline prints new lines while a stage runs."""
+
 import time
 
 import pytest
@@ -70,8 +71,10 @@ def test_notice_prints_and_appends_one_line_to_the_notices_file(tmp_path, monkey
     with pytest.warns(UserWarning, match="set aside"):
         progress.notice("last_state.pt: truncated; it is set aside", warn=True)
     assert "recomputing it" in capsys.readouterr().err
-    assert path.read_text().splitlines() == ["cache shard x.safetensors does not match its checksum; recomputing it",
-                                             "last_state.pt: truncated; it is set aside"]
+    assert path.read_text().splitlines() == [
+        "cache shard x.safetensors does not match its checksum; recomputing it",
+        "last_state.pt: truncated; it is set aside",
+    ]
     monkeypatch.delenv(progress.NOTICES_ENV)
     progress.notice("outside the pipeline: printed only")
     assert len(path.read_text().splitlines()) == 2

@@ -1,4 +1,5 @@
 """Index-side pruning and quantisation (issue 16): the spec grammar, each measure, and its place in stage 04."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,11 +15,23 @@ from sparse_helpers import random_csr
 def test_parse_reads_every_part_and_names_a_bad_one():
     assert parse("d32+q16+df0.1+u8") == Pruning(doc_k=32, query_k=16, df_share=0.1, bits=8)
     assert parse("none") == Pruning() and parse("df1") == Pruning(df_share=1.0)
-    assert parse("u8").bytes_per_posting == 5 and parse("none").bytes_per_posting == 8 and parse("u4").bytes_per_posting == 4.5
-    for bad, says in [("d32+x", "unknown part 'x'"), ("d0", "out of range"), ("df1.5", "unknown part"), ("u0", "out of range"), ("d8+d16", "repeats")]:
+    assert (
+        parse("u8").bytes_per_posting == 5
+        and parse("none").bytes_per_posting == 8
+        and parse("u4").bytes_per_posting == 4.5
+    )
+    for bad, says in [
+        ("d32+x", "unknown part 'x'"),
+        ("d0", "out of range"),
+        ("df1.5", "unknown part"),
+        ("u0", "out of range"),
+        ("d8+d16", "repeats"),
+    ]:
         with pytest.raises(ValueError, match=says):
             parse(bad)
-    with pytest.raises(ConfigError, match=r"index.scale_pruning: must be a list of pruning specs \(pruning spec 'q8\+df2'"):
+    with pytest.raises(
+        ConfigError, match=r"index.scale_pruning: must be a list of pruning specs \(pruning spec 'q8\+df2'"
+    ):
         load_config("smoke", {"index": {"scale_pruning": ["q8+df2"]}})
 
 
@@ -73,16 +86,44 @@ def test_stage_04_rows_carry_effectiveness_pruning_and_recall_against_unpruned_e
     vectors = {"with_control": {"images": images, "texts": texts}}
     rng = np.random.default_rng(5)
     dense = (rng.standard_normal((n, 8)).astype(np.float32), rng.standard_normal((n, 8)).astype(np.float32))
-    cfg = load_config("smoke", {"index": {"exact_backends": ["numba"], "approx_backends": [], "dense_backends": ["faiss_flat"], "latency_queries": 5, "qps_queries": n,
-                                          "pruning": ["none", "d4+q2", "u2"], "scale_pruning": ["d4+q2"], "scale_backends": ["numba", "faiss_flat"]}})
+    cfg = load_config(
+        "smoke",
+        {
+            "index": {
+                "exact_backends": ["numba"],
+                "approx_backends": [],
+                "dense_backends": ["faiss_flat"],
+                "latency_queries": 5,
+                "qps_queries": n,
+                "pruning": ["none", "d4+q2", "u2"],
+                "scale_pruning": ["d4+q2"],
+                "scale_backends": ["numba", "faiss_flat"],
+            }
+        },
+    )
     col = _tiny_col(n)
     test_rows = {(r["condition"], r["kind"]): r for r in efficiency_table(cfg, col, vectors, dense, progress=False)}
     assert test_rows["with_control", "numba"]["T->I R@10"] == 100.0
     assert 0 <= test_rows["dense teacher", "faiss_flat"]["T->I R@10"] < 50  # random dense vectors
     prune = {r["pruning"]: r for r in pruning_sweep(cfg, col, vectors)}
-    assert prune["none"]["recall@10"] == 1.0 and prune["d4+q2"]["recall@10"] < 1.0 and prune["d4+q2"]["FLOPs"] < prune["none"]["FLOPs"]
-    assert prune["u2"]["index_mb"] == pytest.approx(images.nnz * 4.25 / 1e6) and prune["u2"]["postings_per_query"] == prune["none"]["postings_per_query"]
-    scale = efficiency_table(cfg, col, vectors, dense, docs_override={"with_control": images, "dense teacher": dense[0]}, size_label="tiny", progress=False)
+    assert (
+        prune["none"]["recall@10"] == 1.0
+        and prune["d4+q2"]["recall@10"] < 1.0
+        and prune["d4+q2"]["FLOPs"] < prune["none"]["FLOPs"]
+    )
+    assert (
+        prune["u2"]["index_mb"] == pytest.approx(images.nnz * 4.25 / 1e6)
+        and prune["u2"]["postings_per_query"] == prune["none"]["postings_per_query"]
+    )
+    scale = efficiency_table(
+        cfg,
+        col,
+        vectors,
+        dense,
+        docs_override={"with_control": images, "dense teacher": dense[0]},
+        size_label="tiny",
+        progress=False,
+    )
     kinds = {r["kind"]: r for r in scale if r["condition"] == "with_control"}
     assert set(kinds) == {"numba", "numba-pruned d4+q2"}
     assert "recall@10" not in kinds["numba"] and 0 < kinds["numba-pruned d4+q2"]["recall@10"] < 1

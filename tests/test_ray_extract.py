@@ -1,4 +1,6 @@
-"""Stage 01 on Ray Data (extraction.engine: ray): the same features as in process, the same cache, failures named (issue 17)."""
+"""Stage 01 on Ray Data (extraction.engine: ray): the same features as in process, the same cache, failures named (issue
+17)."""
+
 import sys
 
 import numpy as np
@@ -8,7 +10,8 @@ from lsr_lib.config.profiles import Config, load_config
 from lsr_lib.storage.shard_cache import ShardedCache
 
 ray = pytest.importorskip("ray")
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the extractors defined here travel to the workers by value
+# the extractors defined here travel to the workers by value
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +36,16 @@ def test_ray_engine_gives_the_in_process_tower_features(local_ray, tmp_path, mon
 
     from lsr_lib.stages.cache_dense_features import cache_tower_features, load_collection
 
-    base = {"lit": {"train_views": 1, "eval_transforms": ["grayscale"]}, "extraction": {"shard_size": 4, "image_batch_size": 3}}
-    cfg_local, cfg_ray = load_config("smoke", base), load_config("smoke", {**base, "extraction": {**base["extraction"], "engine": "ray", "ray_actors": 1, "ray_threads": 2}})
+    base = {
+        "lit": {"train_views": 1, "eval_transforms": ["grayscale"]},
+        "extraction": {"shard_size": 4, "image_batch_size": 3},
+    }
+    cfg_local, cfg_ray = (
+        load_config("smoke", base),
+        load_config(
+            "smoke", {**base, "extraction": {**base["extraction"], "engine": "ray", "ray_actors": 1, "ray_threads": 2}}
+        ),
+    )
     sub = _slice(load_collection(cfg_local))
     out = {}
     for name, cfg in (("local", cfg_local), ("ray", cfg_ray)):
@@ -45,7 +56,8 @@ def test_ray_engine_gives_the_in_process_tower_features(local_ray, tmp_path, mon
     (ids_l, img_l), (tids_l, txt_l), fp_l = out["local"]
     (ids_r, img_r), (tids_r, txt_r), fp_r = out["ray"]
     assert ids_l == ids_r and tids_l == tids_r and fp_l == fp_r  # same items, same cache identity: interchangeable
-    assert len(ids_l) == 9 + 3 + 3 and sorted(img_l) == sorted(img_r) == ["avg", "logits", "max"]  # 9 clean images, 1 view of each train image, grayscale of each test image
+    # 9 clean images, 1 view of each train image, grayscale of each test image
+    assert len(ids_l) == 9 + 3 + 3 and sorted(img_l) == sorted(img_r) == ["avg", "logits", "max"]
     for name in img_l:  # one actor with this process's 2 torch threads: the same floating-point sums
         print(name, "max abs difference", float(np.abs(img_r[name] - img_l[name]).max()))
         np.testing.assert_array_equal(img_r[name], img_l[name])
@@ -57,6 +69,7 @@ def _failing_compute():
         if "x5" in batch:
             raise ValueError("cannot decode image 'x5'")
         return {"f": np.ones((len(batch), 2), np.float32) * np.array([int(i[1:]) for i in batch], np.float32)[:, None]}
+
     return compute
 
 
@@ -68,7 +81,9 @@ def test_a_failing_item_is_named_and_finished_shards_are_kept(local_ray, tmp_pat
     with pytest.raises(Exception, match="cannot decode image 'x5'"):
         cache.fill(ids, None, 2, "test", False, RayEngine(actors=1), _failing_compute)
     assert not cache.complete
-    fixed = lambda: (lambda b: {"f": np.ones((len(b), 2), np.float32) * np.array([int(i[1:]) for i in b], np.float32)[:, None]})  # noqa: E731
+    fixed = lambda: (
+        lambda b: {"f": np.ones((len(b), 2), np.float32) * np.array([int(i[1:]) for i in b], np.float32)[:, None]}
+    )
     cache.fill(ids, None, 2, "test", False, RayEngine(actors=1), fixed)
     got_ids, got = cache.read()
     assert got_ids == ids and got["f"][:, 0].tolist() == list(range(8))

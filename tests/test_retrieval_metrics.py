@@ -1,4 +1,5 @@
 """R@k / MRR@10 with the pessimistic tie rule, against hand counts and ir_measures."""
+
 import ir_measures
 import numpy as np
 import pytest

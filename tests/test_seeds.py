@@ -1,4 +1,5 @@
 """Training seeds: the seed variants of a profile, the runner's commands and the aggregate (issue 13)."""
+
 import json
 
 import numpy as np
@@ -14,15 +15,36 @@ from lsr_lib.run.seeds import SEED_STAGES, seed_commands
 def test_a_seed_variant_moves_every_training_seed_and_nothing_else():
     base, var = load_config("default"), load_config("default/seed2")
     shift = SEED_OFFSET * 2
-    assert (var.seed, var.lit.seed, var.d2s.seed, var.d2s.data_seed, var.d2s.gate_seed, var.suggest.seed, var.suggest.data_seed) == (
-        2, base.lit.seed + shift, base.d2s.seed + shift, base.d2s.data_seed + shift, base.d2s.gate_seed + shift, base.suggest.seed + shift, base.suggest.data_seed + shift)
-    assert var.lit.view_seed == base.lit.view_seed and var.data == base.data and var.index == base.index  # the data stay
+    assert (
+        var.seed,
+        var.lit.seed,
+        var.d2s.seed,
+        var.d2s.data_seed,
+        var.d2s.gate_seed,
+        var.suggest.seed,
+        var.suggest.data_seed,
+    ) == (
+        2,
+        base.lit.seed + shift,
+        base.d2s.seed + shift,
+        base.d2s.data_seed + shift,
+        base.d2s.gate_seed + shift,
+        base.suggest.seed + shift,
+        base.suggest.data_seed + shift,
+    )
+    # the data stay
+    assert var.lit.view_seed == base.lit.view_seed and var.data == base.data and var.index == base.index
     assert var.results_dir == base.results_dir / "seed2" and var.cache_dir == base.cache_dir / "seed2"
     assert var.shared_cache_dir == base.cache_dir == base.shared_cache_dir and var.base_profile == "default"
-    assert split_seed_variant("paper/mscoco_blip/seed1") == ("paper/mscoco_blip", 1) and split_seed_variant("paper/mscoco_blip") == ("paper/mscoco_blip", None)
+    assert split_seed_variant("paper/mscoco_blip/seed1") == ("paper/mscoco_blip", 1) and split_seed_variant(
+        "paper/mscoco_blip"
+    ) == ("paper/mscoco_blip", None)
 
 
-@pytest.mark.parametrize("name, message", [("default/seed7", "not one of the profile's extra seeds"), ("default/seed0", "is the profile itself")])
+@pytest.mark.parametrize(
+    "name, message",
+    [("default/seed7", "not one of the profile's extra seeds"), ("default/seed0", "is the profile itself")],
+)
 def test_unknown_seed_variants_are_named(name, message):
     with pytest.raises(ConfigError, match=message):
         load_config(name)
@@ -47,18 +69,41 @@ def _per_query(rng, shift: float, n_t: int = 60, n_i: int = 30) -> pd.DataFrame:
     """A fake per-query table: with control scores ``shift`` higher on R@1 and lower on FLOPs."""
     rows = []
     for cond, s in (("with_control", shift), ("without_control", 0.0)):
-        t = pd.DataFrame({"R@1": (rng.random(n_t) < 0.3 + s).astype(float), "RR@10": rng.random(n_t), "tau": rng.normal(0.3 + s, 0.1, n_t), "flops": rng.normal(10 - 20 * s, 1, n_t)})
-        i = pd.DataFrame({"R@1": (rng.random(n_i) < 0.3 + s).astype(float), "RR@10": rng.random(n_i), "tau": rng.normal(0.3, 0.1, n_i), "caption_precision": rng.random(n_i)})
-        rows += [t.assign(condition=cond, direction="text_to_image", query=np.arange(n_t)), i.assign(condition=cond, direction="image_to_text", query=np.arange(n_i))]
+        t = pd.DataFrame(
+            {
+                "R@1": (rng.random(n_t) < 0.3 + s).astype(float),
+                "RR@10": rng.random(n_t),
+                "tau": rng.normal(0.3 + s, 0.1, n_t),
+                "flops": rng.normal(10 - 20 * s, 1, n_t),
+            }
+        )
+        i = pd.DataFrame(
+            {
+                "R@1": (rng.random(n_i) < 0.3 + s).astype(float),
+                "RR@10": rng.random(n_i),
+                "tau": rng.normal(0.3, 0.1, n_i),
+                "caption_precision": rng.random(n_i),
+            }
+        )
+        rows += [
+            t.assign(condition=cond, direction="text_to_image", query=np.arange(n_t)),
+            i.assign(condition=cond, direction="image_to_text", query=np.arange(n_i)),
+        ]
     return pd.concat(rows, ignore_index=True)
 
 
 def test_control_effect_pairs_queries_and_drops_undefined_ones():
     rng = np.random.default_rng(0)
     table = _per_query(rng, 0.2)
-    table.loc[(table["condition"] == "with_control") & (table["direction"] == "text_to_image") & (table["query"] < 5), "tau"] = np.nan
+    table.loc[
+        (table["condition"] == "with_control") & (table["direction"] == "text_to_image") & (table["query"] < 5), "tau"
+    ] = np.nan
     pairs = paired_values(table)
-    assert set(pairs) == set(EFFECT_METRICS) and len(pairs["Kendall tau (T->I)"][0]) == 55 and len(pairs["FLOPs (T->I)"][0]) == 60
+    assert (
+        set(pairs) == set(EFFECT_METRICS)
+        and len(pairs["Kendall tau (T->I)"][0]) == 55
+        and len(pairs["FLOPs (T->I)"][0]) == 60
+    )
     effect = control_effect(table)
     assert effect["FLOPs (T->I)"]["significant"] and effect["FLOPs (T->I)"]["mean_diff"] < 0
     assert effect["Kendall tau (T->I)"]["significant"] and not effect["caption precision@k (images)"]["significant"]
@@ -68,8 +113,12 @@ def test_control_effect_pairs_queries_and_drops_undefined_ones():
 
 def _fake_results(folder, value: float, shift: float, seed: int):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "01_dense_baseline.json").write_text(json.dumps({"results": {"baseline": {"test": {"text_to_image": {"R@1": value}}}}}))
-    (folder / "02_d2s.json").write_text(json.dumps({"results": {"test": {"with_control": {"sparsity_text_to_image": {"flops": 5.0 + value / 10}}}}}))
+    (folder / "01_dense_baseline.json").write_text(
+        json.dumps({"results": {"baseline": {"test": {"text_to_image": {"R@1": value}}}}})
+    )
+    (folder / "02_d2s.json").write_text(
+        json.dumps({"results": {"test": {"with_control": {"sparsity_text_to_image": {"flops": 5.0 + value / 10}}}}})
+    )
     write_per_query(_per_query(np.random.default_rng(seed), shift), folder)
 
 
@@ -87,6 +136,7 @@ def test_aggregate_mean_std_and_expected_tolerances(tmp_path, monkeypatch):
     text = agg.markdown(summary)
     assert "22.00 ± 2.00" in text and "not significant" in text
     import yaml
+
     exp = yaml.safe_load(agg.expected_yaml(summary, cfg))
     entry = exp["conditions"]["01_dense_baseline"]["metrics"]["baseline.test.text_to_image.R@1"]
     assert entry["expected"] == 20.0 and entry["tolerance"] == pytest.approx(4.0)  # seed 0's value, 2 x std

@@ -1,4 +1,5 @@
 """Semantic deviation measures (lsr_lib.analysis.semantic_deviation) on hand-made vectors with the real tokenizer."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,8 +14,18 @@ from sparse_helpers import V, vec
 def test_term_categories_and_stop_words(tok):
     cat = sd.term_categories(tok)
     assert cat.shape == (V,)
-    want = {"[CLS]": "special", "[unused5]": "special", "##s": "subword", ".": "punctuation", "$": "punctuation",
-            "the": "stopword", "of": "stopword", "dog": "content", "fire": "content", "3": "content"}
+    want = {
+        "[CLS]": "special",
+        "[unused5]": "special",
+        "##s": "subword",
+        ".": "punctuation",
+        "$": "punctuation",
+        "the": "stopword",
+        "of": "stopword",
+        "dog": "content",
+        "fire": "content",
+        "3": "content",
+    }
     for t, c in want.items():
         assert sd.CATEGORIES[cat[tok.convert_tokens_to_ids(t)]] == c, t
     assert all(w == w.lower() and " " not in w for w in sd.STOP_WORDS)
@@ -22,7 +33,9 @@ def test_term_categories_and_stop_words(tok):
 
 def test_expansion_shares_on_hand_made_vector(tok):
     caption = "a small dog barking"  # own ids: a, small, dog, barking
-    x = sp.vstack([vec(tok, {"dog": 2.0, "puppy": 1.0, "a": 0.5, "cat": 0.5}), sp.csr_matrix((1, V), dtype=np.float32)]).tocsr()
+    x = sp.vstack(
+        [vec(tok, {"dog": 2.0, "puppy": 1.0, "a": 0.5, "cat": 0.5}), sp.csr_matrix((1, V), dtype=np.float32)]
+    ).tocsr()
     out = sd.text_deviation(x, [caption, "a cat"], tok, k=3)
     r = out.iloc[0]
     assert r["n_terms"] == 4
@@ -38,7 +51,8 @@ def test_expansion_shares_on_hand_made_vector(tok):
 
 def test_unrelated_share_threshold_with_fake_embedder(tok):
     caption = "a small dog barking"
-    table = {caption: [1.0, 0.0, 0.0], "puppy": [3.0, 4.0, 0.0], "cat": [1.0, 0.0, 7.0], "s": [0.0, 0.0, 1.0]}  # cosines 0.6, ~0.141, 0
+    # cosines 0.6, ~0.141, 0
+    table = {caption: [1.0, 0.0, 0.0], "puppy": [3.0, 4.0, 0.0], "cat": [1.0, 0.0, 7.0], "s": [0.0, 0.0, 1.0]}
     calls = []
 
     def fake(texts):
@@ -59,8 +73,14 @@ def test_unrelated_share_threshold_with_fake_embedder(tok):
 
 def collection() -> ImageCaptionSet:
     images = pd.DataFrame({"image_id": ["i1", "i2", "i3"], "split": "test", "path": "", "group_id": ["i1", "i2", "i3"]})
-    captions = pd.DataFrame({"text_id": ["c1", "c2", "c3", "c4"], "image_id": ["i1", "i1", "i2", "i3"], "split": "test",
-                             "text": ["red apple on the table.", "a shiny fruit", "the flag of zanzibar", "dog"]})
+    captions = pd.DataFrame(
+        {
+            "text_id": ["c1", "c2", "c3", "c4"],
+            "image_id": ["i1", "i1", "i2", "i3"],
+            "split": "test",
+            "text": ["red apple on the table.", "a shiny fruit", "the flag of zanzibar", "dog"],
+        }
+    )
     return ImageCaptionSet("tiny", images, captions)
 
 
@@ -77,7 +97,8 @@ def test_image_precision_and_weight_shares(tok):
     x = sp.vstack([vec(tok, w1), vec(tok, w2), sp.csr_matrix((1, V), dtype=np.float32)]).tocsr()
     k3 = sd.image_deviation(x, collection(), tok, k=3)
     assert k3.loc[0, "caption_precision_at_k"] == pytest.approx(2 / 3)  # apple, fruit | banana
-    assert sd.image_deviation(x, collection(), tok, k=4).loc[0, "caption_precision_at_k"] == pytest.approx(3 / 4)  # + red
+    # + red
+    assert sd.image_deviation(x, collection(), tok, k=4).loc[0, "caption_precision_at_k"] == pytest.approx(3 / 4)
     assert k3.loc[1, "n_topk_content"] == 2 and k3.loc[1, "caption_precision_at_k"] == 1.0
     total = sum(w1.values())
     for name, w in (("stopword", 2.5), ("punctuation", 2.4), ("subword", 2.3), ("special", 1.8), ("content", 7.9)):
@@ -96,11 +117,15 @@ def test_top_terms_and_example_table(tok):
     t = sd.top_terms(a, tok, k=2)
     assert list(t["term"]) == ["dog", "puppy"] and list(t["weight"]) == pytest.approx([2.0, 1.0])
     own = sd.own_token_ids(["a small dog barking"], tok)
-    table = sd.example_table({"with_control": a, "without_control": b}, [0], tok, k=3, reference_ids=own, item_names=["a small dog barking"])
+    table = sd.example_table(
+        {"with_control": a, "without_control": b}, [0], tok, k=3, reference_ids=own, item_names=["a small dog barking"]
+    )
     assert list(table.columns.get_level_values(0).unique()) == ["with_control", "without_control"]
     assert table.shape == (3, 6)
     assert list(table[("with_control", "kind")]) == ["own", "expansion", "expansion"]
-    assert list(table[("without_control", "term")])[:2] == ["dog", "small"] and pd.isna(table[("without_control", "term")].iloc[2])
+    assert list(table[("without_control", "term")])[:2] == ["dog", "small"] and pd.isna(
+        table[("without_control", "term")].iloc[2]
+    )
 
 
 def test_real_minilm_similarity_and_threshold(tok):
@@ -109,5 +134,7 @@ def test_real_minilm_similarity_and_threshold(tok):
     assert np.linalg.norm(v, axis=1) == pytest.approx(np.ones(4), abs=1e-5)
     cos = v[1:] @ v[0]
     assert cos[0] > cos[1] and cos[0] > cos[2]
-    out = sd.text_deviation(vec(tok, {"dog": 3.0, "puppy": 2.0, "banana": 1.0}), ["a small dog barking"], tok, k=3, embedder=emb).iloc[0]
+    out = sd.text_deviation(
+        vec(tok, {"dog": 3.0, "puppy": 2.0, "banana": 1.0}), ["a small dog barking"], tok, k=3, embedder=emb
+    ).iloc[0]
     assert out["n_topk_expansion"] == 2 and out["n_unrelated"] == 1  # banana, not puppy

@@ -1,4 +1,5 @@
 """Paired significance tests (lsr_lib.metrics.significance): numbers checked by hand and against scipy."""
+
 from __future__ import annotations
 
 import itertools
@@ -34,6 +35,7 @@ def _shifted(seed: int, shift: float, n: int = 200, noise: float = 0.05) -> tupl
 
 
 # --- paired_test, method "t" -------------------------------------------------------------------
+
 
 def test_t_matches_hand_computation_and_scipy():
     r = paired_test(A5, B5, method="t")
@@ -82,6 +84,7 @@ def test_identical_arrays_give_p_one(method):
 
 # --- paired_test, method "randomization" -------------------------------------------------------
 
+
 def test_randomization_exact_on_small_example():
     """n = 5: 2**5 sign flips <= n_resamples, so scipy enumerates them; count them by hand."""
     d = A5 - B5
@@ -121,6 +124,7 @@ def test_randomization_reproducible_with_seed():
 
 # --- paired_test, input checks -----------------------------------------------------------------
 
+
 def test_nan_and_inf_raise_with_count():
     a = np.array([0.1, np.nan, 0.3, np.inf, np.nan])
     with pytest.raises(ValueError, match=r"\b3 non-finite"):
@@ -139,6 +143,7 @@ def test_length_mismatch_and_too_few_queries_raise():
 
 
 # --- holm --------------------------------------------------------------------------------------
+
 
 def test_holm_hand_worked_example():
     # sorted: 0.01 * 3 = 0.03; 0.03 * 2 = 0.06; 0.04 * 1 = 0.04 -> monotone max 0.06
@@ -164,6 +169,7 @@ def test_holm_rejects_out_of_range():
 
 # --- across_seeds / mean_std -------------------------------------------------------------------
 
+
 def test_across_seeds_hand_example():
     r = across_seeds([0.5, 0.6, 0.7], [0.4, 0.45, 0.65])  # d = [0.1, 0.15, 0.05]
     assert r["n_seeds"] == 3
@@ -183,12 +189,18 @@ def test_across_seeds_one_seed_and_equal():
 
 def test_mean_std():
     r = mean_std(np.array([1.0, 2.0, 4.0]))
-    assert r == {"mean": pytest.approx(7 / 3), "std": pytest.approx(math.sqrt(7 / 3)), "n": 3, "values": [1.0, 2.0, 4.0]}
+    assert r == {
+        "mean": pytest.approx(7 / 3),
+        "std": pytest.approx(math.sqrt(7 / 3)),
+        "n": 3,
+        "values": [1.0, 2.0, 4.0],
+    }
     assert all(type(v) is float for v in r["values"])
     assert mean_std([3.0])["std"] is None
 
 
 # --- compare_conditions ------------------------------------------------------------------------
+
 
 def _conditions(shifts: dict[int, float]) -> dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]:
     return {s: {"R@1": _shifted(100 + s, sh), "MRR@10": _shifted(200 + s, sh / 2)} for s, sh in shifts.items()}
@@ -222,7 +234,9 @@ def test_compare_one_seed_not_significant():
     out = compare_conditions(per_seed)
     assert out["verdict"]["R@1"]["seeds_significant"] == 2
     assert out["verdict"]["R@1"]["verdict"] == "not significant" and out["verdict"]["R@1"]["direction"] == "A higher"
-    assert out["per_seed"]["2"]["R@1"]["mean_diff"] == pytest.approx(0.01) and out["per_seed"]["2"]["R@1"]["p_value"] > 0.5
+    assert (
+        out["per_seed"]["2"]["R@1"]["mean_diff"] == pytest.approx(0.01) and out["per_seed"]["2"]["R@1"]["p_value"] > 0.5
+    )
     assert out["per_seed"]["2"]["MRR@10"]["p_value"] == 1.0
 
 

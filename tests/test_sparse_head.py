@@ -1,4 +1,5 @@
 """D2S head (DESIGN.md section 2): architecture, vocabulary-layer init, and the text-branch pin."""
+
 from __future__ import annotations
 
 import torch
@@ -11,7 +12,12 @@ D, H, V = 12, 8, 40
 
 def _parts(seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
-    return {"weight": torch.randn(V, H, generator=g), "bias": torch.randn(V, generator=g), "norm_weight": None, "norm_bias": None}
+    return {
+        "weight": torch.randn(V, H, generator=g),
+        "bias": torch.randn(V, generator=g),
+        "norm_weight": None,
+        "norm_bias": None,
+    }
 
 
 def _model(shared: bool) -> D2SModel:
@@ -22,7 +28,9 @@ def test_head_is_linear_layernorm_vocab_log1p_relu():
     head = SparseHead(D, H, V)
     head.reset_parameters(torch.Generator().manual_seed(0))
     e = torch.randn(5, D, generator=torch.Generator().manual_seed(2))
-    ref = torch.log1p(torch.relu(head.vocab(torch.nn.functional.layer_norm(head.proj(e), (H,), head.norm.weight, head.norm.bias))))
+    ref = torch.log1p(
+        torch.relu(head.vocab(torch.nn.functional.layer_norm(head.proj(e), (H,), head.norm.weight, head.norm.bias)))
+    )
     out = head(e)
     assert out.shape == (5, V)
     assert torch.allclose(out, ref)
@@ -95,7 +103,9 @@ def test_vocab_init_from_tiny_distilbert_mlm(tmp_path):
     mlm.save_pretrained(tmp_path / "mlm")
     w, b = vocab_layer_init(str(tmp_path / "mlm"))
     assert w.shape == (60, 16) and b.shape == (60,)
-    assert torch.allclose(w, mlm.vocab_projector.weight) and torch.allclose(w, mlm.distilbert.embeddings.word_embeddings.weight)
+    assert torch.allclose(w, mlm.vocab_projector.weight) and torch.allclose(
+        w, mlm.distilbert.embeddings.word_embeddings.weight
+    )
     assert torch.allclose(b, mlm.vocab_projector.bias)
     parts = mlm_head_init(str(tmp_path / "mlm"))
     assert torch.allclose(parts["norm_weight"], mlm.vocab_layer_norm.weight)
@@ -123,13 +133,16 @@ def _tiny_distilbert_mlm(folder):
 
 
 def test_d2s_build_model_takes_the_distilbert_mlm_head(tmp_path):
-    """The paper's vocab_init path (distilbert-base-uncased) on a tiny local stand-in: H x V + bias from vocab_projector."""
+    """The paper's vocab_init path (distilbert-base-uncased) on a tiny local stand-in: H x V + bias from
+    vocab_projector."""
     from lsr_lib.config.d2s import D2SConfig
     from lsr_lib.train.d2s import build_model
 
     mlm = _tiny_distilbert_mlm(tmp_path / "distilbert-tiny")
     for shared in (True, False):
-        model = build_model(D2SConfig(vocab_init=str(tmp_path / "distilbert-tiny"), hidden_dim=24, shared_head=shared), dense_dim=D)
+        model = build_model(
+            D2SConfig(vocab_init=str(tmp_path / "distilbert-tiny"), hidden_dim=24, shared_head=shared), dense_dim=D
+        )
         assert (model.vocab_size, model.hidden_dim) == (50, 24)
         for head in model.heads.values():
             assert torch.equal(head.vocab.weight, mlm.vocab_projector.weight)  # (V, H), tied to the word embeddings
@@ -158,7 +171,13 @@ def test_missing_masked_lm_says_to_download_it_first(tmp_path):
 
     if isinstance(try_to_load_from_cache("distilbert-base-uncased", "config.json"), str):
         pytest.skip("distilbert-base-uncased is in the local Hugging Face cache")
-    with pytest.raises(OSError, match=r"(?s)d2s\.vocab_init: .*`hf download distilbert-base-uncased`.*huggingface-cli download distilbert-base-uncased"):
+    with pytest.raises(
+        OSError,
+        match=(
+            r"(?s)d2s\.vocab_init: .*`hf download distilbert-base-uncased`.*huggingface-cli download "
+            r"distilbert-base-uncased"
+        ),
+    ):
         mlm_head_init("distilbert-base-uncased")
     with pytest.raises(FileNotFoundError, match=r"d2s\.vocab_init: .* is not a folder"):
         mlm_head_init(str(tmp_path / "no_such_model"))

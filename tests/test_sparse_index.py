@@ -1,4 +1,6 @@
-"""Inverted-index backends against the exact scipy scorer (DESIGN.md section 6), pruning, persistence, synthetic data."""
+"""Inverted-index backends against the exact scipy scorer (DESIGN.md section 6), pruning, persistence, synthetic
+data."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,8 +12,17 @@ import scipy.sparse as sp
 from sparse_helpers import random_csr
 
 from lsr_lib.index.latency import benchmark_index, synthetic_collection
-from lsr_lib.index.sparse import (as_csr, load_index, load_or_build, make_index, prune_topk, read_meta, recall_at_k,
-                                  same_topk_up_to_ties, topk_disagreements)
+from lsr_lib.index.sparse import (
+    as_csr,
+    load_index,
+    load_or_build,
+    make_index,
+    prune_topk,
+    read_meta,
+    recall_at_k,
+    same_topk_up_to_ties,
+    topk_disagreements,
+)
 from lsr_lib.index.backends import require
 
 K = 10
@@ -75,7 +86,8 @@ def test_tie_at_the_boundary(tied, kind):
 @pytest.mark.parametrize("block", [1, 7, 64, 65536, 1 << 30])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_blocked_layout_gives_numbas_exact_scores_and_rows(collection, block, threads):
-    """Blocks change where a document's score is summed, not the order of its terms: bitwise equal results, ties included."""
+    """Blocks change where a document's score is summed, not the order of its terms: bitwise equal results, ties
+    included."""
     docs, queries, _ = collection
     for k in (1, K, 600):  # k above the candidates: padding
         ref = make_index("numba").build(docs).search(queries, k, threads=threads)
@@ -87,7 +99,8 @@ def test_the_blocked_layout_refuses_an_empty_block_and_widens_offsets_for_large_
     with pytest.raises(ValueError, match="block must be >= 1 rows"):
         make_index("numba_blocked", block=0).build(collection[0])
     assert make_index("numba_blocked", block=64).build(collection[0]).bytes_per_posting == 6
-    one = make_index("numba_blocked", block=1 << 30).build(collection[0])  # one block over the collection: an N-long accumulator
+    # one block over the collection: an N-long accumulator
+    one = make_index("numba_blocked", block=1 << 30).build(collection[0])
     assert one._acc.shape == (N_DOCS,) and one.bytes_per_posting == 6  # 500 rows still fit uint16 offsets
     big, queries = random_csr(70_000, 40, 2, 5), random_csr(5, 40, 3, 6)  # more rows than uint16 offsets hold
     wide = make_index("numba_blocked", block=1 << 30).build(big)
@@ -131,9 +144,9 @@ def test_prune_topk_keeps_the_largest():
     p = prune_topk(m, 7)
     assert np.array_equal(np.diff(p.indptr), np.minimum(np.diff(m.indptr), 7)) and p.has_sorted_indices
     for i in range(m.shape[0]):
-        kept = np.sort(p.data[p.indptr[i]:p.indptr[i + 1]])
-        assert np.array_equal(kept, np.sort(m.data[m.indptr[i]:m.indptr[i + 1]])[::-1][:7][::-1])
-        assert set(p.indices[p.indptr[i]:p.indptr[i + 1]]) <= set(m.indices[m.indptr[i]:m.indptr[i + 1]])
+        kept = np.sort(p.data[p.indptr[i] : p.indptr[i + 1]])
+        assert np.array_equal(kept, np.sort(m.data[m.indptr[i] : m.indptr[i + 1]])[::-1][:7][::-1])
+        assert set(p.indices[p.indptr[i] : p.indptr[i + 1]]) <= set(m.indices[m.indptr[i] : m.indptr[i + 1]])
 
 
 @pytest.mark.parametrize("kind", ["scipy", "numba", "numba_blocked", "seismic", "qdrant_edge", "pisa"])
@@ -183,8 +196,10 @@ def test_unknown_params_and_missing_packages():
         make_index("numba", n_postings=3)
     with pytest.raises(ImportError, match="pip install some-dist"):
         require("no_such_module_xyz", "some-dist", "the test index")
-    code = ("import sys, lsr_lib.index.sparse, lsr_lib.index.dense, lsr_lib.index.latency; "
-            "assert not {'seismic', 'qdrant_edge', 'pyterrier_pisa', 'faiss', 'numba'} & set(sys.modules)")
+    code = (
+        "import sys, lsr_lib.index.sparse, lsr_lib.index.dense, lsr_lib.index.latency; "
+        "assert not {'seismic', 'qdrant_edge', 'pyterrier_pisa', 'faiss', 'numba'} & set(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -199,7 +214,9 @@ def test_synthetic_collection_follows_the_source():
     df_src, df_syn = src.getnnz(axis=0) / 500, syn.getnnz(axis=0) / 3000
     assert df_syn[11] > 0.97 and np.corrcoef(df_src, df_syn)[0, 1] > 0.9
     assert syn.data.min() >= src.data.min() and syn.data.max() <= src.data.max()
-    assert np.array_equal(synthetic_collection(src, 50, seed=1).toarray(), synthetic_collection(src, 50, seed=1).toarray())
+    assert np.array_equal(
+        synthetic_collection(src, 50, seed=1).toarray(), synthetic_collection(src, 50, seed=1).toarray()
+    )
 
 
 def test_benchmark_index_reports_everything(collection):

@@ -1,4 +1,5 @@
 """FLOPs (co-activation) and non-zeros (DESIGN.md section 3) against brute force."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,10 +1,10 @@
 """Stage 05: suggestion data, MLP / MLM encoders, InfoNCE training, findings (no network)."""
+
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
 
 from lsr_lib.data.collection import ImageCaptionSet
@@ -20,9 +20,22 @@ ATOMIC_QRELS = {s: ATOMIC / f"{s}.qrels" for s in ("train", "validation", "test"
 
 
 def tiny_collection() -> ImageCaptionSet:
-    images = pd.DataFrame({"image_id": ["A", "B", "C"], "split": ["train", "train", "test"], "path": ["", "", ""], "group_id": ["a", "b", "c"]})
-    captions = pd.DataFrame({"text_id": ["A#0", "A#1", "A#2", "B#0", "C#0", "C#1"], "image_id": ["A", "A", "A", "B", "C", "C"],
-                             "split": ["train"] * 4 + ["test"] * 2, "text": ["laptop", "personal computer", "pc", "castle", "wave", "waving hand"]})
+    images = pd.DataFrame(
+        {
+            "image_id": ["A", "B", "C"],
+            "split": ["train", "train", "test"],
+            "path": ["", "", ""],
+            "group_id": ["a", "b", "c"],
+        }
+    )
+    captions = pd.DataFrame(
+        {
+            "text_id": ["A#0", "A#1", "A#2", "B#0", "C#0", "C#1"],
+            "image_id": ["A", "A", "A", "B", "C", "C"],
+            "split": ["train"] * 4 + ["test"] * 2,
+            "text": ["laptop", "personal computer", "pc", "castle", "wave", "waving hand"],
+        }
+    )
     return ImageCaptionSet("tiny", images, captions)
 
 
@@ -66,13 +79,22 @@ def test_read_qrels_keeps_positive_judgements_only(tmp_path):
 def test_suggestion_set_rejects_dangling_qrels():
     s = emoji_suggestion_set(tiny_collection())
     with pytest.raises(SuggestionDataError, match="not in the document table"):
-        SuggestionSet("x", s.queries, s.docs, pd.concat([s.qrels, pd.DataFrame({"query_id": ["A#1"], "doc_id": ["Z"], "relevance": [1]})]))
+        SuggestionSet(
+            "x",
+            s.queries,
+            s.docs,
+            pd.concat([s.qrels, pd.DataFrame({"query_id": ["A#1"], "doc_id": ["Z"], "relevance": [1]})]),
+        )
 
 
 def _text(ids: list[list[int]], dim: int = 384, seed: int = 0) -> dict:
     L = max(map(len, ids))
     tok = torch.tensor([r + [0] * (L - len(r)) for r in ids])
-    return {"states": torch.randn(len(ids), L, dim, generator=torch.Generator().manual_seed(seed)), "token_ids": tok, "mask": (tok > 0).float()}
+    return {
+        "states": torch.randn(len(ids), L, dim, generator=torch.Generator().manual_seed(seed)),
+        "token_ids": tok,
+        "mask": (tok > 0).float(),
+    }
 
 
 def test_mlp_vectors_hold_only_the_texts_own_tokens():
@@ -80,7 +102,8 @@ def test_mlp_vectors_hold_only_the_texts_own_tokens():
     with torch.no_grad():
         m.query_encoder.score.bias.fill_(5.0)  # every token gets a positive weight
         v = m.encode_queries(_text([[101, 2023, 3899, 2023, 102], [101, 7592, 102]]))
-    assert set(torch.nonzero(v[0]).flatten().tolist()) == {2023, 3899}  # [CLS] / [SEP] / padding excluded, repeats pooled
+    # [CLS] / [SEP] / padding excluded, repeats pooled
+    assert set(torch.nonzero(v[0]).flatten().tolist()) == {2023, 3899}
     assert set(torch.nonzero(v[1]).flatten().tolist()) == {7592}
 
 
@@ -100,13 +123,18 @@ def test_mlm_text_starts_from_its_own_tokens_and_expands():
 
     tower = TokenTower("cpu", 16)
     a = tower(["a red bicycle on the beach"])
-    t = {"states": torch.from_numpy(a["states"]), "token_ids": torch.from_numpy(a["token_ids"]).long(), "mask": torch.from_numpy(a["mask"])}
+    t = {
+        "states": torch.from_numpy(a["states"]),
+        "token_ids": torch.from_numpy(a["token_ids"]).long(),
+        "mask": torch.from_numpy(a["mask"]),
+    }
     m = SuggestModel("M2")
     with torch.no_grad():
         v = m.encode_docs(t, None)[0]
     own = {i for i in a["token_ids"][0].tolist() if i > 103}
     active = set(torch.nonzero(v).flatten().tolist())
-    assert len(own & active) >= 0.8 * len(own) and len(active - own) > 0  # own tokens fire at initialisation (most of them), plus expansions
+    # own tokens fire at initialisation (most of them), plus expansions
+    assert len(own & active) >= 0.8 * len(own) and len(active - own) > 0
     assert len(active) < 1000  # sparse, not all 30,522 terms
 
 
@@ -131,9 +159,11 @@ def test_training_learns_a_separable_toy_task(tmp_path):
     ids = [[101, 2000 + k, 3000 + k, 102] for k in range(n)]
     g = torch.Generator().manual_seed(0)
     emb = torch.randn(5000, 384, generator=g)
+
     def text(rows):
         tok = torch.tensor(rows)
         return {"states": emb[tok % 5000], "token_ids": tok, "mask": torch.ones_like(tok, dtype=torch.float32)}
+
     queries, captions = text(ids), text([[101, 2000 + k, 102, 0] for k in range(n)])
     captions["mask"][:, 3] = 0
     data = {"queries": queries, "captions": captions, "patches": None, "pos": np.arange(n)}
@@ -151,6 +181,7 @@ def _toy_task(n: int = 24) -> dict:
     def text(rows):
         tok = torch.tensor(rows)
         return {"states": emb[tok % 5000], "token_ids": tok, "mask": (tok > 0).float()}
+
     queries = text([[101, 2000 + k, 3000 + k, 102] for k in range(n)])
     captions = text([[101, 2000 + k, 102] for k in range(n)])
     return {"queries": queries, "captions": captions, "patches": None, "pos": np.arange(n)}
@@ -184,14 +215,21 @@ def test_two_trainings_of_one_configuration_at_once_train_once(tmp_path, monkeyp
     monkeypatch.setattr(suggest_train, "mrr_at_10", slow_mrr)
     data = _toy_task()
     cfg = load_config("smoke", {"suggest": {"epochs": 2, "batch_size": 8, "cpu_bf16": False}}).suggest
-    out = run_twice_at_once(lambda: train_suggest("M3", cfg, data, data, tmp_path / "M3", {"states": "toy"}, progress=False))
+    out = run_twice_at_once(
+        lambda: train_suggest("M3", cfg, data, data, tmp_path / "M3", {"states": "toy"}, progress=False)
+    )
     assert not any(isinstance(r, BaseException) for r in out), out
     assert len(epochs) == 2 and out[0]["history"] == out[1]["history"]  # trained once, then reused
 
 
 def test_findings_report_what_the_numbers_say():
     base = {"nDCG@10": 0.3, "nnz query": 4.0, "max df share (queries)": 0.05}
-    res = {"M1": {**base, "nDCG@10": 0.1, "nnz query": 60.0, "max df share (queries)": 0.9}, "M2": base, "M3": base, "M4": {**base, "nDCG@10": 0.35}}
+    res = {
+        "M1": {**base, "nDCG@10": 0.1, "nnz query": 60.0, "max df share (queries)": 0.9},
+        "M2": base,
+        "M3": base,
+        "M4": {**base, "nDCG@10": 0.35},
+    }
     out = {f["finding"].split(" ")[0]: f["holds"] for f in findings(res)}
     assert out == {"caption-enriched": True, "image": False, "MLP": True}  # M4 is 5 points above M3: not "little"
 
@@ -205,10 +243,30 @@ def test_suggest_config_errors_name_the_key():
 
 def test_stage_runs_on_the_atomic_fixture(tmp_path):
     """The paper path of stage 05 end to end on the AToMiC fixture: states, training, index, metrics."""
-    from lsr_lib.stages.image_suggestion import cache_states, evaluate_through_index, export_vectors, load_suggestion_set, split_tensors, train_configuration
+    from lsr_lib.stages.image_suggestion import (
+        cache_states,
+        evaluate_through_index,
+        export_vectors,
+        load_suggestion_set,
+        split_tensors,
+        train_configuration,
+    )
 
-    cfg = load_config("smoke", {"data": {"root": str(tmp_path)}, "suggest": {"source": "atomic", "atomic_texts": str(ATOMIC / "texts.parquet"),
-                                "atomic_images": str(ATOMIC / "images.parquet"), "atomic_qrels": str(ATOMIC), "configurations": ["M1", "M4"], "epochs": 1, "batch_size": 4}})
+    cfg = load_config(
+        "smoke",
+        {
+            "data": {"root": str(tmp_path)},
+            "suggest": {
+                "source": "atomic",
+                "atomic_texts": str(ATOMIC / "texts.parquet"),
+                "atomic_images": str(ATOMIC / "images.parquet"),
+                "atomic_qrels": str(ATOMIC),
+                "configurations": ["M1", "M4"],
+                "epochs": 1,
+                "batch_size": 4,
+            },
+        },
+    )
     data = load_suggestion_set(cfg)
     tc, ic = cache_states(cfg, data, progress=False)
     fp = {"t": tc.manifest, "i": ic.manifest}
@@ -221,13 +279,28 @@ def test_stage_runs_on_the_atomic_fixture(tmp_path):
 
 
 def test_finetuning_the_towers_trains_them_and_exports_with_them(tmp_path):
-    """suggest.finetune_towers (the GPU path) on the CPU with the AToMiC fixture: towers change and are reused at export."""
+    """suggest.finetune_towers (the GPU path) on the CPU with the AToMiC fixture: towers change and are reused at
+    export."""
     from lsr_lib.stages.image_suggestion import SuggestTowers, fit_and_export, load_suggestion_set, suggest_dir
     from lsr_lib.train.suggest import load_tuned_towers
 
-    cfg = load_config("smoke", {"data": {"root": str(tmp_path)}, "suggest": {"source": "atomic", "atomic_texts": str(ATOMIC / "texts.parquet"),
-                                "atomic_images": str(ATOMIC / "images.parquet"), "atomic_qrels": str(ATOMIC), "configurations": ["M4"],
-                                "epochs": 1, "batch_size": 4, "finetune_towers": True, "lr_vocab": 1e-3}})
+    cfg = load_config(
+        "smoke",
+        {
+            "data": {"root": str(tmp_path)},
+            "suggest": {
+                "source": "atomic",
+                "atomic_texts": str(ATOMIC / "texts.parquet"),
+                "atomic_images": str(ATOMIC / "images.parquet"),
+                "atomic_qrels": str(ATOMIC),
+                "configurations": ["M4"],
+                "epochs": 1,
+                "batch_size": 4,
+                "finetune_towers": True,
+                "lr_vocab": 1e-3,
+            },
+        },
+    )
     data = load_suggestion_set(cfg)
     run, q, d = fit_and_export(cfg, "M4", data, None, {"towers": "fine-tuned"}, progress=False)
     assert run["complete"] and q.shape[0] == 1 and d.shape[0] == 1
@@ -244,8 +317,14 @@ def test_stage_01_keeps_the_clean_images_patch_states_bitwise_as_stage_05_comput
     from lsr_lib.stages.cache_dense_features import cache_tower_features, load_collection
 
     torch.set_num_threads(1)
-    cfg = load_config("smoke", {"data": {"root": str(tmp_path / "data"), "max_groups": 5}, "lit": {"train_views": 1, "eval_transforms": ["grayscale"]},
-                                "extraction": {"image_batch_size": 4}})
+    cfg = load_config(
+        "smoke",
+        {
+            "data": {"root": str(tmp_path / "data"), "max_groups": 5},
+            "lit": {"train_views": 1, "eval_transforms": ["grayscale"]},
+            "extraction": {"image_batch_size": 4},
+        },
+    )
     monkeypatch.setattr(type(cfg), "shared_cache_dir", property(lambda self: tmp_path / "cache"))
     col = load_collection(cfg)
     cache_tower_features(cfg, col, torch.device("cpu"), progress=False)
@@ -254,6 +333,10 @@ def test_stage_01_keeps_the_clean_images_patch_states_bitwise_as_stage_05_comput
     cache = suggest_patch_cache(cfg, docs, tower.fingerprint())
     assert cache.complete  # filled by stage 01: stage 05 finds it done
     _, kept = cache.read(list(docs["doc_id"]))
-    fresh = np.concatenate([patch_states(tower, [load_document_image(docs.iloc[i]) for i in range(s, min(len(docs), s + 3))])["patches"]
-                            for s in range(0, len(docs), 3)])  # stage 05's own computation, other batches
+    fresh = np.concatenate(
+        [
+            patch_states(tower, [load_document_image(docs.iloc[i]) for i in range(s, min(len(docs), s + 3))])["patches"]
+            for s in range(0, len(docs), 3)
+        ]
+    )  # stage 05's own computation, other batches
     assert kept["patches"].shape == (len(docs), 49, 1280) and np.array_equal(kept["patches"], fresh)

@@ -1,5 +1,6 @@
 """The paper sweep: settings load and are checked, the dry run lists every command in order,
 current stages are skipped, and the summary is generated from result files."""
+
 import json
 from pathlib import Path
 
@@ -12,23 +13,43 @@ from lsr_lib.results import sweep_summary
 from lsr_lib.config.profiles import ConfigError, load_config, to_dict
 
 SETTINGS = ["mscoco_blip", "mscoco_albef", "flickr30k_blip", "flickr30k_albef"]
-STAGES = ["01_cache_dense_features", "02_train_sparse_heads", "03_analyze_sparse_vectors", "04_retrieve_with_inverted_index"]
+STAGES = [
+    "01_cache_dense_features",
+    "02_train_sparse_heads",
+    "03_analyze_sparse_vectors",
+    "04_retrieve_with_inverted_index",
+]
 
 
 def test_dry_run_prints_every_command_for_all_settings_in_order(capsys):
     assert sweep.main(["--profile", "paper", "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     commands = [line for line in lines if line.startswith("papermill ")]
-    expected = [f"papermill notebooks/{st}.ipynb runs/paper/{s}/{st}.ipynb -p profile paper/{s}" for s in SETTINGS for st in STAGES]
+    expected = [
+        f"papermill notebooks/{st}.ipynb runs/paper/{s}/{st}.ipynb -p profile paper/{s}"
+        for s in SETTINGS
+        for st in STAGES
+    ]
     assert commands == expected
-    assert lines.index(commands[-1]) < lines.index("python -m lsr_lib.results.expected --profile paper --markdown results/paper/expected_check.md")
+    assert lines.index(commands[-1]) < lines.index(
+        "python -m lsr_lib.results.expected --profile paper --markdown results/paper/expected_check.md"
+    )
     assert any(line.startswith("python -m lsr_lib.run.sweep --profile paper --summary-only") for line in lines)
 
 
 def test_only_keeps_file_order_and_unknown_settings_are_named(capsys):
-    assert sweep.main(["--profile", "paper", "--dry-run", "--only", "flickr30k/albef", "--only", "mscoco_blip", "--stages", "02"]) == 0
+    assert (
+        sweep.main(
+            ["--profile", "paper", "--dry-run", "--only", "flickr30k/albef", "--only", "mscoco_blip", "--stages", "02"]
+        )
+        == 0
+    )
     commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("papermill ")]
-    assert commands == [f"papermill notebooks/02_train_sparse_heads.ipynb runs/paper/{s}/02_train_sparse_heads.ipynb -p profile paper/{s}" for s in ("mscoco_blip", "flickr30k_albef")]
+    assert commands == [
+        f"papermill notebooks/02_train_sparse_heads.ipynb runs/paper/{s}/02_train_sparse_heads.ipynb -p profile "
+        f"paper/{s}"
+        for s in ("mscoco_blip", "flickr30k_albef")
+    ]
     assert sweep.main(["--profile", "paper", "--dry-run", "--only", "coco/clip"]) == 2
     assert "no sweep setting 'coco_clip'; known: mscoco_blip" in capsys.readouterr().err
     assert sweep.main(["--profile", "default", "--dry-run"]) == 2
@@ -37,17 +58,31 @@ def test_only_keeps_file_order_and_unknown_settings_are_named(capsys):
 def test_every_setting_loads_with_its_overrides():
     base = load_config("paper")
     assert [s.name for s in base.sweep] == SETTINGS
-    assert base.d2s.vocab_init == "distilbert-base-uncased" and base.d2s.hidden_dim == 768 and base.d2s_conditions == ("with_control", "without_control")
+    assert (
+        base.d2s.vocab_init == "distilbert-base-uncased"
+        and base.d2s.hidden_dim == 768
+        and base.d2s_conditions == ("with_control", "without_control")
+    )
     cfgs = {s: load_config(f"paper/{s}") for s in SETTINGS}
     for name, cfg in cfgs.items():
         dataset, backbone = name.split("_")
         assert cfg.profile == f"paper/{name}" and cfg.data.name == dataset
-        assert cfg.results_dir.parts[-3:] == ("results", "paper", name) and cfg.cache_dir.parts[-3:] == ("cache", "paper", name)
+        assert cfg.results_dir.parts[-3:] == ("results", "paper", name) and cfg.cache_dir.parts[-3:] == (
+            "cache",
+            "paper",
+            name,
+        )
         assert cfg.d2s == base.d2s  # the D2S hyperparameters are the same in every setting
         if backbone == "blip":
-            assert cfg.encoder.kind == "blip_hf" and cfg.encoder.checkpoint == f"Salesforce/blip-itm-base-{'coco' if dataset == 'mscoco' else 'flickr'}"
+            assert (
+                cfg.encoder.kind == "blip_hf"
+                and cfg.encoder.checkpoint == f"Salesforce/blip-itm-base-{'coco' if dataset == 'mscoco' else 'flickr'}"
+            )
         else:  # ALBEF exists only in LAVIS: released features by default
-            assert cfg.encoder.kind == "feature_files" and cfg.encoder.features_dir == f"data/released/{dataset}-albef-dense"
+            assert (
+                cfg.encoder.kind == "feature_files"
+                and cfg.encoder.features_dir == f"data/released/{dataset}-albef-dense"
+            )
     assert load_config("paper/mscoco/blip").profile == "paper/mscoco_blip"
 
 
@@ -57,7 +92,9 @@ def _profile_with_sweep(tmp_path, entry):
 
 
 def test_setting_overrides_are_checked_key_by_key(tmp_path):
-    params = _profile_with_sweep(tmp_path, {"dataset": "mscoco", "backbone": "blip", "overrides": {"encoder": {"kindd": "lavis"}}})
+    params = _profile_with_sweep(
+        tmp_path, {"dataset": "mscoco", "backbone": "blip", "overrides": {"encoder": {"kindd": "lavis"}}}
+    )
     load_config("x", params_dir=params)  # the base profile does not apply any setting
     with pytest.raises(ConfigError, match=r"sweep setting 'mscoco_blip'.*unknown config key\(s\) encoder\.kindd"):
         load_config("x/mscoco_blip", params_dir=params)
@@ -70,7 +107,9 @@ def test_setting_overrides_are_checked_key_by_key(tmp_path):
     params = _profile_with_sweep(tmp_path, {"dataset": "mscoco", "backbone": "blip", "overrides": {"profile": "other"}})
     with pytest.raises(ConfigError, match="profile cannot be overridden"):
         load_config("x", params_dir=params)
-    params = _profile_with_sweep(tmp_path, {"dataset": "mscoco", "backbone": "blip", "overrides": {"d2s": {"epochs": "many"}}})
+    params = _profile_with_sweep(
+        tmp_path, {"dataset": "mscoco", "backbone": "blip", "overrides": {"d2s": {"epochs": "many"}}}
+    )
     with pytest.raises(ConfigError, match=r"d2s\.epochs: expected an integer"):
         load_config("x/mscoco_blip", params_dir=params)
 
@@ -92,7 +131,12 @@ def _write_result(cfg, name, config=None):
     cfg.results_dir.mkdir(parents=True, exist_ok=True)
     stage = {"01": "01_cache_dense_features", "02": "02_train_sparse_heads"}[name[:2]]
     inputs = stage_inputs(cfg, stage)
-    doc = {"results": {}, "provenance": {"config": config if config is not None else to_dict(cfg)}, "inputs": inputs, "inputs_fingerprint": digest(inputs)}
+    doc = {
+        "results": {},
+        "provenance": {"config": config if config is not None else to_dict(cfg)},
+        "inputs": inputs,
+        "inputs_fingerprint": digest(inputs),
+    }
     (cfg.results_dir / name).write_text(json.dumps(doc))
 
 
@@ -102,11 +146,17 @@ def test_stage_is_current_only_with_the_same_config_code_and_inputs(tmp_repo, mo
     cfg = load_config("paper/mscoco_albef")
     assert not sweep.stage_is_current(cfg, "01_cache_dense_features")
     _write_result(cfg, "01_dense_baseline.json")
-    assert sweep.stage_is_current(cfg, "01_cache_dense_features") and not sweep.stage_is_current(cfg, "02_train_sparse_heads")
+    assert sweep.stage_is_current(cfg, "01_cache_dense_features") and not sweep.stage_is_current(
+        cfg, "02_train_sparse_heads"
+    )
     _write_result(cfg, "02_d2s.json", to_dict(load_config("paper/mscoco_albef", overrides={"d2s": {"epochs": 3}})))
     assert not sweep.stage_is_current(cfg, "02_train_sparse_heads")
     real = catalog.code_fingerprint
-    monkeypatch.setattr(catalog, "code_fingerprint", lambda *a, **k: {**real(*a, **k), "code": {"lsr_lib/metrics/retrieval.py": "edited"}})
+    monkeypatch.setattr(
+        catalog,
+        "code_fingerprint",
+        lambda *a, **k: {**real(*a, **k), "code": {"lsr_lib/metrics/retrieval.py": "edited"}},
+    )
     assert not sweep.stage_is_current(cfg, "01_cache_dense_features")  # same config, other code: rerun
 
 
@@ -123,13 +173,22 @@ def test_run_setting_skips_current_stages_and_stops_at_a_failure(tmp_repo, monke
     setting = type(setting)(setting.dataset, setting.backbone, setting.overrides, extract_kernel="lsr-lavis")
     cfg = load_config("paper/mscoco_albef")
     assert sweep.run_setting(cfg, setting, STAGES, tmp_repo / "runs", progress=False) is False
-    assert calls == [(STAGES[0], "paper/mscoco_albef", "lsr-lavis"), (STAGES[1], "paper/mscoco_albef", "python3"), (STAGES[2], "paper/mscoco_albef", "python3")]
+    assert calls == [
+        (STAGES[0], "paper/mscoco_albef", "lsr-lavis"),
+        (STAGES[1], "paper/mscoco_albef", "python3"),
+        (STAGES[2], "paper/mscoco_albef", "python3"),
+    ]
     calls.clear()
     _write_result(cfg, "01_dense_baseline.json")
     _write_result(cfg, "02_d2s.json")
     assert sweep.run_setting(cfg, setting, STAGES[:2], tmp_repo / "runs", progress=False) is True and calls == []
-    assert sweep.run_setting(cfg, setting, STAGES[:2], tmp_repo / "runs", force=True, progress=False) is True and len(calls) == 2
-    assert sweep.stage_commands(cfg, setting, STAGES[:1], tmp_repo / "runs")[0].endswith("-p profile paper/mscoco_albef -k lsr-lavis")
+    assert (
+        sweep.run_setting(cfg, setting, STAGES[:2], tmp_repo / "runs", force=True, progress=False) is True
+        and len(calls) == 2
+    )
+    assert sweep.stage_commands(cfg, setting, STAGES[:1], tmp_repo / "runs")[0].endswith(
+        "-p profile paper/mscoco_albef -k lsr-lavis"
+    )
 
 
 def _metrics(r1):
@@ -138,15 +197,41 @@ def _metrics(r1):
 
 def test_summary_is_generated_from_result_files(tmp_path, monkeypatch):
     saved = []
-    monkeypatch.setattr("lsr_lib.results.figures.save_figure", lambda fig, name, profile="default": saved.append(name) or Path(sweep_summary.REPO_ROOT) / "figures" / profile / f"{name}.png")
+    monkeypatch.setattr(
+        "lsr_lib.results.figures.save_figure",
+        lambda fig, name, profile="default": (
+            saved.append(name) or Path(sweep_summary.REPO_ROOT) / "figures" / profile / f"{name}.png"
+        ),
+    )
     settings = list(load_config("paper").sweep)
     root = tmp_path / "results"
     (root / "mscoco_blip").mkdir(parents=True)
     sparsity = lambda f, q, d: {"flops": f, "avg_nonzeros_query": q, "avg_nonzeros_document": d}  # noqa: E731
-    (root / "mscoco_blip" / "01_dense_baseline.json").write_text(json.dumps({"results": {"baseline": {"test": {"text_to_image": _metrics(57.0), "image_to_text": _metrics(75.0)}}}}))
-    (root / "mscoco_blip" / "02_d2s.json").write_text(json.dumps({"results": {"test": {
-        "with_control": {"text_to_image": _metrics(51.0), "image_to_text": _metrics(66.0), "sparsity_text_to_image": sparsity(1.5, 20, 60)},
-        "without_control": {"text_to_image": _metrics(52.0), "image_to_text": _metrics(67.0), "sparsity_text_to_image": sparsity(9.25, 70, 80)}}}}))
+    (root / "mscoco_blip" / "01_dense_baseline.json").write_text(
+        json.dumps(
+            {"results": {"baseline": {"test": {"text_to_image": _metrics(57.0), "image_to_text": _metrics(75.0)}}}}
+        )
+    )
+    (root / "mscoco_blip" / "02_d2s.json").write_text(
+        json.dumps(
+            {
+                "results": {
+                    "test": {
+                        "with_control": {
+                            "text_to_image": _metrics(51.0),
+                            "image_to_text": _metrics(66.0),
+                            "sparsity_text_to_image": sparsity(1.5, 20, 60),
+                        },
+                        "without_control": {
+                            "text_to_image": _metrics(52.0),
+                            "image_to_text": _metrics(67.0),
+                            "sparsity_text_to_image": sparsity(9.25, 70, 80),
+                        },
+                    }
+                }
+            }
+        )
+    )
     (tmp_path / "check.md").write_text("| condition | metric |\n")
     text = sweep_summary.write_summary("paper", settings, tmp_path / "check.md", results_root=root).read_text()
     assert "| mscoco / blip | dense teacher (ITC) | 57.0 | 67.0 | 77.0 | 57.0 | 75.0 | dense | 256 | 256 |" in text
@@ -183,6 +268,12 @@ def test_ctrl_c_stops_the_sweep_with_exit_130_and_says_how_to_resume(tmp_repo, m
     monkeypatch.setattr(sweep, "run_stage", fake_run_stage)
     monkeypatch.setattr(sweep, "finish", lambda profile: pytest.fail("the check must not run after an interrupt"))
     with caplog.at_level(logging.INFO, logger="lsr_lib.run.sweep"):
-        code = sweep.main(["--profile", "paper", "--stages", "01", "02", "--runs", str(tmp_repo / "runs"), "--no-progress"])
-    assert code == 130 and calls == [(STAGES[0], "paper/mscoco_blip"), (STAGES[1], "paper/mscoco_blip")]  # no later setting started
-    assert "interrupted during mscoco_blip / 02_train_sparse_heads" in caplog.text and "Rerun the same command" in caplog.text
+        code = sweep.main(
+            ["--profile", "paper", "--stages", "01", "02", "--runs", str(tmp_repo / "runs"), "--no-progress"]
+        )
+    # no later setting started
+    assert code == 130 and calls == [(STAGES[0], "paper/mscoco_blip"), (STAGES[1], "paper/mscoco_blip")]
+    assert (
+        "interrupted during mscoco_blip / 02_train_sparse_heads" in caplog.text
+        and "Rerun the same command" in caplog.text
+    )

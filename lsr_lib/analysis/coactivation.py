@@ -17,6 +17,7 @@ everywhere, which is what expansion control is meant to reduce:
 
 Explicit zeros stored in a CSR matrix never count as active (as in ``sparse_stats``).
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
@@ -49,15 +50,17 @@ def query_document_df(q, d, tokenizer) -> pd.DataFrame:
     contrib = df_q[ids].astype(np.float64) * df_d[ids] / max(q.shape[0] * d.shape[0], 1)
     order = np.lexsort((ids, -df_q[ids] - df_d[ids], -contrib))
     ids, contrib = ids[order], contrib[order]
-    return pd.DataFrame({
-        "term_id": ids,
-        "term": term_strings(tokenizer, ids),
-        "df_query": df_q[ids],
-        "df_document": df_d[ids],
-        "df_share_query": df_q[ids] / max(q.shape[0], 1),
-        "df_share_document": df_d[ids] / max(d.shape[0], 1),
-        "flops_contribution": contrib,
-    })
+    return pd.DataFrame(
+        {
+            "term_id": ids,
+            "term": term_strings(tokenizer, ids),
+            "df_query": df_q[ids],
+            "df_document": df_d[ids],
+            "df_share_query": df_q[ids] / max(q.shape[0], 1),
+            "df_share_document": df_d[ids] / max(d.shape[0], 1),
+            "flops_contribution": contrib,
+        }
+    )
 
 
 def high_df_terms(x, thresholds: Sequence[float] = (0.1, 0.5)) -> pd.DataFrame:
@@ -68,7 +71,14 @@ def high_df_terms(x, thresholds: Sequence[float] = (0.1, 0.5)) -> pd.DataFrame:
     rows = []
     for t in thresholds:
         n = int((share > t).sum())
-        rows.append({"threshold": float(t), "n_terms": n, "share_of_vocabulary": n / len(df), "share_of_active_terms": n / n_active if n_active else 0.0})
+        rows.append(
+            {
+                "threshold": float(t),
+                "n_terms": n,
+                "share_of_vocabulary": n / len(df),
+                "share_of_active_terms": n / n_active if n_active else 0.0,
+            }
+        )
     return pd.DataFrame(rows)
 
 

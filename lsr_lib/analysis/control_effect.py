@@ -9,6 +9,7 @@ queries for each metric of ``EFFECT_METRICS``, Holm-corrected across them
 (:mod:`lsr_lib.metrics.significance`); ``lsr_lib.results.seeds`` repeats that per training seed
 and across seeds.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,7 +35,9 @@ EFFECT_METRICS: dict[str, tuple[str, str, bool]] = {
 CONTROL, NO_CONTROL = "with_control", "without_control"
 
 
-def per_query_table(vectors: Mapping[str, Mapping[str, sp.csr_matrix]], faith: Mapping[str, dict], image_dev: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def per_query_table(
+    vectors: Mapping[str, Mapping[str, sp.csr_matrix]], faith: Mapping[str, dict], image_dev: Mapping[str, pd.DataFrame]
+) -> pd.DataFrame:
     """Long table: condition, direction, query (row index in the split), then one column per measure.
 
     ``vectors``: condition -> {"texts", "images"} CSR; ``faith``: condition -> ``faithfulness_report``
@@ -62,19 +65,27 @@ def read_per_query(results_dir: str | Path) -> pd.DataFrame:
     """The per-query table of a results folder; FileNotFoundError naming the stage that writes it."""
     path = Path(results_dir) / PER_QUERY_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run stage 03 (notebooks/03_analyze_sparse_vectors.ipynb) for this profile")
+        raise FileNotFoundError(
+            f"{path} does not exist: run stage 03 (notebooks/03_analyze_sparse_vectors.ipynb) for this profile"
+        )
     return pd.read_parquet(path)
 
 
-def paired_values(table: pd.DataFrame, a: str = CONTROL, b: str = NO_CONTROL) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """metric -> (values of ``a``, values of ``b``) on the queries where both are defined (tau, precision can be NaN)."""
+def paired_values(
+    table: pd.DataFrame, a: str = CONTROL, b: str = NO_CONTROL
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """metric -> (values of ``a``, values of ``b``) on the queries where both are defined (tau, precision can be
+    NaN)."""
     out = {}
     for metric, (direction, column, _) in EFFECT_METRICS.items():
         rows = table[table["direction"] == direction]
         x = rows[rows["condition"] == a].set_index("query")[column]
         y = rows[rows["condition"] == b].set_index("query")[column]
         if len(x) != len(y) or not x.index.equals(y.index):
-            raise ValueError(f"per-query table: {a} and {b} have different {direction} queries ({len(x)} vs {len(y)}); rerun stage 03")
+            raise ValueError(
+                f"per-query table: {a} and {b} have different {direction} queries ({len(x)} vs {len(y)}); rerun "
+                "stage 03"
+            )
         ok = x.notna().to_numpy() & y.notna().to_numpy()
         out[metric] = (x.to_numpy(np.float64)[ok], y.to_numpy(np.float64)[ok])
     return out
@@ -84,14 +95,29 @@ def control_effect(table: pd.DataFrame, alpha: float = 0.05, method: str = "t") 
     """Per metric: paired test of with vs without control over the same queries, Holm-corrected across metrics."""
     tests = {m: paired_test(x, y, method=method) for m, (x, y) in paired_values(table).items()}
     corrected = holm({m: t["p_value"] for m, t in tests.items()}, alpha)
-    return {m: {**t, "p_holm": corrected[m]["p_holm"], "significant": corrected[m]["significant"], "higher_is_better": EFFECT_METRICS[m][2]} for m, t in tests.items()}
+    return {
+        m: {
+            **t,
+            "p_holm": corrected[m]["p_holm"],
+            "significant": corrected[m]["significant"],
+            "higher_is_better": EFFECT_METRICS[m][2],
+        }
+        for m, t in tests.items()
+    }
 
 
 def describe(effect: Mapping[str, dict]) -> dict[str, str]:
     """One line per metric: with vs without, the difference with its 95% interval, and significance."""
     out = {}
     for m, t in effect.items():
-        verdict = f"significant (Holm p = {t['p_holm']:.2g})" if t["significant"] else f"not significant (Holm p = {t['p_holm']:.2g})"
+        verdict = (
+            f"significant (Holm p = {t['p_holm']:.2g})"
+            if t["significant"]
+            else f"not significant (Holm p = {t['p_holm']:.2g})"
+        )
         lo, hi = t["ci95"]
-        out[m] = f"{t['mean_a']:.4g} with vs {t['mean_b']:.4g} without control: {t['mean_diff']:+.4g} [{lo:+.3g}, {hi:+.3g}] over {t['n']} queries, {verdict}"
+        out[m] = (
+            f"{t['mean_a']:.4g} with vs {t['mean_b']:.4g} without control: {t['mean_diff']:+.4g} [{lo:+.3g}, "
+            f"{hi:+.3g}] over {t['n']} queries, {verdict}"
+        )
     return out

@@ -14,6 +14,7 @@ papermill / nbval) and the ipywidgets layer (``explorer_widgets``, in JupyterLab
 
 The models themselves are loaded from the stage outputs by ``lsr_lib.stages.explore_sparse_vectors``.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -27,6 +28,7 @@ import scipy.sparse as sp
 
 from .semantic_deviation import _row, own_token_ids, top_terms
 from ..index.sparse import RetrievalIndex, as_csr, fingerprint, load_index, make_index, read_meta
+
 
 @dataclass
 class ExplorerModel:
@@ -50,11 +52,17 @@ class ExplorerModel:
         self.image_ids = np.asarray(self.image_ids)
         n = self.image_vectors.shape[0]
         if len(self.image_ids) != n or len(self.image_paths) != n:
-            raise ValueError(f"{self.name}: {n} image vectors, {len(self.image_ids)} ids, {len(self.image_paths)} paths")
+            raise ValueError(
+                f"{self.name}: {n} image vectors, {len(self.image_ids)} ids, {len(self.image_paths)} paths"
+            )
         if self.caption_vectors is not None:
             self.caption_vectors = as_csr(self.caption_vectors)
             m = self.caption_vectors.shape[0]
-            if self.captions is None or len(self.captions) != m or (self.caption_image_ids is not None and len(self.caption_image_ids) != m):
+            if (
+                self.captions is None
+                or len(self.captions) != m
+                or (self.caption_image_ids is not None and len(self.caption_image_ids) != m)
+            ):
                 raise ValueError(f"{self.name}: {m} caption vectors need as many captions (and caption_image_ids)")
 
 
@@ -93,7 +101,13 @@ def search_one(index: RetrievalIndex, q: sp.csr_matrix, k: int) -> tuple[np.ndar
     return rows[0][rows[0] >= 0], scores[0][rows[0] >= 0]
 
 
-def term_table(row: sp.csr_matrix, tokenizer, k: int, reference_ids: Optional[Sequence[int]] = None, labels: tuple[str, str] = ("own", "expansion")) -> pd.DataFrame:
+def term_table(
+    row: sp.csr_matrix,
+    tokenizer,
+    k: int,
+    reference_ids: Optional[Sequence[int]] = None,
+    labels: tuple[str, str] = ("own", "expansion"),
+) -> pd.DataFrame:
     """Top-``k`` terms of a (1, V) vector: term_id, term, weight, share of the total weight, kind."""
     t, total = top_terms(row, tokenizer, k), float(row.sum())
     t["share"] = t["weight"] / total if total > 0 else np.nan
@@ -108,8 +122,15 @@ def contributions(q: sp.csr_matrix, d: sp.csr_matrix, tokenizer) -> pd.DataFrame
     ids, a, b = np.intersect1d(qi, di, assume_unique=True, return_indices=True)
     c = qw[a] * dw[b]
     order = np.lexsort((ids, -c))  # largest contribution first, ties by term id
-    return pd.DataFrame({"term_id": ids[order], "term": tokenizer.convert_ids_to_tokens(ids[order].tolist()), "query_weight": qw[a][order],
-                         "doc_weight": dw[b][order], "contribution": c[order]})
+    return pd.DataFrame(
+        {
+            "term_id": ids[order],
+            "term": tokenizer.convert_ids_to_tokens(ids[order].tolist()),
+            "query_weight": qw[a][order],
+            "doc_weight": dw[b][order],
+            "contribution": c[order],
+        }
+    )
 
 
 def _top_contrib(frame: pd.DataFrame, n: int) -> str:
@@ -127,15 +148,36 @@ def query_view(model: ExplorerModel, text: str, k: int = 8, n_terms: int = 15, n
     gold = set()
     if model.captions is not None and model.caption_image_ids is not None:
         gold = {i for c, i in zip(model.captions, model.caption_image_ids) if c.strip().lower() == text.strip().lower()}
-    images = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "row": rows, "image_id": model.image_ids[rows],
-                           "path": [model.image_paths[r] for r in rows], "score": scores,
-                           "relevant": [model.image_ids[r] in gold for r in rows],
-                           "top_terms": [_top_contrib(c, n_contrib) for c in contrib]})
+    images = pd.DataFrame(
+        {
+            "rank": np.arange(1, len(rows) + 1),
+            "row": rows,
+            "image_id": model.image_ids[rows],
+            "path": [model.image_paths[r] for r in rows],
+            "score": scores,
+            "relevant": [model.image_ids[r] in gold for r in rows],
+            "top_terms": [_top_contrib(c, n_contrib) for c in contrib],
+        }
+    )
     q_ids, q_w = _row(q, 0)
     own_mask = np.isin(q_ids, own)
-    summary = {"model": model.name, "text": text, "nnz": int(q.nnz), "own_terms_active": int(own_mask.sum()),
-               "expansion_terms": int((~own_mask).sum()), "expansion_weight_share": float(q_w[~own_mask].sum() / q_w.sum()) if q_w.sum() > 0 else float("nan")}
-    return {"model": model.name, "text": text, "vector": q, "terms": terms, "images": images, "contributions": contrib, "summary": summary}
+    summary = {
+        "model": model.name,
+        "text": text,
+        "nnz": int(q.nnz),
+        "own_terms_active": int(own_mask.sum()),
+        "expansion_terms": int((~own_mask).sum()),
+        "expansion_weight_share": float(q_w[~own_mask].sum() / q_w.sum()) if q_w.sum() > 0 else float("nan"),
+    }
+    return {
+        "model": model.name,
+        "text": text,
+        "vector": q,
+        "terms": terms,
+        "images": images,
+        "contributions": contrib,
+        "summary": summary,
+    }
 
 
 def image_view(model: ExplorerModel, image_row: int, k: int = 8, n_terms: int = 15, n_contrib: int = 4) -> dict:
@@ -152,12 +194,29 @@ def image_view(model: ExplorerModel, image_row: int, k: int = 8, n_terms: int = 
     if model.caption_vectors is not None:
         rows, scores = search_one(caption_index(model), d, k)
         contrib = [contributions(d, model.caption_vectors[r], tok) for r in rows]
-        captions = pd.DataFrame({"rank": np.arange(1, len(rows) + 1), "row": rows, "caption": [model.captions[r] for r in rows],
-                                 "score": scores, "relevant": [model.caption_image_ids is not None and model.caption_image_ids[r] == image_id for r in rows],
-                                 "top_terms": [_top_contrib(c, n_contrib) for c in contrib]})
+        captions = pd.DataFrame(
+            {
+                "rank": np.arange(1, len(rows) + 1),
+                "row": rows,
+                "caption": [model.captions[r] for r in rows],
+                "score": scores,
+                "relevant": [
+                    model.caption_image_ids is not None and model.caption_image_ids[r] == image_id for r in rows
+                ],
+                "top_terms": [_top_contrib(c, n_contrib) for c in contrib],
+            }
+        )
     summary = {"model": model.name, "image_id": image_id, "nnz": int(d.nnz), "captions": len(own_caps)}
-    return {"model": model.name, "row": int(image_row), "image_id": image_id, "path": model.image_paths[image_row], "terms": terms,
-            "captions": captions, "own_captions": own_caps, "summary": summary}
+    return {
+        "model": model.name,
+        "row": int(image_row),
+        "image_id": image_id,
+        "path": model.image_paths[image_row],
+        "terms": terms,
+        "captions": captions,
+        "own_captions": own_caps,
+        "summary": summary,
+    }
 
 
 def compare_models(models: Sequence[ExplorerModel], text: str, k: int = 8, n_terms: int = 10) -> pd.DataFrame:

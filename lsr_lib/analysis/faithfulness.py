@@ -17,6 +17,7 @@ transpose. Two measures:
   values (NaN when either is constant), the share of queries on which the two agree exactly,
   and both means. For the binary hit@k, Pearson is the phi coefficient.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -109,7 +110,9 @@ def per_query_measures(ranks: np.ndarray, ks: tuple[int, ...] = (1, 5, 10), rr_d
     return pd.DataFrame(out)
 
 
-def rank_agreement(sparse_ranks: np.ndarray, dense_ranks: np.ndarray, ks: tuple[int, ...] = (1, 5, 10), rr_depth: int = 10) -> pd.DataFrame:
+def rank_agreement(
+    sparse_ranks: np.ndarray, dense_ranks: np.ndarray, ks: tuple[int, ...] = (1, 5, 10), rr_depth: int = 10
+) -> pd.DataFrame:
     """Per measure: Pearson, Spearman, exact-agreement share and means of sparse vs dense per-query values."""
     if len(sparse_ranks) != len(dense_ranks):
         raise ValueError(f"{len(sparse_ranks)} sparse ranks vs {len(dense_ranks)} dense ranks")
@@ -127,20 +130,35 @@ def rank_agreement(sparse_ranks: np.ndarray, dense_ranks: np.ndarray, ks: tuple[
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def faithfulness_report(sparse_scores, dense_scores, text_image_ids, image_ids, k: int = 10, candidates: str = "dense", ks: tuple[int, ...] = (1, 5, 10), rr_depth: int = 10) -> dict:
-    """Both directions from (N_txt, N_img) sparse and dense score matrices: {direction: {"tau", "agreement", "per_query"}}.
+def faithfulness_report(
+    sparse_scores,
+    dense_scores,
+    text_image_ids,
+    image_ids,
+    k: int = 10,
+    candidates: str = "dense",
+    ks: tuple[int, ...] = (1, 5, 10),
+    rr_depth: int = 10,
+) -> dict:
+    """Both directions from (N_txt, N_img) sparse and dense score matrices: {direction: {"tau", "agreement",
+    "per_query"}}.
 
     ``per_query``: one row per query of the sparse model, hit@k, RR and tau (NaN where undefined).
     """
     s, d = _array(sparse_scores), _array(dense_scores)  # (N_txt, N_img) each
-    ranks_s = evaluate_scores(torch.from_numpy(np.ascontiguousarray(s)), text_image_ids, image_ids, ks, rr_depth, return_ranks=True)["ranks"]
-    ranks_d = evaluate_scores(torch.from_numpy(np.ascontiguousarray(d)), text_image_ids, image_ids, ks, rr_depth, return_ranks=True)["ranks"]
+    ranks_s = evaluate_scores(
+        torch.from_numpy(np.ascontiguousarray(s)), text_image_ids, image_ids, ks, rr_depth, return_ranks=True
+    )["ranks"]
+    ranks_d = evaluate_scores(
+        torch.from_numpy(np.ascontiguousarray(d)), text_image_ids, image_ids, ks, rr_depth, return_ranks=True
+    )["ranks"]
     out = {}
     for direction, (ss, dd) in zip(DIRECTIONS, ((s, d), (s.T, d.T))):
         taus = per_query_kendall_tau(ss, dd, k, candidates)  # (Q,)
         out[direction] = {
             "tau": {**kendall_tau_summary(taus), "k": k, "candidates": candidates},
             "agreement": rank_agreement(ranks_s[direction], ranks_d[direction], ks, rr_depth),
-            "per_query": per_query_measures(ranks_s[direction], ks, rr_depth).assign(tau=taus),  # sparse side, for paired tests
+            # sparse side, for paired tests
+            "per_query": per_query_measures(ranks_s[direction], ks, rr_depth).assign(tau=taus),
         }
     return out

@@ -26,6 +26,7 @@ punctuation and symbols), ``stopword`` (in :data:`STOP_WORDS`), ``content`` (the
 - ``weight_share_<category>`` = weight on that category / total weight (shares sum to 1);
   :func:`category_weight_shares` gives the same for any vectors (texts too).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Mapping, Optional, Sequence
@@ -38,14 +39,16 @@ from ..sparse.expansion_control import caption_token_masks
 
 CATEGORIES = ("special", "subword", "punctuation", "stopword", "content")
 # Function words only (NLTK-like); sklearn's list also drops content words such as "fire" or "computer".
-STOP_WORDS = frozenset("""
+STOP_WORDS = frozenset(
+    """
 a about above after again against all am an and any are as at be because been before being below between both
 but by can could did do does doing don down during each few for from further had has have having he her here hers
 herself him himself his how i if in into is it its itself just ll m me might more most must my myself no nor not now
 o of off on once only or other our ours ourselves out over own re s same shall she should so some such t than that
 the their theirs them themselves then there these they this those through to too under until up upon us ve very was
 we were what when where which while who whom why will with would y you your yours yourself yourselves
-""".split())
+""".split()
+)
 Embedder = Callable[[list[str]], np.ndarray]  # list of n strings -> (n, D) vectors
 
 
@@ -115,7 +118,9 @@ def minilm_embedder(device: str = "cpu") -> Embedder:
     return embed
 
 
-def text_deviation(txt_csr, texts: Sequence[str], tokenizer, k: int = 10, embedder: Optional[Embedder] = None, threshold: float = 0.2) -> pd.DataFrame:
+def text_deviation(
+    txt_csr, texts: Sequence[str], tokenizer, k: int = 10, embedder: Optional[Embedder] = None, threshold: float = 0.2
+) -> pd.DataFrame:
     """Per text vector (N_txt, V): expansion weight / top-k shares and, with an embedder, the unrelated share."""
     x = txt_csr.tocsr()
     own = caption_token_masks(list(texts), tokenizer).numpy()  # (N_txt, L) ids, -1 padded
@@ -127,20 +132,25 @@ def text_deviation(txt_csr, texts: Sequence[str], tokenizer, k: int = 10, embedd
         top_ids, _ = _topk(ids, w, k)
         top_exp = top_ids[~np.isin(top_ids, own[i][own[i] >= 0])]
         expansions.append(top_exp)
-        rows.append({
-            "n_terms": len(ids),
-            "expansion_weight_share": w[is_exp].sum() / w.sum() if len(w) else np.nan,
-            "expansion_topk_share": len(top_exp) / len(top_ids) if len(top_ids) else np.nan,
-            "n_topk_expansion": len(top_exp),
-        })
+        rows.append(
+            {
+                "n_terms": len(ids),
+                "expansion_weight_share": w[is_exp].sum() / w.sum() if len(w) else np.nan,
+                "expansion_topk_share": len(top_exp) / len(top_ids) if len(top_ids) else np.nan,
+                "n_topk_expansion": len(top_exp),
+            }
+        )
     out = pd.DataFrame(rows)
     if emb is not None:
-        out["n_unrelated"], out["unrelated_expansion_share"] = _unrelated(expansions, list(texts), tokenizer, emb, threshold)
+        out["n_unrelated"], out["unrelated_expansion_share"] = _unrelated(
+            expansions, list(texts), tokenizer, emb, threshold
+        )
     return out
 
 
 def _unrelated(expansions: list[np.ndarray], texts: list[str], tokenizer, emb: CachedEmbedder, threshold: float):
     """Per text: count and share of expansion terms with cosine to the caption below ``threshold``."""
+
     def term(ids: np.ndarray) -> list[str]:
         return [t.removeprefix("##") for t in tokenizer.convert_ids_to_tokens(ids.tolist())]
 
@@ -155,7 +165,9 @@ def _unrelated(expansions: list[np.ndarray], texts: list[str], tokenizer, emb: C
     return n, share
 
 
-def image_caption_token_sets(collection, tokenizer, categories: Optional[np.ndarray] = None) -> list[Optional[np.ndarray]]:
+def image_caption_token_sets(
+    collection, tokenizer, categories: Optional[np.ndarray] = None
+) -> list[Optional[np.ndarray]]:
     """Per image row: sorted content WordPiece ids of all its paired captions (None: no caption)."""
     cat = term_categories(tokenizer) if categories is None else categories
     ids = caption_token_masks(collection.captions["text"].tolist(), tokenizer).numpy()  # (N_txt, L)
@@ -172,7 +184,9 @@ def category_weight_shares(x, tokenizer, categories: Optional[np.ndarray] = None
     cat = term_categories(tokenizer) if categories is None else categories  # (V',)
     if x.shape[1] > len(cat):
         raise ValueError(f"vectors have {x.shape[1]} terms but the tokenizer only {len(cat)}: wrong tokenizer")
-    onehot = sp.csr_matrix((np.ones(x.shape[1]), (np.arange(x.shape[1]), cat[: x.shape[1]])), shape=(x.shape[1], len(CATEGORIES)))  # (V, 5)
+    onehot = sp.csr_matrix(
+        (np.ones(x.shape[1]), (np.arange(x.shape[1]), cat[: x.shape[1]])), shape=(x.shape[1], len(CATEGORIES))
+    )  # (V, 5)
     per_cat = np.asarray((x.astype(np.float64) @ onehot).todense())  # (N, 5)
     total = per_cat.sum(axis=1, keepdims=True)  # (N, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -205,7 +219,15 @@ def deviation_summary(per_vector: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"mean": num.mean(), "median": num.median(), "n_defined": num.notna().sum()})
 
 
-def example_table(vectors: Mapping[str, object], items: Sequence[int], tokenizer, k: int = 10, reference_ids: Optional[Sequence[np.ndarray]] = None, labels: tuple[str, str] = ("own", "expansion"), item_names: Optional[Sequence[str]] = None) -> pd.DataFrame:
+def example_table(
+    vectors: Mapping[str, object],
+    items: Sequence[int],
+    tokenizer,
+    k: int = 10,
+    reference_ids: Optional[Sequence[np.ndarray]] = None,
+    labels: tuple[str, str] = ("own", "expansion"),
+    item_names: Optional[Sequence[str]] = None,
+) -> pd.DataFrame:
     """Top-``k`` (term, weight, kind) of the given rows, one column group per condition, side by side.
 
     ``reference_ids[i]``: ids counted as ``labels[0]`` for row ``i`` (a caption's own ids, or an image's
@@ -222,7 +244,9 @@ def example_table(vectors: Mapping[str, object], items: Sequence[int], tokenizer
                 t["kind"] = [None if pd.isna(v) else labels[0] if int(v) in ref else labels[1] for v in t["term_id"]]
             else:
                 t["kind"] = None
-            t.index = pd.MultiIndex.from_product([[item_names[n] if item_names is not None else i], range(1, k + 1)], names=["item", "rank"])
+            t.index = pd.MultiIndex.from_product(
+                [[item_names[n] if item_names is not None else i], range(1, k + 1)], names=["item", "rank"]
+            )
             parts.append(t[["term", "weight", "kind"]])
         frames[cond] = pd.concat(parts)
     return pd.concat(frames, axis=1)

@@ -3,4 +3,5 @@
 Stages write through these declarations and read their inputs only through them, so no stage
 imports another stage's module, and every read is checked against the writer's manifest.
 """
+
 from .catalog import *  # noqa: F401,F403

@@ -6,7 +6,7 @@
 | LiT projection | ``lit/`` | stage 01 |
 | dense features | ``dense/``: ``img_embs.parquet``, ``text_embs.parquet``, ``dataset_meta.json`` | stage 01 |
 | D2S run | ``d2s/<condition>/``: ``best.safetensors``, ``best.json`` (:class:`TrainingRun`) | stage 02 |
-| D2S vectors | ``d2s/<condition>/vectors/<split>/``: ``images.npz``, ``texts.npz``, ``texts_own_tokens.npz`` | stage 02 |
+| D2S vectors | ``d2s/<condition>/vectors/<split>/``: ``{images,texts,texts_own_tokens}.npz`` | stage 02 |
 | indexes | ``indexes/<condition>/<direction>/<kind>/`` | stage 04 |
 | suggestion run | ``suggest/<M>/``: ``best.safetensors``, ``best.json`` | stage 05 |
 | suggestion vectors | ``suggest/<M>/vectors/<split>/``: ``queries.npz``, ``docs.npz`` | stage 05 |
@@ -14,6 +14,7 @@
 
 A reader raises :class:`ArtifactError` naming the file and the stage to rerun.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,14 +29,44 @@ from ..config.profiles import Config
 from ..data import karpathy
 from ..data.collection import ImageCaptionSet
 from ..storage.feature_files import align, read_embeddings
-from ..storage.manifest import Artifact, ArtifactError, describe_change, digest  # noqa: F401 (digest: used by tests and the pipeline)
+
+# digest: used by tests and the pipeline
+from ..storage.manifest import Artifact, ArtifactError, describe_change, digest  # noqa: F401
 from ..storage.shard_cache import ShardedCache
 from ..storage.sparse_files import load_sparse, save_sparse
 from ..storage.code_fingerprint import code_fingerprint, stage_notebook
 
-__all__ = ["STAGE01", "code_fingerprint", "STAGE02", "STAGE04", "STAGE05", "ArtifactError", "lit_artifact", "suggest_dir", "suggest_run_artifact", "suggest_vectors_artifact", "dense_artifact", "dense_dir", "load_dense_dir", "dense_content_id",
-           "d2s_run_dir", "d2s_run_artifact", "vectors_artifact", "load_condition_vectors", "save_sparse", "load_sparse",
-           "result_path", "read_result", "result_is_current", "result_status", "UPSTREAM", "cache_artifact", "stage_inputs", "index_dir", "vectors_content_ids"]
+__all__ = [
+    "STAGE01",
+    "code_fingerprint",
+    "STAGE02",
+    "STAGE04",
+    "STAGE05",
+    "ArtifactError",
+    "lit_artifact",
+    "suggest_dir",
+    "suggest_run_artifact",
+    "suggest_vectors_artifact",
+    "dense_artifact",
+    "dense_dir",
+    "load_dense_dir",
+    "dense_content_id",
+    "d2s_run_dir",
+    "d2s_run_artifact",
+    "vectors_artifact",
+    "load_condition_vectors",
+    "save_sparse",
+    "load_sparse",
+    "result_path",
+    "read_result",
+    "result_is_current",
+    "result_status",
+    "UPSTREAM",
+    "cache_artifact",
+    "stage_inputs",
+    "index_dir",
+    "vectors_content_ids",
+]
 
 STAGE01 = "stage 01 (notebooks/01_cache_dense_features.ipynb)"
 STAGE02 = "stage 02 (notebooks/02_train_sparse_heads.ipynb)"
@@ -45,6 +76,7 @@ VECTOR_FILES = ("images", "texts", "texts_own_tokens")
 
 
 # ---- stage 01: dense features ------------------------------------------------------------------
+
 
 def dense_dir(cfg: Config) -> Path:
     """Where stage 01 writes the dense features later stages read."""
@@ -63,12 +95,15 @@ def lit_artifact(cfg: Config) -> Artifact:
 
 
 TOWER_CACHES = ("tower_images", "tower_texts")  # stage 01, embedded default: the frozen towers' features
-SUGGEST_CACHES = ("suggest/states_text", "suggest/states_image")  # stage 05 (stage 01 fills the emoji images' patch states)
+# stage 05 (stage 01 fills the emoji images' patch states)
+SUGGEST_CACHES = ("suggest/states_text", "suggest/states_image")
 
 
 def cache_artifact(cfg: Config, name: str) -> Artifact:
     """A sharded feature cache under ``cfg.shared_cache_dir`` seen as an artifact (its manifest has the same form)."""
-    return Artifact(cfg.shared_cache_dir / name, f"feature cache {name}", STAGE05 if name in SUGGEST_CACHES else STAGE01)
+    return Artifact(
+        cfg.shared_cache_dir / name, f"feature cache {name}", STAGE05 if name in SUGGEST_CACHES else STAGE01
+    )
 
 
 def dense_content_id(cfg: Config) -> str:
@@ -91,6 +126,7 @@ def load_dense_dir(folder: Path, split: Optional[str] = None) -> tuple[ImageCapt
 
 
 # ---- stage 02: D2S runs and their vectors ---------------------------------------------------------
+
 
 def d2s_run_dir(cfg: Config, condition: str) -> Path:
     """Folder of one condition's training run."""
@@ -124,6 +160,7 @@ def vectors_content_ids(cfg: Config, split: str = "test") -> dict[str, str]:
 
 # ---- stage 05: suggestion runs and their vectors ------------------------------------------------
 
+
 def suggest_dir(cfg: Config) -> Path:
     """Stage 05's folder: one run per configuration (M1-M4)."""
     return cfg.cache_dir / "suggest"
@@ -151,9 +188,14 @@ def suggest_patch_cache(cfg: Config, docs, tower_fingerprint: dict) -> ShardedCa
     suggestion set, whose documents are the collection's clean images, stage 01 fills it from the
     same forward passes that make its tower features, so stage 05 does not run the tower again.
     """
-    where = [_portable(p, cfg.data_dir) for p in docs["path"]]  # not the checkout's folder: a cache copied to another clone stays valid
-    return ShardedCache(cfg.shared_cache_dir / "suggest" / "states_image", {**tower_fingerprint, "images": _checksum(docs["doc_id"], where), "n": len(docs)},
-                        cfg.extraction.shard_size, producer=STAGE05)
+    # not the checkout's folder: a cache copied to another clone stays valid
+    where = [_portable(p, cfg.data_dir) for p in docs["path"]]
+    return ShardedCache(
+        cfg.shared_cache_dir / "suggest" / "states_image",
+        {**tower_fingerprint, "images": _checksum(docs["doc_id"], where), "n": len(docs)},
+        cfg.extraction.shard_size,
+        producer=STAGE05,
+    )
 
 
 def suggest_text_checksum(ids, texts) -> str:
@@ -173,12 +215,14 @@ def suggest_vectors_artifact(cfg: Config, config: str, split: str) -> Artifact:
 
 # ---- stage 04: indexes ---------------------------------------------------------------------------
 
+
 def index_dir(cfg: Config, condition: str, direction: str, kind: str, tag: str = "") -> Path:
     """Where one persisted index lives."""
     return cfg.cache_dir / "indexes" / condition / direction / (kind + (f"_{tag}" if tag else ""))
 
 
 # ---- every stage: results/<profile>/<stage>.json -------------------------------------------------
+
 
 def result_path(cfg: Config, stage: str) -> Path:
     """``results/<profile>/<stage>.json``."""
@@ -197,13 +241,24 @@ def read_result(cfg: Config, stage: str) -> Optional[dict]:
 # config sections it reads, its code (the notebook's code cells and every lsr_lib module they reach,
 # lsr_lib.storage.code_fingerprint), the versions of the packages that code computes with, and the
 # content ids of its input artifacts. The pipeline skips a stage while that fingerprint matches.
-RESULT_FILES = {"01_cache_dense_features": ("01_dense_baseline",), "02_train_sparse_heads": ("02_d2s",), "03_analyze_sparse_vectors": ("03_analyses",),
-                "04_retrieve_with_inverted_index": ("04_retrieval", "04_efficiency"), "05_image_suggestion": ("05_suggestion",), "06_explore_sparse_vectors": ("06_explorer",),
-                "07_data_scale_study": ("07_data_scale",)}
-CONFIG_SECTIONS = {"01_cache_dense_features": ("data", "encoder", "lit", "evaluation"), "02_train_sparse_heads": ("data", "evaluation", "d2s"),
-                   "03_analyze_sparse_vectors": ("evaluation", "d2s"), "04_retrieve_with_inverted_index": ("evaluation", "index", "d2s"),
-                   "05_image_suggestion": ("data", "evaluation", "suggest"), "06_explore_sparse_vectors": ("evaluation", "d2s", "suggest"),
-                   "07_data_scale_study": ("data", "evaluation", "d2s", "data_scale")}
+RESULT_FILES = {
+    "01_cache_dense_features": ("01_dense_baseline",),
+    "02_train_sparse_heads": ("02_d2s",),
+    "03_analyze_sparse_vectors": ("03_analyses",),
+    "04_retrieve_with_inverted_index": ("04_retrieval", "04_efficiency"),
+    "05_image_suggestion": ("05_suggestion",),
+    "06_explore_sparse_vectors": ("06_explorer",),
+    "07_data_scale_study": ("07_data_scale",),
+}
+CONFIG_SECTIONS = {
+    "01_cache_dense_features": ("data", "encoder", "lit", "evaluation"),
+    "02_train_sparse_heads": ("data", "evaluation", "d2s"),
+    "03_analyze_sparse_vectors": ("evaluation", "d2s"),
+    "04_retrieve_with_inverted_index": ("evaluation", "index", "d2s"),
+    "05_image_suggestion": ("data", "evaluation", "suggest"),
+    "06_explore_sparse_vectors": ("evaluation", "d2s", "suggest"),
+    "07_data_scale_study": ("data", "evaluation", "d2s", "data_scale"),
+}
 
 
 def _artifact_ids(cfg: Config, stage: str, missing_seeds: Optional[list] = None) -> dict:
@@ -228,8 +283,11 @@ def _artifact_ids(cfg: Config, stage: str, missing_seeds: Optional[list] = None)
     if n == "05":
         out["suggest_runs"] = {c: suggest_run_artifact(cfg, c).content_id() for c in cfg.suggest.configurations}
     if n == "05":
-        out["suggest_vectors"] = {c: suggest_vectors_artifact(cfg, c, "test").content_id() for c in cfg.suggest.configurations}
-    if n == "07":  # every study seed's features; the runs are keyed by them (and by the study's config) in their own fingerprints
+        out["suggest_vectors"] = {
+            c: suggest_vectors_artifact(cfg, c, "test").content_id() for c in cfg.suggest.configurations
+        }
+    # every study seed's features; the runs are keyed by them (and by the study's config) in their own fingerprints
+    if n == "07":
         out["seeds_dense"] = {}
         for k in cfg.data_scale_seeds:
             try:
@@ -239,7 +297,11 @@ def _artifact_ids(cfg: Config, stage: str, missing_seeds: Optional[list] = None)
                     raise
                 missing_seeds.append(k)
     if n == "06":  # the explorer shows M1-M4 only when stage 05 has run: those present are its inputs
-        out["suggest_vectors"] = {c: a.content_id() for c in cfg.suggest.configurations if (a := suggest_vectors_artifact(cfg, c, "test")).status().ok}
+        out["suggest_vectors"] = {
+            c: a.content_id()
+            for c in cfg.suggest.configurations
+            if (a := suggest_vectors_artifact(cfg, c, "test")).status().ok
+        }
     return out
 
 
@@ -249,16 +311,27 @@ def stage_inputs(cfg: Config, stage: str, missing_seeds: Optional[list] = None) 
     Raises :class:`ArtifactError` when an input is missing, stale or corrupt (``missing_seeds``: see
     :func:`_artifact_ids`).
     """
-    return {"stage": stage, **code_fingerprint(notebook=stage_notebook(stage)), "config": cfg.section_hash(*CONFIG_SECTIONS[stage]),
-            "conditions": list(cfg.d2s_conditions), "seed": cfg.seed, **_artifact_ids(cfg, stage, missing_seeds)}
+    return {
+        "stage": stage,
+        **code_fingerprint(notebook=stage_notebook(stage)),
+        "config": cfg.section_hash(*CONFIG_SECTIONS[stage]),
+        "conditions": list(cfg.d2s_conditions),
+        "seed": cfg.seed,
+        **_artifact_ids(cfg, stage, missing_seeds),
+    }
 
 
 # The stages whose outputs a stage reads (through the artifacts above): when one of them reruns, this one
 # may have to rerun after it (``--explain`` says so).
-UPSTREAM = {"01_cache_dense_features": (), "02_train_sparse_heads": ("01_cache_dense_features",),
-            "03_analyze_sparse_vectors": ("02_train_sparse_heads",), "04_retrieve_with_inverted_index": ("02_train_sparse_heads",),
-            "05_image_suggestion": ("01_cache_dense_features",), "06_explore_sparse_vectors": ("02_train_sparse_heads", "05_image_suggestion"),
-            "07_data_scale_study": ("01_cache_dense_features", "02_train_sparse_heads")}
+UPSTREAM = {
+    "01_cache_dense_features": (),
+    "02_train_sparse_heads": ("01_cache_dense_features",),
+    "03_analyze_sparse_vectors": ("02_train_sparse_heads",),
+    "04_retrieve_with_inverted_index": ("02_train_sparse_heads",),
+    "05_image_suggestion": ("01_cache_dense_features",),
+    "06_explore_sparse_vectors": ("02_train_sparse_heads", "05_image_suggestion"),
+    "07_data_scale_study": ("01_cache_dense_features", "02_train_sparse_heads"),
+}
 
 
 def _shown(path: Path) -> str:
@@ -295,5 +368,6 @@ def result_status(cfg: Config, stage: str) -> tuple[bool, str]:
 
 
 def result_is_current(cfg: Config, stage: str) -> bool:
-    """True when every result file of ``stage`` records the fingerprint of its current inputs (False if any input is unusable)."""
+    """True when every result file of ``stage`` records the fingerprint of its current inputs (False if any input is
+    unusable)."""
     return result_status(cfg, stage)[0]

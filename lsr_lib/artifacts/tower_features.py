@@ -7,6 +7,7 @@ augmented renderings of the training images through the same projection
 (:func:`train_view_vectors`): more distillation data the teacher already provides. Both stages read
 the caches through this one function, so they agree on every fingerprint.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -28,7 +29,9 @@ from .catalog import lit_artifact, suggest_patch_cache
 TOWER_IMAGE_CODE = ("lsr_lib.dense.towers", "lsr_lib.data.image_augment", "lsr_lib.data.emoji")
 
 
-def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch.device, progress: bool = True) -> tuple[ShardedCache, ShardedCache]:
+def cache_tower_features(
+    cfg: Config, collection: ImageCaptionSet, device: torch.device, progress: bool = True
+) -> tuple[ShardedCache, ShardedCache]:
     """Fill (or reuse) the image-view and caption tower caches of the embedded default."""
     from ..data.emoji import split_checksum
     from ..data.suggest import emoji_suggestion_set
@@ -41,33 +44,69 @@ def cache_tower_features(cfg: Config, collection: ImageCaptionSet, device: torch
     ids = view_ids(collection, cfg.lit.train_views, cfg.lit.eval_transforms)
     path_of = dict(zip(collection.images["image_id"], collection.images["path"]))
     base = {"collection": split_checksum(collection), "seed": cfg.lit.view_seed, "views_seeded_by": "image_id"}
-    img_cache = ShardedCache(cfg.shared_cache_dir / "tower_images", {**base, **img_tower.fingerprint(), **code_fingerprint(*TOWER_IMAGE_CODE), "views": ids[:3] + [len(ids)],
-                                                                    "train_views": cfg.lit.train_views, "eval_transforms": list(cfg.lit.eval_transforms)}, cfg.extraction.shard_size)
+    img_cache = ShardedCache(
+        cfg.shared_cache_dir / "tower_images",
+        {
+            **base,
+            **img_tower.fingerprint(),
+            **code_fingerprint(*TOWER_IMAGE_CODE),
+            "views": ids[:3] + [len(ids)],
+            "train_views": cfg.lit.train_views,
+            "eval_transforms": list(cfg.lit.eval_transforms),
+        },
+        cfg.extraction.shard_size,
+    )
     # Stage 05's emoji suggestion documents are these clean images: keep their patch states from the
     # same forward passes (the tower's 7x7 map, bitwise what stage 05 would compute), so that stage 05
     # does not run the tower over them again.
     docs = emoji_suggestion_set(collection).docs if cfg.suggest.source == "emoji" else None
     patches = suggest_patch_cache(cfg, docs, img_tower.fingerprint()) if docs is not None else None
-    keep = engine is None and patches is not None and not patches.complete and not img_cache.complete  # on Ray, stage 05 computes its own
+    # on Ray, stage 05 computes its own
+    keep = engine is None and patches is not None and not patches.complete and not img_cache.complete
     kept: dict[str, np.ndarray] = {}
 
     def images(batch: list[str]) -> dict[str, np.ndarray]:
-        pics = [render_view(path_of[b.split("@")[0]], b.split("@")[1], cfg.lit.view_seed, b.split("@")[0]) for b in batch]
+        pics = [
+            render_view(path_of[b.split("@")[0]], b.split("@")[1], cfg.lit.view_seed, b.split("@")[0]) for b in batch
+        ]
         out = img_tower(pics, with_patches=keep and any(b.endswith("@clean") for b in batch))
         for b, p in zip(batch, out.pop("patches", ())):
             if b.endswith("@clean"):
                 kept[b.split("@")[0]] = p
         return out
 
-    img_cache.fill(ids, images, cfg.extraction.image_batch_size, "image tower", progress, engine, partial(_image_tower_compute, cfg.data.image_size, path_of, cfg.lit.view_seed))
+    img_cache.fill(
+        ids,
+        images,
+        cfg.extraction.image_batch_size,
+        "image tower",
+        progress,
+        engine,
+        partial(_image_tower_compute, cfg.data.image_size, path_of, cfg.lit.view_seed),
+    )
     doc_ids = list(docs["doc_id"]) if keep else []
     if keep and all(d in kept for d in doc_ids):
-        patches.fill(doc_ids, lambda b: {"patches": np.stack([kept.pop(d) for d in b])}, cfg.extraction.image_batch_size, "patch states for stage 05", progress)
+        patches.fill(
+            doc_ids,
+            lambda b: {"patches": np.stack([kept.pop(d) for d in b])},
+            cfg.extraction.image_batch_size,
+            "patch states for stage 05",
+            progress,
+        )
     kept.clear()
-    txt_cache = ShardedCache(cfg.shared_cache_dir / "tower_texts", {**base, **txt_tower.fingerprint()}, cfg.extraction.shard_size)
+    txt_cache = ShardedCache(
+        cfg.shared_cache_dir / "tower_texts", {**base, **txt_tower.fingerprint()}, cfg.extraction.shard_size
+    )
     text_of = dict(zip(collection.captions["text_id"], collection.captions["text"]))
-    txt_cache.fill(list(collection.captions["text_id"]), lambda b: txt_tower([text_of[i] for i in b]), cfg.extraction.text_batch_size, "text tower", progress,
-                   engine, partial(_text_tower_compute, text_of))
+    txt_cache.fill(
+        list(collection.captions["text_id"]),
+        lambda b: txt_tower([text_of[i] for i in b]),
+        cfg.extraction.text_batch_size,
+        "text tower",
+        progress,
+        engine,
+        partial(_text_tower_compute, text_of),
+    )
     return img_cache, txt_cache
 
 
@@ -80,7 +119,9 @@ def _image_tower_compute(image_size: int, path_of: dict, view_seed: int):
     from ..dense.towers import ImageTower
 
     tower = ImageTower(_worker_device(), image_size)
-    return lambda batch: tower([render_view(path_of[b.split("@")[0]], b.split("@")[1], view_seed, b.split("@")[0]) for b in batch])
+    return lambda batch: tower(
+        [render_view(path_of[b.split("@")[0]], b.split("@")[1], view_seed, b.split("@")[0]) for b in batch]
+    )
 
 
 def _text_tower_compute(text_of: dict):
@@ -91,7 +132,9 @@ def _text_tower_compute(text_of: dict):
     return lambda batch: tower([text_of[i] for i in batch])
 
 
-def project_images(model, img_cache: ShardedCache, image_ids: list[str], parts: tuple[str, ...], view: str = "clean") -> np.ndarray:
+def project_images(
+    model, img_cache: ShardedCache, image_ids: list[str], parts: tuple[str, ...], view: str = "clean"
+) -> np.ndarray:
     """256-d embeddings of one named view of images through the trained projection."""
     from ..dense.lit_projection import image_feature_matrix
 
@@ -109,11 +152,18 @@ def train_view_vectors(cfg: Config, views: int, progress: bool = False, include_
     from ..dense.lit_projection import load_projection
 
     if cfg.encoder.kind != "lit_towers" or views > cfg.lit.train_views:
-        raise ValueError(f"augmented views exist for the LiT towers only, at most lit.train_views = {cfg.lit.train_views} per image; got encoder {cfg.encoder.kind!r} and {views} views")
+        raise ValueError(
+            f"augmented views exist for the LiT towers only, at most lit.train_views = {cfg.lit.train_views} per "
+            f"image; got encoder {cfg.encoder.kind!r} and {views} views"
+        )
     collection = load_collection(cfg)
     img_cache, _ = cache_tower_features(cfg, collection, torch.device("cpu"), progress)
     lit_artifact(cfg).verify()
     model, _ = load_projection(lit_artifact(cfg).root / "projection.safetensors")
     ids = collection.split("train").images["image_id"].tolist()
     names = (["clean"] if include_clean else []) + [f"view{k}" for k in range(views)]
-    return np.stack([project_images(model, img_cache, ids, cfg.lit.image_features, v) for v in names]) if names else np.zeros((0, len(ids), cfg.encoder.embed_dim), np.float32)
+    return (
+        np.stack([project_images(model, img_cache, ids, cfg.lit.image_features, v) for v in names])
+        if names
+        else np.zeros((0, len(ids), cfg.encoder.embed_dim), np.float32)
+    )

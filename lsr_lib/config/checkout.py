@@ -6,6 +6,7 @@ when the variable is set, stops a kernel that imported ``lsr_lib`` from another 
 (say the editable install of a first clone) before it reads or writes anything there.
 Standard library only: it runs while ``lsr_lib`` is being imported.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,4 +40,5 @@ def check_kernel_checkout(expected_root: Optional[str] = None) -> None:
         f"this kernel imported lsr_lib from {imported} but was launched for checkout {expected}; "
         f"run `pip install -e .` in {expected}'s venv or use that checkout's "
         f"`python -m lsr_lib.run.pipeline` (run from {expected}, it puts that checkout first on PYTHONPATH). "
-        f"{CHECKOUT_ENV} is set by lsr_lib.run.pipeline; unset it to use another checkout on purpose.")
+        f"{CHECKOUT_ENV} is set by lsr_lib.run.pipeline; unset it to use another checkout on purpose."
+    )

@@ -5,6 +5,7 @@ first epoch, falling after each epoch to 0 at ``end_fraction`` of the epochs), `
 (``p0 = 0``: without expansion control), ``cosine`` and ``step``. The gate that draws
 ``z ~ Bernoulli(p)`` is :class:`lsr_lib.train.d2s_method.ExpansionGate`.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,15 @@ def cosine_schedule(epoch: int, total_epochs: int, p0: float = 1.0, end_fraction
     return p0 * 0.5 * (1.0 + math.cos(math.pi * _progress(epoch, total_epochs, end_fraction)))
 
 
-def step_schedule(epoch: int, total_epochs: int, p0: float = 1.0, end_fraction: float = 0.95, step_every: float = 0.25, step_gamma: float = 0.5, **_: float) -> float:
+def step_schedule(
+    epoch: int,
+    total_epochs: int,
+    p0: float = 1.0,
+    end_fraction: float = 0.95,
+    step_every: float = 0.25,
+    step_gamma: float = 0.5,
+    **_: float,
+) -> float:
     """p0 times ``step_gamma`` after every ``step_every`` share of the epochs; 0 from ``end_fraction`` on."""
     if _progress(epoch, total_epochs, end_fraction) >= 1.0:
         return 0.0
@@ -55,5 +64,3 @@ def expansion_probability(schedule: str, epoch: int, total_epochs: int, **params
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown expansion schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
     return float(min(1.0, max(0.0, SCHEDULES[schedule](epoch, total_epochs, **params))))
-
-

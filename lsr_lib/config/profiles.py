@@ -5,6 +5,7 @@ Every stage reads one :class:`Config`. Unknown keys, wrong types and bad values 
 work starts (HOUSE_STYLE: "unknown keys and wrong types are errors").
 Each section is a frozen dataclass; paper hyperparameters carry their source in the YAML.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,18 +20,44 @@ import yaml
 from .d2s import D2SConfig
 from .pruning_spec import parse as parse_pruning
 from .suggest import SuggestConfig
-from .typed import ConfigError, build_dataclass, check, each, items_from, non_negative, one_of, opt_in, opt_in_section, positive, to_dict
+from .typed import (
+    ConfigError,
+    build_dataclass,
+    check,
+    each,
+    items_from,
+    non_negative,
+    one_of,
+    opt_in,
+    opt_in_section,
+    positive,
+    to_dict,
+)
 
-__all__ = ["Config", "ConfigError", "D2SConfig", "SweepSetting", "seed_overrides", "split_seed_variant", "build_dataclass", "load_config", "split_profile", "to_dict"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "D2SConfig",
+    "SweepSetting",
+    "seed_overrides",
+    "split_seed_variant",
+    "build_dataclass",
+    "load_config",
+    "split_profile",
+    "to_dict",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("smoke", "default", "paper", "rehearsal", "atomic_fixture")
 # Names the stages know, so a typo fails at load time, not after hours of extraction; where a
 # registry in a layer above holds them (config cannot import it), tests/test_config.py keeps them equal.
-ENCODER_KINDS = ("lit_towers", "blip_hf", "lavis", "feature_files")  # lsr_lib.dense.extract, stages.cache_dense_features
+# lsr_lib.dense.extract, stages.cache_dense_features
+ENCODER_KINDS = ("lit_towers", "blip_hf", "lavis", "feature_files")
 IMAGE_PARTS = ("avg", "max", "logits")  # lsr_lib.dense.towers.IMAGE_PARTS
-EVAL_TRANSFORMS = ("grayscale", "small_offset", "thick_stroke", "hue_shift", "tinted_background")  # data.image_augment, "clean" always runs
-SPARSE_INDEX_KINDS = ("scipy", "numba", "numba_blocked", "seismic", "qdrant_edge", "pisa", "bmp", "kannolo", "milvus")  # lsr_lib.index.sparse.INDEX_KINDS
+# data.image_augment, "clean" always runs
+EVAL_TRANSFORMS = ("grayscale", "small_offset", "thick_stroke", "hue_shift", "tinted_background")
+# lsr_lib.index.sparse.INDEX_KINDS
+SPARSE_INDEX_KINDS = ("scipy", "numba", "numba_blocked", "seismic", "qdrant_edge", "pisa", "bmp", "kannolo", "milvus")
 DENSE_INDEX_KINDS = ("faiss_flat", "faiss_hnsw")  # ditto
 EXTRACTION_ENGINES = ("local", "ray")  # stage 01: in-process, or Ray Data (lsr_lib.dense.ray_extract)
 D2S_CONDITIONS = ("with_control", "without_control")  # lsr_lib.stages.train_sparse_heads.CONDITIONS
@@ -54,13 +81,21 @@ class DataConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
         f = self.split_fractions
-        check(self, [
-            ("root", bool(self.root), "a folder"), *non_negative(self, "split_seed"),
-            ("max_groups", self.max_groups is None or self.max_groups > 0, "> 0 or null"),
-            ("split_fractions", min(f) >= 0 and f[0] > 0 and abs(sum(f) - 1) < 1e-6, "[train, val, test] fractions >= 0 (train > 0) summing to 1"),
-            ("image_size", self.image_size >= 32, ">= 32 (the image towers downsample by 32)"),
-            items_from(self, "train_splits", ("train", "restval")),
-        ])
+        check(
+            self,
+            [
+                ("root", bool(self.root), "a folder"),
+                *non_negative(self, "split_seed"),
+                ("max_groups", self.max_groups is None or self.max_groups > 0, "> 0 or null"),
+                (
+                    "split_fractions",
+                    min(f) >= 0 and f[0] > 0 and abs(sum(f) - 1) < 1e-6,
+                    "[train, val, test] fractions >= 0 (train > 0) summing to 1",
+                ),
+                ("image_size", self.image_size >= 32, ">= 32 (the image towers downsample by 32)"),
+                items_from(self, "train_splits", ("train", "restval")),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -74,11 +109,23 @@ class EncoderConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
-        check(self, [
-            one_of(self, "kind", ENCODER_KINDS), *positive(self, "embed_dim"),
-            ("checkpoint", self.kind not in ("blip_hf", "lavis") or bool(self.checkpoint), f"a model name or folder for kind {self.kind}"),
-            ("features_dir", self.kind != "feature_files" or bool(self.features_dir), "a folder with img_embs.parquet and text_embs.parquet for kind feature_files"),
-        ])
+        check(
+            self,
+            [
+                one_of(self, "kind", ENCODER_KINDS),
+                *positive(self, "embed_dim"),
+                (
+                    "checkpoint",
+                    self.kind not in ("blip_hf", "lavis") or bool(self.checkpoint),
+                    f"a model name or folder for kind {self.kind}",
+                ),
+                (
+                    "features_dir",
+                    self.kind != "feature_files" or bool(self.features_dir),
+                    "a folder with img_embs.parquet and text_embs.parquet for kind feature_files",
+                ),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -100,12 +147,16 @@ class LitConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
-        check(self, [
-            items_from(self, "image_features", IMAGE_PARTS), items_from(self, "eval_transforms", EVAL_TRANSFORMS, empty=True),
-            *positive(self, "hidden_dim epochs batch_size lr init_temperature"),
-            *non_negative(self, "train_views weight_decay seed view_seed"),
-            ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
-        ])
+        check(
+            self,
+            [
+                items_from(self, "image_features", IMAGE_PARTS),
+                items_from(self, "eval_transforms", EVAL_TRANSFORMS, empty=True),
+                *positive(self, "hidden_dim epochs batch_size lr init_temperature"),
+                *non_negative(self, "train_views weight_decay seed view_seed"),
+                ("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -117,18 +168,28 @@ class ExtractionConfig:
     text_batch_size: int = 256
     shard_size: int = 1024  # rows per cache shard: an interrupted run resumes at shard granularity
     mixed_precision: bool = True  # only used on CUDA
-    engine: str = opt_in("local")  # "local": in this process; "ray": Ray Data actors (lsr_lib/dense/ray_extract.py), same cache
-    ray_address: Optional[str] = opt_in(None)  # None: a Ray runtime on this machine; "ray://host:10001" or "auto": a cluster (the only change)
+    # "local": in this process; "ray": Ray Data actors (lsr_lib/dense/ray_extract.py), same cache
+    engine: str = opt_in("local")
+    # None: a Ray runtime on this machine; "ray://host:10001" or "auto": a cluster (the only change)
+    ray_address: Optional[str] = opt_in(None)
     ray_actors: int = opt_in(0)  # 0: one per GPU, else one per ray_threads CPUs
     ray_threads: int = opt_in(1)  # torch threads (and Ray CPUs) per actor
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
-        check(self, [
-            ("device", re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "auto, cpu, cuda or cuda:<n>"),
-            *positive(self, "image_batch_size text_batch_size shard_size ray_threads"), *non_negative(self, "ray_actors"),
-            one_of(self, "engine", EXTRACTION_ENGINES),
-        ])
+        check(
+            self,
+            [
+                (
+                    "device",
+                    re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+                    "auto, cpu, cuda or cuda:<n>",
+                ),
+                *positive(self, "image_batch_size text_batch_size shard_size ray_threads"),
+                *non_negative(self, "ray_actors"),
+                one_of(self, "engine", EXTRACTION_ENGINES),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -140,8 +201,10 @@ class EvalConfig:
     splits: tuple[str, ...] = ("val", "test")
     # stage 03 (these were the notebook's own parameters; opt-in, so the hashes made before them stay valid)
     deviation_top_k: int = opt_in(10)  # top-k terms of a vector the semantic deviation reads (DESIGN.md section 3)
-    unrelated_threshold: float = opt_in(0.2)  # MiniLM cosine below which an expansion term is unrelated to its caption (DESIGN.md section 3)
-    unrelated_threshold_sweep: tuple[float, ...] = opt_in((0.1, 0.15, 0.2, 0.25, 0.3))  # how much the unrelated share depends on the threshold
+    # MiniLM cosine below which an expansion term is unrelated to its caption (DESIGN.md section 3)
+    unrelated_threshold: float = opt_in(0.2)
+    # how much the unrelated share depends on the threshold
+    unrelated_threshold_sweep: tuple[float, ...] = opt_in((0.1, 0.15, 0.2, 0.25, 0.3))
     faithfulness_top_k: int = opt_in(10)  # Kendall's tau on each query's dense top-k (DESIGN.md section 3)
     # stage 06 (the explorer's static views; also the notebook's own parameters before)
     explorer_top_k: int = opt_in(8)  # terms and images each explorer view shows
@@ -149,14 +212,21 @@ class EvalConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
-        check(self, [
-            ("ks", len(self.ks) > 0 and min(self.ks) > 0, "a list of cutoffs > 0 (at least one)"),
-            *positive(self, "mrr_depth deviation_top_k faithfulness_top_k explorer_top_k"), items_from(self, "splits", SPLITS),
-            ("explorer_split", self.explorer_split in SPLITS, f"one of {', '.join(SPLITS)}"),
-            ("unrelated_threshold", -1 < self.unrelated_threshold < 1, "a cosine between -1 and 1"),
-            ("unrelated_threshold_sweep", len(self.unrelated_threshold_sweep) > 0 and all(-1 < t < 1 for t in self.unrelated_threshold_sweep),
-             "a list of cosines between -1 and 1 (at least one)"),
-        ])
+        check(
+            self,
+            [
+                ("ks", len(self.ks) > 0 and min(self.ks) > 0, "a list of cutoffs > 0 (at least one)"),
+                *positive(self, "mrr_depth deviation_top_k faithfulness_top_k explorer_top_k"),
+                items_from(self, "splits", SPLITS),
+                ("explorer_split", self.explorer_split in SPLITS, f"one of {', '.join(SPLITS)}"),
+                ("unrelated_threshold", -1 < self.unrelated_threshold < 1, "a cosine between -1 and 1"),
+                (
+                    "unrelated_threshold_sweep",
+                    len(self.unrelated_threshold_sweep) > 0 and all(-1 < t < 1 for t in self.unrelated_threshold_sweep),
+                    "a list of cosines between -1 and 1 (at least one)",
+                ),
+            ],
+        )
 
 
 def pruning_specs(obj: Any, key: str) -> tuple[str, bool, str]:
@@ -177,38 +247,67 @@ class IndexConfig:
     approx_backends: tuple[str, ...] = ("seismic", "pisa")  # recall@10 against exact (PISA: integer-quantised weights)
     dense_backends: tuple[str, ...] = ("faiss_flat", "faiss_hnsw")  # the dense teacher, exact and HNSW (M=32, ef=64)
     topk: int = 100
-    pruning: tuple[str, ...] = ("none", "d64+q32", "d32+q16")  # index-side measures on the test split (lsr_lib.index.pruning specs: d<k> q<k> df<share> u<bits>)
-    scale_pruning: tuple[str, ...] = opt_in(())  # the same measures in the scale benchmark, through the exact numba engine
+    # index-side measures on the test split (lsr_lib.index.pruning specs: d<k> q<k> df<share> u<bits>)
+    pruning: tuple[str, ...] = ("none", "d64+q32", "d32+q16")
+    # the same measures in the scale benchmark, through the exact numba engine
+    scale_pruning: tuple[str, ...] = opt_in(())
     latency_queries: int = 200  # single-query calls timed per engine
     qps_queries: int = 400  # queries in one batched call for QPS
-    scale_sizes: tuple[int, ...] = (100_000, 1_000_000)  # synthetic collections from the learned models' output distribution
+    # synthetic collections from the learned models' output distribution
+    scale_sizes: tuple[int, ...] = (100_000, 1_000_000)
     scale_backends: tuple[str, ...] = ("numba", "seismic", "faiss_flat", "faiss_hnsw")
     hnsw_max_docs: int = 200_000  # HNSW build cost on 2 cores: skipped above this size
-    seismic_search: tuple[tuple[int, float], ...] = ((20, 0.7), (40, 0.9), (60, 1.0))  # (query_cut, heap_factor): recall / latency sweep, no rebuild
-    hnsw_ef_search: tuple[int, ...] = (64,)  # HNSW efSearch sweep (one build): recall / latency, for recall-matched comparisons
-    seismic_postings_per_doc: tuple[float, ...] = (0.001,)  # n_postings = fraction x documents, one build each (DESIGN.md section 6: 0.0005-0.0015)
+    # (query_cut, heap_factor): recall / latency sweep, no rebuild
+    seismic_search: tuple[tuple[int, float], ...] = ((20, 0.7), (40, 0.9), (60, 1.0))
+    # HNSW efSearch sweep (one build): recall / latency, for recall-matched comparisons
+    hnsw_ef_search: tuple[int, ...] = (64,)
+    # n_postings = fraction x documents, one build each (DESIGN.md section 6: 0.0005-0.0015)
+    seismic_postings_per_doc: tuple[float, ...] = (0.001,)
     bmp_bsize: tuple[int, ...] = opt_in((32,))  # BMP documents per block, one build each
-    bmp_search: tuple[tuple[float, float], ...] = opt_in(((1.0, 1.0),))  # BMP (alpha, beta): (1, 1) is safe (exact on its quantised weights)
+    # BMP (alpha, beta): (1, 1) is safe (exact on its quantised weights)
+    bmp_search: tuple[tuple[float, float], ...] = opt_in(((1.0, 1.0),))
     kannolo_m: int = opt_in(32)  # kANNolo graph: neighbours per node
     kannolo_ef_search: tuple[int, ...] = opt_in((100,))  # kANNolo efSearch sweep (one build)
-    kannolo_max_docs: int = opt_in(200_000)  # kANNolo graph build on 2 cores (about 65 s at 100k documents): skipped above this size
+    # kANNolo graph build on 2 cores (about 65 s at 100k documents): skipped above this size
+    kannolo_max_docs: int = opt_in(200_000)
     milvus_max_docs: int = opt_in(200_000)  # Milvus (milvus-lite) in the scale benchmark: skipped above this size
-    milvus_queries: int = opt_in(0)  # Milvus in the scale benchmark: at most this many queries for latency and for QPS (0: as the other engines); its exact search is slow on co-activated vectors
+    # Milvus in the scale benchmark: at most this many queries for latency and for QPS (0: as the other engines); its
+    # exact search is slow on co-activated vectors
+    milvus_queries: int = opt_in(0)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
-        check(self, [
-            *(items_from(self, k, SPARSE_INDEX_KINDS, empty=True) for k in ("exact_backends", "approx_backends")), items_from(self, "dense_backends", DENSE_INDEX_KINDS, empty=True),
-            items_from(self, "scale_backends", SPARSE_INDEX_KINDS + DENSE_INDEX_KINDS, empty=True),
-            *positive(self, "topk latency_queries qps_queries"), *non_negative(self, "hnsw_max_docs"),
-            *(pruning_specs(self, k) for k in ("pruning", "scale_pruning")),
-            *each(self, "scale_sizes hnsw_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
-            ("seismic_search", all(c > 0 and 0 < h <= 1 for c, h in self.seismic_search), "[query_cut > 0, heap_factor in (0, 1]] pairs"),
-            ("seismic_postings_per_doc", all(0 < f <= 1 for f in self.seismic_postings_per_doc), "a list of fractions in (0, 1]"),
-            ("bmp_bsize", all(1 <= b <= 256 for b in self.bmp_bsize), "a list of block sizes in 1..256"),
-            ("bmp_search", all(0 < a <= 1 and 0 < b <= 1 for a, b in self.bmp_search), "[alpha in (0, 1], beta in (0, 1]] pairs"),
-            *positive(self, "kannolo_m"), *non_negative(self, "kannolo_max_docs milvus_max_docs milvus_queries"), *each(self, "kannolo_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
-        ])
+        check(
+            self,
+            [
+                *(items_from(self, k, SPARSE_INDEX_KINDS, empty=True) for k in ("exact_backends", "approx_backends")),
+                items_from(self, "dense_backends", DENSE_INDEX_KINDS, empty=True),
+                items_from(self, "scale_backends", SPARSE_INDEX_KINDS + DENSE_INDEX_KINDS, empty=True),
+                *positive(self, "topk latency_queries qps_queries"),
+                *non_negative(self, "hnsw_max_docs"),
+                *(pruning_specs(self, k) for k in ("pruning", "scale_pruning")),
+                *each(self, "scale_sizes hnsw_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
+                (
+                    "seismic_search",
+                    all(c > 0 and 0 < h <= 1 for c, h in self.seismic_search),
+                    "[query_cut > 0, heap_factor in (0, 1]] pairs",
+                ),
+                (
+                    "seismic_postings_per_doc",
+                    all(0 < f <= 1 for f in self.seismic_postings_per_doc),
+                    "a list of fractions in (0, 1]",
+                ),
+                ("bmp_bsize", all(1 <= b <= 256 for b in self.bmp_bsize), "a list of block sizes in 1..256"),
+                (
+                    "bmp_search",
+                    all(0 < a <= 1 and 0 < b <= 1 for a, b in self.bmp_search),
+                    "[alpha in (0, 1], beta in (0, 1]] pairs",
+                ),
+                *positive(self, "kannolo_m"),
+                *non_negative(self, "kannolo_max_docs milvus_max_docs milvus_queries"),
+                *each(self, "kannolo_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -223,7 +322,8 @@ class SweepSetting:
     dataset: str  # mscoco | flickr30k
     backbone: str  # blip | albef
     overrides: Any = None  # nested mapping like the profile file; checked key by key when the setting is loaded
-    extract_kernel: str = "python3"  # Jupyter kernel for stage 01 (lsr-lavis for encoder.kind lavis, environment-lavis.yml)
+    # Jupyter kernel for stage 01 (lsr-lavis for encoder.kind lavis, environment-lavis.yml)
+    extract_kernel: str = "python3"
 
     @property
     def name(self) -> str:
@@ -232,12 +332,28 @@ class SweepSetting:
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
         keys = set(self.overrides) if isinstance(self.overrides, dict) else set()
-        check(self, [
-            *each(self, "dataset backbone", lambda v: re.fullmatch(r"[a-z0-9]+", v), "lower-case letters and digits (it names a results folder)"),
-            ("overrides", self.overrides is None or isinstance(self.overrides, dict), "a mapping of settings like the profile file"),
-            ("overrides", not keys & {"profile", "sweep"}, "free of profile and sweep (the profile cannot be overridden by a sweep setting, nor its sweep)"),
-            ("extract_kernel", bool(self.extract_kernel), "a Jupyter kernel name"),
-        ])
+        check(
+            self,
+            [
+                *each(
+                    self,
+                    "dataset backbone",
+                    lambda v: re.fullmatch(r"[a-z0-9]+", v),
+                    "lower-case letters and digits (it names a results folder)",
+                ),
+                (
+                    "overrides",
+                    self.overrides is None or isinstance(self.overrides, dict),
+                    "a mapping of settings like the profile file",
+                ),
+                (
+                    "overrides",
+                    not keys & {"profile", "sweep"},
+                    "free of profile and sweep (the profile cannot be overridden by a sweep setting, nor its sweep)",
+                ),
+                ("extract_kernel", bool(self.extract_kernel), "a Jupyter kernel name"),
+            ],
+        )
 
 
 SCALE_BENCHMARK_RUNS = ("stage", "bench")
@@ -248,26 +364,53 @@ class DataScaleConfig:
     """Stage 07: both D2S conditions trained on nested fractions of the training pairs and, beyond
     100%, with augmented views of every training image as extra distillation data (issue 18)."""
 
-    fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)  # nested subsets of the training images (all captions of each), in (0, 1]
-    extra_views: tuple[int, ...] = ()  # beyond 100% (LiT towers only: stage 01 renders the views): all pairs plus k augmented renderings of every training image (stage 01's teacher vectors), each paired with the image's captions
-    seeds: tuple[int, ...] = ()  # training seeds (empty: the profile's seeds); seed k > seeds[0] reads the seed variant's stage 01 and 02 (`make seeds`)
-    extra_view_seeds: tuple[int, ...] = opt_in(())  # the seeds of the extra_views points (empty: every seed); they cost (1 + views) x a full run each
+    # nested subsets of the training images (all captions of each), in (0, 1]
+    fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+    # beyond 100% (LiT towers only: stage 01 renders the views): all pairs plus k augmented renderings of every training
+    # image (stage 01's teacher vectors), each paired with the image's captions
+    extra_views: tuple[int, ...] = ()
+    # training seeds (empty: the profile's seeds); seed k > seeds[0] reads the seed variant's stage 01 and 02 (`make
+    # seeds`)
+    seeds: tuple[int, ...] = ()
+    # the seeds of the extra_views points (empty: every seed); they cost (1 + views) x a full run each
+    extra_view_seeds: tuple[int, ...] = opt_in(())
     subset_seed: int = 0  # the one permutation the nested subsets are cut from
-    run: str = "stage"  # "stage": stage 07 trains what is missing; "bench": only `make data-scale` does, stage 07 reads its result file
+    # "stage": stage 07 trains what is missing; "bench": only `make data-scale` does, stage 07 reads its result file
+    run: str = "stage"
     paper_pairs: int = 414_113  # the reference point drawn on the figure: MSCOCO Karpathy train + restval captions
-    paper_retention: float = 55.9 / 57.0  # paper A, BLIP, MSCOCO 5k test: D2S with control T->I R@1 / the dense teacher's
+    # paper A, BLIP, MSCOCO 5k test: D2S with control T->I R@1 / the dense teacher's
+    paper_retention: float = 55.9 / 57.0
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
-        check(self, [
-            ("fractions", bool(self.fractions) and all(0 < f <= 1 for f in self.fractions) and list(self.fractions) == sorted(set(self.fractions)), "increasing fractions in (0, 1]"),
-            ("extra_views", all(v > 0 for v in self.extra_views) and list(self.extra_views) == sorted(set(self.extra_views)), "increasing view counts > 0"),
-            ("extra_views", not self.extra_views or 1.0 in self.fractions, "used with fraction 1.0 (views are added to all the pairs)"),
-            *non_negative(self, "subset_seed"), one_of(self, "run", SCALE_BENCHMARK_RUNS),
-        ])
+        check(
+            self,
+            [
+                (
+                    "fractions",
+                    bool(self.fractions)
+                    and all(0 < f <= 1 for f in self.fractions)
+                    and list(self.fractions) == sorted(set(self.fractions)),
+                    "increasing fractions in (0, 1]",
+                ),
+                (
+                    "extra_views",
+                    all(v > 0 for v in self.extra_views) and list(self.extra_views) == sorted(set(self.extra_views)),
+                    "increasing view counts > 0",
+                ),
+                (
+                    "extra_views",
+                    not self.extra_views or 1.0 in self.fractions,
+                    "used with fraction 1.0 (views are added to all the pairs)",
+                ),
+                *non_negative(self, "subset_seed"),
+                one_of(self, "run", SCALE_BENCHMARK_RUNS),
+            ],
+        )
 
 
-KNOB_FIELDS = ("epochs", "batch_size", "regularizer", "reg_weight", "teacher_tau", "lr_vocab", "lr_projection")  # the d2s settings a knob trial may change
+# the d2s settings a knob trial may change
+KNOB_FIELDS = ("epochs", "batch_size", "regularizer", "reg_weight", "teacher_tau", "lr_vocab", "lr_projection")
 
 
 @dataclass(frozen=True)
@@ -277,10 +420,12 @@ class KnobTrial:
     renderings per training image beyond the pairs (as ``data_scale.extra_views``)."""
 
     name: str
-    views: int = 0  # extra distillation data: 0 = stage 02's pairs; k = those plus k augmented renderings of every image
+    # extra distillation data: 0 = stage 02's pairs; k = those plus k augmented renderings of every image
+    views: int = 0
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
-    regularizer: Optional[str] = None  # "l1" (paper) | "flops" (a co-activation penalty: squared mean activation per term)
+    # "l1" (paper) | "flops" (a co-activation penalty: squared mean activation per term)
+    regularizer: Optional[str] = None
     reg_weight: Optional[float] = None  # both sides (reg_weight_image and reg_weight_text)
     teacher_tau: Optional[float] = None
     lr_vocab: Optional[float] = None
@@ -288,8 +433,17 @@ class KnobTrial:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value (the d2s values are checked again once applied)."""
-        check(self, [("name", bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name)), "a short name of letters, digits and _ . + - (a cache folder)"),
-                     *non_negative(self, "views")])
+        check(
+            self,
+            [
+                (
+                    "name",
+                    bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name)),
+                    "a short name of letters, digits and _ . + - (a cache folder)",
+                ),
+                *non_negative(self, "views"),
+            ],
+        )
 
     @property
     def is_recipe(self) -> bool:
@@ -305,17 +459,33 @@ class KnobSearchConfig:
     reported on the test split beside stage 02's recipe. Its seeds are the data-scale study's."""
 
     trials: tuple[KnobTrial, ...] = ()  # in the order they run; one named "recipe" with no changes is stage 02's run
-    flops_budget: float = 0.5  # a trial qualifies when its val FLOPs are at most this share of the recipe's uncontrolled model's (issue 18's goal: half)
-    frontier_docs: int = 0  # > 0: every trial's seed-0 model on the effectiveness-latency frontier (issue 16): test R@10 against exact-engine latency on this many synthetic documents drawn from its image vectors
+    # a trial qualifies when its val FLOPs are at most this share of the recipe's uncontrolled model's (issue 18's goal:
+    # half)
+    flops_budget: float = 0.5
+    # > 0: every trial's seed-0 model on the effectiveness-latency frontier (issue 16): test R@10 against exact-engine
+    # latency on this many synthetic documents drawn from its image vectors
+    frontier_docs: int = 0
     frontier_engine: str = opt_in("numba")  # the exact engine timed on the frontier
-    run: str = "stage"  # "stage": stage 07 trains what is missing; "bench": only `make data-scale` does, stage 07 reads its result file
+    # "stage": stage 07 trains what is missing; "bench": only `make data-scale` does, stage 07 reads its result file
+    run: str = "stage"
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
         names = [t.name for t in self.trials]
-        check(self, [("trials", len(set(names)) == len(names), "trials with distinct names"),
-                     ("flops_budget", 0 < self.flops_budget <= 1, "in (0, 1]"), *non_negative(self, "frontier_docs"), one_of(self, "run", SCALE_BENCHMARK_RUNS),
-                     ("frontier_engine", self.frontier_engine in ("numba", "numba_blocked", "scipy"), "an exact sparse engine: numba, numba_blocked or scipy")])
+        check(
+            self,
+            [
+                ("trials", len(set(names)) == len(names), "trials with distinct names"),
+                ("flops_budget", 0 < self.flops_budget <= 1, "in (0, 1]"),
+                *non_negative(self, "frontier_docs"),
+                one_of(self, "run", SCALE_BENCHMARK_RUNS),
+                (
+                    "frontier_engine",
+                    self.frontier_engine in ("numba", "numba_blocked", "scipy"),
+                    "an exact sparse engine: numba, numba_blocked or scipy",
+                ),
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -324,8 +494,12 @@ class Config:
 
     profile: str
     seed: int = 0
-    threads: int = 0  # torch CPU threads in every stage, 0 = torch's default; fixed where numbers must reproduce (D2S's LayerNorm backward sums in thread order: results/benchmarks/determinism.json)
-    seeds: tuple[int, ...] = ()  # training seeds for error bars: the first is `seed` (the main job), the rest run as <profile>/seed<k> (lsr_lib.run.seeds)
+    # torch CPU threads in every stage, 0 = torch's default; fixed where numbers must reproduce (D2S's LayerNorm
+    # backward sums in thread order: results/benchmarks/determinism.json)
+    threads: int = 0
+    # training seeds for error bars: the first is `seed` (the main job), the rest run as <profile>/seed<k>
+    # (lsr_lib.run.seeds)
+    seeds: tuple[int, ...] = ()
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     lit: LitConfig = field(default_factory=LitConfig)
@@ -337,24 +511,56 @@ class Config:
     suggest: SuggestConfig = field(default_factory=SuggestConfig)  # stage 05: image suggestion, M1-M4
     sweep: tuple[SweepSetting, ...] = ()  # paper profile: the (dataset, backbone) settings lsr_lib.run.sweep runs
     data_scale: DataScaleConfig = opt_in_section(DataScaleConfig)  # stage 07: the data-scale study
-    knob_search: KnobSearchConfig = opt_in_section(KnobSearchConfig)  # stage 07, part 2: the method's knobs chosen on validation
-    scale_benchmark: str = "stage"  # stage 04's synthetic-collection benchmark (index.scale_sizes): "stage" runs it in stage 04, "bench" only in `make bench` (stage 04 then reads its result file)
+    # stage 07, part 2: the method's knobs chosen on validation
+    knob_search: KnobSearchConfig = opt_in_section(KnobSearchConfig)
+    # stage 04's synthetic-collection benchmark (index.scale_sizes): "stage" runs it in stage 04, "bench" only in `make
+    # bench` (stage 04 then reads its result file)
+    scale_benchmark: str = "stage"
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value; each section has checked its own already."""
         names = [s.name for s in self.sweep]
-        check(self, [
-            *non_negative(self, "seed threads"), items_from(self, "d2s_conditions", D2S_CONDITIONS),
-            ("seeds", not self.seeds or (len(set(self.seeds)) == len(self.seeds) and min(self.seeds) == self.seeds[0]),
-             "empty, or distinct seeds whose first (the main job's) is the smallest"),
-            ("seed", not self.seeds or self.seed == (self.seeds[0] if split_seed_variant(self.profile)[1] is None else split_seed_variant(self.profile)[1]),
-             f"the first of seeds ({self.seeds[0] if self.seeds else ''}): the main job runs it, lsr_lib.run.seeds the others"),
-            ("index.topk", self.index.topk >= max(*self.evaluation.ks, self.evaluation.mrr_depth), "at least the largest evaluation cutoff (ks, mrr_depth)"),
-            ("sweep", len(set(names)) == len(names), "settings with distinct <dataset>_<backbone> names"),
-            ("scale_benchmark", self.scale_benchmark in SCALE_BENCHMARK_RUNS, f"one of {', '.join(SCALE_BENCHMARK_RUNS)}"),
-            ("suggest.index", self.suggest.index in SPARSE_INDEX_KINDS, f"one of {', '.join(SPARSE_INDEX_KINDS)}"),
-            ("data_scale.extra_view_seeds", set(self.data_scale.extra_view_seeds) <= set(self.data_scale_seeds), f"a subset of the study's seeds {list(self.data_scale_seeds)}"),
-        ])
+        check(
+            self,
+            [
+                *non_negative(self, "seed threads"),
+                items_from(self, "d2s_conditions", D2S_CONDITIONS),
+                (
+                    "seeds",
+                    not self.seeds or (len(set(self.seeds)) == len(self.seeds) and min(self.seeds) == self.seeds[0]),
+                    "empty, or distinct seeds whose first (the main job's) is the smallest",
+                ),
+                (
+                    "seed",
+                    not self.seeds
+                    or self.seed
+                    == (
+                        self.seeds[0]
+                        if split_seed_variant(self.profile)[1] is None
+                        else split_seed_variant(self.profile)[1]
+                    ),
+                    f"the first of seeds ({self.seeds[0] if self.seeds else ''}): the main job runs it, "
+                    "lsr_lib.run.seeds the others",
+                ),
+                (
+                    "index.topk",
+                    self.index.topk >= max(*self.evaluation.ks, self.evaluation.mrr_depth),
+                    "at least the largest evaluation cutoff (ks, mrr_depth)",
+                ),
+                ("sweep", len(set(names)) == len(names), "settings with distinct <dataset>_<backbone> names"),
+                (
+                    "scale_benchmark",
+                    self.scale_benchmark in SCALE_BENCHMARK_RUNS,
+                    f"one of {', '.join(SCALE_BENCHMARK_RUNS)}",
+                ),
+                ("suggest.index", self.suggest.index in SPARSE_INDEX_KINDS, f"one of {', '.join(SPARSE_INDEX_KINDS)}"),
+                (
+                    "data_scale.extra_view_seeds",
+                    set(self.data_scale.extra_view_seeds) <= set(self.data_scale_seeds),
+                    f"a subset of the study's seeds {list(self.data_scale_seeds)}",
+                ),
+            ],
+        )
 
     def path(self, p: str | Path) -> Path:
         """Resolve a configured path against the repository root."""
@@ -363,11 +569,13 @@ class Config:
 
     @property
     def data_scale_seeds(self) -> tuple[int, ...]:
-        """The data-scale study's seeds (stage 07): ``data_scale.seeds``, else the profile's ``seeds``, else ``seed``."""
+        """The data-scale study's seeds (stage 07): ``data_scale.seeds``, else the profile's ``seeds``, else
+        ``seed``."""
         return tuple(self.data_scale.seeds or self.seeds or (self.seed,))
 
     def seed_variant(self, k: int) -> "Config":
-        """This profile for training seed ``k``: itself for its first seed, else ``<profile>/seed<k>`` (:func:`seed_overrides`)."""
+        """This profile for training seed ``k``: itself for its first seed, else ``<profile>/seed<k>``
+        (:func:`seed_overrides`)."""
         return self if k == (self.seeds or (self.seed,))[0] else load_config(f"{self.profile}/seed{k}")
 
     @property
@@ -416,7 +624,8 @@ def split_profile(profile: str) -> tuple[str, Optional[str]]:
 
 
 SEED_OFFSET = 1000  # seed k shifts every training seed by SEED_OFFSET * (k - seeds[0])
-SEEDED = {"lit": ("seed",), "d2s": ("seed", "data_seed", "gate_seed"), "suggest": ("seed", "data_seed")}  # what a training seed varies
+# what a training seed varies
+SEEDED = {"lit": ("seed",), "d2s": ("seed", "data_seed", "gate_seed"), "suggest": ("seed", "data_seed")}
 
 
 def split_seed_variant(profile: str) -> tuple[str, Optional[int]]:
@@ -434,7 +643,10 @@ def seed_overrides(raw: dict, k: int) -> dict:
     """
     seeds = list(raw.get("seeds") or [])
     if k not in seeds[1:]:
-        raise ConfigError(f"seed variant seed{k}: {k} is not one of the profile's extra seeds {seeds[1:]} (the first seed, {seeds[0] if seeds else 0}, is the profile itself)")
+        raise ConfigError(
+            f"seed variant seed{k}: {k} is not one of the profile's extra seeds {seeds[1:]} (the first seed, "
+            f"{seeds[0] if seeds else 0}, is the profile itself)"
+        )
     shift = SEED_OFFSET * (k - seeds[0])
     out: dict = {"seed": k}
     for section, keys in SEEDED.items():
@@ -459,7 +671,9 @@ def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Opti
     base, setting = split_profile(profile)
     path = Path(params_dir) / f"{base}.yaml"
     if not path.exists():
-        raise ConfigError(f"no profile file {path}; available: {', '.join(p.stem for p in sorted(Path(params_dir).glob('*.yaml')))}")
+        raise ConfigError(
+            f"no profile file {path}; available: {', '.join(p.stem for p in sorted(Path(params_dir).glob('*.yaml')))}"
+        )
     raw = _read_profile_file(path, Path(params_dir))
     raw.setdefault("profile", base)
     if setting is not None:
@@ -468,7 +682,8 @@ def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Opti
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
         raw = _merge(raw, chosen.overrides or {})
-        raw["profile"] = f"{raw['profile']}/{chosen.name}"  # results/<profile>/<setting>/, data/cache/<profile>/<setting>/
+        # results/<profile>/<setting>/, data/cache/<profile>/<setting>/
+        raw["profile"] = f"{raw['profile']}/{chosen.name}"
     if seed_k is not None:
         try:
             raw = _merge(raw, seed_overrides(raw, seed_k))

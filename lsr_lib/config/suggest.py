@@ -1,4 +1,5 @@
 """Hyperparameters of stage 05, image suggestion with MLP / MLM sparse encoders (DESIGN.md 1B)."""
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,8 @@ class SuggestConfig:
     source: str = "emoji"  # emoji (embedded default: emoji suggestion) | atomic (TREC AToMiC files)
     atomic_texts: Optional[str] = None  # AToMiC-Texts parquet (file or folder of shards)
     atomic_images: Optional[str] = None  # AToMiC-Images parquet (file or folder of shards)
-    atomic_qrels: Optional[str] = None  # folder with <split> qrels (TREC text or parquet), or one file per split pattern
+    # folder with <split> qrels (TREC text or parquet), or one file per split pattern
+    atomic_qrels: Optional[str] = None
     configurations: tuple[str, ...] = CONFIGURATIONS  # paper: M1-M4
     max_text_tokens: int = 32  # WordPiece tokens per text, [CLS]/[SEP] included
     epochs: int = 5  # paper: 5
@@ -28,24 +30,41 @@ class SuggestConfig:
     warmup_fraction: float = 0.1
     reg_weight_query: float = 1e-3  # FLOPs regulariser (SPLADE), warmed up quadratically over the LR warm-up
     reg_weight_doc: float = 1e-3
-    mlm_bias_init: float = -4.0  # added to the MLM vocabulary bias: about 50-300 active terms per vector at initialisation (0 makes all 30,522 fire: MiniLM's MLM transform is untrained)
+    # added to the MLM vocabulary bias: about 50-300 active terms per vector at initialisation (0 makes all 30,522 fire:
+    # MiniLM's MLM transform is untrained)
+    mlm_bias_init: float = -4.0
     cpu_bf16: bool = True  # bf16 autocast for training on CPU; evaluation stays fp32
-    finetune_towers: bool = False  # GPU: train MiniLM and EfficientNet-Lite0 too (at lr_vocab), reading live tower inputs instead of cached states
+    # GPU: train MiniLM and EfficientNet-Lite0 too (at lr_vocab), reading live tower inputs instead of cached states
+    finetune_towers: bool = False
     seed: int = 0
     data_seed: int = 1
     eval_batch_size: int = 256
-    index: str = opt_in("numba")  # the engine stage 05 and the AToMiC job (lsr_lib.run.atomic) retrieve through: any sparse index kind, e.g. milvus
-    index_uri: Optional[str] = opt_in(None)  # milvus only: None = milvus-lite in the cache folder; "http://host:19530" = a Milvus server or cluster
+    # the engine stage 05 and the AToMiC job (lsr_lib.run.atomic) retrieve through: any sparse index kind, e.g. milvus
+    index: str = opt_in("numba")
+    # milvus only: None = milvus-lite in the cache folder; "http://host:19530" = a Milvus server or cluster
+    index_uri: Optional[str] = opt_in(None)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
-        check(self, [
-            one_of(self, "source", SOURCES), items_from(self, "configurations", CONFIGURATIONS),
-            *each(self, "atomic_texts atomic_images atomic_qrels", lambda v: self.source != "atomic" or bool(v),
-                  "the downloaded AToMiC file or folder when source is atomic"),
-            ("max_text_tokens", 3 <= self.max_text_tokens <= 512, "in [3, 512] (MiniLM positions, [CLS] and [SEP] included)"),
-            *positive(self, "epochs batch_size lr_encoder lr_vocab eval_batch_size"),
-            *non_negative(self, "reg_weight_query reg_weight_doc seed data_seed"),
-            ("warmup_fraction", 0.0 <= self.warmup_fraction < 1.0, "in [0, 1)"),
-            ("mlm_bias_init", math.isfinite(self.mlm_bias_init), "a finite number"),
-        ])
+        check(
+            self,
+            [
+                one_of(self, "source", SOURCES),
+                items_from(self, "configurations", CONFIGURATIONS),
+                *each(
+                    self,
+                    "atomic_texts atomic_images atomic_qrels",
+                    lambda v: self.source != "atomic" or bool(v),
+                    "the downloaded AToMiC file or folder when source is atomic",
+                ),
+                (
+                    "max_text_tokens",
+                    3 <= self.max_text_tokens <= 512,
+                    "in [3, 512] (MiniLM positions, [CLS] and [SEP] included)",
+                ),
+                *positive(self, "epochs batch_size lr_encoder lr_vocab eval_batch_size"),
+                *non_negative(self, "reg_weight_query reg_weight_doc seed data_seed"),
+                ("warmup_fraction", 0.0 <= self.warmup_fraction < 1.0, "in [0, 1)"),
+                ("mlm_bias_init", math.isfinite(self.mlm_bias_init), "a finite number"),
+            ],
+        )

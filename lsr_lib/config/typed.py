@@ -5,6 +5,7 @@ lists become tuples; a dataclass's ``validate()`` runs after construction (inner
 so a section's rules see checked types and an outer rule sees valid sections). A ``validate()``
 lists its rules as data, ``(key, acceptable?, what it must be)``, and hands them to :func:`check`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,15 +41,19 @@ def _default(f: dataclasses.Field) -> Any:
 def to_dict(obj: Any) -> Any:
     """Dataclass -> plain JSON-able dict (tuples become lists; :func:`opt_in` settings only when set)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if not (f.metadata.get("omit_at_default") and getattr(obj, f.name) == _default(f))}
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not (f.metadata.get("omit_at_default") and getattr(obj, f.name) == _default(f))
+        }
     if isinstance(obj, (tuple, list)):
         return [to_dict(v) for v in obj]
     return obj
 
 
 def check(obj: Any, rules: Iterable[Rule]) -> None:
-    """Raise ConfigError ``key: must be <what>, got <value>`` for the first failed rule (dotted keys reach into sections)."""
+    """Raise ConfigError ``key: must be <what>, got <value>`` for the first failed rule (dotted keys reach into
+    sections)."""
     for key, ok, must in rules:
         if not ok:
             raise ConfigError(f"{key}: must be {must}, got {to_dict(functools.reduce(getattr, key.split('.'), obj))!r}")

@@ -5,6 +5,7 @@ into one :class:`ImageCaptionSet`: a table of images and a table of captions, ea
 pointing at exactly one image. ``group_id`` ties near-duplicate images (emoji skin-tone
 variants) so that they never straddle a split; for MSCOCO / Flickr30k it is the image id.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,24 +68,40 @@ def validate_collection(images: pd.DataFrame, captions: pd.DataFrame, name: str 
             raise CollectionError(f"{name}: {what} table lacks column(s) {missing}")
     dup = images["image_id"][images["image_id"].duplicated()]
     if len(dup):
-        raise CollectionError(f"{name}: duplicate image id {dup.iloc[0]!r} ({len(dup)} duplicates); ids must be unique - fix the source file or drop the repeated entry")
+        raise CollectionError(
+            f"{name}: duplicate image id {dup.iloc[0]!r} ({len(dup)} duplicates); ids must be unique - fix the "
+            "source file or drop the repeated entry"
+        )
     dup = captions["text_id"][captions["text_id"].duplicated()]
     if len(dup):
-        raise CollectionError(f"{name}: duplicate caption id {dup.iloc[0]!r} ({len(dup)} duplicates); ids must be unique - fix the source file or drop the repeated entry")
+        raise CollectionError(
+            f"{name}: duplicate caption id {dup.iloc[0]!r} ({len(dup)} duplicates); ids must be unique - fix the "
+            "source file or drop the repeated entry"
+        )
     text = captions["text"].fillna("").astype(str).str.strip()
     if (text == "").any():
         bad = captions.loc[text == "", "text_id"].iloc[0]
-        raise CollectionError(f"{name}: caption {bad!r} is empty or missing; remove it from the source file or give it text")
+        raise CollectionError(
+            f"{name}: caption {bad!r} is empty or missing; remove it from the source file or give it text"
+        )
     known = set(images["image_id"])
     dangling = ~captions["image_id"].isin(known)
     if dangling.any():
         row = captions[dangling].iloc[0]
-        raise CollectionError(f"{name}: caption {row['text_id']!r} points at image {row['image_id']!r}, which is not in the image table; ids of the two files do not match")
+        raise CollectionError(
+            f"{name}: caption {row['text_id']!r} points at image {row['image_id']!r}, which is not in the image "
+            "table; ids of the two files do not match"
+        )
     cap_split = captions.merge(images[["image_id", "split"]], on="image_id", suffixes=("", "_img"))
     wrong = cap_split["split"] != cap_split["split_img"]
     if wrong.any():
         row = cap_split[wrong].iloc[0]
-        raise CollectionError(f"{name}: caption {row['text_id']!r} is in split {row['split']!r} but its image {row['image_id']!r} is in {row['split_img']!r}")
+        raise CollectionError(
+            f"{name}: caption {row['text_id']!r} is in split {row['split']!r} but its image {row['image_id']!r} is "
+            f"in {row['split_img']!r}"
+        )
     leak = images.groupby("group_id")["split"].nunique()
     if (leak > 1).any():
-        raise CollectionError(f"{name}: variant group {leak[leak > 1].index[0]!r} spans several splits; split by group_id")
+        raise CollectionError(
+            f"{name}: variant group {leak[leak > 1].index[0]!r} spans several splits; split by group_id"
+        )

@@ -12,6 +12,7 @@ Caption texts shared by several variant groups are dropped (they could not name 
 Variants of one emoji (skin tones, man / woman / person forms, gender signs) form one
 ``group_id`` and the seeded split is drawn over groups, so no variant leaks between splits.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,7 +65,12 @@ def captions_for(e: str) -> list[str]:
     name = cldr_name(e)
     if name is None:
         return []
-    data = emoji.EMOJI_DATA.get(e) or emoji.EMOJI_DATA.get(e.replace("\ufe0f", "")) or emoji.EMOJI_DATA.get(e + "\ufe0f") or {}
+    data = (
+        emoji.EMOJI_DATA.get(e)
+        or emoji.EMOJI_DATA.get(e.replace("\ufe0f", ""))
+        or emoji.EMOJI_DATA.get(e + "\ufe0f")
+        or {}
+    )
     caps = [name] + [_clean(a) for a in data.get("alias", [])]
     base = e.replace("\ufe0f", "")
     if len(base) == 1:
@@ -101,7 +107,12 @@ def variant_group(hexcode: str) -> str:
     return "-".join(f"{c:04X}" for c in keep)
 
 
-def build_emoji_collection(seed: int = 13, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2), max_groups: int | None = None, image_dir: str | Path = "") -> ImageCaptionSet:
+def build_emoji_collection(
+    seed: int = 13,
+    fractions: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    max_groups: int | None = None,
+    image_dir: str | Path = "",
+) -> ImageCaptionSet:
     """Images, captions, variant groups and a seeded group-level train / val / test split."""
     svg_dir = openmoji_svg_dir()
     rows = []
@@ -178,5 +189,6 @@ def render_collection(collection: ImageCaptionSet, size: int = 224, progress: bo
     todo = [r for r in collection.images.itertuples() if not Path(r.path).exists()]
     for r in tqdm(todo, desc="render OpenMoji SVG", disable=not progress or not todo):
         img = render_svg(svg_dir / f"{r.image_id}.svg", size)
-        atomic_write(r.path, lambda tmp, img=img: img.save(tmp, format="PNG"))  # unique temporary name: concurrent runs never collide
+        # unique temporary name: concurrent runs never collide
+        atomic_write(r.path, lambda tmp, img=img: img.save(tmp, format="PNG"))
     return len(todo)

@@ -9,6 +9,7 @@ transforms used to report R@k on transformed test images beside clean ones. ``re
 turns a view id (``<image>@clean``, ``@view<k>``, ``@<transform>``; ``view_ids``) into the image
 stage 01's image tower reads.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -88,7 +89,13 @@ def random_view(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     if rng.random() < 0.4:
         img = stroke(img, int(rng.choice([-1, 1, 2])))
     if rng.random() < 0.7:
-        img = place(img, float(rng.uniform(0.45, 1.0)), float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1)), float(rng.uniform(-20, 20)))
+        img = place(
+            img,
+            float(rng.uniform(0.45, 1.0)),
+            float(rng.uniform(-1, 1)),
+            float(rng.uniform(-1, 1)),
+            float(rng.uniform(-20, 20)),
+        )
     bg = (255, 255, 255)
     if rng.random() < 0.4:
         bg = tuple(int(v) for v in rng.integers(150, 256, size=3))
@@ -135,7 +142,9 @@ def render_view(path: str, view: str, seed: int, image_id: str) -> Image.Image:
         rgba.load()
         rgba = rgba.convert("RGBA")
     except Exception as e:
-        raise ValueError(f"image {path} is missing or unreadable ({e}); delete it and re-run stage 01 to render it again") from e
+        raise ValueError(
+            f"image {path} is missing or unreadable ({e}); delete it and re-run stage 01 to render it again"
+        ) from e
     if view.startswith("view"):
         rng = np.random.default_rng([seed, zlib.crc32(f"{image_id}@{view}".encode())])
         return random_view(rgba, rng)

@@ -15,6 +15,7 @@ text id = ``sentid``, both as strings), :func:`write_karpathy` writes one back (
 emoji set uses it, so one loader serves every collection), and :func:`load_image` opens an
 image with an error that names the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -131,7 +132,9 @@ def write_karpathy(collection: ImageCaptionSet, json_path: str | Path, image_roo
         if path and image_root is not None:
             path = os.path.relpath(path, image_root)
             if path.startswith(".."):
-                raise ValueError(f"image {image_id!r}: path not under image_root {image_root}; pass their common folder")
+                raise ValueError(
+                    f"image {image_id!r}: path not under image_root {image_root}; pass their common folder"
+                )
         imgid = _int_if_numeric(image_id)
         folder, filename = os.path.split(path) if path else ("", "")
         entry: dict = {"imgid": imgid, "split": split, "filename": filename}

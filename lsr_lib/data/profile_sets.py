@@ -3,6 +3,7 @@
 Both are read by more than one stage (the collection by stages 01, 05 and 07; the suggestion set by
 stages 05 and 06), so they are built here from the config alone, below every stage module.
 """
+
 from __future__ import annotations
 
 from ..config.profiles import Config
@@ -19,7 +20,9 @@ def load_collection(cfg: Config, render: bool = True) -> ImageCaptionSet:
         from .emoji import build_emoji_collection, render_collection, split_checksum
 
         root = cfg.data_dir / "emoji"
-        col = build_emoji_collection(cfg.data.split_seed, cfg.data.split_fractions, cfg.data.max_groups, root / f"images_{cfg.data.image_size}")
+        col = build_emoji_collection(
+            cfg.data.split_seed, cfg.data.split_fractions, cfg.data.max_groups, root / f"images_{cfg.data.image_size}"
+        )
         meta = root / f"dataset_meta_{cfg.base_profile}.json"  # one split for every training seed
         karpathy.write_karpathy(col, meta)
         atomic_write_text(root / f"split_{cfg.base_profile}.sha256", split_checksum(col) + "\n")
@@ -29,7 +32,10 @@ def load_collection(cfg: Config, render: bool = True) -> ImageCaptionSet:
     if cfg.data.karpathy_json is None and cfg.encoder.kind == "feature_files" and cfg.encoder.features_dir:
         return karpathy.load_karpathy(cfg.path(cfg.encoder.features_dir) / "dataset_meta.json", name=cfg.data.name)
     if cfg.data.karpathy_json is None:
-        raise ValueError(f"profile {cfg.profile!r}: data.karpathy_json is not set; point it at dataset_{cfg.data.name}.json (Karpathy split file)")
+        raise ValueError(
+            f"profile {cfg.profile!r}: data.karpathy_json is not set; point it at dataset_{cfg.data.name}.json "
+            "(Karpathy split file)"
+        )
     image_root = cfg.path(cfg.data.image_root) if cfg.data.image_root else None
     return karpathy.load_karpathy(cfg.path(cfg.data.karpathy_json), image_root, name=cfg.data.name)
 
@@ -42,7 +48,12 @@ def load_suggestion_set(cfg: Config, collection=None, all_images: bool = False) 
         qrels = {split: cfg.path(s.atomic_qrels) / f"{split}.qrels" for split in ("train", "validation", "test")}
         qrels = {k: p if p.exists() else p.with_suffix(".parquet") for k, p in qrels.items()}
         data = load_atomic(cfg.path(s.atomic_texts), cfg.path(s.atomic_images), qrels, all_images)
-        return SuggestionSet(data.name, data.queries.replace({"split": {"validation": "val"}}), data.docs.replace({"split": {"validation": "val"}}), data.qrels)
+        return SuggestionSet(
+            data.name,
+            data.queries.replace({"split": {"validation": "val"}}),
+            data.docs.replace({"split": {"validation": "val"}}),
+            data.qrels,
+        )
     if collection is None:
         collection = load_collection(cfg)
     return emoji_suggestion_set(collection)

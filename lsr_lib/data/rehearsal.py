@@ -20,6 +20,7 @@ How the vectors are made, so that retrieval is not trivial and expansion masks b
 Sizes (Karpathy MSCOCO, restval left out as the paper's training does): train 82,783 images /
 414,113 captions, val and test 5,000 / 25,010 each; ``fraction`` scales every split.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,12 @@ from .collection import CAPTION_COLUMNS, IMAGE_COLUMNS, ImageCaptionSet
 from .karpathy import write_karpathy
 
 MSCOCO_KARPATHY = {"train": (82_783, 414_113), "val": (5_000, 25_010), "test": (5_000, 25_010)}  # (images, captions)
-TEMPLATES = ("a {0} and a {1} near {2}", "{0} with {1} by the {2}", "the {0} next to a {1} and {2}", "a {0} {1} in a {2}")
+TEMPLATES = (
+    "a {0} and a {1} near {2}",
+    "{0} with {1} by the {2}",
+    "the {0} next to a {1} and {2}",
+    "a {0} {1} in a {2}",
+)
 FILES = ("img_embs.parquet", "text_embs.parquet", "dataset_meta.json")
 
 
@@ -48,11 +54,22 @@ def split_sizes(fraction: float) -> dict[str, tuple[int, int]]:
     return out
 
 
-def synthetic_mscoco(words: list[str], fraction: float = 1.0, seed: int = 0, dim: int = 256, topic_words: int = 4,
-                     caption_topic_words: int = 3, image_noise: float = 2.5, text_noise: float = 4.0) -> tuple[ImageCaptionSet, np.ndarray, np.ndarray]:
+def synthetic_mscoco(
+    words: list[str],
+    fraction: float = 1.0,
+    seed: int = 0,
+    dim: int = 256,
+    topic_words: int = 4,
+    caption_topic_words: int = 3,
+    image_noise: float = 2.5,
+    text_noise: float = 4.0,
+) -> tuple[ImageCaptionSet, np.ndarray, np.ndarray]:
     """The collection and its (N_img, dim) / (N_txt, dim) float32 L2-normalised vectors (rows in collection order)."""
     if caption_topic_words > topic_words or len(TEMPLATES[0].split("{")) - 1 != caption_topic_words:
-        raise ValueError(f"caption_topic_words must be {len(TEMPLATES[0].split('{')) - 1} (the templates' slots) and at most topic_words")
+        raise ValueError(
+            "caption_topic_words must be "
+            f"{len(TEMPLATES[0].split('{')) - 1} (the templates' slots) and at most topic_words"
+        )
     words = np.asarray(words)
     rng = np.random.default_rng(seed)
     direction = rng.standard_normal((len(words), dim)).astype(np.float32) / np.sqrt(dim)  # (W, dim)
@@ -62,24 +79,35 @@ def synthetic_mscoco(words: list[str], fraction: float = 1.0, seed: int = 0, dim
     next_img = next_cap = 0
     for split, (n_img, n_cap) in split_sizes(fraction).items():
         topics = rng.choice(len(words), size=(n_img, topic_words), p=popularity)  # (n_img, K) word indices
-        img = direction[topics].sum(1) + image_noise * rng.standard_normal((n_img, dim)).astype(np.float32) / np.sqrt(dim)
+        img = direction[topics].sum(1) + image_noise * rng.standard_normal((n_img, dim)).astype(np.float32) / np.sqrt(
+            dim
+        )
         counts = np.full(n_img, n_cap // n_img)
         counts[: n_cap - counts.sum()] += 1  # MSCOCO: a few images have a sixth or seventh caption
         owner = np.repeat(np.arange(n_img), counts)  # (n_cap,) image row of each caption
-        pick = np.argsort(rng.random((n_cap, topic_words)), axis=1)[:, :caption_topic_words]  # which of its image's words
+        # which of its image's words
+        pick = np.argsort(rng.random((n_cap, topic_words)), axis=1)[:, :caption_topic_words]
         named = np.take_along_axis(topics[owner], pick, axis=1)  # (n_cap, k)
         distractor = rng.choice(len(words), size=n_cap, p=popularity)
-        txt = direction[named].sum(1) + 0.5 * direction[distractor] + text_noise * rng.standard_normal((n_cap, dim)).astype(np.float32) / np.sqrt(dim)
+        txt = (
+            direction[named].sum(1)
+            + 0.5 * direction[distractor]
+            + text_noise * rng.standard_normal((n_cap, dim)).astype(np.float32) / np.sqrt(dim)
+        )
         img_vecs.append(img)
         txt_vecs.append(txt)
         image_ids = np.arange(next_img, next_img + n_img).astype(str)
         img_rows += [(i, split, "", i) for i in image_ids]
         template = rng.integers(0, len(TEMPLATES), n_cap)
         texts = [TEMPLATES[t].format(*words[n]) + f" {words[d]}" for t, n, d in zip(template, named, distractor)]
-        cap_rows += list(zip(np.arange(next_cap, next_cap + n_cap).astype(str), image_ids[owner], [split] * n_cap, texts))
+        cap_rows += list(
+            zip(np.arange(next_cap, next_cap + n_cap).astype(str), image_ids[owner], [split] * n_cap, texts)
+        )
         next_img, next_cap = next_img + n_img, next_cap + n_cap
     unit = lambda m: (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
-    col = ImageCaptionSet("mscoco", pd.DataFrame(img_rows, columns=IMAGE_COLUMNS), pd.DataFrame(cap_rows, columns=CAPTION_COLUMNS))
+    col = ImageCaptionSet(
+        "mscoco", pd.DataFrame(img_rows, columns=IMAGE_COLUMNS), pd.DataFrame(cap_rows, columns=CAPTION_COLUMNS)
+    )
     return col, unit(np.concatenate(img_vecs)), unit(np.concatenate(txt_vecs))
 
 
@@ -87,9 +115,20 @@ def write_synthetic_mscoco(out_dir: str | Path, words: list[str], fraction: floa
     """Write the three files of the released-features layout into ``out_dir`` (reused when already
     written with the same settings); returns the settings and split sizes."""
     out_dir = Path(out_dir)
-    settings = {"fraction": fraction, "seed": seed, "n_words": len(words), "words_head": list(words[:5]), **kw, "sizes": split_sizes(fraction)}
+    settings = {
+        "fraction": fraction,
+        "seed": seed,
+        "n_words": len(words),
+        "words_head": list(words[:5]),
+        **kw,
+        "sizes": split_sizes(fraction),
+    }
     stamp = out_dir / "rehearsal.json"
-    if stamp.exists() and all((out_dir / f).exists() for f in FILES) and json.loads(stamp.read_text()) == json.loads(json.dumps(settings)):
+    if (
+        stamp.exists()
+        and all((out_dir / f).exists() for f in FILES)
+        and json.loads(stamp.read_text()) == json.loads(json.dumps(settings))
+    ):
         return settings
     col, img, txt = synthetic_mscoco(words, fraction, seed, **kw)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ LAVIS' retrieval evaluation. Images go through the PIL image processor (no torch
 ``transformers`` is imported only when an encoder is built, so this module also imports in the
 legacy LAVIS environment, which needs :func:`weights_digest` from here.
 """
+
 from __future__ import annotations
 
 import contextlib

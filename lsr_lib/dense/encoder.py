@@ -4,6 +4,7 @@ Implementations: the embedded default (``lit_towers.LitDualEncoder``), BLIP thro
 ``transformers`` (``blip_encoder``), BLIP / ALBEF through LAVIS (``lavis_encoder``). Stage 01
 only calls :meth:`encode_images`, :meth:`encode_texts` and :meth:`fingerprint`.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

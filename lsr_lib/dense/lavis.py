@@ -14,6 +14,7 @@ Two ways to get the embeddings, chosen by what the loaded model offers:
   ``text_proj(text_encoder.forward_text(tokenizer(texts, max_length=35))[:, 0])``.
 Both are L2-normalised here. Tests inject ``loader`` to mock only the weight download.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable

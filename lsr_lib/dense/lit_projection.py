@@ -7,6 +7,7 @@ train split. Captions of the same image in a batch are all positives (soft targe
 training step sees one random augmented view per image (``image_augment``), so the projection
 learns what an emoji shows rather than the drawing style of the OpenMoji artists.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,8 +42,19 @@ class LitProjection(nn.Module):
         super().__init__()
         self.register_buffer("img_mean", torch.zeros(image_dim))
         self.register_buffer("img_std", torch.ones(image_dim))
-        self.image_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(image_dim, cfg.hidden_dim), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, embed_dim))
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, cfg.hidden_dim), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_dim, embed_dim))
+        self.image_proj = nn.Sequential(
+            nn.Dropout(cfg.dropout),
+            nn.Linear(image_dim, cfg.hidden_dim),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden_dim, embed_dim),
+        )
+        self.text_proj = nn.Sequential(
+            nn.Linear(text_dim, cfg.hidden_dim),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden_dim, embed_dim),
+        )
         self.logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / cfg.init_temperature))))
 
     def image(self, feats: torch.Tensor) -> torch.Tensor:
@@ -54,7 +66,9 @@ class LitProjection(nn.Module):
         return F.normalize(self.text_proj(feats), dim=-1)
 
 
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, same_image: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def contrastive_loss(
+    img: torch.Tensor, txt: torch.Tensor, same_image: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """Symmetric InfoNCE with multi-positive soft targets; img, txt (B, D), same_image (B, B) bool."""
     logits = scale.exp().clamp(max=100) * txt @ img.T  # (B_txt, B_img)
     target = same_image.float() / same_image.float().sum(dim=1, keepdim=True)
@@ -92,7 +106,9 @@ def train_lit(
     steps_per_epoch = max(1, (len(texts) + cfg.batch_size - 1) // cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warm = max(1, total // 10)  # linear warm-up over 10% of steps, then linear decay to 0
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: min((t + 1) / warm, max(0.0, (total - t) / max(1, total - warm))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: min((t + 1) / warm, max(0.0, (total - t) / max(1, total - warm)))
+    )
     history, best, best_state = [], -1.0, None
     bar = tqdm(range(cfg.epochs), desc="train LiT projection", disable=not progress)
     for epoch in bar:
@@ -112,7 +128,11 @@ def train_lit(
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "temperature": float(1 / model.logit_scale.detach().exp())}
+        rec = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)),
+            "temperature": float(1 / model.logit_scale.detach().exp()),
+        }
         if val is not None:
             rec["val"] = evaluate_projection(model, val)
             r1 = rec["val"]["text_to_image"]["R@1"]
@@ -138,7 +158,12 @@ def save_projection(model: LitProjection, cfg: LitConfig, path: str | Path, extr
     """Weights as safetensors plus a JSON sidecar with the config needed to rebuild it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"lit": to_dict(cfg), "image_dim": model.img_mean.numel(), "text_dim": model.text_proj[0].in_features, **(extra or {})}
+    meta = {
+        "lit": to_dict(cfg),
+        "image_dim": model.img_mean.numel(),
+        "text_dim": model.text_proj[0].in_features,
+        **(extra or {}),
+    }
     atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp))
     atomic_write_json(path.with_suffix(".json"), meta)
 
@@ -160,7 +185,9 @@ class LitDualEncoder(DenseEncoder):
 
     name = "lit_towers"
 
-    def __init__(self, image_tower, text_tower, projection: LitProjection, image_parts: tuple[str, ...], weights_sha: str):
+    def __init__(
+        self, image_tower, text_tower, projection: LitProjection, image_parts: tuple[str, ...], weights_sha: str
+    ):
         self.image_tower, self.text_tower, self.projection = image_tower, text_tower, projection
         self.image_parts, self.weights_sha = image_parts, weights_sha
         self.dim = int(projection.image_proj[-1].out_features)
@@ -175,4 +202,9 @@ class LitDualEncoder(DenseEncoder):
         return self.projection.text(torch.from_numpy(self.text_tower(texts)["text"]))
 
     def fingerprint(self) -> dict:
-        return {"kind": self.name, "image": self.image_tower.fingerprint(), "text": self.text_tower.fingerprint(), "projection_sha": self.weights_sha}
+        return {
+            "kind": self.name,
+            "image": self.image_tower.fingerprint(),
+            "text": self.text_tower.fingerprint(),
+            "projection_sha": self.weights_sha,
+        }

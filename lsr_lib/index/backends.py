@@ -11,6 +11,7 @@
 
 PISA lives in ``sparse_index_pisa``; the helpers here (``require``, ``quiet_native_output``) serve it too.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -99,10 +100,17 @@ class SeismicIndex(SparseIndex):
     kind, exact = "seismic", False
     defaults: ClassVar[dict] = {
         "n_postings": None,  # None: max(min_postings, round(n_postings_per_doc * N)), DESIGN.md section 6
-        "n_postings_per_doc": 0.001, "min_postings": 10,
-        "centroid_fraction": 0.1, "min_cluster_size": 2, "summary_energy": 0.4, "max_fraction": 1.5, "doc_cut": 15,
-        "query_cut": 20, "heap_factor": 0.7,  # search-time: query terms kept, block-skipping factor
-        "build_threads": 0, "quiet": True,  # 0: all cores (Rayon default)
+        "n_postings_per_doc": 0.001,
+        "min_postings": 10,
+        "centroid_fraction": 0.1,
+        "min_cluster_size": 2,
+        "summary_energy": 0.4,
+        "max_fraction": 1.5,
+        "doc_cut": 15,
+        "query_cut": 20,
+        "heap_factor": 0.7,  # search-time: query terms kept, block-skipping factor
+        "build_threads": 0,
+        "quiet": True,  # 0: all cores (Rayon default)
     }
     search_params = ("query_cut", "heap_factor", "build_threads", "quiet")
 
@@ -127,13 +135,20 @@ class SeismicIndex(SparseIndex):
         dataset_cls, index_cls = self._classes()
         p = self.params
         ds = dataset_cls(dim=self.n_terms)
-        ds.add_documents_by_id([str(i) for i in range(self.n_docs)], docs.indices.astype(np.int64),
-                               docs.data, docs.indptr.astype(np.int64))
+        ds.add_documents_by_id(
+            [str(i) for i in range(self.n_docs)], docs.indices.astype(np.int64), docs.data, docs.indptr.astype(np.int64)
+        )
         with quiet_native_output(p["quiet"]):
             self._index = index_cls.build_from_dataset(
-                ds, n_postings=self.resolved_n_postings(), centroid_fraction=p["centroid_fraction"],
-                min_cluster_size=p["min_cluster_size"], summary_energy=p["summary_energy"],
-                max_fraction=p["max_fraction"], doc_cut=p["doc_cut"], num_threads=p["build_threads"])
+                ds,
+                n_postings=self.resolved_n_postings(),
+                centroid_fraction=p["centroid_fraction"],
+                min_cluster_size=p["min_cluster_size"],
+                summary_energy=p["summary_energy"],
+                max_fraction=p["max_fraction"],
+                doc_cut=p["doc_cut"],
+                num_threads=p["build_threads"],
+            )
         self._size = None
 
     def _search(self, queries, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,8 +156,8 @@ class SeismicIndex(SparseIndex):
         scores, rows = empty_results(q.shape[0], k)
         s_type = self._seismic.get_seismic_string()
         todo = np.flatnonzero(np.diff(q.indptr))  # empty queries have no candidates
-        comps = [q.indices[q.indptr[i]:q.indptr[i + 1]].astype(s_type) for i in todo]
-        vals = [q.data[q.indptr[i]:q.indptr[i + 1]] for i in todo]
+        comps = [q.indices[q.indptr[i] : q.indptr[i + 1]].astype(s_type) for i in todo]
+        vals = [q.data[q.indptr[i] : q.indptr[i + 1]] for i in todo]
         cut, heap = self.params["query_cut"], self.params["heap_factor"]
         if len(todo) == 1:
             results = [self._index.search(str(todo[0]), comps[0], vals[0], k, cut, heap)]
@@ -210,7 +225,9 @@ class QdrantEdgeIndex(SparseIndex):
             for i in range(lo, min(lo + step, self.n_docs)):
                 a, b = docs.indptr[i], docs.indptr[i + 1]
                 if b > a:  # an empty document can never match
-                    points.append(qe.Point(i, {name: qe.SparseVector(docs.indices[a:b].tolist(), docs.data[a:b].tolist())}))
+                    points.append(
+                        qe.Point(i, {name: qe.SparseVector(docs.indices[a:b].tolist(), docs.data[a:b].tolist())})
+                    )
             if points:
                 self._shard.update(qe.UpdateOperation.upsert_points(points))
         self._shard.optimize()  # immutable segments with a compact inverted index
@@ -220,8 +237,13 @@ class QdrantEdgeIndex(SparseIndex):
         qe = self._qe
         a, b = q.indptr[i], q.indptr[i + 1]
         vec = qe.SparseVector(q.indices[a:b].tolist(), q.data[a:b].tolist())
-        return qe.QueryRequest(limit=k, query=qe.Query.Nearest(vec, using=self.params["vector_name"]),
-                               with_vector=False, with_payload=False, params=qe.SearchParams(exact=self.params["full_scan"]))
+        return qe.QueryRequest(
+            limit=k,
+            query=qe.Query.Nearest(vec, using=self.params["vector_name"]),
+            with_vector=False,
+            with_payload=False,
+            params=qe.SearchParams(exact=self.params["full_scan"]),
+        )
 
     def _search(self, queries, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
         q = as_csr(queries, self.n_terms)
@@ -230,6 +252,7 @@ class QdrantEdgeIndex(SparseIndex):
 
         def run(chunk: np.ndarray) -> list:  # Qdrant releases the GIL: chunks run in parallel
             return self._shard.query_batch(self._qe.QueryBatchRequest([self._request(q, int(i), k) for i in chunk]))
+
         if len(todo) <= 1:
             answers = [self._shard.query(self._request(q, int(i), k)) for i in todo]
         elif threads == 1:

@@ -1,4 +1,5 @@
-"""BMP, block-max pruning (Mallia, Suel, Tonellotto, SIGIR 2024), behind the :class:`~lsr_lib.index.sparse.SparseIndex` interface (``bmp``).
+"""BMP, block-max pruning (Mallia, Suel, Tonellotto, SIGIR 2024), behind the :class:`~lsr_lib.index.sparse.SparseIndex`
+interface (``bmp``).
 
 BMP groups ``bsize`` consecutive documents into a block, keeps each term's maximum impact per
 block, and visits blocks by decreasing upper bound until no remaining block can beat the k-th
@@ -40,6 +41,7 @@ quantised vectors:
 The block-upper-bound traversal is BMP's own, so latency stays BMP's; ``threads`` is not used
 (the binding searches one query at a time and holds the GIL).
 """
+
 from __future__ import annotations
 
 import math
@@ -75,8 +77,14 @@ class BmpIndex(SparseIndex):
     """BMP (block-max pruning): exact top-k on quantised weights at ``alpha = beta = 1``, approximate below."""
 
     kind, exact = "bmp", False  # exact for the quantised vectors only
-    defaults: ClassVar[dict] = {"scale": 100.0, "bsize": 32, "compress_range": False,
-                                "alpha": 1.0, "beta": 1.0, "quiet": True}
+    defaults: ClassVar[dict] = {
+        "scale": 100.0,
+        "bsize": 32,
+        "compress_range": False,
+        "alpha": 1.0,
+        "beta": 1.0,
+        "quiet": True,
+    }
     search_params = ("alpha", "beta", "quiet")
 
     def __init__(self, **params) -> None:
@@ -97,7 +105,8 @@ class BmpIndex(SparseIndex):
 
     @staticmethod
     def quantise_queries(q: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
-        """BMP's query weights ``ceil(w * 32 / max w)`` (positive weights only) and each query's factor ``32 / max w``."""
+        """BMP's query weights ``ceil(w * 32 / max w)`` (positive weights only) and each query's factor
+        ``32 / max w``."""
         out = as_csr(q).copy()
         out.data[out.data < 0] = 0
         out.eliminate_zeros()
@@ -108,7 +117,8 @@ class BmpIndex(SparseIndex):
             top[has] = np.maximum.reduceat(out.data.astype(np.float64), out.indptr[:-1][has])
         factor = np.divide(MAX_QUERY_WEIGHT, top, out=np.zeros(n), where=top > 0)  # (Q,)
         rows = np.repeat(np.arange(n), np.diff(out.indptr))
-        out.data = np.clip(np.ceil(out.data * factor[rows]), 1, MAX_QUERY_WEIGHT).astype(np.float32)  # the max is exactly 32
+        # the max is exactly 32
+        out.data = np.clip(np.ceil(out.data * factor[rows]), 1, MAX_QUERY_WEIGHT).astype(np.float32)
         return out, factor
 
     def _build(self, docs: sp.csr_matrix) -> None:
@@ -118,18 +128,25 @@ class BmpIndex(SparseIndex):
         qd = self.quantise(docs)
         n_used = int(np.count_nonzero(np.bincount(qd.indices, minlength=self.n_terms)))
         if n_used > 65_536 - len(SENTINEL):
-            raise ValueError(f"{n_used} distinct terms: BMP's block forward index stores term ids as u16 (at most 65,536)")
+            raise ValueError(
+                f"{n_used} distinct terms: BMP's block forward index stores term ids as u16 (at most 65,536)"
+            )
         saturated = int((np.rint(docs.data * self.params["scale"]) > MAX_IMPACT).sum())
         if saturated:
-            warnings.warn(f"bmp: {saturated} of {docs.nnz} weights exceed {MAX_IMPACT / self.params['scale']:.3g} "
-                          f"and were saturated at impact {MAX_IMPACT} (lower 'scale')", stacklevel=3)
+            warnings.warn(
+                f"bmp: {saturated} of {docs.nnz} weights exceed {MAX_IMPACT / self.params['scale']:.3g} "
+                f"and were saturated at impact {MAX_IMPACT} (lower 'scale')",
+                stacklevel=3,
+            )
         self._stats = self._term_stats(qd)
         self._tmp = tempfile.TemporaryDirectory(prefix="bmp_")
         path = Path(self._tmp.name) / "index.bmp"
         indexer = self._bmp.Indexer(str(path), bsize=b, compress_range=self.params["compress_range"])
         for i in range(self.n_docs):
             lo, hi = qd.indptr[i], qd.indptr[i + 1]
-            indexer.add_document(str(i), dict(zip(qd.indices[lo:hi].astype(str).tolist(), qd.data[lo:hi].astype(int).tolist())))
+            indexer.add_document(
+                str(i), dict(zip(qd.indices[lo:hi].astype(str).tolist(), qd.data[lo:hi].astype(int).tolist()))
+            )
         for _ in range(-self.n_docs % b):  # pad the last block: the sentinel gets a block of its own
             indexer.add_document("-1", {})
         indexer.add_document("-1", dict(SENTINEL))
@@ -157,14 +174,21 @@ class BmpIndex(SparseIndex):
         self._path = Path(path)
 
     def _query(self, terms: np.ndarray, weights: np.ndarray, k: int) -> tuple[list[str], list[float]]:
-        """One BMP call (terms sorted by term id, integer weights), sentinel included, retried at k = 1001 when short."""
+        """One BMP call (terms sorted by term id, integer weights), sentinel included, retried at k = 1001 when
+        short."""
         kth_col = sum(k > d for d in KTH_DEPTHS)
-        threshold = int((self._stats[terms, kth_col].astype(np.int64) * weights.astype(np.int64)).max()) if kth_col < 3 else 0
+        threshold = (
+            int((self._stats[terms, kth_col].astype(np.int64) * weights.astype(np.int64)).max()) if kth_col < 3 else 0
+        )
         query = dict(zip(terms.astype(str).tolist(), weights.astype(float).tolist()))
         alpha = float(self.params["alpha"])
-        docnos, scores = self._searcher.search({**query, **_sentinel_weights(threshold + 1)}, k=k, alpha=alpha, beta=1.0)
+        docnos, scores = self._searcher.search(
+            {**query, **_sentinel_weights(threshold + 1)}, k=k, alpha=alpha, beta=1.0
+        )
         if len(docnos) < k and kth_col < 3:
-            docnos, scores = self._searcher.search({**query, **_sentinel_weights(1)}, k=max(k, RETRY_K), alpha=alpha, beta=1.0)
+            docnos, scores = self._searcher.search(
+                {**query, **_sentinel_weights(1)}, k=max(k, RETRY_K), alpha=alpha, beta=1.0
+            )
         return docnos[:k], scores[:k]
 
     def _search(self, queries, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +203,8 @@ class BmpIndex(SparseIndex):
             if len(terms) == 0:
                 continue  # no candidates (BMP panics on a query without indexed terms)
             if beta < 1.0:
-                keep = np.sort(np.lexsort((terms, -weights))[:math.ceil(len(terms) * beta)])  # heaviest first, ties by term id
+                # heaviest first, ties by term id
+                keep = np.sort(np.lexsort((terms, -weights))[: math.ceil(len(terms) * beta)])
                 terms, weights = terms[keep], weights[keep]
             overflow += int((self._stats[terms, 3].astype(np.int64) * weights.astype(np.int64)).sum() > MAX_SCORE)
             docnos, vals = self._query(terms, weights, k)
@@ -189,12 +214,15 @@ class BmpIndex(SparseIndex):
             rows[i, :n] = got[ok]
             scores[i, :n] = np.asarray(vals, np.float32)[ok] / np.float32(self.params["scale"] * factor[i])
         if overflow:
-            warnings.warn(f"bmp: {overflow} queries may exceed BMP's u16 block scores (65,535) and wrap; lower 'scale'",
-                          stacklevel=3)
+            warnings.warn(
+                f"bmp: {overflow} queries may exceed BMP's u16 block scores (65,535) and wrap; lower 'scale'",
+                stacklevel=3,
+            )
         return scores, rows
 
     def size_bytes(self) -> int:
-        """Bytes of the serialised index (inverted index of block maxima and block forward index), as loaded into memory."""
+        """Bytes of the serialised index (inverted index of block maxima and block forward index), as loaded into
+        memory."""
         return int(self._path.stat().st_size)
 
     def _save(self, directory: Path) -> None:

@@ -6,6 +6,7 @@ interface as the sparse engines (:class:`lsr_lib.index.sparse.RetrievalIndex`): 
 collection (or HNSW finds fewer). HNSW uses M = 32 and efSearch = 64 as in DESIGN.md section 6.
 ``threads`` sets faiss' OpenMP thread count for the call.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -122,4 +123,6 @@ class FaissHNSWIndex(DenseIndex):
     def size_bytes(self) -> int:
         """Bytes of the stored vectors plus the graph (neighbour lists, offsets, levels)."""
         h = self._index.hnsw
-        return int(self._index.ntotal * self.dim * 4 + h.neighbors.size() * 4 + h.offsets.size() * 8 + h.levels.size() * 4)
+        return int(
+            self._index.ntotal * self.dim * 4 + h.neighbors.size() * 4 + h.offsets.size() * 8 + h.levels.size() * 4
+        )

@@ -11,6 +11,7 @@ entries are reset. ``threads > 1`` splits the queries into blocks run in paralle
 ``numba.prange``, each block with its own accumulator. The first search compiles the kernels (a
 few seconds; cached on disk afterwards).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -48,7 +49,9 @@ def _select_topk(acc, touched, n_touched, k, out_s, out_r):  # pragma: no cover 
 
 
 @numba.njit(cache=True)
-def _search_range(q_ptr, q_idx, q_val, lo, hi, p_ptr, p_doc, p_val, k, acc, seen, touched, out_s, out_r):  # pragma: no cover
+def _search_range(
+    q_ptr, q_idx, q_val, lo, hi, p_ptr, p_doc, p_val, k, acc, seen, touched, out_s, out_r
+):  # pragma: no cover
     """Term-at-a-time scoring of queries lo..hi-1 with one accumulator."""
     n_terms = p_ptr.shape[0] - 1
     for q in range(lo, hi):
@@ -79,8 +82,22 @@ def _search_parallel(q_ptr, q_idx, q_val, p_ptr, p_doc, p_val, n_docs, k, n_bloc
         acc = np.zeros(n_docs, np.float32)
         seen = np.zeros(n_docs, np.bool_)
         touched = np.empty(n_docs, np.int32)
-        _search_range(q_ptr, q_idx, q_val, b * n_q // n_blocks, (b + 1) * n_q // n_blocks,
-                      p_ptr, p_doc, p_val, k, acc, seen, touched, out_s, out_r)
+        _search_range(
+            q_ptr,
+            q_idx,
+            q_val,
+            b * n_q // n_blocks,
+            (b + 1) * n_q // n_blocks,
+            p_ptr,
+            p_doc,
+            p_val,
+            k,
+            acc,
+            seen,
+            touched,
+            out_s,
+            out_r,
+        )
 
 
 class NumbaIndex(SparseIndex):
@@ -94,6 +111,7 @@ class NumbaIndex(SparseIndex):
     def bytes_per_posting(self) -> int:
         """Bytes one posting takes in this index's layout."""
         return self.BYTES_PER_POSTING
+
     search_params = ("blocks_per_thread",)
 
     def _build(self, docs: sp.csr_matrix) -> None:
@@ -119,14 +137,18 @@ class NumbaIndex(SparseIndex):
             before = numba.get_num_threads()
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
             try:
-                self._run_parallel((q_ptr, q_idx, q_val), min(n_q, threads * self.params["blocks_per_thread"]), k, scores, rows)
+                self._run_parallel(
+                    (q_ptr, q_idx, q_val), min(n_q, threads * self.params["blocks_per_thread"]), k, scores, rows
+                )
             finally:
                 numba.set_num_threads(before)
         return scores, rows.astype(np.int64)
 
     def _run_single(self, q: tuple, n_q: int, k: int, scores: np.ndarray, rows: np.ndarray) -> None:
         """All queries in this thread, with the index's own work buffers."""
-        _search_range(*q, 0, n_q, self._ptr, self._doc, self._val, k, self._acc, self._seen, self._touched, scores, rows)
+        _search_range(
+            *q, 0, n_q, self._ptr, self._doc, self._val, k, self._acc, self._seen, self._touched, scores, rows
+        )
 
     def _run_parallel(self, q: tuple, n_parts: int, k: int, scores: np.ndarray, rows: np.ndarray) -> None:
         """Query blocks in parallel threads, each with its own buffers."""
@@ -160,7 +182,7 @@ class ScipyBruteForce(SparseIndex):
         rows = np.full((q.shape[0], k), -1, np.int64)  # (Q, k)
         step = max(1, self.params["max_chunk_entries"] // max(1, self.n_docs))
         for lo in range(0, q.shape[0], step):
-            prod = (q[lo:lo + step] @ self._docs_t).tocsr()  # (Q_chunk, N), structural non-zeros = shared terms
+            prod = (q[lo : lo + step] @ self._docs_t).tocsr()  # (Q_chunk, N), structural non-zeros = shared terms
             for i in range(prod.shape[0]):
                 a, b = prod.indptr[i], prod.indptr[i + 1]
                 scores[lo + i], rows[lo + i] = topk_candidates(prod.indices[a:b].astype(np.int64), prod.data[a:b], k)
@@ -180,7 +202,8 @@ class ScipyBruteForce(SparseIndex):
 
 @numba.njit(cache=True)
 def _insert_topk(v, row, top_s, top_r, count, k):  # pragma: no cover - compiled
-    """Insert (v, row) into the best-first arrays (score desc, row asc; rows arrive ascending); returns the new count."""
+    """Insert (v, row) into the best-first arrays (score desc, row asc; rows arrive ascending); returns the new
+    count."""
     if count == k and not v > top_s[k - 1]:
         return count
     pos = min(count, k - 1)
@@ -196,7 +219,9 @@ def _insert_topk(v, row, top_s, top_r, count, k):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True)
-def _blocked_range(q_ptr, q_idx, q_val, lo, hi, blk_ptr, p_off, p_val, block, n_docs, k, acc, out_s, out_r):  # pragma: no cover
+def _blocked_range(
+    q_ptr, q_idx, q_val, lo, hi, blk_ptr, p_off, p_val, block, n_docs, k, acc, out_s, out_r
+):  # pragma: no cover
     """Queries lo..hi-1, one document block at a time: the block's accumulator stays in cache."""
     n_terms, n_blocks = blk_ptr.shape[0], blk_ptr.shape[1] - 1
     for q in range(lo, hi):
@@ -233,15 +258,33 @@ def _blocked_range(q_ptr, q_idx, q_val, lo, hi, blk_ptr, p_off, p_val, block, n_
 
 
 @numba.njit(cache=True, parallel=True)
-def _blocked_parallel(q_ptr, q_idx, q_val, blk_ptr, p_off, p_val, block, n_docs, k, n_parts, out_s, out_r):  # pragma: no cover
+def _blocked_parallel(
+    q_ptr, q_idx, q_val, blk_ptr, p_off, p_val, block, n_docs, k, n_parts, out_s, out_r
+):  # pragma: no cover
     n_q = q_ptr.shape[0] - 1
     for b in numba.prange(n_parts):
         acc = np.zeros(block, np.float32)
-        _blocked_range(q_ptr, q_idx, q_val, b * n_q // n_parts, (b + 1) * n_q // n_parts, blk_ptr, p_off, p_val, block, n_docs, k, acc, out_s, out_r)
+        _blocked_range(
+            q_ptr,
+            q_idx,
+            q_val,
+            b * n_q // n_parts,
+            (b + 1) * n_q // n_parts,
+            blk_ptr,
+            p_off,
+            p_val,
+            block,
+            n_docs,
+            k,
+            acc,
+            out_s,
+            out_r,
+        )
 
 
 class NumbaBlockedIndex(NumbaIndex):
-    """Exact term-at-a-time retrieval over document blocks (numba): the same results as ``numba``, a cache-sized accumulator.
+    """Exact term-at-a-time retrieval over document blocks (numba): the same results as ``numba``, a cache-sized
+    accumulator.
 
     The documents are cut into blocks of ``block`` rows. Each posting stores the document's offset
     in its block (uint16 for blocks up to 65,536 rows: 6 bytes with the float32 weight instead of
@@ -252,12 +295,14 @@ class NumbaBlockedIndex(NumbaIndex):
     (``numba``'s branch on every posting), then scans that block in row order against the running
     k-th best score (ties by ascending row, as ``numba``) and clears it. On the default's learned
     vectors, where most documents share a term with the query, this reads postings at 55-60% of
-    one thread's memory bandwidth (64k-row blocks at 100k documents, one block at 1M) against numba's 13-17% (``benchmarks/exact_engine_layout.py``).
+    one thread's memory bandwidth (64k-row blocks at 100k documents, one block at 1M) against numba's 13-17%
+    (``benchmarks/exact_engine_layout.py``).
     Scores are summed in the same order as ``numba``'s, so results are bitwise equal.
     """
 
     kind, exact = "numba_blocked", True
-    defaults: ClassVar[dict] = {"block": 65536, "blocks_per_thread": 4}  # block: the fastest of 4k-64k at 100k and 1M documents (results/benchmarks/exact_engine_layout_cpu.json)
+    # block: the fastest of 4k-64k at 100k and 1M documents (results/benchmarks/exact_engine_layout_cpu.json)
+    defaults: ClassVar[dict] = {"block": 65536, "blocks_per_thread": 4}
     search_params = ("blocks_per_thread",)
     BYTES_PER_POSTING = 6  # uint16 offset in the block + float32 weight
 
@@ -278,19 +323,26 @@ class NumbaBlockedIndex(NumbaIndex):
         csc.sort_indices()
         n_blocks = max(1, -(-self.n_docs // block))
         term = np.repeat(np.arange(csc.shape[1], dtype=np.int64), np.diff(csc.indptr))  # (nnz,) term of each posting
-        counts = np.bincount(term * n_blocks + csc.indices // block, minlength=csc.shape[1] * n_blocks).reshape(csc.shape[1], n_blocks)
+        counts = np.bincount(term * n_blocks + csc.indices // block, minlength=csc.shape[1] * n_blocks).reshape(
+            csc.shape[1], n_blocks
+        )
         blk_ptr = np.zeros((csc.shape[1], n_blocks + 1), np.int64)
         blk_ptr[:, 1:] = np.cumsum(counts, axis=1)
-        blk_ptr += csc.indptr[:-1, None].astype(np.int64)  # postings stay in CSC order: block b of term t is a slice of t's list
+        # postings stay in CSC order: block b of term t is a slice of t's list
+        blk_ptr += csc.indptr[:-1, None].astype(np.int64)
         offsets = csc.indices % block
-        self._set_blocked(blk_ptr, offsets.astype(np.uint16 if block <= 1 << 16 else np.int32), csc.data.astype(np.float32))
+        self._set_blocked(
+            blk_ptr, offsets.astype(np.uint16 if block <= 1 << 16 else np.int32), csc.data.astype(np.float32)
+        )
 
     def _set_blocked(self, blk_ptr: np.ndarray, off: np.ndarray, val: np.ndarray) -> None:
         self._blk_ptr, self._off, self._val = blk_ptr, off, val  # (V, n_blocks + 1), (nnz,), (nnz,)
         self._acc = np.zeros(self._block(), np.float32)
 
     def _run_single(self, q: tuple, n_q: int, k: int, scores: np.ndarray, rows: np.ndarray) -> None:
-        _blocked_range(*q, 0, n_q, self._blk_ptr, self._off, self._val, self._block(), self.n_docs, k, self._acc, scores, rows)
+        _blocked_range(
+            *q, 0, n_q, self._blk_ptr, self._off, self._val, self._block(), self.n_docs, k, self._acc, scores, rows
+        )
 
     def _run_parallel(self, q: tuple, n_parts: int, k: int, scores: np.ndarray, rows: np.ndarray) -> None:
         _blocked_parallel(*q, self._blk_ptr, self._off, self._val, self._block(), self.n_docs, k, n_parts, scores, rows)

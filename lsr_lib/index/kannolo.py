@@ -1,4 +1,5 @@
-"""kANNolo (Delfino et al., ECIR 2025) sparse HNSW behind the :class:`~lsr_lib.index.sparse.SparseIndex` interface (``kannolo``).
+"""kANNolo (Delfino et al., ECIR 2025) sparse HNSW behind the :class:`~lsr_lib.index.sparse.SparseIndex` interface
+(``kannolo``).
 
 An approximate graph index under inner product: build parameters ``m`` (neighbours per node),
 ``ef_construction`` (candidate list while building), ``encoding`` (how the document values are
@@ -18,6 +19,7 @@ Adaptations to the interface's conventions:
 - the graph walk also reaches documents that share no term with the query (score 0); they are
   not candidates of an inverted index, so results with score 0 are dropped (-1 / -inf padding).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -38,8 +40,15 @@ class KannoloIndex(SparseIndex):
     """kANNolo sparse HNSW (approximate): graph search under inner product."""
 
     kind, exact = "kannolo", False
-    defaults: ClassVar[dict] = {"m": 32, "ef_construction": 200, "encoding": "plain", "graph_type": "standard",
-                                "ef_search": 100, "early_exit_threshold": None, "quiet": True}
+    defaults: ClassVar[dict] = {
+        "m": 32,
+        "ef_construction": 200,
+        "encoding": "plain",
+        "graph_type": "standard",
+        "ef_search": 100,
+        "early_exit_threshold": None,
+        "quiet": True,
+    }
     search_params = ("ef_search", "early_exit_threshold", "quiet")
 
     def __init__(self, **params) -> None:
@@ -69,14 +78,19 @@ class KannoloIndex(SparseIndex):
         p = self.params
         with quiet_native_output(p["quiet"]):
             self._index = self._class().build_from_arrays(
-                docs.indices.astype(np.int32), docs.data.astype(np.float32), docs.indptr.astype(np.int64),
-                m=p["m"], ef_construction=p["ef_construction"], **self._kwargs())
+                docs.indices.astype(np.int32),
+                docs.data.astype(np.float32),
+                docs.indptr.astype(np.int64),
+                m=p["m"],
+                ef_construction=p["ef_construction"],
+                **self._kwargs(),
+            )
         self._size = None
 
     def _search(self, queries, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
         q = as_csr(queries, self.n_terms)
         if q.shape[1] > self.dim:
-            q = q[:, :self.dim]  # terms past the collection's largest id match nothing (and would abort kANNolo)
+            q = q[:, : self.dim]  # terms past the collection's largest id match nothing (and would abort kANNolo)
         scores, rows = empty_results(q.shape[0], k)
         todo = np.flatnonzero(np.diff(q.indptr))  # empty queries have no candidates
         if len(todo) == 0:
@@ -85,8 +99,14 @@ class KannoloIndex(SparseIndex):
         ef = max(int(self.params["ef_search"]), k)
         with quiet_native_output(self.params["quiet"]):
             dist, ids = self._index.batch_search(
-                sub.indices.astype(np.int32), sub.data.astype(np.float32), sub.indptr.astype(np.int64), k=k, ef_search=ef,
-                early_exit_threshold=self.params["early_exit_threshold"], num_threads=threads)
+                sub.indices.astype(np.int32),
+                sub.data.astype(np.float32),
+                sub.indptr.astype(np.int64),
+                k=k,
+                ef_search=ef,
+                early_exit_threshold=self.params["early_exit_threshold"],
+                num_threads=threads,
+            )
         dist, ids = dist.reshape(len(todo), k), ids.reshape(len(todo), k).astype(np.int64)
         ok = (ids >= 0) & np.isfinite(dist) & (dist != 0)  # padding (inf / -1) and documents without a shared term
         order = np.argsort(~ok, axis=1, kind="stable")  # kept results first, best first as kANNolo returns them

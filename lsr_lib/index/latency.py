@@ -16,6 +16,7 @@ co-activation) follow the model; term-specific weight profiles and term-term cor
 not. It is not real data. Memory is 8 bytes per non-zero: prune dense-ish vectors first
 (``sparse_index.prune_topk``) before asking for a million rows.
 """
+
 from __future__ import annotations
 
 import resource
@@ -37,6 +38,7 @@ def _rss_bytes() -> int:
             return int(f.read().split()[1]) * resource.getpagesize()
     except OSError:
         import psutil
+
         return int(psutil.Process().memory_info().rss)
 
 
@@ -83,27 +85,37 @@ def _rows(queries, n: Optional[int] = None) -> list:
     """The first ``n`` queries as one-query slices, made before timing so slicing stays out of the latency."""
     if sp.issparse(queries):
         q = as_csr(queries)
-        return [q[i:i + 1] for i in range(min(q.shape[0], n or q.shape[0]))]
+        return [q[i : i + 1] for i in range(min(q.shape[0], n or q.shape[0]))]
     q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
-    return [q[i:i + 1] for i in range(min(len(q), n or len(q)))]
+    return [q[i : i + 1] for i in range(min(len(q), n or len(q)))]
 
 
-def measure_build(kind: str, docs, doc_ids: Optional[np.ndarray] = None, trace_python: bool = False,
-                  **params: Any) -> tuple[RetrievalIndex, dict]:
+def measure_build(
+    kind: str, docs, doc_ids: Optional[np.ndarray] = None, trace_python: bool = False, **params: Any
+) -> tuple[RetrievalIndex, dict]:
     """Build an index; returns it with build seconds, size and peak memory (RSS delta, MiB)."""
     index = make_index(kind, **params)  # imports the backend outside the timed block
     with PeakMemory(trace_python=trace_python) as mem:
         t0 = time.perf_counter()
         index.build(docs, doc_ids)
         seconds = time.perf_counter() - t0
-    out = {"kind": kind, "name": index.name, "exact": index.exact, "n_docs": index.n_docs, "build_s": seconds,
-           "size_mb": index.size_bytes() / 2**20, "build_peak_rss_delta_mb": mem.delta_mb}
+    out = {
+        "kind": kind,
+        "name": index.name,
+        "exact": index.exact,
+        "n_docs": index.n_docs,
+        "build_s": seconds,
+        "size_mb": index.size_bytes() / 2**20,
+        "build_peak_rss_delta_mb": mem.delta_mb,
+    }
     if mem.python_peak is not None:
         out["build_python_peak_mb"] = mem.python_peak / 2**20
     return index, out
 
 
-def query_latency(index: RetrievalIndex, queries, k: int = 10, n_queries: Optional[int] = None, warmup: int = 5) -> dict:
+def query_latency(
+    index: RetrievalIndex, queries, k: int = 10, n_queries: Optional[int] = None, warmup: int = 5
+) -> dict:
     """Single-query ``search`` latency in ms: mean, p50, p99 over up to ``n_queries`` queries."""
     rows = _rows(queries, n_queries)
     for q in rows[:warmup]:  # JIT compilation, lazy loading, caches
@@ -114,12 +126,17 @@ def query_latency(index: RetrievalIndex, queries, k: int = 10, n_queries: Option
         index.search(q, k)
         times[i] = time.perf_counter() - t0
     ms = times * 1e3
-    return {"latency_mean_ms": float(ms.mean()), "latency_p50_ms": float(np.percentile(ms, 50)),
-            "latency_p99_ms": float(np.percentile(ms, 99)), "latency_n": len(rows)}
+    return {
+        "latency_mean_ms": float(ms.mean()),
+        "latency_p50_ms": float(np.percentile(ms, 50)),
+        "latency_p99_ms": float(np.percentile(ms, 99)),
+        "latency_n": len(rows),
+    }
 
 
 def postings_per_query(docs, queries, n_queries: Optional[int] = None) -> float:
-    """Mean postings an exhaustive term-at-a-time traversal reads per query: sum of the query terms' document frequencies."""
+    """Mean postings an exhaustive term-at-a-time traversal reads per query: sum of the query terms' document
+    frequencies."""
     d, q = as_csr(docs), as_csr(queries)[: n_queries or queries.shape[0]]
     df = np.bincount(d.indices, minlength=d.shape[1]).astype(np.float64)  # (V,)
     per_query = np.add.reduceat(df[q.indices], q.indptr[:-1]) if q.nnz else np.zeros(q.shape[0])
@@ -152,9 +169,17 @@ def batch_qps(index: RetrievalIndex, queries, k: int = 10, threads: int = 1, rep
     return float(n / best)
 
 
-def benchmark_index(kind: str, docs, queries, k: int = 10, exact_rows: Optional[np.ndarray] = None,
-                    n_latency: int = 200, threads: tuple[int, ...] = (1, 2), judge: Optional[Callable[[RetrievalIndex], dict]] = None,
-                    **params: Any) -> dict:
+def benchmark_index(
+    kind: str,
+    docs,
+    queries,
+    k: int = 10,
+    exact_rows: Optional[np.ndarray] = None,
+    n_latency: int = 200,
+    threads: tuple[int, ...] = (1, 2),
+    judge: Optional[Callable[[RetrievalIndex], dict]] = None,
+    **params: Any,
+) -> dict:
     """Build, size, memory, latency, QPS per thread count and (given exact rows) recall@k for one kind.
 
     ``judge(index)``: extra columns from the built index (stage 04: effectiveness on all test queries).
@@ -188,7 +213,8 @@ def _sorted_tail(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def term_propensity(df: np.ndarray, row_nnz: np.ndarray, iters: int = 100, tol: float = 0.005) -> np.ndarray:
-    """(V,) propensities ``g`` such that rows of ``n`` terms, term ``v`` kept with ``min(1, c_n g_v)``, reproduce ``df``.
+    """(V,) propensities ``g`` such that rows of ``n`` terms, term ``v`` kept with ``min(1, c_n g_v)``, reproduce
+    ``df``.
 
     Fixed-point fit: average inclusion over the row-length distribution is rescaled towards
     ``df / N`` until every term is within ``tol`` (relative) or ``iters`` rounds have run.

@@ -14,9 +14,11 @@ Milvus stores learned sparse vectors in a ``SPARSE_FLOAT_VECTOR`` field with an 
 The index is exact (every posting of every query term can count; MaxScore / WAND only skip
 documents that cannot enter the top k) and is checked against brute force in stage 04. Milvus's
 approximate search setting for sparse vectors, ``drop_ratio_search``, is refused by milvus-lite
-3.2 ("only drop_ratio_search=0 is supported"), so no approximate sweep is offered. Document ids are the collection's row numbers (the primary key); empty documents are not inserted
+3.2 ("only drop_ratio_search=0 is supported"), so no approximate sweep is offered. Document ids are the collection's row
+numbers (the primary key); empty documents are not inserted
 (they can never match).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -53,7 +55,13 @@ class MilvusIndex(SparseIndex):
     """Milvus ``SPARSE_INVERTED_INDEX`` under inner product (exact)."""
 
     kind, exact = "milvus", True
-    defaults: ClassVar[dict] = {"uri": None, "token": "", "collection": None, "algorithm": "DAAT_MAXSCORE", "insert_batch": 5_000}
+    defaults: ClassVar[dict] = {
+        "uri": None,
+        "token": "",
+        "collection": None,
+        "algorithm": "DAAT_MAXSCORE",
+        "insert_batch": 5_000,
+    }
     search_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params) -> None:
@@ -64,7 +72,9 @@ class MilvusIndex(SparseIndex):
         self._client, self._tmp = None, None
 
     def backend_version(self) -> str:
-        return f"pymilvus {dist_version('pymilvus')}" + ("" if self._server else f", milvus-lite {dist_version('milvus-lite')}")
+        return f"pymilvus {dist_version('pymilvus')}" + (
+            "" if self._server else f", milvus-lite {dist_version('milvus-lite')}"
+        )
 
     @property
     def _server(self) -> bool:
@@ -103,7 +113,12 @@ class MilvusIndex(SparseIndex):
         schema.add_field("id", pm.DataType.INT64, is_primary=True)
         schema.add_field("v", pm.DataType.SPARSE_FLOAT_VECTOR)
         index = self._client.prepare_index_params()
-        index.add_index(field_name="v", index_type="SPARSE_INVERTED_INDEX", metric_type="IP", params={"inverted_index_algo": self.params["algorithm"]})
+        index.add_index(
+            field_name="v",
+            index_type="SPARSE_INVERTED_INDEX",
+            metric_type="IP",
+            params={"inverted_index_algo": self.params["algorithm"]},
+        )
         self._client.create_collection(self._name, schema=schema, index_params=index)
         return self
 
@@ -113,8 +128,10 @@ class MilvusIndex(SparseIndex):
         rows = np.flatnonzero(np.diff(docs.indptr))
         step = self.params["insert_batch"]
         for lo in range(0, len(rows), step):
-            chunk = rows[lo:lo + step]
-            self._client.insert(self._name, [{"id": int(first_row + i), "v": v} for i, v in zip(chunk, sparse_rows(docs, chunk))])
+            chunk = rows[lo : lo + step]
+            self._client.insert(
+                self._name, [{"id": int(first_row + i), "v": v} for i, v in zip(chunk, sparse_rows(docs, chunk))]
+            )
 
     def finish(self, n_docs: int | None = None) -> None:
         """Flush, build the inverted index and load the collection for search."""
@@ -129,7 +146,14 @@ class MilvusIndex(SparseIndex):
         todo = np.flatnonzero(np.diff(q.indptr))  # empty queries have no candidates
         if len(todo) == 0:
             return scores, rows
-        answers = self._client.search(self._name, data=sparse_rows(q, todo), anns_field="v", limit=k, search_params={"metric_type": "IP"}, output_fields=[])
+        answers = self._client.search(
+            self._name,
+            data=sparse_rows(q, todo),
+            anns_field="v",
+            limit=k,
+            search_params={"metric_type": "IP"},
+            output_fields=[],
+        )
         for i, hits in zip(todo, answers):
             for j, h in enumerate(hits):
                 scores[i, j], rows[i, j] = h["distance"], int(h["id"])

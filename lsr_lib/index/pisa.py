@@ -9,6 +9,7 @@ Searches call PISA's retrieval routine (``_pisathon.retrieve``) directly with pr
 queries: PyTerrier's pandas pipeline around it costs ~1.5 ms per call, far more than the search
 on our collections; the call mirrors ``PisaRetrieve.transform`` of pyterrier-pisa 0.4.9.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -33,8 +34,13 @@ class PisaIndex(SparseIndex):
     """PISA (block-max WAND, exact top-k on weights quantised as ``round(w * scale)``)."""
 
     kind, exact = "pisa", False  # exact for the quantised vectors, not for the float ones
-    defaults: ClassVar[dict] = {"scale": 100.0, "query_algorithm": "block_max_wand", "index_encoding": "block_simdbp",
-                                "batch_size": 100_000, "quiet": True}
+    defaults: ClassVar[dict] = {
+        "scale": 100.0,
+        "query_algorithm": "block_max_wand",
+        "index_encoding": "block_simdbp",
+        "batch_size": 100_000,
+        "quiet": True,
+    }
     search_params = ("query_algorithm", "batch_size", "quiet")
 
     def __init__(self, **params) -> None:
@@ -54,8 +60,9 @@ class PisaIndex(SparseIndex):
 
     def _open(self, index_dir: Path) -> None:
         with quiet_native_output(self.params["quiet"]):
-            self._pisa = self._pp.PisaIndex(str(index_dir), stemmer="none", stops="none",
-                                            index_encoding=self.params["index_encoding"])
+            self._pisa = self._pp.PisaIndex(
+                str(index_dir), stemmer="none", stops="none", index_encoding=self.params["index_encoding"]
+            )
             self._retriever = self._pisa.quantized(num_results=10, toks_scale=1.0)
         self._index_dir = Path(index_dir)
         self._configure_search()
@@ -68,8 +75,13 @@ class PisaIndex(SparseIndex):
         qd = self.quantise(docs)
         self._tmp = tempfile.TemporaryDirectory(prefix="pisa_")
         index_dir = Path(self._tmp.name) / "pisa"
-        index = self._pp.PisaIndex(str(index_dir), stemmer="none", stops="none", batch_size=self.params["batch_size"],
-                                   index_encoding=self.params["index_encoding"])
+        index = self._pp.PisaIndex(
+            str(index_dir),
+            stemmer="none",
+            stops="none",
+            batch_size=self.params["batch_size"],
+            index_encoding=self.params["index_encoding"],
+        )
         toks = ({"docno": str(i), "toks": _term_weights(qd, i)} for i in range(self.n_docs))
         with quiet_native_output(self.params["quiet"]):
             index.toks_indexer("toks", scale=1.0).index(toks)
@@ -82,11 +94,26 @@ class PisaIndex(SparseIndex):
         if not inp:
             return scores, rows
         n = len(inp) * k
-        qidx, docnos, ranks, vals = np.empty(n, np.int32), np.empty(n, object), np.empty(n, np.int32), np.empty(n, np.float32)
+        qidx, docnos, ranks, vals = (
+            np.empty(n, np.int32),
+            np.empty(n, object),
+            np.empty(n, np.int32),
+            np.empty(n, np.float32),
+        )
         r = self._retriever
-        size = self._pp._pisathon.retrieve(r._ctxt, r.query_algorithm.value, inp, k=k, threads=threads, query_weighted=1,
-                                           pretokenised=True, result_qidxs=qidx, result_docnos=docnos,
-                                           result_ranks=ranks, result_scores=vals)
+        size = self._pp._pisathon.retrieve(
+            r._ctxt,
+            r.query_algorithm.value,
+            inp,
+            k=k,
+            threads=threads,
+            query_weighted=1,
+            pretokenised=True,
+            result_qidxs=qidx,
+            result_docnos=docnos,
+            result_ranks=ranks,
+            result_scores=vals,
+        )
         qi, rk = qidx[:size], ranks[:size]
         scores[qi, rk] = vals[:size] / np.float32(self.params["scale"] ** 2)
         rows[qi, rk] = docnos[:size].astype(np.int64)

@@ -11,6 +11,7 @@ A spec joins parts with ``+``; each part is one measure, applied in this order:
 
 ``none`` is the unpruned setting. Example: ``d32+q16+df0.1+u8``.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -19,6 +19,7 @@ the exact ``ScipyBruteForce`` and ``NumbaIndex`` (``sparse_index_exact``), Seism
 Edge (``sparse_index_backends``), PISA (``sparse_index_pisa``), BMP (``bmp``), kANNolo (``kannolo``),
 faiss (``dense_index``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,7 +82,7 @@ def fingerprint(docs, doc_ids: Optional[np.ndarray] = None, chunk: int = 1 << 24
         parts.append((ids.astype(np.int64) if ids.dtype.kind in "iu" else np.char.encode(ids.astype(str)), None))
     for arr, dtype in parts:
         for s in range(0, max(1, len(arr)), chunk):  # chunked: no full-size copy for a cast
-            piece = arr[s:s + chunk]
+            piece = arr[s : s + chunk]
             h.update(np.ascontiguousarray(piece if dtype is None else piece.astype(dtype, copy=False)).tobytes())
     return h.hexdigest()
 
@@ -97,7 +98,9 @@ class RetrievalIndex(ABC):
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.defaults)
         if unknown:
-            raise TypeError(f"{type(self).__name__}: unknown parameters {sorted(unknown)}; known: {sorted(self.defaults)}")
+            raise TypeError(
+                f"{type(self).__name__}: unknown parameters {sorted(unknown)}; known: {sorted(self.defaults)}"
+            )
         self.params = {**self.defaults, **params}
         self.doc_ids: Optional[np.ndarray] = None
         self.n_docs = 0
@@ -125,7 +128,9 @@ class RetrievalIndex(ABC):
         """Change search-time settings (e.g. Seismic's ``query_cut``, HNSW's ``ef_search``) without rebuilding."""
         wrong = set(params) - set(self.search_params)
         if wrong:
-            raise TypeError(f"{sorted(wrong)} are not search-time parameters of {self.kind}: {list(self.search_params)}")
+            raise TypeError(
+                f"{sorted(wrong)} are not search-time parameters of {self.kind}: {list(self.search_params)}"
+            )
         self.params.update(params)
         self._configure_search()
         return self
@@ -175,9 +180,16 @@ class RetrievalIndex(ABC):
 
     def meta(self) -> dict:
         """What ``meta.json`` holds."""
-        return {"code": self.code(), "kind": self.kind, "params": self.params, "n_docs": self.n_docs,
-                "backend_version": self.backend_version(), "fingerprint": self.fingerprint, "exact": self.exact,
-                **self._extra_meta()}
+        return {
+            "code": self.code(),
+            "kind": self.kind,
+            "params": self.params,
+            "n_docs": self.n_docs,
+            "backend_version": self.backend_version(),
+            "fingerprint": self.fingerprint,
+            "exact": self.exact,
+            **self._extra_meta(),
+        }
 
     @abstractmethod
     def _build(self, docs) -> None: ...
@@ -238,8 +250,11 @@ def load_index(path: str | Path, **search_params: Any) -> RetrievalIndex:
     return idx.set_search_params(**search_params)
 
 
-def load_or_build(kind: str, path: str | Path, docs, doc_ids: Optional[np.ndarray] = None, **params: Any) -> RetrievalIndex:
-    """Reuse the index saved at ``path`` if it indexes the same vectors with the same build settings, else rebuild and save."""
+def load_or_build(
+    kind: str, path: str | Path, docs, doc_ids: Optional[np.ndarray] = None, **params: Any
+) -> RetrievalIndex:
+    """Reuse the index saved at ``path`` if it indexes the same vectors with the same build settings, else rebuild and
+    save."""
     fresh = make_index(kind, **params)
     fp = fingerprint(docs, doc_ids)
     meta = read_meta(path)

@@ -1,12 +1,14 @@
 """Top-k helpers for retrieval (DESIGN.md section 6): selection with a tie rule, index-time pruning, agreement of lists.
 
 Selection keeps the best k candidates, ties by ascending row. Pruning keeps the k largest
-weights of each vector. Agreement: DESIGN.md section 6 compares engines against the exact scorer. Two exact engines may legally
+weights of each vector. Agreement: DESIGN.md section 6 compares engines against the exact scorer. Two exact engines may
+legally
 return different rows when scores tie (and float summation order makes "tie" mean "within a
 tolerance"), including at the k boundary, where either of two tied documents may take the last
 place. Results follow the convention of :mod:`lsr_lib.index.sparse`: (Q, k) scores best first,
 rows ``-1`` with score ``-inf`` where fewer than k documents share a term with the query.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +36,7 @@ def prune_topk(csr, k: int, chunk_rows: int = 100_000) -> sp.csr_matrix:
     for lo in range(0, m.shape[0], chunk_rows):  # chunked so that 1M-row matrices stay in memory
         hi = min(lo + chunk_rows, m.shape[0])
         a, b = m.indptr[lo], m.indptr[hi]
-        row = np.repeat(np.arange(hi - lo), np.diff(m.indptr[lo:hi + 1]))  # (nnz_chunk,)
+        row = np.repeat(np.arange(hi - lo), np.diff(m.indptr[lo : hi + 1]))  # (nnz_chunk,)
         order = np.lexsort((m.indices[a:b], -m.data[a:b], row))  # row, weight desc, term asc
         rank = np.arange(b - a) - (m.indptr[lo:hi] - a)[row[order]]
         keep[a + order[rank < k]] = True
@@ -81,8 +83,15 @@ def _query_disagrees(sa: np.ndarray, ra: np.ndarray, sb: np.ndarray, rb: np.ndar
     return not (must_a <= db.keys() and must_b <= da.keys())
 
 
-def topk_disagreements(scores_a: np.ndarray, rows_a: np.ndarray, scores_b: np.ndarray, rows_b: np.ndarray,
-                       k: int, atol: float = 1e-5, rtol: float = 1e-5) -> list[int]:
+def topk_disagreements(
+    scores_a: np.ndarray,
+    rows_a: np.ndarray,
+    scores_b: np.ndarray,
+    rows_b: np.ndarray,
+    k: int,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> list[int]:
     """Query indices whose top-k lists differ beyond permutations among (near-)tied scores.
 
     Two scores are tied within ``max(atol, rtol * the query's top score)``: float32 sums in another
@@ -93,11 +102,22 @@ def topk_disagreements(scores_a: np.ndarray, rows_a: np.ndarray, scores_b: np.nd
     if sa.shape != sb.shape or ra.shape != rb.shape:
         raise ValueError(f"shapes differ: {sa.shape} vs {sb.shape}")
     top = np.nan_to_num(np.abs(np.where(ra >= 0, sa, 0.0)), posinf=0.0).max(axis=1) if sa.size else np.zeros(0)
-    return [q for q in range(sa.shape[0]) if _query_disagrees(sa[q], ra[q], sb[q], rb[q], k, max(atol, rtol * float(top[q])))]
+    return [
+        q
+        for q in range(sa.shape[0])
+        if _query_disagrees(sa[q], ra[q], sb[q], rb[q], k, max(atol, rtol * float(top[q])))
+    ]
 
 
-def same_topk_up_to_ties(scores_a: np.ndarray, rows_a: np.ndarray, scores_b: np.ndarray, rows_b: np.ndarray,
-                         k: int, atol: float = 1e-5, rtol: float = 1e-5) -> bool:
+def same_topk_up_to_ties(
+    scores_a: np.ndarray,
+    rows_a: np.ndarray,
+    scores_b: np.ndarray,
+    rows_b: np.ndarray,
+    k: int,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> bool:
     """True when two exact rankings agree except for permutations among tied scores (also at the k boundary).
 
     Per query: the same number of results; the same score at every rank (within ``atol``); a

@@ -10,6 +10,7 @@ is not relevant. Some emoji variants render to identical images and get identica
 this rule a tie never counts as a hit by accident. With no ties the numbers equal ir_measures'
 (a test checks it).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -50,7 +51,12 @@ def relevance_matrix(query_keys: np.ndarray, doc_keys: np.ndarray) -> torch.Tens
     return torch.from_numpy(q == d)
 
 
-def ranks_chunked(score_fn: Callable[[slice], torch.Tensor], relevant_fn: Callable[[slice], torch.Tensor], n_queries: int, chunk: int = 2048) -> np.ndarray:
+def ranks_chunked(
+    score_fn: Callable[[slice], torch.Tensor],
+    relevant_fn: Callable[[slice], torch.Tensor],
+    n_queries: int,
+    chunk: int = 2048,
+) -> np.ndarray:
     """First-relevant ranks for many queries without holding the whole (Q, D) matrix."""
     out = []
     for start in range(0, n_queries, chunk):
@@ -90,9 +96,16 @@ def evaluate_scores(
     """Both directions from one (N_txt, N_img) score matrix (rows: captions, columns: images)."""
     text_image_ids = np.asarray(text_image_ids).astype(str)
     image_ids = np.asarray(image_ids).astype(str)
-    t2i = ranks_chunked(lambda sl: scores[sl], lambda sl: relevance_matrix(text_image_ids[sl], image_ids), scores.shape[0], chunk)
-    i2t = ranks_chunked(lambda sl: scores[:, sl].T, lambda sl: relevance_matrix(image_ids[sl], text_image_ids), scores.shape[1], chunk)
-    out = {"text_to_image": metrics_from_ranks(t2i, ks, mrr_depth), "image_to_text": metrics_from_ranks(i2t, ks, mrr_depth)}
+    t2i = ranks_chunked(
+        lambda sl: scores[sl], lambda sl: relevance_matrix(text_image_ids[sl], image_ids), scores.shape[0], chunk
+    )
+    i2t = ranks_chunked(
+        lambda sl: scores[:, sl].T, lambda sl: relevance_matrix(image_ids[sl], text_image_ids), scores.shape[1], chunk
+    )
+    out = {
+        "text_to_image": metrics_from_ranks(t2i, ks, mrr_depth),
+        "image_to_text": metrics_from_ranks(i2t, ks, mrr_depth),
+    }
     if return_ranks:
         out["ranks"] = {"text_to_image": t2i, "image_to_text": i2t}
     return out

@@ -24,6 +24,7 @@ functions report statistic 0.0 and p-value 1.0. Differences that are constant bu
 limit (t statistic +-inf, p-value 0.0). A missing p-value (NaN or None) passes through ``holm`` as not
 significant.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,15 +44,22 @@ def _as_vector(x: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be 1-D (one value per query / seed), got shape {arr.shape}")
     bad = int(np.count_nonzero(~np.isfinite(arr)))
     if bad:
-        raise ValueError(f"{name} has {bad} non-finite (NaN/inf) entries out of {arr.size}; per-query values must be finite")
+        raise ValueError(
+            f"{name} has {bad} non-finite (NaN/inf) entries out of {arr.size}; per-query values must be finite"
+        )
     return arr
 
 
-def _paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, min_n: int, unit: str) -> tuple[np.ndarray, np.ndarray]:
+def _paired(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, min_n: int, unit: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Validated equal-length 1-D finite arrays ``a`` and ``b`` with at least ``min_n`` entries."""
     a_arr, b_arr = _as_vector(a, "a"), _as_vector(b, "b")
     if a_arr.shape != b_arr.shape:
-        raise ValueError(f"a and b have different lengths ({a_arr.size} vs {b_arr.size}); a paired test needs the same {unit} in the same order")
+        raise ValueError(
+            f"a and b have different lengths ({a_arr.size} vs {b_arr.size}); a paired test needs the same {unit} in "
+            "the same order"
+        )
     if a_arr.size < min_n:
         raise ValueError(f"need at least {min_n} {unit}, got {a_arr.size}")
     return a_arr, b_arr
@@ -71,7 +79,13 @@ def _mean_of_differences(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(x, axis=axis)
 
 
-def paired_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, method: str = "t", n_resamples: int = 10000, seed: int = 0) -> dict:
+def paired_test(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    method: str = "t",
+    n_resamples: int = 10000,
+    seed: int = 0,
+) -> dict:
     """Two-sided paired test of system A vs system B over the same queries.
 
     a, b: 1-D per-query values (same queries, same order, finite, at least 2).
@@ -86,7 +100,14 @@ def paired_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
     a_arr, b_arr = _paired(a, b, min_n=2, unit="queries")
     d = a_arr - b_arr
-    out = {"method": method, "n": int(d.size), "mean_a": float(a_arr.mean()), "mean_b": float(b_arr.mean()), "mean_diff": float(d.mean()), "ci95": _mean_diff_ci95(a_arr, b_arr)}
+    out = {
+        "method": method,
+        "n": int(d.size),
+        "mean_a": float(a_arr.mean()),
+        "mean_b": float(b_arr.mean()),
+        "mean_diff": float(d.mean()),
+        "ci95": _mean_diff_ci95(a_arr, b_arr),
+    }
     if not np.any(d):
         return {**out, "statistic": 0.0, "p_value": 1.0}
     if method == "t":
@@ -94,7 +115,13 @@ def paired_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
         statistic, p_value = float(res.statistic), float(res.pvalue)
     else:
         res = scipy.stats.permutation_test(
-            (d,), _mean_of_differences, permutation_type="samples", vectorized=True, n_resamples=int(n_resamples), alternative="two-sided", rng=np.random.default_rng(seed)
+            (d,),
+            _mean_of_differences,
+            permutation_type="samples",
+            vectorized=True,
+            n_resamples=int(n_resamples),
+            alternative="two-sided",
+            rng=np.random.default_rng(seed),
         )
         statistic, p_value = float(res.statistic), float(res.pvalue)
     return {**out, "statistic": statistic, "p_value": min(p_value, 1.0)}
@@ -125,7 +152,11 @@ def holm(p_values: Mapping[str, float | None], alpha: float = 0.05) -> dict[str,
     for k in keys:
         if k not in out:
             p = p_values[k]
-            out[k] = {"p_value": None if p is None else float("nan"), "p_holm": None if p is None else float("nan"), "significant": False}
+            out[k] = {
+                "p_value": None if p is None else float("nan"),
+                "p_holm": None if p is None else float("nan"),
+                "significant": False,
+            }
     return {k: out[k] for k in keys}
 
 
@@ -162,7 +193,7 @@ def across_seeds(a_per_seed: Sequence[float] | np.ndarray, b_per_seed: Sequence[
 
 
 def _direction(mean_diffs: Sequence[float]) -> str:
-    """"A higher" / "B higher" when every seed's mean difference (A - B) is > 0 / < 0, else "mixed"."""
+    """ "A higher" / "B higher" when every seed's mean difference (A - B) is > 0 / < 0, else "mixed"."""
     if all(m > 0 for m in mean_diffs):
         return "A higher"
     if all(m < 0 for m in mean_diffs):
@@ -170,7 +201,9 @@ def _direction(mean_diffs: Sequence[float]) -> str:
     return "mixed"
 
 
-def compare_conditions(per_seed: Mapping[int, Mapping[str, tuple[np.ndarray, np.ndarray]]], alpha: float = 0.05, method: str = "t") -> dict:
+def compare_conditions(
+    per_seed: Mapping[int, Mapping[str, tuple[np.ndarray, np.ndarray]]], alpha: float = 0.05, method: str = "t"
+) -> dict:
     """Compare system A vs B on several metrics, per seed (per-query tests) and across seeds.
 
     per_seed: seed -> metric -> (per-query values of A, per-query values of B); every seed must have the
@@ -193,7 +226,10 @@ def compare_conditions(per_seed: Mapping[int, Mapping[str, tuple[np.ndarray, np.
         raise ValueError(f"seed {seeds[0]} has no metrics")
     for s in seeds[1:]:
         if set(per_seed[s]) != set(metrics):
-            raise ValueError(f"seed {s} has metrics {sorted(per_seed[s])}, seed {seeds[0]} has {sorted(metrics)}; every seed needs the same metrics")
+            raise ValueError(
+                f"seed {s} has metrics {sorted(per_seed[s])}, seed {seeds[0]} has {sorted(metrics)}; every seed "
+                "needs the same metrics"
+            )
 
     per_seed_out: dict[str, dict] = {}
     for s in seeds:
@@ -205,13 +241,21 @@ def compare_conditions(per_seed: Mapping[int, Mapping[str, tuple[np.ndarray, np.
             except ValueError as e:
                 raise ValueError(f"seed {s}, metric {m!r}: {e}") from e
         corrected = holm({m: tests[m]["p_value"] for m in metrics}, alpha=alpha)
-        per_seed_out[str(s)] = {m: {**tests[m], "p_holm": corrected[m]["p_holm"], "significant": corrected[m]["significant"]} for m in metrics}
+        per_seed_out[str(s)] = {
+            m: {**tests[m], "p_holm": corrected[m]["p_holm"], "significant": corrected[m]["significant"]}
+            for m in metrics
+        }
 
     seeds_out: dict[str, dict] = {}
     for m in metrics:
-        seeds_out[m] = across_seeds([per_seed_out[str(s)][m]["mean_a"] for s in seeds], [per_seed_out[str(s)][m]["mean_b"] for s in seeds])
+        seeds_out[m] = across_seeds(
+            [per_seed_out[str(s)][m]["mean_a"] for s in seeds], [per_seed_out[str(s)][m]["mean_b"] for s in seeds]
+        )
     corrected = holm({m: seeds_out[m]["p_value"] for m in metrics}, alpha=alpha)
-    seeds_out = {m: {**seeds_out[m], "p_holm": corrected[m]["p_holm"], "significant": corrected[m]["significant"]} for m in metrics}
+    seeds_out = {
+        m: {**seeds_out[m], "p_holm": corrected[m]["p_holm"], "significant": corrected[m]["significant"]}
+        for m in metrics
+    }
 
     verdict: dict[str, dict] = {}
     for m in metrics:
@@ -219,9 +263,20 @@ def compare_conditions(per_seed: Mapping[int, Mapping[str, tuple[np.ndarray, np.
         k = sum(1 for r in rows if r["significant"])
         direction = _direction([r["mean_diff"] for r in rows])
         ok = k == len(seeds) and direction != "mixed"
-        verdict[m] = {"verdict": "significant" if ok else "not significant", "direction": direction, "seeds_significant": int(k), "n_seeds": len(seeds)}
+        verdict[m] = {
+            "verdict": "significant" if ok else "not significant",
+            "direction": direction,
+            "seeds_significant": int(k),
+            "n_seeds": len(seeds),
+        }
 
-    return {"alpha": float(alpha), "method": method, "per_seed": per_seed_out, "across_seeds": seeds_out, "verdict": verdict}
+    return {
+        "alpha": float(alpha),
+        "method": method,
+        "per_seed": per_seed_out,
+        "across_seeds": seeds_out,
+        "verdict": verdict,
+    }
 
 
 def mean_std(values: Sequence[float] | np.ndarray) -> dict:

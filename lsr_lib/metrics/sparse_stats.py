@@ -6,6 +6,7 @@ number of vectors in which term ``v`` is non-zero. It is the average number of p
 multiplications an exhaustive term-at-a-time inverted-index search does per pair; a few terms
 active in almost every vector drive it up. Explicit zeros stored in a CSR matrix do not count.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,7 +47,8 @@ def avg_nonzeros(x) -> float:
 
 
 def per_query_flops(q_csr, d_csr) -> np.ndarray:
-    """(N_q,) expected postings a query touches per document: ``sum_{v in q} df_d(v) / n_d``; its mean is :func:`coactivation_flops`."""
+    """(N_q,) expected postings a query touches per document: ``sum_{v in q} df_d(v) / n_d``; its mean is
+    :func:`coactivation_flops`."""
     qm, dm = _csr(q_csr), _csr(d_csr)
     if qm.shape[1] != dm.shape[1]:
         raise ValueError(f"query vocabulary {qm.shape[1]} != document vocabulary {dm.shape[1]}")

@@ -11,6 +11,7 @@ source gives it (never guessed). Comparisons: ``equal`` (the reproduction should
 beat). Status: OK within the tolerance, OKish within twice it, FAIL beyond, UNKNOWN when the
 expected value is unknown, MISSING when the result file or key is absent. Exit code 1 on FAIL.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,9 @@ def judge(measured: Optional[float], expected: Optional[float], tolerance: float
         return "MISSING"
     if expected is None:
         return "UNKNOWN"
-    excess = {"equal": abs(measured - expected), "at_most": measured - expected, "at_least": expected - measured}[compare]
+    excess = {"equal": abs(measured - expected), "at_most": measured - expected, "at_least": expected - measured}[
+        compare
+    ]
     if excess <= tolerance:
         return "OK"
     return "OKish" if excess <= 2 * tolerance else "FAIL"
@@ -87,13 +90,24 @@ def load_expected(path: Union[str, Path]) -> tuple[list[Check], dict[str, str]]:
         if not isinstance(spec, dict) or not {"file", "metrics"} <= set(spec):
             raise ExpectedFileError(f"{where}: needs 'file' and 'metrics'")
         if set(spec) - CONDITION_KEYS:
-            raise ExpectedFileError(f"{where}: unknown key(s) {', '.join(sorted(set(spec) - CONDITION_KEYS))}; allowed: {', '.join(sorted(CONDITION_KEYS))}")
+            raise ExpectedFileError(
+                f"{where}: unknown key(s) {', '.join(sorted(set(spec) - CONDITION_KEYS))}; allowed: "
+                f"{', '.join(sorted(CONDITION_KEYS))}"
+            )
         prefix = tuple(spec["prefix"].split(".")) if spec.get("prefix") else ()
         for metric, entry in spec["metrics"].items():
             entry = entry if isinstance(entry, dict) else {"expected": entry}
             if set(entry) - METRIC_KEYS:
-                raise ExpectedFileError(f"{where}.metrics.{metric}: unknown key(s) {', '.join(sorted(set(entry) - METRIC_KEYS))}")
-            merged = {"source": spec.get("source", ""), "compare": spec.get("compare", "equal"), "tolerance": spec.get("tolerance", default_tol), "note": spec.get("note", ""), **entry}
+                raise ExpectedFileError(
+                    f"{where}.metrics.{metric}: unknown key(s) {', '.join(sorted(set(entry) - METRIC_KEYS))}"
+                )
+            merged = {
+                "source": spec.get("source", ""),
+                "compare": spec.get("compare", "equal"),
+                "tolerance": spec.get("tolerance", default_tol),
+                "note": spec.get("note", ""),
+                **entry,
+            }
             checks.append(_check(f"{where}.metrics.{metric}", cond, metric, spec["file"], prefix, merged, sources))
     return checks, sources
 
@@ -111,7 +125,17 @@ def _check(where: str, cond: str, metric: str, file: str, prefix: tuple[str, ...
     tol = float(e["tolerance"])
     if not tol >= 0:
         raise ExpectedFileError(f"{where}: tolerance must be >= 0, got {tol}")
-    return Check(cond, metric, file, prefix + tuple(metric.split(".")), None if value is None else float(value), tol, e["compare"], e["source"], str(e["note"]).strip())
+    return Check(
+        cond,
+        metric,
+        file,
+        prefix + tuple(metric.split(".")),
+        None if value is None else float(value),
+        tol,
+        e["compare"],
+        e["source"],
+        str(e["note"]).strip(),
+    )
 
 
 def lookup(data: dict, path: tuple[str, ...]) -> Optional[float]:
@@ -147,8 +171,18 @@ def _fmt(x: Optional[float]) -> str:
 
 def _rows(outcomes: list[Outcome]) -> list[list[str]]:
     sign = {"equal": "=", "at_most": "<=", "at_least": ">="}
-    return [[o.check.condition, o.check.metric, f"{sign[o.check.compare]} {_fmt(o.check.expected)}" if o.check.expected is not None else "unknown",
-             _fmt(o.measured), f"±{_fmt(o.check.tolerance)}", o.status, o.check.source] for o in outcomes]
+    return [
+        [
+            o.check.condition,
+            o.check.metric,
+            f"{sign[o.check.compare]} {_fmt(o.check.expected)}" if o.check.expected is not None else "unknown",
+            _fmt(o.measured),
+            f"±{_fmt(o.check.tolerance)}",
+            o.status,
+            o.check.source,
+        ]
+        for o in outcomes
+    ]
 
 
 HEAD = ["condition", "metric", "expected", "measured", "tol.", "status", "source"]
@@ -182,9 +216,15 @@ def expected_path(profile: str) -> Path:
 @one_line_errors(ExpectedFileError)
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; 1 when any check FAILs (or is MISSING with --strict) or a file cannot be read."""
-    ap = argparse.ArgumentParser(prog="python -m lsr_lib.results.expected", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m lsr_lib.results.expected",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--profile", default="paper")
-    ap.add_argument("--expected", type=Path, default=None, help="expected-values YAML (default results/expected/<profile>.yaml)")
+    ap.add_argument(
+        "--expected", type=Path, default=None, help="expected-values YAML (default results/expected/<profile>.yaml)"
+    )
     ap.add_argument("--results", type=Path, default=None, help="results folder (default results/<profile>)")
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown to this file")
     ap.add_argument("--strict", action="store_true", help="MISSING results also fail")

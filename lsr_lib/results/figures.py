@@ -3,6 +3,7 @@
 ``save_figure(fig, "01_lit_training")`` writes ``figures/01_lit_training.png`` (for reading) and
 ``.pdf`` (for papers). Smoke-profile figures go to ``figures/smoke/`` (gitignored).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,7 +67,9 @@ def images_with_terms(paths: list[str], names: list[str], terms: dict[str, list[
     from PIL import Image
 
     n = len(paths)
-    fig, axes = plt.subplots(2, n, figsize=(size * n, size * 2.6), squeeze=False, gridspec_kw={"height_ratios": [1, 1.6]})
+    fig, axes = plt.subplots(
+        2, n, figsize=(size * n, size * 2.6), squeeze=False, gridspec_kw={"height_ratios": [1, 1.6]}
+    )
     for j, (p, name) in enumerate(zip(paths, names)):
         img = Image.open(p).convert("RGBA")
         bg = Image.new("RGBA", img.size, (255, 255, 255, 255))

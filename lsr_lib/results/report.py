@@ -6,6 +6,7 @@
 A block in README.md looks like ``<!-- results:NAME -->`` ... ``<!-- /results -->``; NAME picks a
 renderer below, which reads ``results/default/*.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ def from_stage(stage: str) -> Callable[[Callable[[dict], str]], Callable[[Path],
 
     A file of ``make main``'s made by code that has changed since starts with a line saying so (stage 07's
     renderers say it themselves, naming ``make data-scale``)."""
+
     def wrap(render_data: Callable[[dict], str]) -> Callable[[Path], str]:
         def render_dir(results_dir: Path) -> str:
             data = _load(results_dir, stage)
@@ -41,8 +43,10 @@ def from_stage(stage: str) -> Callable[[Callable[[dict], str]], Callable[[Path],
                 return MISSING
             note = "" if stage.startswith("07_") else measured_with_earlier_code(data, stage_of(stage), "make main")
             return note + render_data(data)
+
         render_dir.__doc__ = render_data.__doc__
         return render_dir
+
     return wrap
 
 
@@ -55,17 +59,23 @@ def earlier_code(doc: dict, stage: str) -> list[str]:
     from ..storage.code_fingerprint import code_fingerprint, explain_change, stage_notebook
 
     rec = doc.get("inputs") or {}
-    return explain_change({"code": rec.get("code"), "env": rec.get("env")}, code_fingerprint(notebook=stage_notebook(stage)))
+    return explain_change(
+        {"code": rec.get("code"), "env": rec.get("env")}, code_fingerprint(notebook=stage_notebook(stage))
+    )
 
 
 def measured_with_earlier_code(doc: dict, stage: str, command: str) -> str:
-    """A warning line above a table measured by an optional command with code that has changed since ("" when current)."""
+    """A warning line above a table measured by an optional command with code that has changed since ("" when
+    current)."""
     why = earlier_code(doc, stage)
     if not why:
         return ""
     more = f" (+{len(why) - 2} more)" if len(why) > 2 else ""
-    return (f"**Measured with earlier code** (commit {doc.get('provenance', {}).get('commit', '?')}; what differs now: {'; '.join(why[:2])}{more}): "
-            f"these numbers are not those of the current code until `{command}` measures them again.\n\n")
+    return (
+        f"**Measured with earlier code** (commit {doc.get('provenance', {}).get('commit', '?')}; what differs now: "
+        f"{'; '.join(why[:2])}{more}): "
+        f"these numbers are not those of the current code until `{command}` measures them again.\n\n"
+    )
 
 
 def _row(name: str, res: dict) -> str:
@@ -90,7 +100,11 @@ def dense_baseline(data: dict) -> str:
             lines.append(_row(f"test, images {view.replace('_', ' ')}", res))
     prov = data["provenance"]
     lines.append("")
-    lines.append(f"_Generated from `results/default/01_dense_baseline.json` (commit {prov['commit']}, {prov['time_utc']}). MRR@10 in percent. Random ranking: T->I R@10 = {1000 / r['baseline']['test']['counts']['images']:.1f}% on test._")
+    lines.append(
+        f"_Generated from `results/default/01_dense_baseline.json` (commit {prov['commit']}, {prov['time_utc']}). "
+        f"MRR@10 in percent. Random ranking: T->I R@10 = {1000 / r['baseline']['test']['counts']['images']:.1f}% on "
+        "test._"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -103,7 +117,9 @@ def data_counts(data: dict) -> str:
         c = r["counts"][split]
         lines.append(f"| {split} | {c['images']:,} | {c['captions']:,} | {c['groups']:,} |")
     lines.append("")
-    lines.append(f"_Generated from `results/default/01_dense_baseline.json`; split sha256 `{r.get('split_sha256', 'n/a')}`._")
+    lines.append(
+        f"_Generated from `results/default/01_dense_baseline.json`; split sha256 `{r.get('split_sha256', 'n/a')}`._"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -114,7 +130,9 @@ def d2s(data: dict) -> str:
     lines = [HEADER.replace(" |\n|---", " | FLOPs | nnz caption | nnz image |\n|---|---|---|---", 1)]
     for name, res in r["test"].items():
         s = res.get("sparsity_text_to_image")
-        extra = f" {s['flops']:.2f} | {s['avg_nonzeros_query']:.1f} | {s['avg_nonzeros_document']:.1f} |" if s else " | | |"
+        extra = (
+            f" {s['flops']:.2f} | {s['avg_nonzeros_query']:.1f} | {s['avg_nonzeros_document']:.1f} |" if s else " | | |"
+        )
         lines.append(_row(name.replace("_", " "), res) + extra)
     c = r.get("checks", {})
     lines.append("")
@@ -126,7 +144,10 @@ def d2s(data: dict) -> str:
         )
         lines.append("")
     prov = data["provenance"]
-    lines.append(f"_Generated from `results/default/02_d2s.json` (commit {prov['commit']}, {prov['time_utc']}). MRR@10 in percent; FLOPs: expected shared active terms per caption-image pair; nnz: average non-zeros._")
+    lines.append(
+        f"_Generated from `results/default/02_d2s.json` (commit {prov['commit']}, {prov['time_utc']}). MRR@10 in "
+        "percent; FLOPs: expected shared active terms per caption-image pair; nnz: average non-zeros._"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -134,25 +155,43 @@ def d2s(data: dict) -> str:
 def analyses(data: dict) -> str:
     """Stage 03: co-activation and semantic deviation per condition, and the plain findings."""
     r = data["results"]
-    lines = ["| condition | FLOPs | terms in >10% of images | caption expansion weight share | unrelated expansion share | image caption precision@10 | Kendall tau T->I |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| condition | FLOPs | terms in >10% of images | caption expansion weight share | unrelated expansion share "
+        "| image caption precision@10 | Kendall tau T->I |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, c in r["coactivation"].items():
         t, i = r["text_deviation"][name], r["image_deviation"][name]
         tau = r["faithfulness"][name]["text_to_image"]["tau"]["mean_tau"]
-        lines.append(f"| {name.replace('_', ' ')} | {c['FLOPs']:.2f} | {c.get('terms in >10% of images', float('nan')):.0f} | {t['expansion_weight_share (mean)']:.3f} | "
-                     f"{t['unrelated_expansion_share (mean)']:.3f} | {i['caption_precision_at_k (mean)']:.3f} | {tau:.3f} |")
+        lines.append(
+            f"| {name.replace('_', ' ')} | {c['FLOPs']:.2f} | {c.get('terms in >10% of images', float('nan')):.0f} | "
+            f"{t['expansion_weight_share (mean)']:.3f} | "
+            f"{t['unrelated_expansion_share (mean)']:.3f} | {i['caption_precision_at_k (mean)']:.3f} | {tau:.3f} |"
+        )
     lines.append("")
     for k, v in r.get("findings", {}).items():
         lines.append(f"- with control vs without, {k}: {v}")
     effect = r.get("control_effect") or {}
     if effect:
-        lines += ["", "Paired t-test of with against without control over the same test queries (this seed; Holm-corrected across the five metrics; "
-                  "across seeds: the `seeds` table below):", ""]
+        lines += [
+            "",
+            "Paired t-test of with against without control over the same test queries (this seed; Holm-corrected "
+            "across the five metrics; "
+            "across seeds: the `seeds` table below):",
+            "",
+        ]
         for metric, t in effect.items():
             lo, hi = t["ci95"]
             verdict = "**significant**" if t["significant"] else "**not significant**"
-            lines.append(f"- {metric}: {t['mean_a']:.3g} vs {t['mean_b']:.3g}, difference {t['mean_diff']:+.3g} (95% CI [{lo:+.3g}, {hi:+.3g}], {t['n']} queries), {verdict} (Holm p = {t['p_holm']:.2g})")
+            lines.append(
+                f"- {metric}: {t['mean_a']:.3g} vs {t['mean_b']:.3g}, difference {t['mean_diff']:+.3g} (95% CI "
+                f"[{lo:+.3g}, {hi:+.3g}], {t['n']} queries), {verdict} (Holm p = {t['p_holm']:.2g})"
+            )
     lines.append("")
-    lines.append(f"_Generated from `results/default/03_analyses.json` (commit {data['provenance']['commit']}); means over test vectors, unrelated = MiniLM cosine < {r['unrelated_threshold']}._")
+    lines.append(
+        f"_Generated from `results/default/03_analyses.json` (commit {data['provenance']['commit']}); means over "
+        f"test vectors, unrelated = MiniLM cosine < {r['unrelated_threshold']}._"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -161,10 +200,21 @@ def efficiency(data: dict) -> str:
     """Stage 04: latency at the largest collection size, per engine and condition."""
     rows = data["results"]["scale"] or data["results"]["test_collection"]
     n = max(r["n_docs"] for r in rows)
-    where = ("synthetic documents drawn from each model's output distribution, real test captions as queries" if data["results"]["scale"] else
-             "the test collection: the 100k / 1M benchmark of `make bench` was not measured on the current vectors and settings")
-    lines = [f"At {n:,} documents (text->image; {where}):", "",
-             "| condition | engine | build (s) | size (MB) | p50 latency (ms) | p99 (ms) | QPS 1 thread | QPS 2 threads | recall@10 | FLOPs |", "|---|---|---|---|---|---|---|---|---|---|"]
+    where = (
+        "synthetic documents drawn from each model's output distribution, real test captions as queries"
+        if data["results"]["scale"]
+        else (
+            "the test collection: the 100k / 1M benchmark of `make bench` was not measured on the current vectors "
+            "and settings"
+        )
+    )
+    lines = [
+        f"At {n:,} documents (text->image; {where}):",
+        "",
+        "| condition | engine | build (s) | size (MB) | p50 latency (ms) | p99 (ms) | QPS 1 thread | QPS 2 threads | "
+        "recall@10 | FLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["n_docs"] != n:
             continue
@@ -172,15 +222,26 @@ def efficiency(data: dict) -> str:
         rec = "exact" if rec is None or rec != rec else f"{rec:.3f}"
         fl = r.get("FLOPs")
         fl = "" if fl is None or fl != fl else f"{fl:.2f}"
-        lines.append(f"| {r['condition'].replace('_', ' ')} | {r['kind']} | {r['build_s']:.1f} | {r['size_mb']:.0f} | {r['latency_p50_ms']:.3f} | {r['latency_p99_ms']:.3f} | {r['qps_1t']:.0f} | {r['qps_2t']:.0f} | {rec} | {fl} |")
+        lines.append(
+            f"| {r['condition'].replace('_', ' ')} | {r['kind']} | {r['build_s']:.1f} | {r['size_mb']:.0f} | "
+            f"{r['latency_p50_ms']:.3f} | {r['latency_p99_ms']:.3f} | {r['qps_1t']:.0f} | {r['qps_2t']:.0f} | {rec} "
+            f"| {fl} |"
+        )
     matched = [r for r in data["results"].get("recall_matched", []) if r["n_docs"] == n]
     if matched:
         targets = sorted({r["target_recall"] for r in matched})
-        lines += ["", f"At equal recall, {n:,} documents: p50 latency (ms) of the fastest setting reaching each recall@10 (exact engines count as 1; '-' = never reached, best recall in brackets):", "",
-                  "| condition | engine | " + " | ".join(f"recall >= {t:g}" for t in targets) + " |", "|---|---|" + "---|" * len(targets)]
+        lines += [
+            "",
+            f"At equal recall, {n:,} documents: p50 latency (ms) of the fastest setting reaching each recall@10 "
+            "(exact engines count as 1; '-' = never reached, best recall in brackets):",
+            "",
+            "| condition | engine | " + " | ".join(f"recall >= {t:g}" for t in targets) + " |",
+            "|---|---|" + "---|" * len(targets),
+        ]
         cells: dict = {}
         for r in matched:
-            missing = r["latency_p50_ms"] is None or r["latency_p50_ms"] != r["latency_p50_ms"]  # None, or NaN from a DataFrame
+            # None, or NaN from a DataFrame
+            missing = r["latency_p50_ms"] is None or r["latency_p50_ms"] != r["latency_p50_ms"]
             v = f"- ({r['best_recall']:.2f})" if missing else f"{r['latency_p50_ms']:.3f}"
             cells.setdefault((r["condition"], r["engine"]), {})[r["target_recall"]] = v
         for (cond, engine), c in cells.items():
@@ -190,17 +251,36 @@ def efficiency(data: dict) -> str:
     bw = m.get("read_bandwidth_gbs_1thread")
     exact = [r for r in rows if r["n_docs"] == n and r["kind"] == "numba" and r.get("posting_gb_per_s")]
     if bw and exact:
-        lines += ["", "Exact numba engine against memory bandwidth: " + "; ".join(
-            f"{r['condition'].replace('_', ' ')}: {r['postings_per_query'] / 1e6:.2f}M postings per query, {r['postings_per_s'] / 1e6:.0f}M postings/s = {r['posting_gb_per_s']:.2f} GB/s "
-            f"({100 * r['posting_gb_per_s'] / bw:.0f}% of the {bw:.1f} GB/s one thread reads here)" for r in exact) + "."]
+        lines += [
+            "",
+            "Exact numba engine against memory bandwidth: "
+            + "; ".join(
+                f"{r['condition'].replace('_', ' ')}: {r['postings_per_query'] / 1e6:.2f}M postings per query, "
+                f"{r['postings_per_s'] / 1e6:.0f}M postings/s = {r['posting_gb_per_s']:.2f} GB/s "
+                f"({100 * r['posting_gb_per_s'] / bw:.0f}% of the {bw:.1f} GB/s one thread reads here)"
+                for r in exact
+            )
+            + ".",
+        ]
     lines.append("")
-    lines.append(f"_Generated from `results/default/04_efficiency.json` (its scale rows: `04_scale.json`, measured by `make bench`); {m.get('cpu', '?')}, {m.get('cpu_count')} cores, {m.get('memory_gib')} GiB; one shared machine: only 2x differences are meaningful._")
+    lines.append(
+        "_Generated from `results/default/04_efficiency.json` (its scale rows: `04_scale.json`, measured by `make "
+        f"bench`); {m.get('cpu', '?')}, {m.get('cpu_count')} cores, {m.get('memory_gib')} GiB; one shared machine: "
+        "only 2x differences are meaningful._"
+    )
     return "\n".join(lines) + "\n"
 
 
 def against_hnsw(matched: list[dict], n: int, target: float = 0.95) -> list[str]:
-    """One line per sparse condition: its fastest engine at recall@10 >= ``target`` against HNSW on the dense teacher."""
-    ok = [r for r in matched if r["target_recall"] == target and r["latency_p50_ms"] is not None and r["latency_p50_ms"] == r["latency_p50_ms"]]
+    """One line per sparse condition: its fastest engine at recall@10 >= ``target`` against HNSW on the dense
+    teacher."""
+    ok = [
+        r
+        for r in matched
+        if r["target_recall"] == target
+        and r["latency_p50_ms"] is not None
+        and r["latency_p50_ms"] == r["latency_p50_ms"]
+    ]
     hnsw = [r for r in ok if r["condition"] == "dense teacher"]
     if not hnsw:
         return []
@@ -208,8 +288,12 @@ def against_hnsw(matched: list[dict], n: int, target: float = 0.95) -> list[str]
     out = []
     for cond in dict.fromkeys(r["condition"] for r in ok if r["condition"] != "dense teacher"):
         best = min((r for r in ok if r["condition"] == cond), key=lambda r: r["latency_p50_ms"])
-        out.append(f"- {cond.replace('_', ' ')}, recall@10 >= {target:g} at {n:,} documents: fastest is {best['setting'] or best['engine']} at {best['latency_p50_ms']:.2f} ms p50, "
-                   f"{best['latency_p50_ms'] / dense['latency_p50_ms']:.1f}x the dense teacher's {dense['setting'] or dense['engine']} ({dense['latency_p50_ms']:.2f} ms).")
+        out.append(
+            f"- {cond.replace('_', ' ')}, recall@10 >= {target:g} at {n:,} documents: fastest is "
+            f"{best['setting'] or best['engine']} at {best['latency_p50_ms']:.2f} ms p50, "
+            f"{best['latency_p50_ms'] / dense['latency_p50_ms']:.1f}x the dense teacher's "
+            f"{dense['setting'] or dense['engine']} ({dense['latency_p50_ms']:.2f} ms)."
+        )
     return out
 
 
@@ -219,31 +303,68 @@ def pruning(data: dict) -> str:
     rows = data["results"].get("pruning") or []
     if not rows or "pruning" not in rows[0]:
         return "_No pruning sweep in `results/default/04_retrieval.json` yet: rerun stage 04._\n"
-    lines = ["| condition | setting | FLOPs | nnz caption | nnz image | T->I R@1 | R@10 | recall@10 vs unpruned | postings / query | index (MB) | p50 latency (ms) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| condition | setting | FLOPs | nnz caption | nnz image | T->I R@1 | R@10 | recall@10 vs unpruned | "
+        "postings / query | index (MB) | p50 latency (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['condition'].replace('_', ' ')} | {r['pruning']} | {r['FLOPs']:.2f} | {r['nnz caption']:.1f} | {r['nnz image']:.1f} | {r['R@1']:.1f} | {r['R@10']:.1f} | "
-                     f"{r['recall@10']:.3f} | {r['postings_per_query']:.0f} | {r['index_mb']:.2f} | {r['latency_p50_ms']:.3f} |")
-    return "\n".join(lines) + "\n\n_Generated from `results/default/04_retrieval.json` (`pruning`); settings: `d<k>`/`q<k>` keep the top k terms of image / caption vectors, `df<share>` caps each posting list at that share of the images, `u<bits>` quantises image weights (`lsr_lib/index/pruning.py`)._\n"
+        lines.append(
+            f"| {r['condition'].replace('_', ' ')} | {r['pruning']} | {r['FLOPs']:.2f} | {r['nnz caption']:.1f} | "
+            f"{r['nnz image']:.1f} | {r['R@1']:.1f} | {r['R@10']:.1f} | "
+            f"{r['recall@10']:.3f} | {r['postings_per_query']:.0f} | {r['index_mb']:.2f} | {r['latency_p50_ms']:.3f} |"
+        )
+    return "\n".join(lines) + (
+        "\n\n_Generated from `results/default/04_retrieval.json` (`pruning`); settings: `d<k>`/`q<k>` keep the "
+        "top k terms of image / caption vectors, `df<share>` caps each posting list at that share of the images, "
+        "`u<bits>` quantises image weights (`lsr_lib/index/pruning.py`)._\n"
+    )
 
 
 @from_stage("07_data_scale")
 def data_scale(data: dict) -> str:
     """Stage 07: teacher retention against training pairs, mean +- std over seeds."""
-    lines = ["| condition | training set | pairs | seeds | T->I R@1 | retention R@1 (%) | T->I R@10 | retention R@10 (%) | FLOPs | nnz caption | nnz image |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| condition | training set | pairs | seeds | T->I R@1 | retention R@1 (%) | T->I R@10 | retention R@10 (%) "
+        "| FLOPs | nnz caption | nnz image |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in data["results"]["summary"]:
+
         def pm(k: str, scale: float = 1.0, f: str = ".1f") -> str:
             sd = r.get(f"{k} std")
             return f"{scale * r[k]:{f}}" + ("" if sd is None or sd != sd else f" ± {scale * sd:{f}}")
-        label = {"1": "100% (stage 02)"}.get(r["point"], f"{100 * float(r['point'].split('+')[0]):g}%" + (f" + {r['point'].split('+')[1][:-1]} augmented view(s)" if "+" in r["point"] else ""))
-        lines.append(f"| {r['condition'].replace('_', ' ')} | {label} | {r['pairs']:.0f} | {r['n']} | {pm('T->I R@1')} | {pm('retention R@1', 100)} | {pm('T->I R@10')} | {pm('retention R@10', 100)} | "
-                     f"{pm('FLOPs', 1, '.2f')} | {pm('nnz caption')} | {pm('nnz image')} |")
+
+        label = {"1": "100% (stage 02)"}.get(
+            r["point"],
+            f"{100 * float(r['point'].split('+')[0]):g}%"
+            + (f" + {r['point'].split('+')[1][:-1]} augmented view(s)" if "+" in r["point"] else ""),
+        )
+        lines.append(
+            f"| {r['condition'].replace('_', ' ')} | {label} | {r['pairs']:.0f} | {r['n']} | {pm('T->I R@1')} | "
+            f"{pm('retention R@1', 100)} | {pm('T->I R@10')} | {pm('retention R@10', 100)} | "
+            f"{pm('FLOPs', 1, '.2f')} | {pm('nnz caption')} | {pm('nnz image')} |"
+        )
     g = data["results"]["growth"]
-    lines += ["", *(f"- {c.replace('_', ' ')}: retention of T->I R@1 from {100 * v['retention_R@1_smallest']:.1f}% ({v['smallest']}) to {100 * v['retention_R@1_largest']:.1f}% ({v['largest']}), "
-                    f"{v['points_per_doubling_R@1']:+.1f} points per doubling of the training pairs (least squares over the sizes' means)" for c, v in g.items())]
+    lines += [
+        "",
+        *(
+            f"- {c.replace('_', ' ')}: retention of T->I R@1 from {100 * v['retention_R@1_smallest']:.1f}% "
+            f"({v['smallest']}) to {100 * v['retention_R@1_largest']:.1f}% ({v['largest']}), "
+            f"{v['points_per_doubling_R@1']:+.1f} points per doubling of the training pairs (least squares over the "
+            "sizes' means)"
+            for c, v in g.items()
+        ),
+    ]
     note = measured_with_earlier_code(data, "07_data_scale_study", "make data-scale")
-    return note + "\n".join(lines) + "\n\n_Generated from `results/default/07_data_scale.json` (`make data-scale`); mean ± sample std over seeds; retention: the sparse model's test R@k / its own seed's dense teacher's._\n"
+    return (
+        note
+        + "\n".join(lines)
+        + (
+            "\n\n_Generated from `results/default/07_data_scale.json` (`make data-scale`); mean ± sample std over "
+            "seeds; retention: the sparse model's test R@k / its own seed's dense teacher's._\n"
+        )
+    )
 
 
 @from_stage("07_knob_search")
@@ -251,29 +372,79 @@ def knob_search(data: dict) -> str:
     """Stage 07, part 2: the knob trials on validation, the choice, and the choice on the test split over seeds."""
     r = data["results"]
     ref = r["reference"]
-    lines = [f"Validation split, seed 0, with expansion control; FLOPs budget {ref['FLOPs budget']:.2f} (half of the uncontrolled recipe's val FLOPs {ref['val FLOPs']:.2f}):", "",
-             "| trial | changes to stage 02's recipe | steps | val T->I R@1 | val R@10 | val FLOPs | within budget |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Validation split, seed 0, with expansion control; FLOPs budget {ref['FLOPs budget']:.2f} (half of the "
+        f"uncontrolled recipe's val FLOPs {ref['val FLOPs']:.2f}):",
+        "",
+        "| trial | changes to stage 02's recipe | steps | val T->I R@1 | val R@10 | val FLOPs | within budget |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for v in r["val"]:
         mark = " **(chosen)**" if v["trial"] == r["chosen"] else ""
-        lines.append(f"| {v['trial']}{mark} | {v['changes']} | {v['steps']} | {v['val T->I R@1']:.1f} | {v['val T->I R@10']:.1f} | {v['val FLOPs']:.2f} | {'yes' if v['val FLOPs'] <= ref['FLOPs budget'] else 'no'} |")
-    lines.append(f"| recipe without control | (stage 02's uncontrolled run) | | {ref['val T->I R@1']:.1f} | | {ref['val FLOPs']:.2f} | |")
+        lines.append(
+            f"| {v['trial']}{mark} | {v['changes']} | {v['steps']} | {v['val T->I R@1']:.1f} | "
+            f"{v['val T->I R@10']:.1f} | {v['val FLOPs']:.2f} | "
+            f"{'yes' if v['val FLOPs'] <= ref['FLOPs budget'] else 'no'} |"
+        )
+    lines.append(
+        f"| recipe without control | (stage 02's uncontrolled run) | | {ref['val T->I R@1']:.1f} | | "
+        f"{ref['val FLOPs']:.2f} | |"
+    )
     if r["summary"]:
+
         def pm(m: dict, scale: float = 1.0, f: str = ".1f") -> str:
             return f"{scale * m['mean']:{f}}" + ("" if m["std"] is None else f" ± {scale * m['std']:{f}}")
+
         n = r["summary"][0]["T->I R@1"]["n"]
-        lines += ["", f"Test split, {n} seeds (mean ± sample std):", "", "| model | T->I R@1 | retention R@1 (%) | T->I R@10 | retention R@10 (%) | FLOPs | nnz caption | nnz image |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Test split, {n} seeds (mean ± sample std):",
+            "",
+            "| model | T->I R@1 | retention R@1 (%) | T->I R@10 | retention R@10 (%) | FLOPs | nnz caption | nnz "
+            "image |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for s in r["summary"]:
-            lines.append(f"| {s['model']} | {pm(s['T->I R@1'])} | {pm(s['retention R@1'], 100)} | {pm(s['T->I R@10'])} | {pm(s['retention R@10'], 100)} | {pm(s['FLOPs'], 1, '.2f')} | {pm(s['nnz caption'])} | {pm(s['nnz image'])} |")
+            lines.append(
+                f"| {s['model']} | {pm(s['T->I R@1'])} | {pm(s['retention R@1'], 100)} | {pm(s['T->I R@10'])} | "
+                f"{pm(s['retention R@10'], 100)} | {pm(s['FLOPs'], 1, '.2f')} | {pm(s['nnz caption'])} | "
+                f"{pm(s['nnz image'])} |"
+            )
         v = r["paired"]["verdict"]
-        lines += ["", "Chosen against the recipe, per query in every seed (paired t-test, Holm): " + "; ".join(f"{m} {x['verdict']} ({x['direction']}, {x['seeds_significant']}/{x['n_seeds']} seeds)" for m, x in v.items()) + "."]
+        lines += [
+            "",
+            "Chosen against the recipe, per query in every seed (paired t-test, Holm): "
+            + "; ".join(
+                f"{m} {x['verdict']} ({x['direction']}, {x['seeds_significant']}/{x['n_seeds']} seeds)"
+                for m, x in v.items()
+            )
+            + ".",
+        ]
     if r.get("frontier"):
         f = r["frontier"]
-        lines += ["", f"Every trial's seed-0 model on the effectiveness-latency frontier (test split; exact engine `{f[0].get('engine', 'numba')}` on {f[0]['n_docs']:,} synthetic documents drawn from its vectors, single query):", "",
-                  "| model | test T->I R@1 | test T->I R@10 | FLOPs | postings / query | exact p50 (ms) |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Every trial's seed-0 model on the effectiveness-latency frontier (test split; exact engine "
+            f"`{f[0].get('engine', 'numba')}` on {f[0]['n_docs']:,} synthetic documents drawn from its vectors, "
+            "single query):",
+            "",
+            "| model | test T->I R@1 | test T->I R@10 | FLOPs | postings / query | exact p50 (ms) |",
+            "|---|---|---|---|---|---|",
+        ]
         for x in sorted(f, key=lambda x: x["exact p50 ms"]):
-            lines.append(f"| {x['model']} | {x['T->I R@1']:.1f} | {x['T->I R@10']:.1f} | {x['FLOPs']:.2f} | {x['postings_per_query']:,.0f} | {x['exact p50 ms']:.2f} |")
+            lines.append(
+                f"| {x['model']} | {x['T->I R@1']:.1f} | {x['T->I R@10']:.1f} | {x['FLOPs']:.2f} | "
+                f"{x['postings_per_query']:,.0f} | {x['exact p50 ms']:.2f} |"
+            )
     note = measured_with_earlier_code(data, "07_data_scale_study", "make data-scale")
-    return note + "\n".join(lines) + "\n\n_Generated from `results/default/07_knob_search.json` (`make data-scale`); the choice reads the validation split only._\n"
+    return (
+        note
+        + "\n".join(lines)
+        + (
+            "\n\n_Generated from `results/default/07_knob_search.json` (`make data-scale`); the choice reads the "
+            "validation split only._\n"
+        )
+    )
 
 
 def exact_layout(results_dir: Path) -> str:
@@ -283,11 +454,24 @@ def exact_layout(results_dir: Path) -> str:
         return "_No layout benchmark yet: `python benchmarks/exact_engine_layout.py`._\n"
     d = json.loads(path.read_text())
     bw = d["machine"]["read_bandwidth_gbs_1thread"]
-    lines = ["| documents | condition | engine | block | p50 (ms) | postings / query | M postings / s | bytes / posting | GB/s | share of read bandwidth | ceiling (M postings / s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| documents | condition | engine | block | p50 (ms) | postings / query | M postings / s | bytes / posting | "
+        "GB/s | share of read bandwidth | ceiling (M postings / s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in d["rows"]:
-        lines.append(f"| {r['n_docs']:,} | {r['condition'].replace('_', ' ')} | {r['kind']} | {'' if 'block' not in r else (r['block'] if r['block'] < r['n_docs'] else 'all')} | {r['latency_p50_ms']:.2f} | {r['postings_per_query'] / 1e6:.2f}M | {r['postings_per_s'] / 1e6:.0f} | "
-                     f"{r['bytes_per_posting']} | {r['posting_gb_per_s']:.2f} | {100 * r['share_of_read_bandwidth']:.0f}% | {r['ceiling_postings_per_s'] / 1e6:.0f} |")
-    return "\n".join(lines) + f"\n\n_Generated from `results/benchmarks/exact_engine_layout_cpu.json` ({d['machine'].get('cpu', '?')}, single-thread read bandwidth {bw:.1f} GB/s, {d['queries']} queries, commit {d['commit']}); every engine returned the same top-10 as `numba`._\n"
+        lines.append(
+            f"| {r['n_docs']:,} | {r['condition'].replace('_', ' ')} | {r['kind']} | "
+            f"{'' if 'block' not in r else (r['block'] if r['block'] < r['n_docs'] else 'all')} | "
+            f"{r['latency_p50_ms']:.2f} | {r['postings_per_query'] / 1e6:.2f}M | {r['postings_per_s'] / 1e6:.0f} | "
+            f"{r['bytes_per_posting']} | {r['posting_gb_per_s']:.2f} | {100 * r['share_of_read_bandwidth']:.0f}% | "
+            f"{r['ceiling_postings_per_s'] / 1e6:.0f} |"
+        )
+    return "\n".join(lines) + (
+        f"\n\n_Generated from `results/benchmarks/exact_engine_layout_cpu.json` ({d['machine'].get('cpu', '?')}, "
+        f"single-thread read bandwidth {bw:.1f} GB/s, {d['queries']} queries, commit {d['commit']}); every "
+        "engine returned the same top-10 as `numba`._\n"
+    )
 
 
 def benchmarks(results_dir: Path) -> str:
@@ -297,14 +481,21 @@ def benchmarks(results_dir: Path) -> str:
     ext = root / "01_feature_extraction_cpu.json"
     if ext.exists():
         e = json.loads(ext.read_text())
-        lines.append(f"- Stage 01 on CPU ({e['torch_threads']} threads): SVG rendering {e['svg_render_images_per_s']:.0f} images/s, "
-                     f"EfficientNet-Lite0 tower {e['image_tower_images_per_s']:.1f} images/s (batch {e['image_batch']}), "
-                     f"MiniLM tower {e['text_tower_captions_per_s']:.0f} captions/s (batch {e['text_batch']}); peak RSS {e['peak_rss_mib']:.0f} MiB.")
+        lines.append(
+            f"- Stage 01 on CPU ({e['torch_threads']} threads): SVG rendering {e['svg_render_images_per_s']:.0f} "
+            "images/s, "
+            f"EfficientNet-Lite0 tower {e['image_tower_images_per_s']:.1f} images/s (batch {e['image_batch']}), "
+            f"MiniLM tower {e['text_tower_captions_per_s']:.0f} captions/s (batch {e['text_batch']}); peak RSS "
+            f"{e['peak_rss_mib']:.0f} MiB."
+        )
     tr = root / "02_d2s_training_cpu.json"
     if tr.exists():
         t = json.loads(tr.read_text())
         parts = ", ".join(f"{r['precision']} / {r['text']}: {r['pairs_per_s']:.0f} pairs/s" for r in t["rows"])
-        lines.append(f"- Stage 02 D2S training on CPU (batch {t['batch']}, V = {t['vocab']:,}, H = {t['hidden']}): {parts}; peak RSS {t['peak_rss_mib']} MiB.")
+        lines.append(
+            f"- Stage 02 D2S training on CPU (batch {t['batch']}, V = {t['vocab']:,}, H = {t['hidden']}): {parts}; "
+            f"peak RSS {t['peak_rss_mib']} MiB."
+        )
     if not lines:
         return "_No benchmark results yet._\n"
     lines.append("")
@@ -319,18 +510,34 @@ def suggestion(data: dict) -> str:
 
     r = data["results"]
     res = r["results"]
-    lines = ["| config | query | document | NDCG@10 | MAP@10 | MRR@10 | R@10 | R@100 | FLOPs | nnz query | nnz doc |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| config | query | document | NDCG@10 | MAP@10 | MRR@10 | R@10 | R@100 | FLOPs | nnz query | nnz doc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for c, m in res.items():
         q, d, di = describe(c)
-        lines.append(f"| {c} | {q} | {d}, {di} | " + " | ".join(f"{100 * m[k]:.1f}" for k in ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100"))
-                     + f" | {m['FLOPs']:.2f} | {m['nnz query']:.1f} | {m['nnz doc']:.1f} |")
+        lines.append(
+            f"| {c} | {q} | {d}, {di} | "
+            + " | ".join(f"{100 * m[k]:.1f}" for k in ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100"))
+            + f" | {m['FLOPs']:.2f} | {m['nnz query']:.1f} | {m['nnz doc']:.1f} |"
+        )
     test = r["counts"].get("test", {})
-    lines += ["", f"The paper's findings on this test split ({test.get('queries', '?')} queries, {test.get('documents', '?')} documents):", ""]
+    lines += [
+        "",
+        f"The paper's findings on this test split ({test.get('queries', '?')} queries, {test.get('documents', '?')} "
+        "documents):",
+        "",
+    ]
     for f in r["findings"]:
         lines.append(f"- {f['finding']}: **{'holds' if f['holds'] else 'does not hold'}** ({f['evidence']})")
-    lines += ["", f"_Generated from `results/default/05_suggestion.json` (commit {data['provenance']['commit']}); metrics in percent, "
-              "retrieved through the exact numba inverted index, scored by ir_measures; best epoch by validation MRR@10: "
-              + ", ".join(f"{c} {e}" for c, e in r["best_epoch"].items()) + "._"]
+    lines += [
+        "",
+        f"_Generated from `results/default/05_suggestion.json` (commit {data['provenance']['commit']}); metrics in "
+        "percent, "
+        "retrieved through the exact numba inverted index, scored by ir_measures; best epoch by validation MRR@10: "
+        + ", ".join(f"{c} {e}" for c, e in r["best_epoch"].items())
+        + "._",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -344,8 +551,11 @@ def seeds_note(results_dir: Path) -> str:
             old.setdefault(path.parent.name, []).append(path.name)
     if not old:
         return ""
-    return (f"**Measured with earlier code**: the result files of {', '.join(sorted(old))} were made by code that has changed since "
-            "(their numbers are not those of the current code until `make seeds` measures them again; seed 0 is `make main`'s).\n\n")
+    return (
+        f"**Measured with earlier code**: the result files of {', '.join(sorted(old))} were made by code that has "
+        "changed since (their numbers are not those of the current code until `make seeds` measures them again; "
+        "seed 0 is `make main`'s).\n\n"
+    )
 
 
 def seeds(results_dir: Path) -> str:
@@ -354,19 +564,41 @@ def seeds(results_dir: Path) -> str:
 
     path = results_dir / "seeds.json"
     if not path.exists():
-        return f"_No seed summary yet: run `make seeds` (writes `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}`)._\n"
+        return (
+            "_No seed summary yet: run `make seeds` (writes "
+            f"`{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}`)._\n"
+        )
     body = markdown(json.loads(path.read_text())).split("\n", 2)[2]  # without the title line
-    return seeds_note(results_dir) + body + f"\n_Generated from `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}` by `make seeds`._\n"
+    return (
+        seeds_note(results_dir)
+        + body
+        + (
+            f"\n_Generated from `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}` by `make "
+            "seeds`._\n"
+        )
+    )
 
 
-RENDERERS: dict[str, Callable[[Path], str]] = {"seeds": seeds, "benchmarks": benchmarks, "dense-baseline": dense_baseline, "data-counts": data_counts, "d2s": d2s, "analyses": analyses,
-                                               "efficiency": efficiency, "pruning": pruning, "suggestion": suggestion, "data-scale": data_scale,
-                                               "knob-search": knob_search, "exact-layout": exact_layout}
+RENDERERS: dict[str, Callable[[Path], str]] = {
+    "seeds": seeds,
+    "benchmarks": benchmarks,
+    "dense-baseline": dense_baseline,
+    "data-counts": data_counts,
+    "d2s": d2s,
+    "analyses": analyses,
+    "efficiency": efficiency,
+    "pruning": pruning,
+    "suggestion": suggestion,
+    "data-scale": data_scale,
+    "knob-search": knob_search,
+    "exact-layout": exact_layout,
+}
 DOCUMENTS = ("README.md", "data/README.md")
 
 
 def render(text: str, results_dir: Path) -> str:
     """README text with every generated block re-rendered."""
+
     def sub(m: re.Match) -> str:
         name = m.group("name")
         if name not in RENDERERS:

@@ -18,6 +18,7 @@ same lock should land well inside the seed-to-seed spread; the floor (``FLOORS``
 that barely move across seeds. ``lsr_lib.results.expected`` then reports OK within the tolerance,
 OKish within twice it, FAIL beyond.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,22 +42,37 @@ SUGGEST = ("M1", "M2", "M3", "M4")
 
 def _headline() -> list[tuple[str, str, str]]:
     """(label, result file, dotted path) of every number reported over seeds."""
-    rows = [("dense teacher, test T->I R@1", "01_dense_baseline.json", "results.baseline.test.text_to_image.R@1"),
-            ("dense teacher, test T->I R@10", "01_dense_baseline.json", "results.baseline.test.text_to_image.R@10"),
-            ("dense teacher, test I->T R@1", "01_dense_baseline.json", "results.baseline.test.image_to_text.R@1"),
-            ("dense teacher, val T->I R@1", "01_dense_baseline.json", "results.baseline.val.text_to_image.R@1")]
+    rows = [
+        ("dense teacher, test T->I R@1", "01_dense_baseline.json", "results.baseline.test.text_to_image.R@1"),
+        ("dense teacher, test T->I R@10", "01_dense_baseline.json", "results.baseline.test.text_to_image.R@10"),
+        ("dense teacher, test I->T R@1", "01_dense_baseline.json", "results.baseline.test.image_to_text.R@1"),
+        ("dense teacher, val T->I R@1", "01_dense_baseline.json", "results.baseline.val.text_to_image.R@1"),
+    ]
     for c in CONDITIONS:
-        rows += [(f"{c}, test T->I R@1", "02_d2s.json", f"results.test.{c}.text_to_image.R@1"),
-                 (f"{c}, test T->I R@10", "02_d2s.json", f"results.test.{c}.text_to_image.R@10"),
-                 (f"{c}, test I->T R@1", "02_d2s.json", f"results.test.{c}.image_to_text.R@1"),
-                 (f"{c}, test FLOPs", "02_d2s.json", f"results.test.{c}.sparsity_text_to_image.flops"),
-                 (f"{c}, test nnz caption", "02_d2s.json", f"results.test.{c}.sparsity_text_to_image.avg_nonzeros_query"),
-                 (f"{c}, test nnz image", "02_d2s.json", f"results.test.{c}.sparsity_text_to_image.avg_nonzeros_document"),
-                 (f"{c}, mean Kendall tau T->I", "03_analyses.json", f"results.faithfulness.{c}.text_to_image.tau.mean_tau"),
-                 (f"{c}, image caption precision@k", "03_analyses.json", f"results.image_deviation.{c}.caption_precision_at_k (mean)"),
-                 (f"{c}, unrelated expansion share", "03_analyses.json", f"results.text_deviation.{c}.unrelated_expansion_share (mean)")]
+        rows += [
+            (f"{c}, test T->I R@1", "02_d2s.json", f"results.test.{c}.text_to_image.R@1"),
+            (f"{c}, test T->I R@10", "02_d2s.json", f"results.test.{c}.text_to_image.R@10"),
+            (f"{c}, test I->T R@1", "02_d2s.json", f"results.test.{c}.image_to_text.R@1"),
+            (f"{c}, test FLOPs", "02_d2s.json", f"results.test.{c}.sparsity_text_to_image.flops"),
+            (f"{c}, test nnz caption", "02_d2s.json", f"results.test.{c}.sparsity_text_to_image.avg_nonzeros_query"),
+            (f"{c}, test nnz image", "02_d2s.json", f"results.test.{c}.sparsity_text_to_image.avg_nonzeros_document"),
+            (f"{c}, mean Kendall tau T->I", "03_analyses.json", f"results.faithfulness.{c}.text_to_image.tau.mean_tau"),
+            (
+                f"{c}, image caption precision@k",
+                "03_analyses.json",
+                f"results.image_deviation.{c}.caption_precision_at_k (mean)",
+            ),
+            (
+                f"{c}, unrelated expansion share",
+                "03_analyses.json",
+                f"results.text_deviation.{c}.unrelated_expansion_share (mean)",
+            ),
+        ]
     for m in SUGGEST:
-        rows += [(f"suggestion {m}, test {k}", "05_suggestion.json", f"results.results.{m}.{k}") for k in ("nDCG@10", "RR@10", "R@10", "FLOPs")]
+        rows += [
+            (f"suggestion {m}, test {k}", "05_suggestion.json", f"results.results.{m}.{k}")
+            for k in ("nDCG@10", "RR@10", "R@10", "FLOPs")
+        ]
     return rows
 
 
@@ -100,7 +116,12 @@ def aggregate(cfg: Config) -> dict:
             if v is not None:
                 values[k] = v
         if values:
-            metrics[label] = {"file": file, "path": path, **mean_std(list(values.values())), "values": {str(k): v for k, v in values.items()}}
+            metrics[label] = {
+                "file": file,
+                "path": path,
+                **mean_std(list(values.values())),
+                "values": {str(k): v for k, v in values.items()},
+            }
     per_seed = {}
     for k, folder in dirs.items():
         if (folder / PER_QUERY_FILE).exists():
@@ -108,9 +129,18 @@ def aggregate(cfg: Config) -> dict:
             if set(CONDITIONS) <= set(table["condition"]):
                 per_seed[k] = paired_values(table)
     effect = compare_conditions(per_seed) if per_seed else {}
-    missing = {str(k): [f for f in sorted({f for _, f, _ in HEADLINE} | {PER_QUERY_FILE}) if not (folder / f).exists()] for k, folder in dirs.items()}
-    return {"profile": cfg.profile, "seeds": list(dirs), "missing": {k: v for k, v in missing.items() if v},
-            "metrics": metrics, "control_effect": effect, "effect_metrics": list(EFFECT_METRICS)}
+    missing = {
+        str(k): [f for f in sorted({f for _, f, _ in HEADLINE} | {PER_QUERY_FILE}) if not (folder / f).exists()]
+        for k, folder in dirs.items()
+    }
+    return {
+        "profile": cfg.profile,
+        "seeds": list(dirs),
+        "missing": {k: v for k, v in missing.items() if v},
+        "metrics": metrics,
+        "control_effect": effect,
+        "effect_metrics": list(EFFECT_METRICS),
+    }
 
 
 def _p(p: float) -> str:
@@ -126,30 +156,68 @@ def _pm(m: dict, digits: int = 2) -> str:
 def markdown(summary: dict) -> str:
     """The tables of ``seeds.md``."""
     seeds = summary["seeds"]
-    lines = [f"# Seeds: profile `{summary['profile']}`", "",
-             f"Training seeds {seeds} (the first is the main job's). Mean ± sample std over the seeds present; "
-             "written by `python -m lsr_lib.results.seeds` from the result files.", ""]
+    lines = [
+        f"# Seeds: profile `{summary['profile']}`",
+        "",
+        f"Training seeds {seeds} (the first is the main job's). Mean ± sample std over the seeds present; "
+        "written by `python -m lsr_lib.results.seeds` from the result files.",
+        "",
+    ]
     if summary["missing"]:
-        lines += ["Missing result files (run `python -m lsr_lib.run.seeds`): " + "; ".join(f"seed {k}: {', '.join(v)}" for k, v in summary["missing"].items()), ""]
-    lines += ["| number | mean ± std | n | " + " | ".join(f"seed {k}" for k in seeds) + " |", "|---|---|---|" + "---|" * len(seeds)]
+        lines += [
+            "Missing result files (run `python -m lsr_lib.run.seeds`): "
+            + "; ".join(f"seed {k}: {', '.join(v)}" for k, v in summary["missing"].items()),
+            "",
+        ]
+    lines += [
+        "| number | mean ± std | n | " + " | ".join(f"seed {k}" for k in seeds) + " |",
+        "|---|---|---|" + "---|" * len(seeds),
+    ]
     for label, m in summary["metrics"].items():
         digits = 2 if abs(m["mean"]) >= 1 else 4
-        lines.append(f"| {label} | {_pm(m, digits)} | {m['n']} | " + " | ".join(f"{m['values'][str(k)]:.{digits}f}" if str(k) in m["values"] else "-" for k in seeds) + " |")
+        lines.append(
+            f"| {label} | {_pm(m, digits)} | {m['n']} | "
+            + " | ".join(f"{m['values'][str(k)]:.{digits}f}" if str(k) in m["values"] else "-" for k in seeds)
+            + " |"
+        )
     eff = summary["control_effect"]
     if eff:
-        lines += ["", "## The expansion-control effect (with minus without control)", "",
-                  f"Per seed: paired t-test over the test queries, Holm-corrected across the {len(summary['effect_metrics'])} metrics (α = {eff['alpha']}). "
-                  "Across seeds: paired t-test on the per-seed means (few seeds: low power). Verdict: significant only when every seed is significant with the same sign.", "",
-                  "| metric | with control | without control | difference | per-seed Holm p | across seeds p (Holm) | verdict |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## The expansion-control effect (with minus without control)",
+            "",
+            "Per seed: paired t-test over the test queries, Holm-corrected across the "
+            f"{len(summary['effect_metrics'])} metrics (α = {eff['alpha']}). "
+            "Across seeds: paired t-test on the per-seed means (few seeds: low power). Verdict: significant only "
+            "when every seed is significant with the same sign.",
+            "",
+            "| metric | with control | without control | difference | per-seed Holm p | across seeds p (Holm) | "
+            "verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for metric, v in eff["verdict"].items():
             a = eff["across_seeds"][metric]
             ps = ", ".join(_p(eff["per_seed"][k][metric]["p_holm"]) for k in eff["per_seed"])
             diff_std = "" if a.get("std_diff") is None else f" ± {a['std_diff']:.3g}"
-            p_across = "-" if a.get("p_holm") is None or (isinstance(a.get("p_holm"), float) and math.isnan(a["p_holm"])) else f"{a['p_holm']:.2g}"
+            p_across = (
+                "-"
+                if a.get("p_holm") is None or (isinstance(a.get("p_holm"), float) and math.isnan(a["p_holm"]))
+                else f"{a['p_holm']:.2g}"
+            )
             with_, without = {"mean": a["mean_a"], "std": a.get("std_a")}, {"mean": a["mean_b"], "std": a.get("std_b")}
             same = a["mean_diff"] == 0 and not a.get("std_diff")
-            direction = "no difference" if same else {"A higher": "higher with control", "B higher": "higher without control"}.get(v["direction"], "sign differs across seeds")
-            lines.append(f"| {metric} | {_pm(with_, 3)} | {_pm(without, 3)} | {a['mean_diff']:+.3g}{diff_std} | {ps} | {p_across} | **{v['verdict']}** ({direction}; {v['seeds_significant']}/{v['n_seeds']} seeds significant) |")
+            direction = (
+                "no difference"
+                if same
+                else {"A higher": "higher with control", "B higher": "higher without control"}.get(
+                    v["direction"], "sign differs across seeds"
+                )
+            )
+            lines.append(
+                f"| {metric} | {_pm(with_, 3)} | {_pm(without, 3)} | {a['mean_diff']:+.3g}{diff_std} | {ps} | "
+                f"{p_across} | **{v['verdict']}** ({direction}; {v['seeds_significant']}/{v['n_seeds']} seeds "
+                "significant) |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -162,23 +230,49 @@ def expected_yaml(summary: dict, cfg: Config) -> str:
             continue
         spread = 0.0 if m.get("std") is None else TOLERANCE_STDS * m["std"]
         tol = max(spread, floor_for(m["path"], m["values"][main]))
-        cond = conditions.setdefault(m["file"].removesuffix(".json"), {"file": m["file"], "prefix": "results", "source": "seeds", "metrics": {}})
-        cond["metrics"][m["path"].removeprefix("results.")] = {"expected": round(m["values"][main], 6), "tolerance": round(tol, 6), "note": label}
+        cond = conditions.setdefault(
+            m["file"].removesuffix(".json"), {"file": m["file"], "prefix": "results", "source": "seeds", "metrics": {}}
+        )
+        cond["metrics"][m["path"].removeprefix("results.")] = {
+            "expected": round(m["values"][main], 6),
+            "tolerance": round(tol, 6),
+            "note": label,
+        }
     n = {len(m["values"]) for m in summary["metrics"].values()}
-    head = (f"# Expected numbers for the {cfg.profile} profile, written by `python -m lsr_lib.results.seeds --profile {cfg.profile} --write-expected`\n"
-            f"# from results/{cfg.profile}/seeds.json. Checked by `python -m lsr_lib.results.expected --profile {cfg.profile}` (make main / make test).\n"
-            f"# expected: seed {main}'s value (the main job). tolerance: max({TOLERANCE_STDS:g} x sample std over the training seeds, floor);\n"
-            "# floors: 0.5 points for R@k in percent, 2 % of the value for FLOPs and vector lengths, 0.005 for fractions.\n")
-    body = {"profile": cfg.profile, "sources": {"seeds": f"results/{cfg.profile}/seeds.json: seeds {summary['seeds']} ({'/'.join(str(x) for x in sorted(n))} present per number); "
-                                                 "a rerun of the main job on the lock should differ from its committed value by less than the seed-to-seed spread"},
-            "conditions": conditions}
+    head = (
+        f"# Expected numbers for the {cfg.profile} profile, written by `python -m lsr_lib.results.seeds --profile "
+        f"{cfg.profile} --write-expected`\n"
+        f"# from results/{cfg.profile}/seeds.json. Checked by `python -m lsr_lib.results.expected --profile "
+        f"{cfg.profile}` (make main / make test).\n"
+        f"# expected: seed {main}'s value (the main job). tolerance: max({TOLERANCE_STDS:g} x sample std over the "
+        "training seeds, floor);\n"
+        "# floors: 0.5 points for R@k in percent, 2 % of the value for FLOPs and vector lengths, 0.005 for fractions.\n"
+    )
+    body = {
+        "profile": cfg.profile,
+        "sources": {
+            "seeds": (
+                f"results/{cfg.profile}/seeds.json: seeds {summary['seeds']} "
+                f"({'/'.join(str(x) for x in sorted(n))} present per number); "
+                "a rerun of the main job on the lock should differ from its committed value by less than the "
+                "seed-to-seed spread"
+            )
+        },
+        "conditions": conditions,
+    }
     return head + yaml.safe_dump(body, sort_keys=False, width=200)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lsr_lib.results.seeds", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m lsr_lib.results.seeds",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--profile", default="default")
-    ap.add_argument("--write-expected", action="store_true", help="also write results/expected/<profile>.yaml from the spread")
+    ap.add_argument(
+        "--write-expected", action="store_true", help="also write results/expected/<profile>.yaml from the spread"
+    )
     args = ap.parse_args(argv)
     cfg = load_config(args.profile)
     summary = aggregate(cfg)

@@ -1,6 +1,6 @@
-"""The AToMiC full-collection job (issue 17): extraction -> sparse encoding -> bulk indexing -> retrieval and evaluation.
+"""The AToMiC full-collection job (issue 17): extraction, sparse encoding, bulk indexing, retrieval and evaluation.
 
-    python -m lsr_lib.run.atomic --profile paper            # the downloaded AToMiC v0.2 files (params/paper.yaml, suggest section)
+    python -m lsr_lib.run.atomic --profile paper            # the downloaded AToMiC v0.2 files (paper.yaml's suggest)
     python -m lsr_lib.run.atomic --profile atomic_fixture   # the same job on the test fixture: local Ray, milvus-lite
 
 Steps, each timed (``results/<profile>/atomic_job.json``):
@@ -19,6 +19,7 @@ Steps, each timed (``results/<profile>/atomic_job.json``):
 The job record gives items per second of each step and the peak memory, from which the README
 derives the per-million-image cost ("Scaling out").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,8 @@ RESULT = "atomic_job"
 
 
 def stream_documents(cfg, model, data, tcache, icache, index, chunk: int, device="cpu", progress: bool = True) -> dict:
-    """Encode every document in chunks read from the caches and insert each into ``index`` (created on the first chunk); returns counts."""
+    """Encode every document in chunks read from the caches and insert each into ``index`` (created on the first chunk);
+    returns counts."""
     from ..stages.image_suggestion import token_states
     from ..storage.progress import progress_bar
     from ..train.suggest import encode
@@ -47,10 +49,12 @@ def stream_documents(cfg, model, data, tcache, icache, index, chunk: int, device
     nnz = 0
     with progress_bar(total=len(doc_ids), desc="encode + index documents", unit="doc", disable=not progress) as bar:
         for lo in range(0, len(doc_ids), chunk):
-            ids = doc_ids[lo:lo + chunk]
+            ids = doc_ids[lo : lo + chunk]
             text = token_states(tcache, [f"d:{i}" for i in ids])
             patches = torch.from_numpy(icache.read(ids)[1]["patches"])
-            d = sp.csr_matrix(encode(model, "doc", text, patches, max(1, cfg.suggest.eval_batch_size // 8), device).numpy())
+            d = sp.csr_matrix(
+                encode(model, "doc", text, patches, max(1, cfg.suggest.eval_batch_size // 8), device).numpy()
+            )
             d.eliminate_zeros()
             if lo == 0:
                 index.create(n_terms=d.shape[1])
@@ -65,22 +69,44 @@ def run_job(profile: str, chunk: int = 4096, progress: bool = True, overrides: d
     from ..artifacts.catalog import suggest_dir
     from ..index.latency import PeakMemory
     from ..results.provenance import machine, write_results
-    from ..stages.image_suggestion import cache_states, evaluate_through_index, load_suggestion_set, split_tensors, suggestion_index, token_states, train_configuration
+    from ..stages.image_suggestion import (
+        cache_states,
+        evaluate_through_index,
+        load_suggestion_set,
+        split_tensors,
+        suggestion_index,
+        token_states,
+        train_configuration,
+    )
     from ..train.suggest import encode, load_suggest_model
 
     cfg = load_config(profile, overrides)
     if cfg.suggest.source != "atomic":
-        raise ConfigError(f"profile {profile!r}: suggest.source is {cfg.suggest.source!r}; the AToMiC job needs suggest.source: atomic and the AToMiC files (params/paper.yaml)")
+        raise ConfigError(
+            f"profile {profile!r}: suggest.source is {cfg.suggest.source!r}; the AToMiC job needs suggest.source: "
+            "atomic and the AToMiC files (params/paper.yaml)"
+        )
     torch.set_num_threads(cfg.threads or torch.get_num_threads())
     steps: dict = {}
     with PeakMemory() as mem:
         t0 = time.perf_counter()
         data = load_suggestion_set(cfg, all_images=True)  # every image of the files, also those no qrels file names
         steps["load"] = {"seconds": time.perf_counter() - t0, "queries": len(data.queries), "documents": len(data.docs)}
-        log.info("AToMiC (%s): %d texts, %d images, %d qrels", cfg.profile, len(data.queries), len(data.docs), len(data.qrels))
+        log.info(
+            "AToMiC (%s): %d texts, %d images, %d qrels",
+            cfg.profile,
+            len(data.queries),
+            len(data.docs),
+            len(data.qrels),
+        )
         t0 = time.perf_counter()
         tcache, icache = cache_states(cfg, data, "cpu", progress)
-        steps["extraction"] = {"seconds": time.perf_counter() - t0, "engine": cfg.extraction.engine, "texts": len(data.queries) + len(data.docs), "images": len(data.docs)}
+        steps["extraction"] = {
+            "seconds": time.perf_counter() - t0,
+            "engine": cfg.extraction.engine,
+            "texts": len(data.queries) + len(data.docs),
+            "images": len(data.docs),
+        }
         states_fp = {"text_states": tcache.manifest, "image_states": icache.manifest}
         results = {}
         for config in cfg.suggest.configurations:
@@ -92,21 +118,51 @@ def run_job(profile: str, chunk: int = 4096, progress: bool = True, overrides: d
             model = load_suggest_model(suggest_dir(cfg) / config)
             index = suggestion_index(cfg)
             if not hasattr(index, "insert"):
-                raise ConfigError(f"suggest.index {index.kind!r} is built from one in-memory matrix; the full-collection job streams into milvus (set suggest.index: milvus)")
+                raise ConfigError(
+                    f"suggest.index {index.kind!r} is built from one in-memory matrix; the full-collection job "
+                    "streams into milvus (set suggest.index: milvus)"
+                )
             t0 = time.perf_counter()
             counts = stream_documents(cfg, model, data, tcache, icache, index, chunk, progress=progress)
             index.finish(len(data.docs))
             steps[f"encode + index {config}"] = {"seconds": time.perf_counter() - t0, **counts}
             test = data.split("test")
-            test_all_docs = type(test)(test.name, test.queries, data.docs, test.qrels)  # test queries against the whole collection
+            # test queries against the whole collection
+            test_all_docs = type(test)(test.name, test.queries, data.docs, test.qrels)
             t0 = time.perf_counter()
-            queries = sp.csr_matrix(encode(model, "query", token_states(tcache, [f"q:{i}" for i in test.queries["query_id"]]), None, cfg.suggest.eval_batch_size).numpy())
-            results[config] = evaluate_through_index(cfg, test_all_docs, queries, sp.csr_matrix((0, queries.shape[1]), dtype=np.float32), index=index)
+            queries = sp.csr_matrix(
+                encode(
+                    model,
+                    "query",
+                    token_states(tcache, [f"q:{i}" for i in test.queries["query_id"]]),
+                    None,
+                    cfg.suggest.eval_batch_size,
+                ).numpy()
+            )
+            results[config] = evaluate_through_index(
+                cfg, test_all_docs, queries, sp.csr_matrix((0, queries.shape[1]), dtype=np.float32), index=index
+            )
             steps[f"retrieval {config}"] = {"seconds": time.perf_counter() - t0, "queries": int(queries.shape[0])}
             del index
-    rates = {name: {k: v / s["seconds"] for k, v in s.items() if k in ("texts", "images", "documents", "queries") and s["seconds"] > 0} for name, s in steps.items()}
-    record = {"steps": steps, "per_second": rates, "peak_rss_delta_mb": mem.delta_mb, "results": results, "machine": machine(),
-              "index": cfg.suggest.index, "index_uri": cfg.suggest.index_uri, "extraction_engine": cfg.extraction.engine, "ray_address": cfg.extraction.ray_address}
+    rates = {
+        name: {
+            k: v / s["seconds"]
+            for k, v in s.items()
+            if k in ("texts", "images", "documents", "queries") and s["seconds"] > 0
+        }
+        for name, s in steps.items()
+    }
+    record = {
+        "steps": steps,
+        "per_second": rates,
+        "peak_rss_delta_mb": mem.delta_mb,
+        "results": results,
+        "machine": machine(),
+        "index": cfg.suggest.index,
+        "index_uri": cfg.suggest.index_uri,
+        "extraction_engine": cfg.extraction.engine,
+        "ray_address": cfg.extraction.ray_address,
+    }
     path = write_results(cfg, RESULT, record)
     log.info("wrote %s", path)
     return record
@@ -114,13 +170,16 @@ def run_job(profile: str, chunk: int = 4096, progress: bool = True, overrides: d
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    ap = argparse.ArgumentParser(prog="python -m lsr_lib.run.atomic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m lsr_lib.run.atomic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--profile", default="paper")
     ap.add_argument("--chunk", type=int, default=4096, help="documents encoded and inserted at a time")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)  # milvus-lite answers pymilvus's AllocTimestamp probe with a logged "not implemented"
+    # milvus-lite answers pymilvus's AllocTimestamp probe with a logged "not implemented"
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         record = run_job(args.profile, args.chunk, not args.no_progress)

@@ -14,6 +14,7 @@ The run is the checkout's run (issue 12): each kernel starts with this checkout 
 ``PYTHONPATH`` and ``LSR_CHECKOUT`` set to it, so it imports this checkout's ``lsr_lib`` (not another
 clone's editable install) and writes into this checkout's ``results/``; ``import lsr_lib`` checks it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,8 @@ def select_stages(wanted: list[str] | None) -> list[str]:
 
 
 def kernel_env(root: Path) -> dict[str, str]:
-    """The variables a stage kernel gets on top of this process's environment: ``root`` first on PYTHONPATH, LSR_CHECKOUT."""
+    """The variables a stage kernel gets on top of this process's environment: ``root`` first on PYTHONPATH,
+    LSR_CHECKOUT."""
     rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(root)]
     return {"PYTHONPATH": os.pathsep.join([str(root), *rest]), CHECKOUT_ENV: str(root)}
 
@@ -81,8 +83,11 @@ def environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_stage(stage: str, profile: str, out_dir: Path, progress: bool = True, kernel_name: str = "python3", bench: bool = False) -> Path:
-    """Execute one notebook of this checkout with papermill, parameters ``profile`` and ``progress``, in ``kernel_name``.
+def run_stage(
+    stage: str, profile: str, out_dir: Path, progress: bool = True, kernel_name: str = "python3", bench: bool = False
+) -> Path:
+    """Execute one notebook of this checkout with papermill, parameters ``profile`` and ``progress``, in
+    ``kernel_name``.
 
     ``bench``: also the heavy benchmarks a profile keeps out of its main job (stage 04's scale
     benchmark under ``scale_benchmark: bench``); passed as the notebook parameter ``bench``.
@@ -99,7 +104,15 @@ def run_stage(stage: str, profile: str, out_dir: Path, progress: bool = True, ke
     status, notices = out_dir / f".{stage}.status", out_dir / f".{stage}.notices"
     env = {**kernel_env(REPO_ROOT), STATUS_ENV: str(status), NOTICES_ENV: str(notices)}
     with environment(env), show_status(stage, status, enabled=progress, notices=notices):
-        pm.execute_notebook(str(src), str(dst), parameters={"profile": profile, "progress": progress, **({"bench": True} if bench else {})}, cwd=str(REPO_ROOT / "notebooks"), kernel_name=kernel_name, log_output=False, progress_bar=progress)
+        pm.execute_notebook(
+            str(src),
+            str(dst),
+            parameters={"profile": profile, "progress": progress, **({"bench": True} if bench else {})},
+            cwd=str(REPO_ROOT / "notebooks"),
+            kernel_name=kernel_name,
+            log_output=False,
+            progress_bar=progress,
+        )
     return dst
 
 
@@ -129,8 +142,14 @@ class NoticeReader:
 
 
 @contextmanager
-def show_status(stage: str, path: Path, enabled: bool = True, poll_s: float = STATUS_POLL_S,
-                repeat_s: float = STATUS_REPEAT_S, notices: Optional[Path] = None) -> Iterator[None]:
+def show_status(
+    stage: str,
+    path: Path,
+    enabled: bool = True,
+    poll_s: float = STATUS_POLL_S,
+    repeat_s: float = STATUS_REPEAT_S,
+    notices: Optional[Path] = None,
+) -> Iterator[None]:
     """While the block runs, print the stage kernel's status lines: each new step at once, the same every ``repeat_s``.
 
     Every line of ``notices`` is printed as it arrives, the last ones when the block ends (also without ``enabled``).
@@ -165,7 +184,9 @@ def show_status(stage: str, path: Path, enabled: bool = True, poll_s: float = ST
             step, now = text.split(":", 1)[0], time.monotonic()
             if text and text != last_text and (step != last_step or now - last_time >= repeat_s):
                 elapsed = tqdm.format_interval(now - t0)
-                tqdm.write(f"{time.strftime('%H:%M:%S')}   {stage.split('_', 1)[0]} [{elapsed}] {text}", file=sys.stderr)
+                tqdm.write(
+                    f"{time.strftime('%H:%M:%S')}   {stage.split('_', 1)[0]} [{elapsed}] {text}", file=sys.stderr
+                )
                 last_text, last_step, last_time = text, step, now
 
     thread = threading.Thread(target=watch, name=f"status-{stage}", daemon=True)
@@ -186,6 +207,7 @@ def was_interrupted(error: BaseException) -> bool:
 @contextmanager
 def quiet_after_interrupt() -> Iterator[None]:
     """On Ctrl-C, first quiet the loggers of the kernel shutdown that follows, then raise KeyboardInterrupt as usual."""
+
     def on_sigint(signum: int, frame: object) -> None:
         for name in SHUTDOWN_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -205,23 +227,32 @@ def quiet_after_interrupt() -> Iterator[None]:
 
 def interrupted_message(stage: str, profile: str, resume_argv: list[str]) -> str:
     """What an interrupted run kept and the command that resumes it."""
-    return (f"interrupted during stage {stage} (profile {profile}).\n"
-            "Kept: every finished stage, and in this stage every file already written (caches are written "
-            "atomically; training resumes from its last finished epoch).\n"
-            "Rerun the same command to resume (finished work is skipped), or only what is left:\n"
-            f"  python -m lsr_lib.run.pipeline {shlex.join(resume_argv)}")
+    return (
+        f"interrupted during stage {stage} (profile {profile}).\n"
+        "Kept: every finished stage, and in this stage every file already written (caches are written "
+        "atomically; training resumes from its last finished epoch).\n"
+        "Rerun the same command to resume (finished work is skipped), or only what is left:\n"
+        f"  python -m lsr_lib.run.pipeline {shlex.join(resume_argv)}"
+    )
 
 
 def _resume_argv(args: argparse.Namespace, left: list[str]) -> list[str]:
     """The pipeline arguments that run the stages ``left`` with the same options."""
     argv = ["--profile", args.profile, "--stages", *(s.split("_", 1)[0] for s in left)]
-    return argv + (["--out", str(args.out)] if args.out else []) + (["--no-progress"] if args.no_progress else []) + (["--bench"] if getattr(args, "bench", False) else [])
+    return (
+        argv
+        + (["--out", str(args.out)] if args.out else [])
+        + (["--no-progress"] if args.no_progress else [])
+        + (["--bench"] if getattr(args, "bench", False) else [])
+    )
 
 
 def _profile_name(name: str) -> str:
     """argparse type: a known profile, optionally followed by ``/<sweep setting>``."""
     if split_profile(name)[0] not in PROFILES:
-        raise argparse.ArgumentTypeError(f"unknown profile {name!r}; known: {', '.join(PROFILES)} (optionally /<sweep setting>)")
+        raise argparse.ArgumentTypeError(
+            f"unknown profile {name!r}; known: {', '.join(PROFILES)} (optionally /<sweep setting>)"
+        )
     return name
 
 
@@ -245,7 +276,12 @@ def measured_elsewhere(profile: str, stage: str, bench: bool) -> Optional[str]:
     from ..config import load_config
 
     cfg = load_config(profile)
-    if stage == "07_data_scale_study" and not bench and cfg.data_scale.run == "bench" and cfg.knob_search.run == "bench":
+    if (
+        stage == "07_data_scale_study"
+        and not bench
+        and cfg.data_scale.run == "bench"
+        and cfg.knob_search.run == "bench"
+    ):
         return "make data-scale"
     return None
 
@@ -268,7 +304,9 @@ def explain(profile: str, stages: list[str]) -> list[str]:
             lines.append(f"{number}: stale: {why}")
         elif waits:
             stale.add(stage)
-            lines.append(f"{number}: current, but reads the outputs of stage {', '.join(waits)}, which reruns first: {why}")
+            lines.append(
+                f"{number}: current, but reads the outputs of stage {', '.join(waits)}, which reruns first: {why}"
+            )
         else:
             lines.append(f"{number}: current: {why}")
     return lines
@@ -277,16 +315,28 @@ def explain(profile: str, stages: list[str]) -> list[str]:
 @one_line_errors()  # a known error (config, artifact, result file, full disk): one line naming the file and the fix
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns a process exit code."""
-    ap = argparse.ArgumentParser(prog="python -m lsr_lib.run.pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", type=_profile_name, default="default", help=f"{', '.join(PROFILES)}, or <profile>/<sweep setting>")
+    ap = argparse.ArgumentParser(
+        prog="python -m lsr_lib.run.pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--profile", type=_profile_name, default="default", help=f"{', '.join(PROFILES)}, or <profile>/<sweep setting>"
+    )
     ap.add_argument("--stages", nargs="*", help="stage numbers or names (default: all)")
     ap.add_argument("--out", type=Path, default=None, help="folder for executed notebooks (default runs/<profile>)")
     ap.add_argument("--dry-run", action="store_true", help="print the stages and commands, run nothing")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--force", action="store_true", help="run stages even when their results are current")
-    ap.add_argument("--explain", action="store_true", help="say for every stage whether it is current or stale and why; run nothing")
-    ap.add_argument("--bench", action="store_true", help="also the heavy benchmarks kept out of the main job (stage 04's 100k / 1M scale benchmark); `make bench`")
-    ap.add_argument("--debug", action="store_true", help="show the traceback of an error that stops the run, not one line")
+    ap.add_argument(
+        "--explain", action="store_true", help="say for every stage whether it is current or stale and why; run nothing"
+    )
+    ap.add_argument(
+        "--bench",
+        action="store_true",
+        help="also the heavy benchmarks kept out of the main job (stage 04's 100k / 1M scale benchmark); `make bench`",
+    )
+    ap.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error that stops the run, not one line"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -298,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run:
         log.info("checkout %s, profile %s", REPO_ROOT, args.profile)
     for k, stage in enumerate(stages, 1):
-        cmd = f"papermill notebooks/{stage}.ipynb {out_dir / (stage + '.ipynb')} -p profile {args.profile}" + (" -p bench True" if args.bench else "")
+        cmd = f"papermill notebooks/{stage}.ipynb {out_dir / (stage + '.ipynb')} -p profile {args.profile}" + (
+            " -p bench True" if args.bench else ""
+        )
         if args.dry_run:
             print(cmd)
             continue
@@ -307,9 +359,18 @@ def main(argv: list[str] | None = None) -> int:
             if current:
                 log.info("[%d/%d] %s: up to date (%s); skipped, --force reruns it", k, len(stages), stage, why)
                 continue
-            if (command := measured_elsewhere(args.profile, stage, args.bench)) and (out_dir / f"{stage}.ipynb").exists():
-                log.info("[%d/%d] %s: stale (%s), but its numbers are measured by `%s`, not by this run: skipped "
-                         "(runs/ has the notebook that read them; --force reads them again)", k, len(stages), stage, why, command)
+            if (command := measured_elsewhere(args.profile, stage, args.bench)) and (
+                out_dir / f"{stage}.ipynb"
+            ).exists():
+                log.info(
+                    "[%d/%d] %s: stale (%s), but its numbers are measured by `%s`, not by this run: skipped "
+                    "(runs/ has the notebook that read them; --force reads them again)",
+                    k,
+                    len(stages),
+                    stage,
+                    why,
+                    command,
+                )
                 continue
             log.info("[%d/%d] %s (profile %s): rerun, %s", k, len(stages), stage, args.profile, why)
         else:
@@ -320,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_stage(stage, args.profile, out_dir, progress=not args.no_progress, bench=args.bench)
         except (KeyboardInterrupt, Exception) as e:
             if was_interrupted(e):
-                log.warning(interrupted_message(stage, args.profile, _resume_argv(args, stages[k - 1:])))
+                log.warning(interrupted_message(stage, args.profile, _resume_argv(args, stages[k - 1 :])))
                 return 130
             reason = f"{getattr(e, 'ename', type(e).__name__)}: {one_line(getattr(e, 'evalue', e))}"
             log.error("stage %s failed: %s (traceback: %s)", stage, reason, out_dir / f"{stage}.ipynb")
@@ -338,8 +399,16 @@ def summary(profile: str, runs_dir: Path) -> str:
     from ..results.seeds import HEADLINE
 
     cfg = load_config(profile)
-    picked = ("dense teacher, test T->I R@1", "with_control, test T->I R@1", "without_control, test T->I R@1", "with_control, test FLOPs",
-              "without_control, test FLOPs", "with_control, mean Kendall tau T->I", "without_control, mean Kendall tau T->I", "suggestion M2, test nDCG@10")
+    picked = (
+        "dense teacher, test T->I R@1",
+        "with_control, test T->I R@1",
+        "without_control, test T->I R@1",
+        "with_control, test FLOPs",
+        "without_control, test FLOPs",
+        "with_control, mean Kendall tau T->I",
+        "without_control, mean Kendall tau T->I",
+        "suggestion M2, test nDCG@10",
+    )
     lines, loaded = [f"summary of profile {profile}:"], {}
     for label, file, path in HEADLINE:
         if label in picked:
@@ -350,8 +419,11 @@ def summary(profile: str, runs_dir: Path) -> str:
             if value is not None:
                 lines.append(f"  {label:<42} {value:.4g}")
     rel = lambda p: p.relative_to(REPO_ROOT) if p.is_relative_to(REPO_ROOT) else p  # noqa: E731
-    lines += [f"  results: {rel(cfg.results_dir)}/  figures: figures/  executed notebooks: {rel(runs_dir)}/",
-              f"  expected-value check: python -m lsr_lib.results.expected --profile {cfg.base_profile.split('/')[0]} (make main runs it); README tables: python -m lsr_lib.results.report"]
+    lines += [
+        f"  results: {rel(cfg.results_dir)}/  figures: figures/  executed notebooks: {rel(runs_dir)}/",
+        f"  expected-value check: python -m lsr_lib.results.expected --profile {cfg.base_profile.split('/')[0]} "
+        "(make main runs it); README tables: python -m lsr_lib.results.report",
+    ]
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """Training seeds for error bars: the profile's other ``seeds`` through the trained stages, then the aggregate.
 
-    python -m lsr_lib.run.seeds --profile default              # seeds[1:] through stages 01 02 03 05, then the aggregate
-    python -m lsr_lib.run.seeds --profile smoke --seeds 1      # one seed
+    python -m lsr_lib.run.seeds --profile default          # seeds[1:] through stages 01 02 03 05, then the aggregate
+    python -m lsr_lib.run.seeds --profile smoke --seeds 1  # one seed
     python -m lsr_lib.run.seeds --profile default --summary-only
 
 The main job (``make main``) trains the first seed of the profile's ``seeds`` list; this runs the
@@ -12,6 +12,7 @@ current are reused, so an interrupted run resumes. Then ``lsr_lib.results.seeds`
 ``results/<profile>/seeds.json`` and ``seeds.md``: mean +- std over seeds and the paired tests of
 the expansion-control effect. ``make seeds`` runs this for the default profile.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,8 @@ import sys
 from ..config.profiles import ConfigError, load_config
 from . import pipeline
 
-SEED_STAGES = ("01", "02", "03", "05")  # the stages that train something, and stage 03 (the control effect's per-query values)
+# the stages that train something, and stage 03 (the control effect's per-query values)
+SEED_STAGES = ("01", "02", "03", "05")
 
 log = logging.getLogger("lsr_lib.run.seeds")
 
@@ -34,9 +36,13 @@ def seed_commands(profile: str, seeds: list[int], progress: bool = True, force: 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; 1 when a seed's stage failed, 130 when interrupted."""
-    ap = argparse.ArgumentParser(prog="python -m lsr_lib.run.seeds", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m lsr_lib.run.seeds", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--profile", default="default")
-    ap.add_argument("--seeds", type=int, nargs="*", help="only these of the profile's extra seeds (default: all of seeds[1:])")
+    ap.add_argument(
+        "--seeds", type=int, nargs="*", help="only these of the profile's extra seeds (default: all of seeds[1:])"
+    )
     ap.add_argument("--summary-only", action="store_true", help="only aggregate the result files that exist")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--force", action="store_true")
@@ -52,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     wanted = extra if args.seeds is None else args.seeds
     unknown = sorted(set(wanted) - set(extra))
     if unknown:
-        print(f"error: seed(s) {unknown} are not among profile {args.profile!r}'s extra seeds {extra} (params/{args.profile}.yaml `seeds`)", file=sys.stderr)
+        print(
+            f"error: seed(s) {unknown} are not among profile {args.profile!r}'s extra seeds {extra} "
+            f"(params/{args.profile}.yaml `seeds`)",
+            file=sys.stderr,
+        )
         return 2
     commands = [] if args.summary_only else seed_commands(args.profile, wanted, not args.no_progress, args.force)
     if args.dry_run:

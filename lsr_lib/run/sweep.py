@@ -13,11 +13,13 @@ Stage 02 trains both expansion-control conditions of the profile's ``d2s_conditi
 
 As in pyserini's reproduction driver, a stage runs only when its output is missing: a stage whose
 ``results/<profile>/<setting>/<NN>_*.json`` files exist and were written with the same
-configuration, code, environment and inputs is skipped (``--force`` reruns). Every setting's configuration is loaded, and so
+configuration, code, environment and inputs is skipped (``--force`` reruns). Every setting's configuration is loaded,
+and so
 checked, before any work starts. Afterwards the expected-values check (``lsr_lib.results.expected``) runs
 and ``results/<profile>/summary.md`` plus ``figures/<profile>/sweep_*`` are generated from the
 result files (``lsr_lib.results.sweep_summary``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +42,9 @@ def sweep_plan(profile: str, only: list[str] | None = None) -> list[tuple[SweepS
     """(setting, its loaded config) for every setting of ``profile``'s sweep (or those in ``only``), in file order."""
     base = load_config(profile)
     if not base.sweep:
-        raise ConfigError(f"profile {profile!r} has no sweep section; add one (see params/paper.yaml) or use lsr_lib.run.pipeline")
+        raise ConfigError(
+            f"profile {profile!r} has no sweep section; add one (see params/paper.yaml) or use lsr_lib.run.pipeline"
+        )
     wanted = {base.setting(n).name for n in only} if only else None
     return [(s, load_config(f"{profile}/{s.name}")) for s in base.sweep if wanted is None or s.name in wanted]
 
@@ -80,7 +84,9 @@ def _run_config(config) -> dict | None:
     return json.loads(json.dumps({k: v for k, v in config.items() if k != "sweep"}))
 
 
-def run_setting(cfg: Config, setting: SweepSetting, stages: list[str], runs_dir: Path, force: bool = False, progress: bool = True) -> bool:
+def run_setting(
+    cfg: Config, setting: SweepSetting, stages: list[str], runs_dir: Path, force: bool = False, progress: bool = True
+) -> bool:
     """Run one setting's stages in order, skipping current ones; False when a stage failed."""
     for k, stage in enumerate(stages, 1):
         if not force and stage_is_current(cfg, stage):
@@ -94,11 +100,23 @@ def run_setting(cfg: Config, setting: SweepSetting, stages: list[str], runs_dir:
                 run_stage(stage, cfg.profile, runs_dir, progress=progress, kernel_name=kernel)
         except (KeyboardInterrupt, Exception) as e:
             if was_interrupted(e):
-                log.warning("interrupted during %s / %s (profile %s). Kept: every finished stage and setting, and in this stage every file "
-                            "already written. Rerun the same command to resume (finished work is skipped).", setting.name, stage, cfg.profile)
+                log.warning(
+                    "interrupted during %s / %s (profile %s). Kept: every finished stage and setting, and in this "
+                    "stage every file "
+                    "already written. Rerun the same command to resume (finished work is skipped).",
+                    setting.name,
+                    stage,
+                    cfg.profile,
+                )
                 raise KeyboardInterrupt from None
             reason = f"{getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
-            log.error("%s / %s failed: %s\nthe executed notebook with the full traceback is %s", setting.name, stage, reason, runs_dir / f"{stage}.ipynb")
+            log.error(
+                "%s / %s failed: %s\nthe executed notebook with the full traceback is %s",
+                setting.name,
+                stage,
+                reason,
+                runs_dir / f"{stage}.ipynb",
+            )
             return False
         log.info("[%s %d/%d] %s done in %.0f s", setting.name, k, len(stages), stage, time.time() - t0)
     return True
@@ -106,8 +124,11 @@ def run_setting(cfg: Config, setting: SweepSetting, stages: list[str], runs_dir:
 
 def after_commands(profile: str) -> list[str]:
     """What runs once every setting is done (printed by --dry-run, executed by finish)."""
-    return [f"python -m lsr_lib.results.expected --profile {profile} --markdown results/{profile}/expected_check.md",
-            f"python -m lsr_lib.run.sweep --profile {profile} --summary-only   # writes results/{profile}/summary.md, figures/{profile}/sweep_*"]
+    return [
+        f"python -m lsr_lib.results.expected --profile {profile} --markdown results/{profile}/expected_check.md",
+        f"python -m lsr_lib.run.sweep --profile {profile} --summary-only   # writes results/{profile}/summary.md, "
+        f"figures/{profile}/sweep_*",
+    ]
 
 
 def finish(profile: str) -> int:
@@ -134,13 +155,27 @@ def _rel(p: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns a process exit code (1 when a stage or a check failed)."""
-    ap = argparse.ArgumentParser(prog="python -m lsr_lib.run.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m lsr_lib.run.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--profile", default="paper")
-    ap.add_argument("--only", action="append", metavar="DATASET/BACKBONE", help="run only this setting (repeatable), e.g. mscoco/blip")
-    ap.add_argument("--stages", nargs="*", default=list(SWEEP_STAGES), help=f"stage numbers or names (default {' '.join(SWEEP_STAGES)})")
+    ap.add_argument(
+        "--only",
+        action="append",
+        metavar="DATASET/BACKBONE",
+        help="run only this setting (repeatable), e.g. mscoco/blip",
+    )
+    ap.add_argument(
+        "--stages",
+        nargs="*",
+        default=list(SWEEP_STAGES),
+        help=f"stage numbers or names (default {' '.join(SWEEP_STAGES)})",
+    )
     ap.add_argument("--runs", type=Path, default=None, help="folder for executed notebooks (default runs/<profile>)")
     ap.add_argument("--dry-run", action="store_true", help="print every command in order, run nothing")
-    ap.add_argument("--summary-only", action="store_true", help="skip the notebooks: check and summarise the result files")
+    ap.add_argument(
+        "--summary-only", action="store_true", help="skip the notebooks: check and summarise the result files"
+    )
     ap.add_argument("--force", action="store_true", help="rerun stages whose results are current")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -161,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     failed = []
     if not args.summary_only:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as lsr_lib.run.pipeline: download models beforehand (README "The paper path")
+        # as lsr_lib.run.pipeline: download models beforehand (README "The paper path")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         for setting, cfg in plan:
             try:
                 ok = run_setting(cfg, setting, stages, runs_root / setting.name, args.force, not args.no_progress)

@@ -10,13 +10,15 @@ is "without expansion control"), ``cosine`` or ``step``.
 The Bernoulli gate that draws ``z ~ Bernoulli(p)`` and applies these masks during training, on its
 own random stream, is :class:`lsr_lib.train.d2s_method.ExpansionGate`, beside the D2S loss.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 import torch
 
-from ..config.expansion_schedule import GATE_MODES, SCHEDULES, expansion_probability  # noqa: F401 (the method's public names)
+# the method's public names
+from ..config.expansion_schedule import GATE_MODES, SCHEDULES, expansion_probability  # noqa: F401
 
 
 def caption_token_masks(texts: Sequence[str], tokenizer, max_length: Optional[int] = None) -> torch.Tensor:
@@ -38,7 +40,9 @@ def caption_token_masks(texts: Sequence[str], tokenizer, max_length: Optional[in
 def dense_masks(mask_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """(B, L) ids padded with -1 -> (B, V) float 0/1 masks."""
     if mask_ids.numel() and int(mask_ids.max()) >= vocab_size:
-        raise ValueError(f"token id {int(mask_ids.max())} >= vocabulary size {vocab_size}: tokenizer and vocab layer do not match")
+        raise ValueError(
+            f"token id {int(mask_ids.max())} >= vocabulary size {vocab_size}: tokenizer and vocab layer do not match"
+        )
     out = torch.zeros(mask_ids.shape[0], vocab_size, device=mask_ids.device)  # (B, V)
     # padding (-1) writes 0 into column 0 under "amax", which never clears a real 1
     return out.scatter_reduce_(1, mask_ids.clamp(min=0), (mask_ids >= 0).float(), reduce="amax")

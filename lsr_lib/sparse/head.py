@@ -9,6 +9,7 @@ default (as in the reference code); separate image and text heads are an option.
 The reference code computed the unmasked text branch from the *image* embedding. Here the text
 vector always comes from the text embedding (``tests/test_sparse_head.py`` pins it).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,8 @@ def mlm_head_init(source: str) -> dict[str, Optional[torch.Tensor]]:
     """Vocabulary-layer (and, for an MLM, vocabulary-LayerNorm) tensors of ``source``.
 
     Keys ``weight`` (V, H), ``bias`` (V,) or None, ``norm_weight`` / ``norm_bias`` (H,) or None.
-    ``source``: ``"minilm"``; a ``.safetensors`` file (relative paths from the repository root) with ``weight`` [``bias``, ``norm_weight``,
+    ``source``: ``"minilm"``; a ``.safetensors`` file (relative paths from the repository root) with ``weight``
+    [``bias``, ``norm_weight``,
     ``norm_bias``]; or a masked-LM name or folder for ``AutoModelForMaskedLM`` (e.g.
     ``distilbert-base-uncased``, which must already be in the local Hugging Face cache offline).
     """
@@ -75,7 +77,10 @@ def _masked_lm_init(source: str) -> dict[str, Optional[torch.Tensor]]:
 
     looks_local = source.startswith((".", "/", "~")) or Path(source).exists()
     if looks_local and not Path(source).expanduser().is_dir():
-        raise FileNotFoundError(f"d2s.vocab_init: {source!r} is not a folder; save a masked LM there with save_pretrained, or use a model name")
+        raise FileNotFoundError(
+            f"d2s.vocab_init: {source!r} is not a folder; save a masked LM there with save_pretrained, or use a "
+            "model name"
+        )
     try:
         model = AutoModelForMaskedLM.from_pretrained(str(Path(source).expanduser()) if looks_local else source)
     except (OSError, ValueError) as e:
@@ -127,7 +132,9 @@ class SparseHead(nn.Module):
         """Copy an ``mlm_head_init`` result into the vocabulary layer (and its LayerNorm)."""
         weight = parts["weight"]
         if tuple(weight.shape) != tuple(self.vocab.weight.shape):
-            raise ValueError(f"vocab init weight has shape {tuple(weight.shape)}, head expects {tuple(self.vocab.weight.shape)}")
+            raise ValueError(
+                f"vocab init weight has shape {tuple(weight.shape)}, head expects {tuple(self.vocab.weight.shape)}"
+            )
         self.vocab.weight.copy_(weight)
         self.vocab.bias.copy_(parts["bias"] if parts.get("bias") is not None else torch.zeros_like(self.vocab.bias))
         if parts.get("norm_weight") is not None:
@@ -145,12 +152,19 @@ class D2SModel(nn.Module):
 
     def __init__(self, dense_dim: int, hidden_dim: int, vocab_size: int, shared_head: bool = True) -> None:
         super().__init__()
-        self.dense_dim, self.hidden_dim, self.vocab_size, self.shared_head = dense_dim, hidden_dim, vocab_size, shared_head
+        self.dense_dim, self.hidden_dim, self.vocab_size, self.shared_head = (
+            dense_dim,
+            hidden_dim,
+            vocab_size,
+            shared_head,
+        )
         names = ("shared",) if shared_head else ("image", "text")
         self.heads = nn.ModuleDict({n: SparseHead(dense_dim, hidden_dim, vocab_size) for n in names})
 
     @classmethod
-    def build(cls, dense_dim: int, vocab_parts: dict, generator: torch.Generator, shared_head: bool = True) -> "D2SModel":
+    def build(
+        cls, dense_dim: int, vocab_parts: dict, generator: torch.Generator, shared_head: bool = True
+    ) -> "D2SModel":
         """A model whose projections come from ``generator`` and vocabulary layer(s) from ``vocab_parts``."""
         vocab_size, hidden_dim = vocab_parts["weight"].shape
         model = cls(dense_dim, int(hidden_dim), int(vocab_size), shared_head)
@@ -176,10 +190,17 @@ class D2SModel(nn.Module):
         out = self.text_head(e)  # (B, V), always from the text embedding
         return out if mask is None else out * mask.to(out.dtype)
 
-    def forward(self, img_emb: torch.Tensor, txt_emb: torch.Tensor, txt_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, img_emb: torch.Tensor, txt_emb: torch.Tensor, txt_mask: Optional[torch.Tensor] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(sparse image (B, V), sparse text (B, V))."""
         return self.encode_image(img_emb), self.encode_text(txt_emb, txt_mask)
 
     def architecture(self) -> dict:
         """What is needed to rebuild the model before loading its weights."""
-        return {"dense_dim": self.dense_dim, "hidden_dim": self.hidden_dim, "vocab_size": self.vocab_size, "shared_head": self.shared_head}
+        return {
+            "dense_dim": self.dense_dim,
+            "hidden_dim": self.hidden_dim,
+            "vocab_size": self.vocab_size,
+            "shared_head": self.shared_head,
+        }

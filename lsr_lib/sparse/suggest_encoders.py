@@ -21,6 +21,7 @@ EfficientNet-Lite0 patch states (B, 49, 1280) from its 7x7 feature map.
 | M3 | MLP (text) | MLP over caption tokens |
 | M4 | MLP (text) | MLP over caption tokens + image |
 """
+
 from __future__ import annotations
 
 import math
@@ -59,7 +60,8 @@ class MLPText(nn.Module):
         super().__init__()
         self.score = nn.Linear(dim, 1)
         _init_linear(self.score, g)
-        with torch.no_grad():  # start with (almost) every token active: relu gives a token at zero no gradient to come back
+        # start with (almost) every token active: relu gives a token at zero no gradient to come back
+        with torch.no_grad():
             self.score.bias.fill_(1.0)
         self.vocab_size = vocab_size
 
@@ -113,7 +115,15 @@ class MLMHead(nn.Module):
 class SuggestModel(nn.Module):
     """A query encoder and a document encoder for one configuration (M1-M4)."""
 
-    def __init__(self, config: str, text_dim: int = 384, image_dim: int = 1280, seed: int = 0, vocab_init: str = "minilm", mlm_bias_init: float = -4.0) -> None:
+    def __init__(
+        self,
+        config: str,
+        text_dim: int = 384,
+        image_dim: int = 1280,
+        seed: int = 0,
+        vocab_init: str = "minilm",
+        mlm_bias_init: float = -4.0,
+    ) -> None:
         super().__init__()
         if config not in CONFIG_SIDES:
             raise ValueError(f"unknown configuration {config!r}; known: {', '.join(CONFIG_SIDES)}")

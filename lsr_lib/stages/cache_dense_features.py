@@ -10,6 +10,7 @@ fingerprint matches and every file passes its checksum:
 - ``dense/``: ``img_embs.parquet`` and ``text_embs.parquet`` (columns id, emb; the released-features
   format of DESIGN.md section 5), ``dataset_meta.json`` (Karpathy format) and ``manifest.json``.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,10 +23,21 @@ from ..data.collection import ImageCaptionSet
 from ..data.image_augment import render_view, view_ids  # noqa: F401 (the rendered views stage 01's towers read)
 from ..data.profile_sets import load_collection  # noqa: F401 (the profile's collection, re-exported)
 from ..config.profiles import Config, to_dict
-from ..artifacts.catalog import code_fingerprint, dense_artifact, dense_content_id, dense_dir, lit_artifact, load_dense_dir  # noqa: F401 (stage 01's readers, re-exported)
+
+# stage 01's readers, re-exported
+from ..artifacts.catalog import (
+    code_fingerprint,
+    dense_artifact,
+    dense_content_id,  # noqa: F401
+    dense_dir,
+    lit_artifact,
+    load_dense_dir,
+)
 from ..storage.manifest import build_or_reuse, sha256_file
 from ..storage.shard_cache import ShardedCache
-from ..artifacts.tower_features import cache_tower_features, project_images  # noqa: F401 (stage 01's tower caches, re-exported)
+
+# stage 01's tower caches, re-exported
+from ..artifacts.tower_features import cache_tower_features, project_images  # noqa: F401
 from ..storage.feature_files import write_embeddings
 
 
@@ -34,17 +46,28 @@ from ..storage.feature_files import write_embeddings
 STAGE01_CODE = (__name__, "lsr_lib.dense.lit_projection", "lsr_lib.dense.extract")
 
 
-def train_or_load_projection(cfg: Config, collection: ImageCaptionSet, img_cache: ShardedCache, txt_cache: ShardedCache, progress: bool = True):
+def train_or_load_projection(
+    cfg: Config, collection: ImageCaptionSet, img_cache: ShardedCache, txt_cache: ShardedCache, progress: bool = True
+):
     """Train the LiT projections on the train split, or load them when up to date."""
     from ..data.emoji import split_checksum
     from ..dense.lit_projection import load_projection, save_projection, train_lit
 
     art = lit_artifact(cfg)
-    fingerprint = {"lit": to_dict(cfg.lit), "collection": split_checksum(collection), **code_fingerprint(*STAGE01_CODE),
-                   "inputs": {"tower_images": img_cache.content_id(), "tower_texts": txt_cache.content_id()}}
+    fingerprint = {
+        "lit": to_dict(cfg.lit),
+        "collection": split_checksum(collection),
+        **code_fingerprint(*STAGE01_CODE),
+        "inputs": {"tower_images": img_cache.content_id(), "tower_texts": txt_cache.content_id()},
+    }
 
     def build(root: Path):
-        model, history = train_lit(*_lit_training_data(cfg, collection, img_cache, txt_cache), cfg.lit, _lit_val_data(cfg, collection, img_cache, txt_cache), progress)
+        model, history = train_lit(
+            *_lit_training_data(cfg, collection, img_cache, txt_cache),
+            cfg.lit,
+            _lit_val_data(cfg, collection, img_cache, txt_cache),
+            progress,
+        )
         save_projection(model, cfg.lit, root / "projection.safetensors", {"history": history})
         return ["projection.safetensors", "projection.json"], {"epochs": len(history)}
 
@@ -74,10 +97,23 @@ def _lit_val_data(cfg: Config, collection: ImageCaptionSet, img_cache: ShardedCa
     val = collection.split("val")
     _, vparts = img_cache.read([f"{i}@clean" for i in val.images["image_id"]])
     _, vtxt = txt_cache.read(list(val.captions["text_id"]))
-    return {"image": image_feature_matrix(vparts, cfg.lit.image_features), "text": vtxt["text"], "text_image_ids": val.captions["image_id"].to_numpy(), "image_ids": val.images["image_id"].to_numpy()}
+    return {
+        "image": image_feature_matrix(vparts, cfg.lit.image_features),
+        "text": vtxt["text"],
+        "text_image_ids": val.captions["image_id"].to_numpy(),
+        "image_ids": val.images["image_id"].to_numpy(),
+    }
 
 
-def project_views(model, img_cache: ShardedCache, txt_cache: ShardedCache, image_ids: list[str], text_ids: list[str], parts: tuple[str, ...], view: str = "clean") -> tuple[np.ndarray, np.ndarray]:
+def project_views(
+    model,
+    img_cache: ShardedCache,
+    txt_cache: ShardedCache,
+    image_ids: list[str],
+    text_ids: list[str],
+    parts: tuple[str, ...],
+    view: str = "clean",
+) -> tuple[np.ndarray, np.ndarray]:
     """256-d embeddings of images (one named view) and captions through the trained projection."""
     _, tp = txt_cache.read(text_ids)
     with torch.no_grad():
@@ -88,7 +124,9 @@ def project_views(model, img_cache: ShardedCache, txt_cache: ShardedCache, image
 DENSE_FILES = ("img_embs.parquet", "text_embs.parquet", "dataset_meta.json")
 
 
-def write_dense_dir(out_dir: Path, collection: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, image_root: Path | None = None) -> list[str]:
+def write_dense_dir(
+    out_dir: Path, collection: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, image_root: Path | None = None
+) -> list[str]:
     """Write parquet features + Karpathy meta (image paths relative to ``image_root``); returns the file names."""
     from ..data import karpathy
 
@@ -104,16 +142,29 @@ def build_dense_features(cfg: Config, collection: ImageCaptionSet, device: torch
     from ..dense.extract import extract_with_encoder, load_released_features, make_encoder
 
     kind = cfg.encoder.kind
-    fingerprint = {"encoder": to_dict(cfg.encoder), "config_hash": cfg.section_hash("data", "encoder", "lit"), "collection": split_checksum(collection), **code_fingerprint(*STAGE01_CODE)}
+    fingerprint = {
+        "encoder": to_dict(cfg.encoder),
+        "config_hash": cfg.section_hash("data", "encoder", "lit"),
+        "collection": split_checksum(collection),
+        **code_fingerprint(*STAGE01_CODE),
+    }
     made: dict = {}
     if kind == "lit_towers":
         img_cache, txt_cache = cache_tower_features(cfg, collection, device, progress)
         model, history = train_or_load_projection(cfg, collection, img_cache, txt_cache, progress)
-        fingerprint["inputs"] = {"lit": lit_artifact(cfg).content_id(), "tower_images": img_cache.content_id(), "tower_texts": txt_cache.content_id()}
+        fingerprint["inputs"] = {
+            "lit": lit_artifact(cfg).content_id(),
+            "tower_images": img_cache.content_id(),
+            "tower_texts": txt_cache.content_id(),
+        }
         made = {"lit_epochs": len(history)}
     elif kind == "feature_files":
         src = cfg.path(cfg.encoder.features_dir) if cfg.encoder.features_dir else None
-        fingerprint["inputs"] = {f: sha256_file(src / f) for f in ("img_embs.parquet", "text_embs.parquet") if src is not None and (src / f).exists()}
+        fingerprint["inputs"] = {
+            f: sha256_file(src / f)
+            for f in ("img_embs.parquet", "text_embs.parquet")
+            if src is not None and (src / f).exists()
+        }
     else:
         encoder = make_encoder(cfg)
         made = {"fingerprint": encoder.fingerprint()}
@@ -121,7 +172,14 @@ def build_dense_features(cfg: Config, collection: ImageCaptionSet, device: torch
 
     def build(out: Path):
         if kind == "lit_towers":
-            img, txt = project_views(model, img_cache, txt_cache, collection.images["image_id"].tolist(), collection.captions["text_id"].tolist(), cfg.lit.image_features)
+            img, txt = project_views(
+                model,
+                img_cache,
+                txt_cache,
+                collection.images["image_id"].tolist(),
+                collection.captions["text_id"].tolist(),
+                cfg.lit.image_features,
+            )
         elif kind == "feature_files":
             img, txt = load_released_features(cfg, collection)
         else:
@@ -130,7 +188,10 @@ def build_dense_features(cfg: Config, collection: ImageCaptionSet, device: torch
         root = Path(os.path.commonpath(paths)) if paths else None
         if root is not None and root.is_file():
             root = root.parent
-        return write_dense_dir(out, collection, img, txt, root), {**made, **({"image_root": str(root)} if root is not None else {})}
+        return write_dense_dir(out, collection, img, txt, root), {
+            **made,
+            **({"image_root": str(root)} if root is not None else {}),
+        }
 
     manifest, built = build_or_reuse(dense_artifact(cfg), fingerprint, build)
     return {"skipped": not built, "dir": str(dense_dir(cfg)), **manifest["meta"]}
@@ -143,7 +204,14 @@ def dense_baseline(cfg: Config, dense: Path) -> dict:
     out = {}
     for split in cfg.evaluation.splits:
         col, img, txt = load_dense_dir(dense, split)
-        out[split] = evaluate_both_directions(torch.from_numpy(img), torch.from_numpy(txt), col.captions["image_id"].to_numpy(), col.images["image_id"].to_numpy(), cfg.evaluation.ks, cfg.evaluation.mrr_depth)
+        out[split] = evaluate_both_directions(
+            torch.from_numpy(img),
+            torch.from_numpy(txt),
+            col.captions["image_id"].to_numpy(),
+            col.images["image_id"].to_numpy(),
+            cfg.evaluation.ks,
+            cfg.evaluation.mrr_depth,
+        )
         out[split]["counts"] = col.counts()[split]
     return out
 
@@ -161,20 +229,31 @@ def robustness(cfg: Config, collection: ImageCaptionSet, progress: bool = False)
     out = {}
     for view in ("clean",) + tuple(cfg.lit.eval_transforms):
         img, txt = project_views(model, img_cache, txt_cache, ids, tids, cfg.lit.image_features, view)
-        out[view] = evaluate_both_directions(torch.from_numpy(img), torch.from_numpy(txt), test.captions["image_id"].to_numpy(), test.images["image_id"].to_numpy(), cfg.evaluation.ks, cfg.evaluation.mrr_depth)
+        out[view] = evaluate_both_directions(
+            torch.from_numpy(img),
+            torch.from_numpy(txt),
+            test.captions["image_id"].to_numpy(),
+            test.images["image_id"].to_numpy(),
+            cfg.evaluation.ks,
+            cfg.evaluation.mrr_depth,
+        )
     return out
 
 
 def stage_results(cfg: Config, collection: ImageCaptionSet, baseline: dict, robust: dict) -> dict:
-    """The content of ``results/<profile>/01_dense_baseline.json``: counts, encoder, where the features are, the dense baseline and its robustness."""
+    """The content of ``results/<profile>/01_dense_baseline.json``: counts, encoder, where the features are, the dense
+    baseline and its robustness."""
     results = {
         "counts": collection.counts(),
         "encoder": cfg.encoder.kind,
-        "dense_dir": str(dense_dir(cfg).relative_to(cfg.data_dir.parent)) if dense_dir(cfg).is_relative_to(cfg.data_dir.parent) else str(dense_dir(cfg)),
+        "dense_dir": str(dense_dir(cfg).relative_to(cfg.data_dir.parent))
+        if dense_dir(cfg).is_relative_to(cfg.data_dir.parent)
+        else str(dense_dir(cfg)),
         "baseline": baseline,
         "robustness_test": robust,
     }
     if cfg.data.name == "emoji":
         from ..data.emoji import split_checksum
+
         results["split_sha256"] = split_checksum(collection)
     return results

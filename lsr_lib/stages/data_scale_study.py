@@ -19,6 +19,7 @@ point is evaluated on the test split exactly as stage 02 (exact sparse product),
 ``lsr_lib.run.seeds``: seed k is the profile's seed variant (its own teacher and D2S seeds), so
 retention is paired per seed. Runs live under ``<seed cache>/data_scale/<condition>_<label>``.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,26 +68,36 @@ def nested_subset(n_images: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(order[: max(1, math.ceil(fraction * n_images))])
 
 
-def point_pairs(col, img: np.ndarray, txt: np.ndarray, tokenizer, point: Point, subset_seed: int, views: np.ndarray | None = None) -> tuple[dict, int]:
-    """(training pairs of one point, number of distinct images); ``views``: (V, N_img, D) teacher vectors of augmented renderings."""
+def point_pairs(
+    col, img: np.ndarray, txt: np.ndarray, tokenizer, point: Point, subset_seed: int, views: np.ndarray | None = None
+) -> tuple[dict, int]:
+    """(training pairs of one point, number of distinct images); ``views``: (V, N_img, D) teacher vectors of augmented
+    renderings."""
     keep = nested_subset(len(col.images), point.fraction, subset_seed)
     if len(keep) == len(col.images):
         sub, sub_img, sub_txt = col, img, txt  # exactly stage 02's training set (same order, so same fingerprint)
     else:
         ids = set(col.images["image_id"].iloc[keep])
         cap_rows = np.flatnonzero(col.captions["image_id"].isin(ids).to_numpy())
-        sub = type(col)(col.name, col.images.iloc[keep].reset_index(drop=True), col.captions.iloc[cap_rows].reset_index(drop=True))
+        sub = type(col)(
+            col.name, col.images.iloc[keep].reset_index(drop=True), col.captions.iloc[cap_rows].reset_index(drop=True)
+        )
         sub_img, sub_txt = img[keep], txt[cap_rows]
     pairs = training_pairs(sub, sub_img, sub_txt, tokenizer)
     if point.views:
         if views is None or len(views) < point.views:
-            raise ValueError(f"point {point.label} needs {point.views} augmented views per training image; got {0 if views is None else len(views)}")
+            raise ValueError(
+                f"point {point.label} needs {point.views} augmented views per training image; got "
+                f"{0 if views is None else len(views)}"
+            )
         row_of = {i: k for k, i in enumerate(col.images["image_id"])}
         rows = np.array([row_of[i] for i in sub.captions["image_id"]])  # caption -> its image's row
         extra_img = [torch.from_numpy(views[v][rows]) for v in range(point.views)]
-        pairs = {"img_emb": torch.cat([pairs["img_emb"], *extra_img]),
-                 "txt_emb": torch.cat([pairs["txt_emb"]] * (1 + point.views)),
-                 "txt_mask_ids": torch.cat([pairs["txt_mask_ids"]] * (1 + point.views))}
+        pairs = {
+            "img_emb": torch.cat([pairs["img_emb"], *extra_img]),
+            "txt_emb": torch.cat([pairs["txt_emb"]] * (1 + point.views)),
+            "txt_mask_ids": torch.cat([pairs["txt_mask_ids"]] * (1 + point.views)),
+        }
     return pairs, len(sub.images)
 
 
@@ -104,8 +115,11 @@ def view_vectors(cfg_k: Config, views: int, img_train: np.ndarray) -> np.ndarray
 
     vecs = train_view_vectors(cfg_k, views, include_clean=True)
     if not np.allclose(vecs[0], img_train, atol=1e-5):
-        raise ArtifactError(f"the LiT projection does not reproduce stage 01's train vectors in {dense_dir(cfg_k)}: "
-                            f"rerun stage 01 for profile {cfg_k.profile} (python -m lsr_lib.run.pipeline --profile {cfg_k.profile} --stages 01)")
+        raise ArtifactError(
+            f"the LiT projection does not reproduce stage 01's train vectors in {dense_dir(cfg_k)}: "
+            f"rerun stage 01 for profile {cfg_k.profile} (python -m lsr_lib.run.pipeline --profile {cfg_k.profile} "
+            "--stages 01)"
+        )
     return vecs[1:]
 
 
@@ -114,8 +128,11 @@ def seed_inputs(cfg: Config) -> dict:
     inputs, missing = current_inputs(cfg)
     if missing:
         k = missing[0]
-        raise ArtifactError(f"dense features of {cfg.seed_variant(k).profile} are missing\nseed {k} of the data-scale study needs its seed variant's stages 01 and 02 first: "
-                            f"python -m lsr_lib.run.seeds --profile {cfg.profile} --seeds {k} (or make seeds)")
+        raise ArtifactError(
+            f"dense features of {cfg.seed_variant(k).profile} are missing\nseed {k} of the data-scale study needs "
+            "its seed variant's stages 01 and 02 first: "
+            f"python -m lsr_lib.run.seeds --profile {cfg.profile} --seeds {k} (or make seeds)"
+        )
     return inputs["seeds_dense"]
 
 
@@ -127,8 +144,11 @@ def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[
     tokenizer = tokenizer_for(cfg)
     pts = points(cfg)
     view_seeds = set(cfg.data_scale.extra_view_seeds or cfg.data_scale_seeds)
-    jobs = [(k, c, p) for k in cfg.data_scale_seeds for c in cfg.d2s_conditions for p in pts if not p.views]  # the fractions of every seed first,
-    jobs += [(k, c, p) for k in cfg.data_scale_seeds for c in cfg.d2s_conditions for p in pts if p.views and k in view_seeds]  # then the costly extra-view points
+    # the fractions of every seed first,
+    jobs = [(k, c, p) for k in cfg.data_scale_seeds for c in cfg.d2s_conditions for p in pts if not p.views]
+    jobs += [
+        (k, c, p) for k in cfg.data_scale_seeds for c in cfg.d2s_conditions for p in pts if p.views and k in view_seeds
+    ]  # then the costly extra-view points
     rows, loaded = [], {}
     for k, cond, point in progress_bar(jobs, desc="data-scale study", disable=not progress):
         cfg_k = cfg.seed_variant(k)
@@ -145,29 +165,83 @@ def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[
         if point == Point(1.0):
             run = train_condition(cfg_k, cond, pairs, val, device, progress)  # stage 02's own run and fingerprint
         else:
-            run = train_d2s(condition_config(cfg_k.d2s, cond), pairs, val, run_dir(cfg_k, cond, point), device=device, progress=progress,
-                            inputs={"dense": dense_content_id(cfg_k), "data_scale": {"fraction": point.fraction, "views": point.views, "subset_seed": cfg.data_scale.subset_seed}})
+            run = train_d2s(
+                condition_config(cfg_k.d2s, cond),
+                pairs,
+                val,
+                run_dir(cfg_k, cond, point),
+                device=device,
+                progress=progress,
+                inputs={
+                    "dense": dense_content_id(cfg_k),
+                    "data_scale": {
+                        "fraction": point.fraction,
+                        "views": point.views,
+                        "subset_seed": cfg.data_scale.subset_seed,
+                    },
+                },
+            )
         model, _ = load_best(run_dir(cfg_k, cond, point))
         d = cfg_k.d2s.eval_batch_size
-        ev = evaluate_sparse(cfg_k, te_col, encode_sparse(model, torch.from_numpy(te_img), "image", d), encode_sparse(model, torch.from_numpy(te_txt), "text", d))
+        ev = evaluate_sparse(
+            cfg_k,
+            te_col,
+            encode_sparse(model, torch.from_numpy(te_img), "image", d),
+            encode_sparse(model, torch.from_numpy(te_txt), "text", d),
+        )
         if teacher is None:
             from ..metrics.retrieval import evaluate_both_directions
 
-            teacher = evaluate_both_directions(torch.from_numpy(te_img), torch.from_numpy(te_txt), te_col.captions["image_id"].to_numpy(), te_col.images["image_id"].to_numpy(), cfg.evaluation.ks, cfg.evaluation.mrr_depth)
+            teacher = evaluate_both_directions(
+                torch.from_numpy(te_img),
+                torch.from_numpy(te_txt),
+                te_col.captions["image_id"].to_numpy(),
+                te_col.images["image_id"].to_numpy(),
+                cfg.evaluation.ks,
+                cfg.evaluation.mrr_depth,
+            )
         t2i, dense_t2i, sp_ = ev["text_to_image"], teacher["text_to_image"], ev["sparsity_text_to_image"]
         hist = run["history"]
-        rows.append({"seed": k, "condition": cond, "point": point.label, "fraction": point.fraction, "views": point.views,
-                     "relative_size": point.relative_size, "pairs": int(pairs["img_emb"].shape[0]), "images": n_images,
-                     "steps": int(run.get("steps") or 0), "best_epoch": run.get("best_epoch"),
-                     "val T->I R@1": run["best_val"]["text_to_image"]["R@1"] if run.get("best_val") else None,
-                     "T->I R@1": t2i["R@1"], "T->I R@10": t2i["R@10"], "teacher T->I R@1": dense_t2i["R@1"], "teacher T->I R@10": dense_t2i["R@10"],
-                     "retention R@1": t2i["R@1"] / dense_t2i["R@1"], "retention R@10": t2i["R@10"] / dense_t2i["R@10"],
-                     "I->T R@1": ev["image_to_text"]["R@1"], "FLOPs": sp_["flops"], "nnz caption": sp_["avg_nonzeros_query"], "nnz image": sp_["avg_nonzeros_document"],
-                     "seconds": float(sum(h["seconds"] for h in hist)) if all("seconds" in h for h in hist) else None})  # training + validation, as recorded by the run
+        # training + validation, as recorded by the run
+        rows.append(
+            {
+                "seed": k,
+                "condition": cond,
+                "point": point.label,
+                "fraction": point.fraction,
+                "views": point.views,
+                "relative_size": point.relative_size,
+                "pairs": int(pairs["img_emb"].shape[0]),
+                "images": n_images,
+                "steps": int(run.get("steps") or 0),
+                "best_epoch": run.get("best_epoch"),
+                "val T->I R@1": run["best_val"]["text_to_image"]["R@1"] if run.get("best_val") else None,
+                "T->I R@1": t2i["R@1"],
+                "T->I R@10": t2i["R@10"],
+                "teacher T->I R@1": dense_t2i["R@1"],
+                "teacher T->I R@10": dense_t2i["R@10"],
+                "retention R@1": t2i["R@1"] / dense_t2i["R@1"],
+                "retention R@10": t2i["R@10"] / dense_t2i["R@10"],
+                "I->T R@1": ev["image_to_text"]["R@1"],
+                "FLOPs": sp_["flops"],
+                "nnz caption": sp_["avg_nonzeros_query"],
+                "nnz image": sp_["avg_nonzeros_document"],
+                "seconds": float(sum(h["seconds"] for h in hist)) if all("seconds" in h for h in hist) else None,
+            }
+        )
     return rows
 
 
-SUMMARY_COLUMNS = ("pairs", "T->I R@1", "T->I R@10", "retention R@1", "retention R@10", "FLOPs", "nnz caption", "nnz image")
+SUMMARY_COLUMNS = (
+    "pairs",
+    "T->I R@1",
+    "T->I R@10",
+    "retention R@1",
+    "retention R@10",
+    "FLOPs",
+    "nnz caption",
+    "nnz image",
+)
 
 
 def summary(rows):
@@ -176,12 +250,18 @@ def summary(rows):
 
     df = pd.DataFrame(rows)
     g = df.groupby(["condition", "relative_size", "point"], sort=True)
-    out = g[list(SUMMARY_COLUMNS)].mean().join(g[list(SUMMARY_COLUMNS[1:])].std(ddof=1).add_suffix(" std")).join(g.size().rename("n"))
+    out = (
+        g[list(SUMMARY_COLUMNS)]
+        .mean()
+        .join(g[list(SUMMARY_COLUMNS[1:])].std(ddof=1).add_suffix(" std"))
+        .join(g.size().rename("n"))
+    )
     return out.reset_index(level="relative_size")
 
 
 def retention_figure(rows, cfg: Config):
-    """Teacher retention (T->I R@1, and R@10) against training pairs on a log axis, mean +- std over seeds, with the paper's point."""
+    """Teacher retention (T->I R@1, and R@10) against training pairs on a log axis, mean +- std over seeds, with the
+    paper's point."""
     from ..results import figures
 
     s = summary(rows).reset_index()
@@ -189,11 +269,33 @@ def retention_figure(rows, cfg: Config):
     for ax, metric in zip(axes, ("retention R@1", "retention R@10")):
         for cond, g in s.groupby("condition", sort=False):
             g = g.sort_values("pairs")
-            ax.errorbar(g["pairs"], 100 * g[metric], yerr=100 * g[f"{metric} std"].fillna(0), marker="o", capsize=3, label=cond.replace("_", " "))
+            ax.errorbar(
+                g["pairs"],
+                100 * g[metric],
+                yerr=100 * g[f"{metric} std"].fillna(0),
+                marker="o",
+                capsize=3,
+                label=cond.replace("_", " "),
+            )
             for _, r in g.iterrows():
-                ax.annotate(r["point"], (r["pairs"], 100 * r[metric]), fontsize=6, xytext=(3, -9), textcoords="offset points")
-        ax.set(xscale="log", xlabel="training pairs (log)", ylabel=f"{metric.split()[1]}: sparse / dense teacher (%)", title=f"teacher retention, test T->I {metric.split()[1]}")
-    axes[0].scatter([cfg.data_scale.paper_pairs], [100 * cfg.data_scale.paper_retention], marker="*", s=120, color="k", label="paper (BLIP, MSCOCO)", zorder=3)
+                ax.annotate(
+                    r["point"], (r["pairs"], 100 * r[metric]), fontsize=6, xytext=(3, -9), textcoords="offset points"
+                )
+        ax.set(
+            xscale="log",
+            xlabel="training pairs (log)",
+            ylabel=f"{metric.split()[1]}: sparse / dense teacher (%)",
+            title=f"teacher retention, test T->I {metric.split()[1]}",
+        )
+    axes[0].scatter(
+        [cfg.data_scale.paper_pairs],
+        [100 * cfg.data_scale.paper_retention],
+        marker="*",
+        s=120,
+        color="k",
+        label="paper (BLIP, MSCOCO)",
+        zorder=3,
+    )
     axes[0].axhline(95, color="0.6", lw=0.8, ls="--")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=7)
@@ -202,15 +304,24 @@ def retention_figure(rows, cfg: Config):
 
 
 def growth(rows) -> dict:
-    """Per condition: mean retention R@1 at the smallest and largest sizes and the slope per doubling of pairs (least squares over seeds' means)."""
+    """Per condition: mean retention R@1 at the smallest and largest sizes and the slope per doubling of pairs (least
+    squares over seeds' means)."""
     s = summary(rows).reset_index()
     out = {}
     for cond, g in s.groupby("condition", sort=False):
         g = g.sort_values("pairs")
-        slope = float(np.polyfit(np.log2(g["pairs"].to_numpy(float)), 100 * g["retention R@1"].to_numpy(float), 1)[0]) if len(g) > 1 else float("nan")
-        out[cond] = {"smallest": g.iloc[0]["point"], "retention_R@1_smallest": float(g.iloc[0]["retention R@1"]),
-                     "largest": g.iloc[-1]["point"], "retention_R@1_largest": float(g.iloc[-1]["retention R@1"]),
-                     "points_per_doubling_R@1": slope}
+        slope = (
+            float(np.polyfit(np.log2(g["pairs"].to_numpy(float)), 100 * g["retention R@1"].to_numpy(float), 1)[0])
+            if len(g) > 1
+            else float("nan")
+        )
+        out[cond] = {
+            "smallest": g.iloc[0]["point"],
+            "retention_R@1_smallest": float(g.iloc[0]["retention R@1"]),
+            "largest": g.iloc[-1]["point"],
+            "retention_R@1_largest": float(g.iloc[-1]["retention R@1"]),
+            "points_per_doubling_R@1": slope,
+        }
     return out
 
 
@@ -227,8 +338,14 @@ def current_inputs(cfg: Config) -> tuple[dict, list[int]]:
     return stage_inputs(cfg, STAGE, missing), missing
 
 
-def study_rows(cfg: Config, inputs: dict, run: bool | None = None, device: torch.device | None = None, progress: bool = True,
-               unchecked: list[int] | None = None) -> list[dict]:
+def study_rows(
+    cfg: Config,
+    inputs: dict,
+    run: bool | None = None,
+    device: torch.device | None = None,
+    progress: bool = True,
+    unchecked: list[int] | None = None,
+) -> list[dict]:
     """The study's rows: trained and evaluated now (``run``; None follows ``data_scale.run``), or read from
     ``results/<profile>/07_data_scale.json`` while it records these inputs; otherwise empty, with a message
     saying how to measure it (stale numbers are never shown as current). ``unchecked``: seeds whose
@@ -244,7 +361,9 @@ def study_rows(cfg: Config, inputs: dict, run: bool | None = None, device: torch
     return found["rows"] if found else []
 
 
-def read_current(cfg: Config, result: str, inputs: dict, what: str, command: str, unchecked: list[int] | None = None) -> dict | None:
+def read_current(
+    cfg: Config, result: str, inputs: dict, what: str, command: str, unchecked: list[int] | None = None
+) -> dict | None:
     """The ``results`` of ``results/<profile>/<result>.json`` while it records ``inputs``, else None with a
     message saying how to measure it (stale numbers are never shown as current). ``unchecked``: seeds
     left out of ``inputs["seeds_dense"]`` (:func:`current_inputs`), compared on everything else."""
@@ -256,26 +375,47 @@ def read_current(cfg: Config, result: str, inputs: dict, what: str, command: str
         return None
     stored = doc.get("inputs") or {}
     if unchecked:
-        stored = {**stored, "seeds_dense": {k: v for k, v in (stored.get("seeds_dense") or {}).items() if int(k) not in unchecked}}
+        stored = {
+            **stored,
+            "seeds_dense": {k: v for k, v in (stored.get("seeds_dense") or {}).items() if int(k) not in unchecked},
+        }
     if (digest(stored) if unchecked else doc.get("inputs_fingerprint")) != digest(inputs):
-        print(f"results/{cfg.profile}/{result}.json was measured on other inputs (features, D2S recipe or settings changed): not shown; rerun {command}")
+        print(
+            f"results/{cfg.profile}/{result}.json was measured on other inputs (features, D2S recipe or settings "
+            f"changed): not shown; rerun {command}"
+        )
         return None
-    print(f"{what} read from results/{cfg.profile}/{result}.json (measured {doc['provenance'].get('time_utc', '?')} at commit {doc['provenance'].get('commit', '?')}; inputs current"
-          + (f"; seeds {unchecked} are not built here, so their features were not checked: `make seeds` builds them)" if unchecked else ")"))
+    print(
+        f"{what} read from results/{cfg.profile}/{result}.json (measured {doc['provenance'].get('time_utc', '?')} at "
+        f"commit {doc['provenance'].get('commit', '?')}; inputs current"
+        + (
+            f"; seeds {unchecked} are not built here, so their features were not checked: `make seeds` builds them)"
+            if unchecked
+            else ")"
+        )
+    )
     return doc["results"]
 
 
 def stage02_reproduced(cfg: Config, runs) -> dict[tuple[int, str], bool]:
-    """Per (seed, condition): whether the study's 100% point (rows of ``runs``, a DataFrame) gives stage 02's test T->I R@1."""
+    """Per (seed, condition): whether the study's 100% point (rows of ``runs``, a DataFrame) gives stage 02's test T->I
+    R@1."""
     consistent = {}
     for _, r in (runs[runs["point"] == "1"] if len(runs) else runs).iterrows():
         stage02 = read_result(cfg.seed_variant(int(r["seed"])), "02_d2s")
         if stage02 is not None and r["condition"] in stage02["results"]["test"]:
-            consistent[int(r["seed"]), r["condition"]] = abs(stage02["results"]["test"][r["condition"]]["text_to_image"]["R@1"] - r["T->I R@1"]) < 1e-9
+            consistent[int(r["seed"]), r["condition"]] = (
+                abs(stage02["results"]["test"][r["condition"]]["text_to_image"]["R@1"] - r["T->I R@1"]) < 1e-9
+            )
     return consistent
 
 
 def stage_results(rows: list[dict], table, consistent: dict) -> dict:
-    """The content of ``results/<profile>/07_data_scale.json``: the rows, their summary over seeds, the growth, the stage-02 check."""
-    return {"rows": rows, "summary": table.reset_index().to_dict(orient="records"), "growth": growth(rows),
-            "stage02_reproduced": {f"seed {k} {c}": v for (k, c), v in consistent.items()}}
+    """The content of ``results/<profile>/07_data_scale.json``: the rows, their summary over seeds, the growth, the
+    stage-02 check."""
+    return {
+        "rows": rows,
+        "summary": table.reset_index().to_dict(orient="records"),
+        "growth": growth(rows),
+        "stage02_reproduced": {f"seed {k} {c}": v for (k, c), v in consistent.items()},
+    }

@@ -1,9 +1,11 @@
-"""Static figures of the explorer's views (``lsr_lib.stages.explore_sparse_vectors``), for papermill / nbval runs and papers.
+"""Static figures of the explorer's views (``lsr_lib.stages.explore_sparse_vectors``), for papermill / nbval runs and
+papers.
 
 Each function draws one view dict as a matplotlib figure: the same content the widgets show in
 JupyterLab. Colours: a text's own tokens blue, expansion terms orange; an image's terms that occur
 in its captions green, others grey.
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -16,7 +18,13 @@ from matplotlib.patches import Patch, Rectangle
 
 from ..results.figures import plt
 
-KIND_COLORS = {"own": "tab:blue", "expansion": "tab:orange", "caption": "tab:green", "other": "tab:gray", None: "tab:gray"}
+KIND_COLORS = {
+    "own": "tab:blue",
+    "expansion": "tab:orange",
+    "caption": "tab:green",
+    "other": "tab:gray",
+    None: "tab:gray",
+}
 
 
 @lru_cache(maxsize=512)
@@ -40,7 +48,12 @@ def plot_terms(terms: pd.DataFrame, ax, title: str = "") -> None:
     ax.set_xlabel("weight", fontsize=8)
     kinds = [k for k in dict.fromkeys(terms["kind"]) if k is not None]
     if kinds:
-        ax.legend(handles=[Patch(color=KIND_COLORS.get(k, "tab:gray"), label=k) for k in kinds], fontsize=7, loc="lower right", frameon=True)
+        ax.legend(
+            handles=[Patch(color=KIND_COLORS.get(k, "tab:gray"), label=k) for k in kinds],
+            fontsize=7,
+            loc="lower right",
+            frameon=True,
+        )
     ax.set_title(title, fontsize=9, loc="left")
 
 
@@ -75,11 +88,19 @@ def plot_query_view(view: dict, ncols: int = 4, n_contrib: int = 3):
     fig = plt.figure(figsize=(3.2 + 1.9 * ncols, 2.9 * nrows + 0.6), layout="constrained")
     gs = fig.add_gridspec(2 * nrows, ncols + 1, width_ratios=[1.7] + [1] * ncols, height_ratios=[1, 0.5] * nrows)
     s = view["summary"]
-    plot_terms(view["terms"], fig.add_subplot(gs[:, 0]), f"{s['nnz']} terms, {s['expansion_weight_share']:.0%} of weight on expansion")
+    plot_terms(
+        view["terms"],
+        fig.add_subplot(gs[:, 0]),
+        f"{s['nnz']} terms, {s['expansion_weight_share']:.0%} of weight on expansion",
+    )
     for j, (_, r) in enumerate(images.iterrows()):
         row, col = divmod(j, ncols)
         mark = " ✓" if r["relevant"] else ""
-        _image(fig.add_subplot(gs[2 * row, col + 1]), r["path"], f"#{r['rank']} {short_id(r['image_id'], 22)}{mark}\nscore {r['score']:.2f}")
+        _image(
+            fig.add_subplot(gs[2 * row, col + 1]),
+            r["path"],
+            f"#{r['rank']} {short_id(r['image_id'], 22)}{mark}\nscore {r['score']:.2f}",
+        )
         c = view["contributions"][j].head(n_contrib)
         lines = [f"{t:<10.10s} {v:5.2f}" for t, v in zip(c["term"], c["contribution"])]
         txt = fig.add_subplot(gs[2 * row + 1, col + 1])
@@ -103,8 +124,18 @@ def plot_image_view(view: dict, n_captions: int = 8):
     if caps is None:
         ax.text(0, 1, "this model has no caption vectors", va="top", fontsize=8)
     else:
-        lines = [f"{r['rank']:>2}. {'✓' if r['relevant'] else ' '} {r['score']:5.2f}  {textwrap.shorten(r['caption'], 38)}" for _, r in caps.head(n_captions).iterrows()]
-        ax.text(0, 1, "captions retrieved by the image vector\n\n" + "\n".join(lines), va="top", fontsize=8, family="monospace")
+        lines = [
+            f"{r['rank']:>2}. {'✓' if r['relevant'] else ' '} {r['score']:5.2f}  {textwrap.shorten(r['caption'], 38)}"
+            for _, r in caps.head(n_captions).iterrows()
+        ]
+        ax.text(
+            0,
+            1,
+            "captions retrieved by the image vector\n\n" + "\n".join(lines),
+            va="top",
+            fontsize=8,
+            family="monospace",
+        )
     fig.suptitle(view["model"], fontsize=10, x=0.02, ha="left")
     return fig
 
@@ -117,9 +148,17 @@ def plot_compare(views: dict[str, dict], n_images: int = 5):
     for i, name in enumerate(names):
         v = views[name]
         s = v["summary"]
-        plot_terms(v["terms"], fig.add_subplot(gs[i, 0]), f"{name}: {s['nnz']} terms, {s['expansion_weight_share']:.0%} expansion")
+        plot_terms(
+            v["terms"],
+            fig.add_subplot(gs[i, 0]),
+            f"{name}: {s['nnz']} terms, {s['expansion_weight_share']:.0%} expansion",
+        )
         for j, (_, r) in enumerate(v["images"].head(n_images).iterrows()):
-            _image(fig.add_subplot(gs[i, j + 1]), r["path"], f"#{r['rank']} {r['score']:.2f}{' ✓' if r['relevant'] else ''}\n{short_id(r['image_id'])}")
+            _image(
+                fig.add_subplot(gs[i, j + 1]),
+                r["path"],
+                f"#{r['rank']} {r['score']:.2f}{' ✓' if r['relevant'] else ''}\n{short_id(r['image_id'])}",
+            )
         if v["images"].empty:
             _note(fig.add_subplot(gs[i, 1:]), "no image shares a term with this query")
     text = next(iter(views.values()))["text"] if views else ""

@@ -6,6 +6,7 @@ are read from files: stage 02's D2S vectors (:func:`d2s_models`; a typed query g
 LiT text projection -> D2S text head with full expansion, as at evaluation) and, when built,
 stage 05's M1-M4 (:func:`suggestion_models`, read by :func:`load_suggestion_models`).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -31,13 +32,16 @@ def dense_text_encoder(cfg) -> Callable[[list[str]], np.ndarray]:
 
         path = cfg.cache_dir / "lit" / "projection.safetensors"
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run notebooks/01_cache_dense_features.ipynb for profile {cfg.profile!r} first")
+            raise FileNotFoundError(
+                f"{path} is missing: run notebooks/01_cache_dense_features.ipynb for profile {cfg.profile!r} first"
+            )
         projection, _ = load_projection(path)
         tower = TextTower("cpu")
 
         def encode(texts: list[str]) -> np.ndarray:
             with torch.no_grad():
                 return projection.text(torch.from_numpy(tower(list(texts))["text"])).numpy()  # (n, 256)
+
         return encode
     if kind in ("blip_hf", "lavis"):
         from ..dense.extract import make_encoder
@@ -50,12 +54,18 @@ def dense_text_encoder(cfg) -> Callable[[list[str]], np.ndarray]:
     def lookup(texts: list[str]) -> np.ndarray:
         missing = [t for t in texts if t not in known]
         if missing:
-            raise KeyError(f"encoder.kind {kind!r} has no text encoder; type a caption of the collection (not found: {missing[0]!r})")
+            raise KeyError(
+                f"encoder.kind {kind!r} has no text encoder; type a caption of the collection (not found: "
+                f"{missing[0]!r})"
+            )
         return np.stack([known[t] for t in texts])
+
     return lookup
 
 
-def d2s_models(cfg, split: str = "test", dense_encoder: Optional[Callable[[list[str]], np.ndarray]] = None) -> list[ExplorerModel]:
+def d2s_models(
+    cfg, split: str = "test", dense_encoder: Optional[Callable[[list[str]], np.ndarray]] = None
+) -> list[ExplorerModel]:
     """One :class:`ExplorerModel` per trained condition of ``cfg.d2s_conditions`` (stage 02's files)."""
     import torch
 
@@ -75,14 +85,24 @@ def d2s_models(cfg, split: str = "test", dense_encoder: Optional[Callable[[list[
         def encode(texts: list[str], head=head) -> sp.csr_matrix:
             emb = torch.from_numpy(np.asarray(encode_dense(list(texts)), dtype=np.float32))  # (n, D)
             return encode_sparse(head, emb, "text")  # (n, V), full expansion as at evaluation
+
         v = vectors[name]
-        out.append(ExplorerModel(
-            name=f"D2S {name.replace('_', ' ')}", encode_queries=encode, image_vectors=v["images"],
-            image_ids=col.images["image_id"].to_numpy(), image_paths=col.images["path"].tolist(),
-            caption_vectors=v["texts"], captions=col.captions["text"].tolist(), caption_image_ids=col.captions["image_id"].to_numpy(),
-            index=saved_or_built_index(index_path(cfg, name, "text_to_image", "numba"), v["images"]),
-            caption_index=saved_or_built_index(index_path(cfg, name, "image_to_text", "numba"), v["texts"]),
-            tokenizer=tok, description=f"Dense2Sparse, stage 02 condition {name!r}, {split} split"))
+        out.append(
+            ExplorerModel(
+                name=f"D2S {name.replace('_', ' ')}",
+                encode_queries=encode,
+                image_vectors=v["images"],
+                image_ids=col.images["image_id"].to_numpy(),
+                image_paths=col.images["path"].tolist(),
+                caption_vectors=v["texts"],
+                captions=col.captions["text"].tolist(),
+                caption_image_ids=col.captions["image_id"].to_numpy(),
+                index=saved_or_built_index(index_path(cfg, name, "text_to_image", "numba"), v["images"]),
+                caption_index=saved_or_built_index(index_path(cfg, name, "image_to_text", "numba"), v["texts"]),
+                tokenizer=tok,
+                description=f"Dense2Sparse, stage 02 condition {name!r}, {split} split",
+            )
+        )
     return out
 
 
@@ -117,13 +137,24 @@ def load_suggestion_models(cfg, split: str = "test") -> list[ExplorerModel]:
             return m
 
         qk, dk, di = describe(config)
-        out.append(ExplorerModel(name=f"{config} ({qk} query / {dk} {di} docs)", encode_queries=encode_queries,
-                                 image_vectors=load_sparse(dp), image_ids=data.docs["doc_id"].to_numpy(), image_paths=list(data.docs["path"]),
-                                 description=f"stage 05 {config}: documents are emoji represented by {di}; scores are sparse dot products"))
+        out.append(
+            ExplorerModel(
+                name=f"{config} ({qk} query / {dk} {di} docs)",
+                encode_queries=encode_queries,
+                image_vectors=load_sparse(dp),
+                image_ids=data.docs["doc_id"].to_numpy(),
+                image_paths=list(data.docs["path"]),
+                description=(
+                    f"stage 05 {config}: documents are emoji represented by {di}; scores are sparse dot products"
+                ),
+            )
+        )
     return out
 
 
-def suggestion_models(cfg, split: str = "test", loader: Optional[Callable] = None) -> tuple[list[ExplorerModel], Optional[str]]:
+def suggestion_models(
+    cfg, split: str = "test", loader: Optional[Callable] = None
+) -> tuple[list[ExplorerModel], Optional[str]]:
     """Stage 05's M1-M4 (:func:`load_suggestion_models`, or ``loader``); ([], why) when not built."""
     if loader is None:
         loader = load_suggestion_models
@@ -153,14 +184,28 @@ def cosine_rows(a: sp.csr_matrix, b: sp.csr_matrix) -> np.ndarray:
 
 
 def view_summary(query_views: dict, base: ExplorerModel, top_k: int):
-    """One row per (model, query) view: its summary, whether a caption's own image is in the top-k, its top terms and images."""
+    """One row per (model, query) view: its summary, whether a caption's own image is in the top-k, its top terms and
+    images."""
     import pandas as pd
 
-    return pd.DataFrame([{**v["summary"], f"own image in top-{top_k}": bool(v["images"]["relevant"].any()) if q in base.captions else None,
-                          "top terms": ", ".join(v["terms"]["term"].head(5)), "top images": ", ".join(map(str, v["images"]["image_id"].head(5)))}
-                         for (name, q), v in query_views.items()])
+    return pd.DataFrame(
+        [
+            {
+                **v["summary"],
+                f"own image in top-{top_k}": bool(v["images"]["relevant"].any()) if q in base.captions else None,
+                "top terms": ", ".join(v["terms"]["term"].head(5)),
+                "top images": ", ".join(map(str, v["images"]["image_id"].head(5))),
+            }
+            for (name, q), v in query_views.items()
+        ]
+    )
 
 
 def stage_results(queries: list[str], fresh_vs_stored: dict, summary) -> dict:
-    """The content of ``results/<profile>/06_explorer.json``: the queries shown, fresh against stored vectors, one row per view."""
-    return {"queries": queries, "fresh_vs_stored_min_cosine": fresh_vs_stored, "views": summary.to_dict(orient="records")}
+    """The content of ``results/<profile>/06_explorer.json``: the queries shown, fresh against stored vectors, one row
+    per view."""
+    return {
+        "queries": queries,
+        "fresh_vs_stored_min_cosine": fresh_vs_stored,
+        "views": summary.to_dict(orient="records"),
+    }

@@ -6,6 +6,7 @@ tokens blue and expansion orange, and the top-k images with the terms behind eac
 it retrieves, ✓ for its own) and *Compare* (the same text through several models side by side).
 All numbers come from the view functions; this module only turns their frames into HTML.
 """
+
 from __future__ import annotations
 
 import base64
@@ -43,39 +44,73 @@ def terms_html(terms: pd.DataFrame) -> str:
     for _, r in terms.iterrows():
         color = KIND_CSS.get(r["kind"], "#7f7f7f")
         bar = f"<div style='background:{color};height:9px;width:{100 * r['weight'] / top:.0f}px'></div>"
-        rows.append(f"<tr><td style='color:{color};font-weight:600;padding-right:6px'>{html.escape(str(r['term']))}</td><td>{bar}</td>"
-                    f"<td style='padding-left:4px'>{r['weight']:.2f}</td><td style='color:#888'>{r['kind'] or ''}</td></tr>")
+        rows.append(
+            f"<tr><td style='color:{color};font-weight:600;padding-right:6px'>{html.escape(str(r['term']))}</td>"
+            f"<td>{bar}</td>"
+            f"<td style='padding-left:4px'>{r['weight']:.2f}</td><td style='color:#888'>{r['kind'] or ''}</td></tr>"
+        )
     return "<table style='font-size:12px;border-collapse:collapse;line-height:1.35'>" + "".join(rows) + "</table>"
 
 
 def _card(path: str, head: str, sub: str, foot: str = "", size: int = 88) -> str:
     """One retrieved image: thumbnail, ``head`` (rank, score) in bold, ``sub`` (its id), ``foot`` (terms)."""
-    return (f"<div style='width:{size + 44}px;margin:4px;text-align:center;font-size:11px;line-height:1.25'><img src='{thumbnail(path, size)}' width='{size}'/>"
-            f"<div style='font-weight:600'>{html.escape(head)}</div><div style='color:#777;font-size:10px;word-break:break-all'>{html.escape(sub)}</div>"
-            f"<div style='color:#333'>{html.escape(foot)}</div></div>")
+    return (
+        f"<div style='width:{size + 44}px;margin:4px;text-align:center;font-size:11px;line-height:1.25'><img "
+        f"src='{thumbnail(path, size)}' width='{size}'/>"
+        f"<div style='font-weight:600'>{html.escape(head)}</div><div style='color:#777;font-size:10px;"
+        f"word-break:break-all'>{html.escape(sub)}</div>"
+        f"<div style='color:#333'>{html.escape(foot)}</div></div>"
+    )
 
 
 def query_html(view: dict) -> str:
     """The query view: a summary line, the term table, and the image cards."""
     s = view["summary"]
-    head = f"<b>{html.escape(view['model'])}</b>: {s['nnz']} active terms, {s['own_terms_active']} own tokens, {s['expansion_terms']} expansion ({s['expansion_weight_share']:.0%} of the weight)"
-    cards = [_card(r["path"], f"#{r['rank']}  {r['score']:.2f}{' ✓' if r['relevant'] else ''}", str(r["image_id"]), r["top_terms"]) for _, r in view["images"].iterrows()]
-    return (f"<div style='line-height:1.4'>{head}<br/><span style='font-size:11px;color:#555'>under each image: the terms behind its score (q_v x d_v)</span></div>"
-            f"<div style='display:flex;gap:18px;align-items:flex-start;line-height:1.25'><div>{terms_html(view['terms'])}</div>"
-            f"<div style='display:flex;flex-wrap:wrap;max-width:720px'>{''.join(cards) or 'no image shares a term with this query'}</div></div>")
+    head = (
+        f"<b>{html.escape(view['model'])}</b>: {s['nnz']} active terms, {s['own_terms_active']} own tokens, "
+        f"{s['expansion_terms']} expansion ({s['expansion_weight_share']:.0%} of the weight)"
+    )
+    cards = [
+        _card(
+            r["path"],
+            f"#{r['rank']}  {r['score']:.2f}{' ✓' if r['relevant'] else ''}",
+            str(r["image_id"]),
+            r["top_terms"],
+        )
+        for _, r in view["images"].iterrows()
+    ]
+    return (
+        f"<div style='line-height:1.4'>{head}<br/><span style='font-size:11px;color:#555'>under each image: the "
+        "terms behind its score (q_v x d_v)</span></div>"
+        f"<div style='display:flex;gap:18px;align-items:flex-start;line-height:1.25'><div>{terms_html(view['terms'])}"
+        "</div>"
+        "<div style='display:flex;flex-wrap:wrap;"
+        f"max-width:720px'>{''.join(cards) or 'no image shares a term with this query'}</div></div>"
+    )
 
 
 def image_html(view: dict) -> str:
     """The image view: the image and its captions, its term table, the captions it retrieves."""
     own = "".join(f"<li>{html.escape(c)}</li>" for c in view["own_captions"])
-    left = f"<div style='font-size:12px'><img src='{thumbnail(view['path'], 160)}' width='160'/><div><b>{html.escape(str(view['image_id']))}</b></div><ul style='padding-left:16px'>{own}</ul></div>"
+    left = (
+        f"<div style='font-size:12px'><img src='{thumbnail(view['path'], 160)}' "
+        f"width='160'/><div><b>{html.escape(str(view['image_id']))}</b></div><ul "
+        f"style='padding-left:16px'>{own}</ul></div>"
+    )
     caps = view["captions"]
     if caps is None:
         right = "<i>this model has no caption vectors</i>"
     else:
-        items = "".join(f"<li>{'✓ ' if r['relevant'] else ''}{html.escape(r['caption'])} <span style='color:#555'>({r['score']:.2f}: {html.escape(r['top_terms'])})</span></li>" for _, r in caps.iterrows())
+        items = "".join(
+            f"<li>{'✓ ' if r['relevant'] else ''}{html.escape(r['caption'])} <span "
+            f"style='color:#555'>({r['score']:.2f}: {html.escape(r['top_terms'])})</span></li>"
+            for _, r in caps.iterrows()
+        )
         right = f"<div style='font-size:12px'><b>captions retrieved by the image vector</b><ol>{items}</ol></div>"
-    return f"<div style='display:flex;gap:18px;align-items:flex-start;line-height:1.3'>{left}<div>{terms_html(view['terms'])}</div>{right}</div>"
+    return (
+        f"<div style='display:flex;gap:18px;align-items:flex-start;line-height:1.3'>{left}"
+        f"<div>{terms_html(view['terms'])}</div>{right}</div>"
+    )
 
 
 def compare_html(views: dict[str, dict], n_images: int = 6) -> str:
@@ -83,10 +118,26 @@ def compare_html(views: dict[str, dict], n_images: int = 6) -> str:
     cols = []
     for name, v in views.items():
         s = v["summary"]
-        cards = "".join(_card(r["path"], f"#{r['rank']}  {r['score']:.2f}{' ✓' if r['relevant'] else ''}", str(r["image_id"]), size=64) for _, r in v["images"].head(n_images).iterrows())
-        cols.append(f"<div style='border-left:1px solid #ddd;padding-left:8px;width:300px;margin-bottom:10px'><b>{html.escape(name)}</b><div style='font-size:11px'>{s['nnz']} terms, {s['expansion_weight_share']:.0%} expansion</div>"
-                    f"{terms_html(v['terms'])}<div style='display:flex;flex-wrap:wrap;max-width:320px'>{cards or '<i>no image shares a term with this query</i>'}</div></div>")
-    return f"<div style='display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start;line-height:1.25'>{''.join(cols)}</div>"
+        cards = "".join(
+            _card(
+                r["path"],
+                f"#{r['rank']}  {r['score']:.2f}{' ✓' if r['relevant'] else ''}",
+                str(r["image_id"]),
+                size=64,
+            )
+            for _, r in v["images"].head(n_images).iterrows()
+        )
+        cols.append(
+            "<div style='border-left:1px solid #ddd;padding-left:8px;width:300px;margin-bottom:10px'>"
+            f"<b>{html.escape(name)}</b><div style='font-size:11px'>{s['nnz']} terms, "
+            f"{s['expansion_weight_share']:.0%} expansion</div>"
+            f"{terms_html(v['terms'])}<div style='display:flex;flex-wrap:wrap;"
+            f"max-width:320px'>{cards or '<i>no image shares a term with this query</i>'}</div></div>"
+        )
+    return (
+        f"<div style='display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start;line-height:1.25'>{''.join(cols)}"
+        "</div>"
+    )
 
 
 def _error(err: Exception) -> str:
@@ -101,14 +152,24 @@ def explorer_widget(models: Sequence[ExplorerModel], text: str = "", k: int = 8,
     if not models:
         raise ValueError("no models to explore: run stage 02 (and stage 05 for M1-M4) first")
     names = [(m.name, i) for i, m in enumerate(models)]
-    query = w.Text(value=text, placeholder="type a query and press Enter", description="query", continuous_update=False, layout=w.Layout(width="520px"))
+    query = w.Text(
+        value=text,
+        placeholder="type a query and press Enter",
+        description="query",
+        continuous_update=False,
+        layout=w.Layout(width="520px"),
+    )
     model = w.Dropdown(options=names, description="model")
     top_k = w.IntSlider(value=k, min=1, max=24, description="k")
     q_out = w.HTML()
 
     def show_query(_=None):
         try:
-            q_out.value = query_html(query_view(models[model.value], query.value, top_k.value, n_terms)) if query.value.strip() else ""
+            q_out.value = (
+                query_html(query_view(models[model.value], query.value, top_k.value, n_terms))
+                if query.value.strip()
+                else ""
+            )
         except Exception as err:  # shown in the widget, the kernel stays usable
             q_out.value = _error(err)
 
@@ -128,21 +189,42 @@ def explorer_widget(models: Sequence[ExplorerModel], text: str = "", k: int = 8,
 
     cmp_query = w.Text(value=text, description="query", continuous_update=False, layout=w.Layout(width="520px"))
     w.link((query, "value"), (cmp_query, "value"))
-    chosen = w.SelectMultiple(options=names, value=tuple(i for _, i in names), description="models", rows=min(6, len(names)))
+    chosen = w.SelectMultiple(
+        options=names, value=tuple(i for _, i in names), description="models", rows=min(6, len(names))
+    )
     c_out = w.HTML()
 
     def show_compare(_=None):
         try:
-            views = {models[i].name: query_view(models[i], cmp_query.value, top_k.value, 10) for i in chosen.value} if cmp_query.value.strip() else {}
+            views = (
+                {models[i].name: query_view(models[i], cmp_query.value, top_k.value, 10) for i in chosen.value}
+                if cmp_query.value.strip()
+                else {}
+            )
             c_out.value = compare_html(views) if views else ""
         except Exception as err:
             c_out.value = _error(err)
 
-    for widget, fn in ((query, show_query), (model, show_query), (top_k, show_query), (picker, show_image), (img_model, new_image_model),
-                       (top_k, show_image), (cmp_query, show_compare), (chosen, show_compare), (top_k, show_compare)):
+    for widget, fn in (
+        (query, show_query),
+        (model, show_query),
+        (top_k, show_query),
+        (picker, show_image),
+        (img_model, new_image_model),
+        (top_k, show_image),
+        (cmp_query, show_compare),
+        (chosen, show_compare),
+        (top_k, show_compare),
+    ):
         widget.observe(fn, names="value")
     show_query(), show_image(), show_compare()
-    tabs = w.Tab(children=[w.VBox([w.HBox([query, model, top_k]), q_out]), w.VBox([w.HBox([img_model, picker]), i_out]), w.VBox([w.HBox([cmp_query, chosen]), c_out])])
+    tabs = w.Tab(
+        children=[
+            w.VBox([w.HBox([query, model, top_k]), q_out]),
+            w.VBox([w.HBox([img_model, picker]), i_out]),
+            w.VBox([w.HBox([cmp_query, chosen]), c_out]),
+        ]
+    )
     for i, title in enumerate(("Query", "Image", "Compare")):
         tabs.set_title(i, title)
     return tabs

@@ -6,6 +6,7 @@ resumable caches of MiniLM token states and EfficientNet-Lite0 patch states; in
 configuration ``<M>/best.safetensors``, ``best.json`` and ``vectors/<split>_{queries,docs}.npz``
 (scipy CSR; a retrained model invalidates them).
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -16,13 +17,23 @@ import scipy.sparse as sp
 import torch
 
 from ..config.profiles import Config
-from ..artifacts.catalog import suggest_dir, suggest_patch_cache, suggest_run_artifact, suggest_text_checksum, suggest_vectors_artifact  # noqa: F401 (declared in the catalog, re-exported)
+
+# declared in the catalog, re-exported
+from ..artifacts.catalog import (
+    suggest_dir,
+    suggest_patch_cache,
+    suggest_run_artifact,
+    suggest_text_checksum,
+    suggest_vectors_artifact,
+)
 from ..storage.code_fingerprint import code_fingerprint
 from ..storage.manifest import build_or_reuse
 from ..storage.sparse_files import load_sparse, save_sparse
 from ..storage.shard_cache import ShardedCache
 from ..metrics.sparse_stats import sparse_summary
-from ..data.profile_sets import load_suggestion_set  # noqa: F401 (the profile's suggestion set, re-exported for the notebook and the AToMiC job)
+
+# the profile's suggestion set, re-exported for the notebook and the AToMiC job
+from ..data.profile_sets import load_suggestion_set  # noqa: F401
 from ..data.suggest import SuggestionSet, load_document_image
 from ..sparse.suggest_encoders import describe
 from ..train.suggest import encode, load_suggest_model, train_suggest
@@ -30,7 +41,9 @@ from ..train.suggest import encode, load_suggest_model, train_suggest
 MEASURES = ("nDCG@10", "AP@10", "RR@10", "R@10", "R@100")  # ir_measures names: MAP@10 = AP@10, MRR@10 = RR@10
 
 
-def cache_states(cfg: Config, data: SuggestionSet, device: torch.device | str = "cpu", progress: bool = True) -> tuple[ShardedCache, ShardedCache]:
+def cache_states(
+    cfg: Config, data: SuggestionSet, device: torch.device | str = "cpu", progress: bool = True
+) -> tuple[ShardedCache, ShardedCache]:
     """Fill (or reuse) the token-state cache of every query and caption and the patch-state cache of every image."""
     from ..dense.towers import ImageTower, TokenTower, patch_states
 
@@ -41,15 +54,33 @@ def cache_states(cfg: Config, data: SuggestionSet, device: torch.device | str = 
     texts = list(data.queries["text"]) + [str(c) for c in data.docs["caption"]]
     tok = TokenTower(device, cfg.suggest.max_text_tokens)
     shared = cfg.shared_cache_dir / "suggest"  # frozen towers: the same for every training seed
-    tcache = ShardedCache(shared / "states_text", {**tok.fingerprint(), "texts": suggest_text_checksum(text_ids, texts), "n": len(text_ids)}, cfg.extraction.shard_size)
+    tcache = ShardedCache(
+        shared / "states_text",
+        {**tok.fingerprint(), "texts": suggest_text_checksum(text_ids, texts), "n": len(text_ids)},
+        cfg.extraction.shard_size,
+    )
     text_of = dict(zip(text_ids, texts))
-    tcache.fill(text_ids, lambda b: tok([text_of[i] for i in b]), cfg.extraction.text_batch_size, "token states", progress,
-                engine, partial(_token_states_compute, cfg.suggest.max_text_tokens, text_of))
+    tcache.fill(
+        text_ids,
+        lambda b: tok([text_of[i] for i in b]),
+        cfg.extraction.text_batch_size,
+        "token states",
+        progress,
+        engine,
+        partial(_token_states_compute, cfg.suggest.max_text_tokens, text_of),
+    )
     img = ImageTower(device, cfg.data.image_size)
     icache = suggest_patch_cache(cfg, data.docs, img.fingerprint())  # the emoji set's: filled by stage 01 already
     row_of = {d: k for k, d in enumerate(data.docs["doc_id"])}
-    icache.fill(list(data.docs["doc_id"]), lambda b: patch_states(img, [load_document_image(data.docs.iloc[row_of[i]]) for i in b]), cfg.extraction.image_batch_size, "patch states", progress,
-                engine, partial(_patch_states_compute, cfg.data.image_size, data.docs))
+    icache.fill(
+        list(data.docs["doc_id"]),
+        lambda b: patch_states(img, [load_document_image(data.docs.iloc[row_of[i]]) for i in b]),
+        cfg.extraction.image_batch_size,
+        "patch states",
+        progress,
+        engine,
+        partial(_patch_states_compute, cfg.data.image_size, data.docs),
+    )
     return tcache, icache
 
 
@@ -73,13 +104,20 @@ def _patch_states_compute(image_size: int, docs: pd.DataFrame):
 def token_states(tcache: ShardedCache, ids: list[str]) -> dict:
     """Cached token states of some texts (``q:<query id>`` / ``d:<doc id>``) as the encoders' input tensors."""
     _, a = tcache.read(ids)
-    return {"states": torch.from_numpy(a["states"]), "token_ids": torch.from_numpy(a["token_ids"]).long(), "mask": torch.from_numpy(a["mask"])}
+    return {
+        "states": torch.from_numpy(a["states"]),
+        "token_ids": torch.from_numpy(a["token_ids"]).long(),
+        "mask": torch.from_numpy(a["mask"]),
+    }
 
 
 def split_tensors(data: SuggestionSet, tcache: ShardedCache, icache: ShardedCache, need_patches: bool = True) -> dict:
     """Tensors of one split: query / caption token states, image patches, positive document rows."""
-    out = {"queries": token_states(tcache, [f"q:{i}" for i in data.queries["query_id"]]),
-           "captions": token_states(tcache, [f"d:{i}" for i in data.docs["doc_id"]]), "patches": None}
+    out = {
+        "queries": token_states(tcache, [f"q:{i}" for i in data.queries["query_id"]]),
+        "captions": token_states(tcache, [f"d:{i}" for i in data.docs["doc_id"]]),
+        "patches": None,
+    }
     if need_patches:
         out["patches"] = torch.from_numpy(icache.read(list(data.docs["doc_id"]))[1]["patches"])
     out["pos"] = data.positive_doc_rows()
@@ -94,7 +132,10 @@ class SuggestTowers(torch.nn.Module):
         from ..dense.towers import ImageTower, TokenTower
 
         self.device = torch.device(device)
-        self._tok, self._img = TokenTower(self.device, cfg.suggest.max_text_tokens), ImageTower(self.device, cfg.data.image_size)
+        self._tok, self._img = (
+            TokenTower(self.device, cfg.suggest.max_text_tokens),
+            ImageTower(self.device, cfg.data.image_size),
+        )
         self.text, self.image = self._tok.model, self._img.model  # registered: trained, saved, loaded
         self.to(self.device)
 
@@ -135,11 +176,23 @@ class LivePatches:
 
 def live_tensors(data: SuggestionSet, towers: SuggestTowers) -> dict:
     """The inputs of one split for fine-tuning: like :func:`split_tensors`, read live through ``towers``."""
-    return {"queries": LiveText(data.queries["text"], towers), "captions": LiveText([str(c) for c in data.docs["caption"]], towers),
-            "patches": LivePatches(data.docs, towers), "pos": data.positive_doc_rows()}
+    return {
+        "queries": LiveText(data.queries["text"], towers),
+        "captions": LiveText([str(c) for c in data.docs["caption"]], towers),
+        "patches": LivePatches(data.docs, towers),
+        "pos": data.positive_doc_rows(),
+    }
 
 
-def train_configuration(cfg: Config, config: str, train: dict, val: dict, states_fp: dict, progress: bool = True, towers: SuggestTowers | None = None) -> dict:
+def train_configuration(
+    cfg: Config,
+    config: str,
+    train: dict,
+    val: dict,
+    states_fp: dict,
+    progress: bool = True,
+    towers: SuggestTowers | None = None,
+) -> dict:
     """Train (or reuse) one configuration's encoders; returns the run record (history, best epoch).
 
     With ``suggest.finetune_towers`` pass ``towers`` and :func:`live_tensors` inputs: the towers
@@ -147,11 +200,20 @@ def train_configuration(cfg: Config, config: str, train: dict, val: dict, states
     """
     device = towers.device if towers is not None else "cpu"
     fingerprint = {**states_fp, **code_fingerprint(__name__, "lsr_lib.train.suggest")}  # the inputs are prepared here
-    return train_suggest(config, cfg.suggest, train, val, suggest_dir(cfg) / config, fingerprint, progress, towers, device)
+    return train_suggest(
+        config, cfg.suggest, train, val, suggest_dir(cfg) / config, fingerprint, progress, towers, device
+    )
 
 
-def fit_and_export(cfg: Config, config: str, data: SuggestionSet, tensors: dict | None, states_fp: dict, progress: bool = True,
-                   device: torch.device | str = "cpu") -> tuple[dict, sp.csr_matrix, sp.csr_matrix]:
+def fit_and_export(
+    cfg: Config,
+    config: str,
+    data: SuggestionSet,
+    tensors: dict | None,
+    states_fp: dict,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
+) -> tuple[dict, sp.csr_matrix, sp.csr_matrix]:
     """Train (or reuse) one configuration and export its test vectors.
 
     Frozen towers (default): ``tensors`` are the cached states of :func:`split_tensors`. With
@@ -170,7 +232,9 @@ def fit_and_export(cfg: Config, config: str, data: SuggestionSet, tensors: dict 
     return (run, *export_vectors(cfg, config, "test", live["test"], towers.device))
 
 
-def export_vectors(cfg: Config, config: str, split: str, tensors: dict, device: torch.device | str = "cpu") -> tuple[sp.csr_matrix, sp.csr_matrix]:
+def export_vectors(
+    cfg: Config, config: str, split: str, tensors: dict, device: torch.device | str = "cpu"
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """CSR query and document vectors of a split (an artifact beside the model, keyed by the run's content id)."""
     art = suggest_vectors_artifact(cfg, config, split)
     run = suggest_run_artifact(cfg, config)
@@ -178,14 +242,27 @@ def export_vectors(cfg: Config, config: str, split: str, tensors: dict, device: 
     def build(out: Path):
         model = load_suggest_model(suggest_dir(cfg) / config).to(device)
         q = sp.csr_matrix(encode(model, "query", tensors["queries"], None, cfg.suggest.eval_batch_size, device).numpy())
-        d = sp.csr_matrix(encode(model, "doc", tensors["captions"], tensors["patches"], max(1, cfg.suggest.eval_batch_size // 8), device).numpy())
+        d = sp.csr_matrix(
+            encode(
+                model, "doc", tensors["captions"], tensors["patches"], max(1, cfg.suggest.eval_batch_size // 8), device
+            ).numpy()
+        )
         q.eliminate_zeros()
         d.eliminate_zeros()
         save_sparse(out / "queries.npz", q)
         save_sparse(out / "docs.npz", d)
         return ["queries.npz", "docs.npz"], {}
 
-    build_or_reuse(art, {"run": run.content_id(), "split": split, "n_queries": len(tensors["pos"]) if "pos" in tensors else None, **code_fingerprint(__name__)}, build)
+    build_or_reuse(
+        art,
+        {
+            "run": run.content_id(),
+            "split": split,
+            "n_queries": len(tensors["pos"]) if "pos" in tensors else None,
+            **code_fingerprint(__name__),
+        },
+        build,
+    )
     art.verify()
     return load_sparse(art.root / "queries.npz"), load_sparse(art.root / "docs.npz")
 
@@ -198,8 +275,17 @@ def suggestion_index(cfg: Config, kind: str | None = None):
     return make_index(kind, **({"uri": cfg.suggest.index_uri} if kind == "milvus" and cfg.suggest.index_uri else {}))
 
 
-def evaluate_through_index(cfg: Config, data: SuggestionSet, q: sp.csr_matrix, d: sp.csr_matrix, kind: str | None = None, depth: int = 100, index=None) -> dict:
-    """Retrieve every query's top ``depth`` through a stage-04 index (``suggest.index`` unless ``kind``, or a built ``index``); ir_measures on the run."""
+def evaluate_through_index(
+    cfg: Config,
+    data: SuggestionSet,
+    q: sp.csr_matrix,
+    d: sp.csr_matrix,
+    kind: str | None = None,
+    depth: int = 100,
+    index=None,
+) -> dict:
+    """Retrieve every query's top ``depth`` through a stage-04 index (``suggest.index`` unless ``kind``, or a built
+    ``index``); ir_measures on the run."""
     import ir_measures
 
     if index is None:
@@ -207,15 +293,26 @@ def evaluate_through_index(cfg: Config, data: SuggestionSet, q: sp.csr_matrix, d
     kind = index.kind
     scores, rows = index.search(q, depth)
     doc_ids = data.docs["doc_id"].to_numpy()
-    run = [ir_measures.ScoredDoc(qid, doc_ids[r], float(s)) for qid, rr, ss in zip(data.queries["query_id"], rows, scores) for r, s in zip(rr, ss) if r >= 0]
+    run = [
+        ir_measures.ScoredDoc(qid, doc_ids[r], float(s))
+        for qid, rr, ss in zip(data.queries["query_id"], rows, scores)
+        for r, s in zip(rr, ss)
+        if r >= 0
+    ]
     qrels = [ir_measures.Qrel(r.query_id, r.doc_id, int(r.relevance)) for r in data.qrels.itertuples()]
     agg = ir_measures.calc_aggregate([ir_measures.parse_measure(m) for m in MEASURES], qrels, run)
     out = {m: float(agg[ir_measures.parse_measure(m)]) for m in MEASURES}
     out.update({"index": kind, "depth": depth})
     if d.shape[0]:  # a streamed index (the AToMiC job) passes no document matrix
         stats = sparse_summary(q, d)
-        out.update({"FLOPs": stats["flops"], "nnz query": stats["avg_nonzeros_query"], "nnz doc": stats["avg_nonzeros_document"],
-                    "max df share (queries)": stats["max_df_share_query"]})
+        out.update(
+            {
+                "FLOPs": stats["flops"],
+                "nnz query": stats["avg_nonzeros_query"],
+                "nnz doc": stats["avg_nonzeros_document"],
+                "max df share (queries)": stats["max_df_share_query"],
+            }
+        )
     return out
 
 
@@ -224,9 +321,14 @@ def results_table(results: dict) -> pd.DataFrame:
     rows = {}
     for config, r in results.items():
         qk, dk, di = describe(config)
-        rows[config] = {"query": qk, "document": f"{dk} ({di})",
-                        **{("MAP@10" if m == "AP@10" else "MRR@10" if m == "RR@10" else m): 100 * r[m] for m in MEASURES},
-                        "FLOPs": r["FLOPs"], "nnz query": r["nnz query"], "nnz doc": r["nnz doc"]}
+        rows[config] = {
+            "query": qk,
+            "document": f"{dk} ({di})",
+            **{("MAP@10" if m == "AP@10" else "MRR@10" if m == "RR@10" else m): 100 * r[m] for m in MEASURES},
+            "FLOPs": r["FLOPs"],
+            "nnz query": r["nnz query"],
+            "nnz doc": r["nnz doc"],
+        }
     return pd.DataFrame(rows).T
 
 
@@ -237,11 +339,20 @@ def example_vectors(data: SuggestionSet, q: sp.csr_matrix, d: sp.csr_matrix, que
 
     tok = bert_uncased_tokenizer("minilm")
     pos = data.positive_doc_rows()
-    fmt = lambda row: ", ".join(f"{t} {w:.2f}" for t, w in zip(*top_terms(row, tok, k)[["term", "weight"]].to_numpy().T))  # noqa: E731
+    fmt = lambda row: ", ".join(
+        f"{t} {w:.2f}" for t, w in zip(*top_terms(row, tok, k)[["term", "weight"]].to_numpy().T)
+    )
     rows = []
     for i in query_rows:
         doc = data.docs.iloc[pos[i]]
-        rows.append({"query": data.queries["text"].iloc[i], "query vector": fmt(q[i]), "document caption": doc["caption"], "document vector": fmt(d[pos[i]])})
+        rows.append(
+            {
+                "query": data.queries["text"].iloc[i],
+                "query vector": fmt(q[i]),
+                "document caption": doc["caption"],
+                "document vector": fmt(d[pos[i]]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -258,26 +369,46 @@ def findings(results: dict) -> list[dict]:
     if have("M1", "M2", "M3"):
         cap = max(("M2", "M3"), key=lambda c: results[c]["nDCG@10"])
         a, b = results[cap]["nDCG@10"], results["M1"]["nDCG@10"]
-        out.append({"finding": "caption-enriched documents beat image-only", "holds": a > b,
-                    "evidence": f"nDCG@10 {cap} {100 * a:.1f} vs M1 {100 * b:.1f}"})
+        out.append(
+            {
+                "finding": "caption-enriched documents beat image-only",
+                "holds": a > b,
+                "evidence": f"nDCG@10 {cap} {100 * a:.1f} vs M1 {100 * b:.1f}",
+            }
+        )
     if have("M3", "M4"):
         a, b = results["M4"]["nDCG@10"], results["M3"]["nDCG@10"]
-        out.append({"finding": "image + caption adds little over caption only (within 2 points nDCG@10)", "holds": abs(a - b) < 0.02,
-                    "evidence": f"nDCG@10 M4 {100 * a:.1f} vs M3 {100 * b:.1f} ({100 * (a - b):+.1f})"})
+        out.append(
+            {
+                "finding": "image + caption adds little over caption only (within 2 points nDCG@10)",
+                "holds": abs(a - b) < 0.02,
+                "evidence": f"nDCG@10 M4 {100 * a:.1f} vs M3 {100 * b:.1f} ({100 * (a - b):+.1f})",
+            }
+        )
     if have("M1") and any(c in results for c in ("M2", "M3", "M4")):
         mlp = [c for c in ("M2", "M3", "M4") if c in results]
         nnz = max(results[c]["nnz query"] for c in mlp)
         df = max(results[c]["max df share (queries)"] for c in mlp)
-        out.append({"finding": "MLP query vectors are sparser and less co-activated than MLM query vectors",
-                    "holds": nnz < results["M1"]["nnz query"] and df < results["M1"]["max df share (queries)"],
-                    "evidence": f"non-zeros per query: MLP at most {nnz:.1f} vs MLM {results['M1']['nnz query']:.1f}; "
-                                f"largest share of queries one term is active in: MLP at most {df:.2f} vs MLM {results['M1']['max df share (queries)']:.2f}"})
+        out.append(
+            {
+                "finding": "MLP query vectors are sparser and less co-activated than MLM query vectors",
+                "holds": nnz < results["M1"]["nnz query"] and df < results["M1"]["max df share (queries)"],
+                "evidence": f"non-zeros per query: MLP at most {nnz:.1f} vs MLM {results['M1']['nnz query']:.1f}; "
+                f"largest share of queries one term is active in: MLP at most {df:.2f} vs MLM "
+                f"{results['M1']['max df share (queries)']:.2f}",
+            }
+        )
     return out
 
 
 def stage_results(data: SuggestionSet, results: dict, checks: list[dict], runs: dict, examples: pd.DataFrame) -> dict:
-    """The content of ``results/<profile>/05_suggestion.json``: counts, test metrics per configuration, findings, training history, examples."""
-    return {"counts": data.counts(), "results": results, "findings": checks,
-            "history": {c: r["history"] for c, r in runs.items()},
-            "best_epoch": {c: r["best"]["epoch"] for c, r in runs.items()},
-            "examples": examples.reset_index().to_dict(orient="records")}
+    """The content of ``results/<profile>/05_suggestion.json``: counts, test metrics per configuration, findings,
+    training history, examples."""
+    return {
+        "counts": data.counts(),
+        "results": results,
+        "findings": checks,
+        "history": {c: r["history"] for c, r in runs.items()},
+        "best_epoch": {c: r["best"]["epoch"] for c, r in runs.items()},
+        "examples": examples.reset_index().to_dict(orient="records"),
+    }

@@ -16,6 +16,7 @@ teacher's temperature and the learning rates (``knob_search.trials`` in the prof
 Runs live under ``<seed cache>/knob_search/<trial>``; a trial named in the file with no changes is
 stage 02's run itself. Results: ``results/<profile>/07_knob_search.json``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -72,30 +73,57 @@ class SeedData:
 def train_trial(data: SeedData, trial: KnobTrial, device: torch.device, progress: bool = True) -> dict:
     """Train (or reuse) one trial on one seed; returns ``train_d2s``'s record."""
     cfg_k = data.cfg
-    inputs = {"dense": dense_content_id(cfg_k)} if trial.is_recipe else {"dense": dense_content_id(cfg_k), "knob_search": {"views": trial.views}}
-    return train_d2s(trial_config(cfg_k.d2s, trial), data.pairs(trial), data.val, trial_dir(cfg_k, trial), device=device, progress=progress, inputs=inputs)
+    inputs = (
+        {"dense": dense_content_id(cfg_k)}
+        if trial.is_recipe
+        else {"dense": dense_content_id(cfg_k), "knob_search": {"views": trial.views}}
+    )
+    return train_d2s(
+        trial_config(cfg_k.d2s, trial),
+        data.pairs(trial),
+        data.val,
+        trial_dir(cfg_k, trial),
+        device=device,
+        progress=progress,
+        inputs=inputs,
+    )
 
 
 def val_row(trial: KnobTrial, run: dict) -> dict:
     """The search table's row of one trial: its knobs and best validation numbers."""
     b = run["best_val"]
     knobs = {k: v for k, v in dataclasses.asdict(trial).items() if k != "name" and v not in (None, 0)}
-    return {"trial": trial.name, "changes": ", ".join(f"{k}={v}" for k, v in knobs.items()) or "(stage 02's recipe)",
-            "steps": int(run.get("steps") or 0), "best_epoch": run.get("best_epoch"),
-            "val T->I R@1": b["text_to_image"]["R@1"], "val T->I R@10": b["text_to_image"]["R@10"], "val I->T R@1": b["image_to_text"]["R@1"],
-            "val FLOPs": b["flops"], "val nnz image": b["nnz_image"], "val nnz caption": b["nnz_text"],
-            "seconds": float(sum(h.get("seconds", 0.0) for h in run["history"]))}
+    return {
+        "trial": trial.name,
+        "changes": ", ".join(f"{k}={v}" for k, v in knobs.items()) or "(stage 02's recipe)",
+        "steps": int(run.get("steps") or 0),
+        "best_epoch": run.get("best_epoch"),
+        "val T->I R@1": b["text_to_image"]["R@1"],
+        "val T->I R@10": b["text_to_image"]["R@10"],
+        "val I->T R@1": b["image_to_text"]["R@1"],
+        "val FLOPs": b["flops"],
+        "val nnz image": b["nnz_image"],
+        "val nnz caption": b["nnz_text"],
+        "seconds": float(sum(h.get("seconds", 0.0) for h in run["history"])),
+    }
 
 
 def uncontrolled_reference(data: SeedData, device: torch.device) -> dict:
     """Stage 02's uncontrolled model of the seed (its finished run, reused): its val numbers set the FLOPs budget."""
     cfg = data.cfg
-    b = train_condition(cfg, "without_control", data.pairs(KnobTrial("recipe")), data.val, device, progress=False)["best_val"]
-    return {"val T->I R@1": b["text_to_image"]["R@1"], "val FLOPs": b["flops"], "FLOPs budget": cfg.knob_search.flops_budget * b["flops"]}
+    b = train_condition(cfg, "without_control", data.pairs(KnobTrial("recipe")), data.val, device, progress=False)[
+        "best_val"
+    ]
+    return {
+        "val T->I R@1": b["text_to_image"]["R@1"],
+        "val FLOPs": b["flops"],
+        "FLOPs budget": cfg.knob_search.flops_budget * b["flops"],
+    }
 
 
 def choose(rows: list[dict], budget: float) -> dict | None:
-    """The qualifying row (val FLOPs <= budget) with the best val T->I R@1, ties to fewer FLOPs; None when none qualifies."""
+    """The qualifying row (val FLOPs <= budget) with the best val T->I R@1, ties to fewer FLOPs; None when none
+    qualifies."""
     ok = [r for r in rows if r["val FLOPs"] <= budget]
     return max(ok, key=lambda r: (r["val T->I R@1"], -r["val FLOPs"])) if ok else None
 
@@ -105,7 +133,10 @@ def search(cfg: Config, device: torch.device, progress: bool = True) -> tuple[li
     from ..storage.progress import progress_bar
 
     data = SeedData(cfg)
-    rows = [val_row(t, train_trial(data, t, device, progress)) for t in progress_bar(cfg.knob_search.trials, desc="knob search (val)", disable=not progress)]
+    rows = [
+        val_row(t, train_trial(data, t, device, progress))
+        for t in progress_bar(cfg.knob_search.trials, desc="knob search (val)", disable=not progress)
+    ]
     ref = uncontrolled_reference(data, device)
     return rows, ref, choose(rows, ref["FLOPs budget"])
 
@@ -123,7 +154,11 @@ def test_rows(cfg: Config, chosen: KnobTrial, device: torch.device, progress: bo
         teacher = read_result(cfg_k, "02_d2s")["results"]["test"]["dense teacher"]
         col, img, txt = data.test
         per_seed[k] = {}
-        for name, trial in (("recipe, without control", None), ("recipe, with control", recipe), (f"{chosen.name}, with control", chosen)):
+        for name, trial in (
+            ("recipe, without control", None),
+            ("recipe, with control", recipe),
+            (f"{chosen.name}, with control", chosen),
+        ):
             if trial is None:
                 model, _ = load_best(d2s_run_dir(cfg_k, "without_control"))
                 run = None
@@ -131,17 +166,41 @@ def test_rows(cfg: Config, chosen: KnobTrial, device: torch.device, progress: bo
                 run = train_trial(data, trial, device, progress)
                 model, _ = load_best(trial_dir(cfg_k, trial))
             d = cfg_k.d2s.eval_batch_size
-            ev = evaluate_sparse(cfg_k, col, encode_sparse(model, torch.from_numpy(img), "image", d), encode_sparse(model, torch.from_numpy(txt), "text", d), return_ranks=True)
+            ev = evaluate_sparse(
+                cfg_k,
+                col,
+                encode_sparse(model, torch.from_numpy(img), "image", d),
+                encode_sparse(model, torch.from_numpy(txt), "text", d),
+                return_ranks=True,
+            )
             t2i, sp_ = ev["text_to_image"], ev["sparsity_text_to_image"]
-            rows.append({"seed": k, "model": name, "T->I R@1": t2i["R@1"], "T->I R@10": t2i["R@10"], "I->T R@1": ev["image_to_text"]["R@1"],
-                         "teacher T->I R@1": teacher["text_to_image"]["R@1"], "retention R@1": t2i["R@1"] / teacher["text_to_image"]["R@1"],
-                         "retention R@10": t2i["R@10"] / teacher["text_to_image"]["R@10"], "FLOPs": sp_["flops"],
-                         "nnz caption": sp_["avg_nonzeros_query"], "nnz image": sp_["avg_nonzeros_document"],
-                         "val T->I R@1": run["best_val"]["text_to_image"]["R@1"] if run else None})
+            rows.append(
+                {
+                    "seed": k,
+                    "model": name,
+                    "T->I R@1": t2i["R@1"],
+                    "T->I R@10": t2i["R@10"],
+                    "I->T R@1": ev["image_to_text"]["R@1"],
+                    "teacher T->I R@1": teacher["text_to_image"]["R@1"],
+                    "retention R@1": t2i["R@1"] / teacher["text_to_image"]["R@1"],
+                    "retention R@10": t2i["R@10"] / teacher["text_to_image"]["R@10"],
+                    "FLOPs": sp_["flops"],
+                    "nnz caption": sp_["avg_nonzeros_query"],
+                    "nnz image": sp_["avg_nonzeros_document"],
+                    "val T->I R@1": run["best_val"]["text_to_image"]["R@1"] if run else None,
+                }
+            )
             ranks = ev["ranks"]["text_to_image"]  # (N_captions,) first relevant rank
             per_seed[k][name] = {"R@1": (ranks <= 1).astype(float), "R@10": (ranks <= 10).astype(float)}
-    paired = compare_conditions({k: {"R@1": (v[f"{chosen.name}, with control"]["R@1"], v["recipe, with control"]["R@1"]),
-                                     "R@10": (v[f"{chosen.name}, with control"]["R@10"], v["recipe, with control"]["R@10"])} for k, v in per_seed.items()})
+    paired = compare_conditions(
+        {
+            k: {
+                "R@1": (v[f"{chosen.name}, with control"]["R@1"], v["recipe, with control"]["R@1"]),
+                "R@10": (v[f"{chosen.name}, with control"]["R@10"], v["recipe, with control"]["R@10"]),
+            }
+            for k, v in per_seed.items()
+        }
+    )
     return rows, paired
 
 
@@ -159,8 +218,15 @@ def run_knob_search(cfg: Config, device: torch.device, progress: bool = True) ->
 
     seed_inputs(cfg)  # fails early, naming a missing seed variant
     rows, ref, chosen = search(cfg, device, progress)
-    out = {"val": rows, "reference": ref, "chosen": chosen["trial"] if chosen else None, "test": [], "paired": None, "summary": [],
-           "frontier": frontier_rows(cfg, progress) if cfg.knob_search.frontier_docs else []}
+    out = {
+        "val": rows,
+        "reference": ref,
+        "chosen": chosen["trial"] if chosen else None,
+        "test": [],
+        "paired": None,
+        "summary": [],
+        "frontier": frontier_rows(cfg, progress) if cfg.knob_search.frontier_docs else [],
+    }
     if chosen is None:
         return out
     trial = next(t for t in cfg.knob_search.trials if t.name == chosen["trial"])
@@ -174,8 +240,14 @@ def run_knob_search(cfg: Config, device: torch.device, progress: bool = True) ->
 TEST_METRICS = ("T->I R@1", "T->I R@10", "retention R@1", "retention R@10", "FLOPs", "nnz caption", "nnz image")
 
 
-def knob_results(cfg: Config, inputs: dict, run: bool | None = None, device: torch.device | None = None, progress: bool = True,
-                 unchecked: list[int] | None = None) -> dict | None:
+def knob_results(
+    cfg: Config,
+    inputs: dict,
+    run: bool | None = None,
+    device: torch.device | None = None,
+    progress: bool = True,
+    unchecked: list[int] | None = None,
+) -> dict | None:
     """The search's results: measured now (``run``; None follows ``knob_search.run``) or read from
     ``results/<profile>/07_knob_search.json`` while it records these inputs (else None, with a message)."""
     from .data_scale_study import read_current
@@ -189,27 +261,60 @@ def knob_results(cfg: Config, inputs: dict, run: bool | None = None, device: tor
 
 
 def goal_check(res: dict) -> dict:
-    """Issue 18's goal on the test split, from the seeds' means: retention R@1 >= 95% with FLOPs <= half of the uncontrolled recipe's."""
+    """Issue 18's goal on the test split, from the seeds' means: retention R@1 >= 95% with FLOPs <= half of the
+    uncontrolled recipe's."""
     s = {r["model"]: r for r in res["summary"]}
     chosen = next(m for m in s if m.startswith(f"{res['chosen']},"))
-    ret, flops, unc = s[chosen]["retention R@1"]["mean"], s[chosen]["FLOPs"]["mean"], s["recipe, without control"]["FLOPs"]["mean"]
-    return {"chosen": res["chosen"], "retention R@1": ret, "FLOPs": flops, "uncontrolled FLOPs": unc, "FLOPs share": flops / unc,
-            "recipe retention R@1": s["recipe, with control"]["retention R@1"]["mean"], "retention >= 95%": ret >= 0.95, "FLOPs <= half": flops <= 0.5 * unc}
+    ret, flops, unc = (
+        s[chosen]["retention R@1"]["mean"],
+        s[chosen]["FLOPs"]["mean"],
+        s["recipe, without control"]["FLOPs"]["mean"],
+    )
+    return {
+        "chosen": res["chosen"],
+        "retention R@1": ret,
+        "FLOPs": flops,
+        "uncontrolled FLOPs": unc,
+        "FLOPs share": flops / unc,
+        "recipe retention R@1": s["recipe, with control"]["retention R@1"]["mean"],
+        "retention >= 95%": ret >= 0.95,
+        "FLOPs <= half": flops <= 0.5 * unc,
+    }
 
 
 def search_figure(res: dict):
-    """Validation T->I R@1 against val FLOPs, one point per trial, with the FLOPs budget and the uncontrolled reference."""
+    """Validation T->I R@1 against val FLOPs, one point per trial, with the FLOPs budget and the uncontrolled
+    reference."""
     from ..results import figures
 
     fig, ax = figures.plt.subplots(figsize=(6, 3.8))
-    for i, r in enumerate(sorted(res["val"], key=lambda r: r["val FLOPs"])):  # labels alternate above / below along x: neighbours stay readable
+    # labels alternate above / below along x: neighbours stay readable
+    for i, r in enumerate(sorted(res["val"], key=lambda r: r["val FLOPs"])):
         chosen = r["trial"] == res["chosen"]
-        ax.scatter(r["val FLOPs"], r["val T->I R@1"], s=60 if chosen else 25, marker="*" if chosen else "o", color="C3" if chosen else "C0", zorder=3)
-        ax.annotate(r["trial"], (r["val FLOPs"], r["val T->I R@1"]), fontsize=7, xytext=(4, 2 if i % 2 else -9), textcoords="offset points")
+        ax.scatter(
+            r["val FLOPs"],
+            r["val T->I R@1"],
+            s=60 if chosen else 25,
+            marker="*" if chosen else "o",
+            color="C3" if chosen else "C0",
+            zorder=3,
+        )
+        ax.annotate(
+            r["trial"],
+            (r["val FLOPs"], r["val T->I R@1"]),
+            fontsize=7,
+            xytext=(4, 2 if i % 2 else -9),
+            textcoords="offset points",
+        )
     ref = res["reference"]
     ax.scatter(ref["val FLOPs"], ref["val T->I R@1"], marker="s", color="0.3", label="recipe without control")
     ax.axvline(ref["FLOPs budget"], color="0.5", ls="--", lw=0.8, label="FLOPs budget")
-    ax.set(xscale="log", xlabel="val FLOPs (log)", ylabel="val T->I R@1", title="knob search with expansion control (validation split)")
+    ax.set(
+        xscale="log",
+        xlabel="val FLOPs (log)",
+        ylabel="val T->I R@1",
+        title="knob search with expansion control (validation split)",
+    )
     ax.xaxis.set_major_formatter(figures.plt.matplotlib.ticker.ScalarFormatter())
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -217,10 +322,12 @@ def search_figure(res: dict):
 
 
 def frontier_rows(cfg: Config, progress: bool = True) -> list[dict]:
-    """Every trial's seed-``cfg.seed`` model, and the uncontrolled recipe, on the effectiveness-latency frontier (issue 16).
+    """Every trial's seed-``cfg.seed`` model, and the uncontrolled recipe, on the effectiveness-latency frontier (issue
+    16).
 
     Effectiveness: test text->image R@1 / R@10 (exact sparse product; reported, never used to choose).
-    Latency: single-query p50 of the exact engine ``knob_search.frontier_engine`` over ``knob_search.frontier_docs`` synthetic
+    Latency: single-query p50 of the exact engine ``knob_search.frontier_engine`` over ``knob_search.frontier_docs``
+    synthetic
     documents drawn from the model's own test image vectors (as stage 04's scale benchmark), with the
     postings a query reads there: the training-side options compared by what a query costs, not only FLOPs.
     """
@@ -229,18 +336,34 @@ def frontier_rows(cfg: Config, progress: bool = True) -> list[dict]:
 
     data = SeedData(cfg)
     col, img, txt = data.test
-    models = [(t.name, trial_dir(cfg, t)) for t in cfg.knob_search.trials] + [("recipe without control", d2s_run_dir(cfg, "without_control"))]
+    models = [(t.name, trial_dir(cfg, t)) for t in cfg.knob_search.trials] + [
+        ("recipe without control", d2s_run_dir(cfg, "without_control"))
+    ]
     n_docs, n_lat, d = cfg.knob_search.frontier_docs, cfg.index.latency_queries, cfg.d2s.eval_batch_size
     rows = []
     for name, path in progress_bar(models, desc=f"frontier ({n_docs:,} synthetic docs)", disable=not progress):
         model, _ = load_best(path)
-        im, tx = encode_sparse(model, torch.from_numpy(img), "image", d), encode_sparse(model, torch.from_numpy(txt), "text", d)
+        im, tx = (
+            encode_sparse(model, torch.from_numpy(img), "image", d),
+            encode_sparse(model, torch.from_numpy(txt), "text", d),
+        )
         ev = evaluate_sparse(cfg, col, im, tx)
         docs, queries = synthetic_collection(im, n_docs, seed=cfg.seed), tx[: cfg.index.qps_queries]
         b = benchmark_index(cfg.knob_search.frontier_engine, docs, queries, 10, n_latency=n_lat, threads=(1,))
-        rows.append({"model": name, "T->I R@1": ev["text_to_image"]["R@1"], "T->I R@10": ev["text_to_image"]["R@10"],
-                     "FLOPs": ev["sparsity_text_to_image"]["flops"], "n_docs": int(n_docs), "postings_per_query": postings_per_query(docs, queries, n_lat),
-                     "engine": cfg.knob_search.frontier_engine, "exact p50 ms": b["latency_p50_ms"], "exact p99 ms": b["latency_p99_ms"], "qps_1t": b["qps_1t"]})
+        rows.append(
+            {
+                "model": name,
+                "T->I R@1": ev["text_to_image"]["R@1"],
+                "T->I R@10": ev["text_to_image"]["R@10"],
+                "FLOPs": ev["sparsity_text_to_image"]["flops"],
+                "n_docs": int(n_docs),
+                "postings_per_query": postings_per_query(docs, queries, n_lat),
+                "engine": cfg.knob_search.frontier_engine,
+                "exact p50 ms": b["latency_p50_ms"],
+                "exact p99 ms": b["latency_p99_ms"],
+                "qps_1t": b["qps_1t"],
+            }
+        )
     return rows
 
 
@@ -252,11 +375,21 @@ def frontier_figure(res: dict):
     for i, r in enumerate(sorted(res["frontier"], key=lambda r: r["exact p50 ms"])):
         color = "0.3" if r["model"] == "recipe without control" else ("C3" if r["model"] == res["chosen"] else "C0")
         ax.scatter(r["exact p50 ms"], r["T->I R@10"], color=color, s=25, zorder=3)
-        ax.annotate(r["model"], (r["exact p50 ms"], r["T->I R@10"]), fontsize=7, xytext=(4, 2 if i % 2 else -9), textcoords="offset points")
+        ax.annotate(
+            r["model"],
+            (r["exact p50 ms"], r["T->I R@10"]),
+            fontsize=7,
+            xytext=(4, 2 if i % 2 else -9),
+            textcoords="offset points",
+        )
     n = res["frontier"][0]["n_docs"] if res["frontier"] else 0
     engine = res["frontier"][0].get("engine", "numba") if res["frontier"] else ""
-    ax.set(xscale="log", xlabel=f"exact engine ({engine}) p50 latency (ms, log), {n:,} synthetic documents", ylabel="test T->I R@10",
-           title="training-side options: effectiveness against latency (seed 0)")
+    ax.set(
+        xscale="log",
+        xlabel=f"exact engine ({engine}) p50 latency (ms, log), {n:,} synthetic documents",
+        ylabel="test T->I R@10",
+        title="training-side options: effectiveness against latency (seed 0)",
+    )
     ax.xaxis.set_major_formatter(figures.plt.matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(figures.plt.matplotlib.ticker.ScalarFormatter())
     fig.tight_layout()

@@ -10,6 +10,7 @@ beyond k). Engines break ties by row order, not pessimistically as ``retrieval_m
 so exact-engine numbers can exceed the brute-force numbers of stage 02 by the tied cases only;
 ``same_topk_up_to_ties`` checks that the lists agree except for permutations among ties.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,8 @@ from ..index.sparse import INDEX_KINDS, index_class, load_or_build, make_index
 DIRECTIONS = ("text_to_image", "image_to_text")
 
 
-SWEPT = ("seismic", "faiss_hnsw", "bmp", "kannolo")  # approximate engines measured over a sweep of settings (:func:`search_sweep`)
+# approximate engines measured over a sweep of settings (:func:`search_sweep`)
+SWEPT = ("seismic", "faiss_hnsw", "bmp", "kannolo")
 
 
 def direction_data(direction: str, col: ImageCaptionSet, images, texts) -> tuple:
@@ -62,7 +64,9 @@ def ranks_from_topk(rows: np.ndarray, query_keys: np.ndarray, doc_keys: np.ndarr
 def topk_metrics(rows: np.ndarray, query_keys: np.ndarray, doc_keys: np.ndarray, cfg: Config) -> dict:
     """R@k and MRR@10 from top-k lists (k must be at least the largest cutoff)."""
     if rows.shape[1] < max(max(cfg.evaluation.ks), cfg.evaluation.mrr_depth):
-        raise ValueError(f"top-{rows.shape[1]} lists are too short for cutoffs {cfg.evaluation.ks} / MRR@{cfg.evaluation.mrr_depth}")
+        raise ValueError(
+            f"top-{rows.shape[1]} lists are too short for cutoffs {cfg.evaluation.ks} / MRR@{cfg.evaluation.mrr_depth}"
+        )
     return metrics_from_ranks(ranks_from_topk(rows, query_keys, doc_keys), cfg.evaluation.ks, cfg.evaluation.mrr_depth)
 
 
@@ -84,7 +88,9 @@ def dense_like(real: np.ndarray, n: int, seed: int = 0, chunk: int = 100_000) ->
     return out
 
 
-def evaluate_through_indexes(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], progress: bool = True) -> tuple[list[dict], list[dict]]:
+def evaluate_through_indexes(
+    cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], progress: bool = True
+) -> tuple[list[dict], list[dict]]:
     """Every condition x direction x backend: metrics from the index, and its check against brute force.
 
     ``vectors``: {condition: {"images", "texts"}} CSR; ``dense``: (image vectors, text vectors).
@@ -95,7 +101,12 @@ def evaluate_through_indexes(cfg: Config, col: ImageCaptionSet, vectors: dict, d
     from ..index.topk import recall_at_k, topk_disagreements
 
     k, rows, checks = cfg.index.topk, [], []
-    jobs = [(c, d, kind) for c in vectors for d in DIRECTIONS for kind in cfg.index.exact_backends + cfg.index.approx_backends]
+    jobs = [
+        (c, d, kind)
+        for c in vectors
+        for d in DIRECTIONS
+        for kind in cfg.index.exact_backends + cfg.index.approx_backends
+    ]
     jobs += [("dense teacher", d, kind) for d in DIRECTIONS for kind in cfg.index.dense_backends]
     refs: dict = {}
     for cond, direction, kind in tqdm(jobs, desc="retrieve through indexes", disable=not progress):
@@ -106,11 +117,27 @@ def evaluate_through_indexes(cfg: Config, col: ImageCaptionSet, vectors: dict, d
         ref_scores, ref_rows = refs[cond, direction]
         index = build_or_load(cfg, cond.replace(" ", "_"), direction, kind, docs)
         scores, found = index.search(queries, k)
-        rows.append({"condition": cond, "direction": direction, "backend": kind, "exact": index.exact, **topk_metrics(found, qk, dk, cfg)})
+        rows.append(
+            {
+                "condition": cond,
+                "direction": direction,
+                "backend": kind,
+                "exact": index.exact,
+                **topk_metrics(found, qk, dk, cfg),
+            }
+        )
         bad = topk_disagreements(scores, found, ref_scores, ref_rows, 10)
-        checks.append({"condition": cond, "direction": direction, "backend": kind, "exact": index.exact,
-                       "recall@10_vs_exact": recall_at_k(found[:, :10], ref_rows[:, :10], 10),
-                       "queries_differing_from_brute_force_top10": int(len(bad)), "n_queries": int(queries.shape[0])})
+        checks.append(
+            {
+                "condition": cond,
+                "direction": direction,
+                "backend": kind,
+                "exact": index.exact,
+                "recall@10_vs_exact": recall_at_k(found[:, :10], ref_rows[:, :10], 10),
+                "queries_differing_from_brute_force_top10": int(len(bad)),
+                "n_queries": int(queries.shape[0]),
+            }
+        )
     return rows, checks
 
 
@@ -132,14 +159,32 @@ def pruning_sweep(cfg: Config, col: ImageCaptionSet, vectors: dict, kind: str = 
             index = make_index(kind).build(docs)
             _, found = index.search(queries, cfg.index.topk)
             s = sparse_summary(queries, docs)
-            out.append({"condition": cond, "pruning": spec, "FLOPs": s["flops"], "nnz caption": s["avg_nonzeros_query"], "nnz image": s["avg_nonzeros_document"],
-                        **topk_metrics(found, qkeys, dkeys, cfg), "recall@10": recall_at_k(found[:, :10], exact_rows, 10),
-                        "postings_per_query": postings_per_query(docs, queries), "index_mb": docs.nnz * parse(spec).bytes_per_posting / 1e6,
-                        **query_latency(index, queries, 10, cfg.index.latency_queries)})
+            out.append(
+                {
+                    "condition": cond,
+                    "pruning": spec,
+                    "FLOPs": s["flops"],
+                    "nnz caption": s["avg_nonzeros_query"],
+                    "nnz image": s["avg_nonzeros_document"],
+                    **topk_metrics(found, qkeys, dkeys, cfg),
+                    "recall@10": recall_at_k(found[:, :10], exact_rows, 10),
+                    "postings_per_query": postings_per_query(docs, queries),
+                    "index_mb": docs.nnz * parse(spec).bytes_per_posting / 1e6,
+                    **query_latency(index, queries, 10, cfg.index.latency_queries),
+                }
+            )
     return out
 
 
-def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], docs_override: dict | None = None, size_label: str = "test split", progress: bool = True) -> list[dict]:
+def efficiency_table(
+    cfg: Config,
+    col: ImageCaptionSet,
+    vectors: dict,
+    dense: tuple[np.ndarray, np.ndarray],
+    docs_override: dict | None = None,
+    size_label: str = "test split",
+    progress: bool = True,
+) -> list[dict]:
     """Build time, size, memory, latency and QPS (1 and 2 threads) per backend, text->image.
 
     ``docs_override``: {condition: docs} to benchmark on other (e.g. synthetic) collections; there,
@@ -156,9 +201,14 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
     k, nq = 10, cfg.index.qps_queries
     out, exact = [], {}
     conds = list(vectors) + ["dense teacher"]
-    backends = {c: (cfg.index.dense_backends if c == "dense teacher" else cfg.index.exact_backends + cfg.index.approx_backends) for c in conds}
+    backends = {
+        c: (cfg.index.dense_backends if c == "dense teacher" else cfg.index.exact_backends + cfg.index.approx_backends)
+        for c in conds
+    }
     if docs_override is not None:
-        backends = {c: [b for b in cfg.index.scale_backends if (b.startswith("faiss")) == (c == "dense teacher")] for c in conds}
+        backends = {
+            c: [b for b in cfg.index.scale_backends if (b.startswith("faiss")) == (c == "dense teacher")] for c in conds
+        }
         backends.update({c: backends[c] + [f"numba-pruned {p}" for p in cfg.index.scale_pruning] for c in vectors})
     jobs = [(c, b) for c in conds for b in backends[c]]
     for cond, kind in tqdm(jobs, desc=f"benchmark ({size_label})", disable=not progress):
@@ -169,17 +219,25 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
         queries, n_docs = all_queries[:nq], docs.shape[0]
         n_latency = cfg.index.latency_queries
         if kind == "milvus" and docs_override is not None and cfg.index.milvus_queries:
-            queries, n_latency = queries[:cfg.index.milvus_queries], min(n_latency, cfg.index.milvus_queries)
-        if n_docs > {"faiss_hnsw": cfg.index.hnsw_max_docs, "kannolo": cfg.index.kannolo_max_docs, "milvus": cfg.index.milvus_max_docs}.get(kind, n_docs):
-            continue  # graph builds, and Milvus's client-server round trips: too slow on this machine above the configured size
+            queries, n_latency = queries[: cfg.index.milvus_queries], min(n_latency, cfg.index.milvus_queries)
+        if n_docs > {
+            "faiss_hnsw": cfg.index.hnsw_max_docs,
+            "kannolo": cfg.index.kannolo_max_docs,
+            "milvus": cfg.index.milvus_max_docs,
+        }.get(kind, n_docs):
+            # graph builds, and Milvus's client-server round trips: too slow on this machine above the configured size
+            continue
         engine, spec = ("numba", kind.split(" ", 1)[1]) if kind.startswith("numba-pruned ") else (kind, "")
-        if cond not in exact and (spec or not index_class(engine).exact):  # approximate engines and pruned vectors: recall against exact
+        # approximate engines and pruned vectors: recall against exact
+        if cond not in exact and (spec or not index_class(engine).exact):
             exact[cond] = brute_force_topk(all_queries[:nq], docs, k)[1]
-        exact_rows = exact[cond][:queries.shape[0]] if (spec or not index_class(engine).exact) else None
+        exact_rows = exact[cond][: queries.shape[0]] if (spec or not index_class(engine).exact) else None
         judge = None
         if docs_override is None:
             _, _, qkeys, dkeys = direction_data("text_to_image", col, None, None)
-            judge = lambda index: {"T->I R@10": topk_metrics(index.search(all_queries, k)[1], qkeys, dkeys, cfg)["R@10"]}  # noqa: E731
+            judge = lambda index: {
+                "T->I R@10": topk_metrics(index.search(all_queries, k)[1], qkeys, dkeys, cfg)["R@10"]
+            }
         base = {"condition": cond, "collection": size_label, "n_docs": int(n_docs)}
         if spec:
             docs, queries = apply(spec, docs, queries)
@@ -189,8 +247,17 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
         if engine in SWEPT:
             out += search_sweep(cfg, engine, docs, queries, exact_rows, base, judge=judge)
         else:
-            out.append({**base, **benchmark_index(engine, docs, queries, k, exact_rows, n_latency=n_latency, judge=judge), "kind": kind, "queries_timed": int(min(n_latency, queries.shape[0]))})
-    for r in out:  # postings an exhaustive traversal would read, per second of single-query latency (in the engine's layout; others: numba's 8 bytes)
+            out.append(
+                {
+                    **base,
+                    **benchmark_index(engine, docs, queries, k, exact_rows, n_latency=n_latency, judge=judge),
+                    "kind": kind,
+                    "queries_timed": int(min(n_latency, queries.shape[0])),
+                }
+            )
+    # postings an exhaustive traversal would read, per second of single-query latency (in the engine's layout; others:
+    # numba's 8 bytes)
+    for r in out:
         if r.get("postings_per_query") is not None:
             r["postings_per_s"] = r["postings_per_query"] / (r["latency_mean_ms"] / 1e3)
             r["posting_gb_per_s"] = r["postings_per_s"] * _layout_bytes(r["kind"]) / 1e9
@@ -198,16 +265,20 @@ def efficiency_table(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tu
 
 
 def _layout_bytes(kind: str) -> int:
-    """Bytes per posting of an engine's (default) layout; numba's for engines that do not say, and for pruned numba rows."""
+    """Bytes per posting of an engine's (default) layout; numba's for engines that do not say, and for pruned numba
+    rows."""
     numba_bytes = index_class("numba").BYTES_PER_POSTING
     engine = kind.split(" ")[0]
     return getattr(index_class(engine), "BYTES_PER_POSTING", numba_bytes) if engine in INDEX_KINDS else numba_bytes
 
 
-SCALE_RESULT = "04_scale"  # results/<profile>/04_scale.json: the synthetic-collection rows, with the stage's inputs fingerprint
+# results/<profile>/04_scale.json: the synthetic-collection rows, with the stage's inputs fingerprint
+SCALE_RESULT = "04_scale"
 
 
-def scale_benchmark(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], progress: bool = True) -> list[dict]:
+def scale_benchmark(
+    cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], progress: bool = True
+) -> list[dict]:
     """:func:`efficiency_table` on synthetic collections of each size in ``index.scale_sizes``.
 
     Sparse documents are drawn from each condition's test image vectors (``index.latency.synthetic_collection``),
@@ -224,8 +295,24 @@ def scale_benchmark(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tup
     return rows
 
 
-SCALE_SETTINGS = ("scale_sizes", "scale_backends", "scale_pruning", "latency_queries", "qps_queries", "hnsw_max_docs", "hnsw_ef_search",
-                  "seismic_postings_per_doc", "seismic_search", "bmp_bsize", "bmp_search", "kannolo_m", "kannolo_ef_search", "kannolo_max_docs", "milvus_max_docs", "milvus_queries")
+SCALE_SETTINGS = (
+    "scale_sizes",
+    "scale_backends",
+    "scale_pruning",
+    "latency_queries",
+    "qps_queries",
+    "hnsw_max_docs",
+    "hnsw_ef_search",
+    "seismic_postings_per_doc",
+    "seismic_search",
+    "bmp_bsize",
+    "bmp_search",
+    "kannolo_m",
+    "kannolo_ef_search",
+    "kannolo_max_docs",
+    "milvus_max_docs",
+    "milvus_queries",
+)
 
 
 def scale_inputs(cfg: Config, inputs: dict) -> dict:
@@ -236,10 +323,21 @@ def scale_inputs(cfg: Config, inputs: dict) -> dict:
     from ..storage.manifest import digest
 
     index = {k: to_dict(getattr(cfg.index, k)) for k in SCALE_SETTINGS}
-    return {**inputs, "config": digest({"evaluation": to_dict(cfg.evaluation), "d2s": to_dict(cfg.d2s), "index": index})}
+    return {
+        **inputs,
+        "config": digest({"evaluation": to_dict(cfg.evaluation), "d2s": to_dict(cfg.d2s), "index": index}),
+    }
 
 
-def scale_rows(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], inputs: dict, run: bool | None = None, progress: bool = True) -> list[dict]:
+def scale_rows(
+    cfg: Config,
+    col: ImageCaptionSet,
+    vectors: dict,
+    dense: tuple[np.ndarray, np.ndarray],
+    inputs: dict,
+    run: bool | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """The scale benchmark's rows: measured now, or read from ``04_scale.json`` when it was measured on these inputs.
 
     ``run`` None follows ``cfg.scale_benchmark`` ("stage": measure; "bench": read). A measurement is
@@ -258,21 +356,37 @@ def scale_rows(cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np
         rows = scale_benchmark(cfg, col, vectors, dense, progress)
         from ..index.latency import read_bandwidth_gbs
 
-        write_results(cfg, SCALE_RESULT, inputs=inputs, results={"machine": {**machine(), "read_bandwidth_gbs_1thread": read_bandwidth_gbs()}, "rows": rows})
+        write_results(
+            cfg,
+            SCALE_RESULT,
+            inputs=inputs,
+            results={"machine": {**machine(), "read_bandwidth_gbs_1thread": read_bandwidth_gbs()}, "rows": rows},
+        )
         return rows
     path, doc = result_path(cfg, SCALE_RESULT), read_result(cfg, SCALE_RESULT)
     path = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
     if doc is None:
-        print(f"no scale benchmark yet ({path} is missing): `make bench` (or `python -m lsr_lib.run.pipeline --profile {cfg.profile} --stages 04 --force --bench`) measures it")
+        print(
+            f"no scale benchmark yet ({path} is missing): `make bench` (or `python -m lsr_lib.run.pipeline --profile "
+            f"{cfg.profile} --stages 04 --force --bench`) measures it"
+        )
         return []
     if doc.get("inputs_fingerprint") != digest(inputs):
-        print(f"{path} was measured on other inputs (vectors, index settings or code changed since): not shown; rerun `make bench` to measure it again")
+        print(
+            f"{path} was measured on other inputs (vectors, index settings or code changed since): not shown; rerun "
+            "`make bench` to measure it again"
+        )
         return []
-    print(f"scale benchmark read from {path} (measured {doc['provenance'].get('time_utc', '?')} at commit {doc['provenance'].get('commit', '?')}; inputs current)")
+    print(
+        f"scale benchmark read from {path} (measured {doc['provenance'].get('time_utc', '?')} at commit "
+        f"{doc['provenance'].get('commit', '?')}; inputs current)"
+    )
     return doc["results"]["rows"]
 
 
-def search_sweep(cfg: Config, kind: str, docs, queries, exact_rows: np.ndarray, base: dict, k: int = 10, judge=None) -> list[dict]:
+def search_sweep(
+    cfg: Config, kind: str, docs, queries, exact_rows: np.ndarray, base: dict, k: int = 10, judge=None
+) -> list[dict]:
     """Recall against latency for an approximate engine: one build per build setting, searched
     with every search setting (Seismic: ``n_postings`` x (query_cut, heap_factor); HNSW: efSearch).
     ``judge(index)``: extra columns per setting (:func:`efficiency_table`).
@@ -327,12 +441,32 @@ def recall_matched(rows: list[dict], targets: tuple[float, ...] = (0.9, 0.95, 0.
         for t in targets:
             ok = g[g["recall"] >= t]
             if ok.empty:
-                out.append({"n_docs": int(n), "condition": cond, "engine": engine, "target_recall": t, "setting": None,
-                            "latency_p50_ms": None, "recall": None, "best_recall": float(g["recall"].max())})
+                out.append(
+                    {
+                        "n_docs": int(n),
+                        "condition": cond,
+                        "engine": engine,
+                        "target_recall": t,
+                        "setting": None,
+                        "latency_p50_ms": None,
+                        "recall": None,
+                        "best_recall": float(g["recall"].max()),
+                    }
+                )
                 continue
             best = ok.loc[ok["latency_p50_ms"].idxmin()]
-            out.append({"n_docs": int(n), "condition": cond, "engine": engine, "target_recall": t, "setting": best["kind"],
-                        "latency_p50_ms": float(best["latency_p50_ms"]), "recall": float(best["recall"]), "best_recall": float(g["recall"].max())})
+            out.append(
+                {
+                    "n_docs": int(n),
+                    "condition": cond,
+                    "engine": engine,
+                    "target_recall": t,
+                    "setting": best["kind"],
+                    "latency_p50_ms": float(best["latency_p50_ms"]),
+                    "recall": float(best["recall"]),
+                    "best_recall": float(g["recall"].max()),
+                }
+            )
     return out
 
 
@@ -354,38 +488,77 @@ def efficiency_figure(allrows, metrics, target: float = 0.95):
     for (cond, engine), g in m.groupby(["condition", "engine"]):
         g = g.sort_values("n_docs")
         axes[0].plot(g["n_docs"], g["latency_p50_ms"], marker="o", label=f"{engine}, {cond.replace('_', ' ')}")
-    axes[0].set(xscale="log", yscale="log", xlabel="documents", ylabel="p50 latency (ms)", title=f"latency against size (recall@10 >= {target:g})")
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="documents",
+        ylabel="p50 latency (ms)",
+        title=f"latency against size (recall@10 >= {target:g})",
+    )
     axes[0].legend(fontsize=6)
     sparse = m[m["condition"] != "dense teacher"]
     sizes = sorted(sparse["n_docs"].unique())
     markers = dict(zip(sizes, "osD^v"))
     for k, (engine, g) in enumerate(sparse.groupby("engine")):
         for n, h in g.groupby("n_docs"):
-            axes[1].scatter(h["FLOPs"], h["latency_p50_ms"], color=f"C{k}", marker=markers[n], label=f"{engine}, {n:,} docs")
+            axes[1].scatter(
+                h["FLOPs"], h["latency_p50_ms"], color=f"C{k}", marker=markers[n], label=f"{engine}, {n:,} docs"
+            )
             if len(h) == 2:
                 axes[1].plot(h["FLOPs"], h["latency_p50_ms"], color=f"C{k}", lw=0.8)
-    axes[1].set(yscale="log", xlabel="FLOPs (with control: left, without: right)", ylabel="p50 latency (ms)", title="latency against FLOPs")
+    axes[1].set(
+        yscale="log",
+        xlabel="FLOPs (with control: left, without: right)",
+        ylabel="p50 latency (ms)",
+        title="latency against FLOPs",
+    )
     axes[1].legend(fontsize=6)
-    test = allrows[allrows["n_docs"] == allrows["n_docs"].min()].assign(engine=lambda d: d["kind"].str.split(" ").str[0], r=lambda d: d["recall@10"].fillna(1.0))
+    test = allrows[allrows["n_docs"] == allrows["n_docs"].min()].assign(
+        engine=lambda d: d["kind"].str.split(" ").str[0], r=lambda d: d["recall@10"].fillna(1.0)
+    )
     best = test.sort_values(["r", "latency_p50_ms"], ascending=[False, True]).drop_duplicates(["condition", "engine"])
-    t2i = metrics.xs("text_to_image", level="direction").reset_index().merge(best, left_on=["condition", "backend"], right_on=["condition", "engine"])
+    t2i = (
+        metrics.xs("text_to_image", level="direction")
+        .reset_index()
+        .merge(best, left_on=["condition", "backend"], right_on=["condition", "engine"])
+    )
     for cond, g in t2i.groupby("condition"):
         axes[2].scatter(g["latency_p50_ms"], g["R@10"], label=cond.replace("_", " "))
         for _, r in g.iterrows():
             axes[2].annotate(r["backend"], (r["latency_p50_ms"], r["R@10"]), fontsize=6)
-    axes[2].set(xscale="log", xlabel="p50 latency (ms), test collection", ylabel="text->image R@10 (%)", title="effectiveness against latency")
+    axes[2].set(
+        xscale="log",
+        xlabel="p50 latency (ms), test collection",
+        ylabel="text->image R@10 (%)",
+        title="effectiveness against latency",
+    )
     axes[2].xaxis.set_minor_formatter(NullFormatter())
     axes[2].legend(fontsize=6)
-    top = allrows[allrows["n_docs"] == allrows["n_docs"].max()].assign(engine=lambda d: d["kind"].str.split(" ").str[0], r=lambda d: d["recall@10"].fillna(1.0))
+    top = allrows[allrows["n_docs"] == allrows["n_docs"].max()].assign(
+        engine=lambda d: d["kind"].str.split(" ").str[0], r=lambda d: d["recall@10"].fillna(1.0)
+    )
     for (cond, engine), g in top.groupby(["condition", "engine"]):
         if engine in ("seismic", "bmp"):  # one curve per build (n_postings; block size)
             for build, h in g.groupby(g["kind"].str.split(" ").str[1]):
                 h = h.sort_values("latency_p50_ms")
-                axes[3].plot(h["latency_p50_ms"], h["r"], marker="o", label=f"{engine} {build}, {cond.replace('_', ' ')}")
+                axes[3].plot(
+                    h["latency_p50_ms"], h["r"], marker="o", label=f"{engine} {build}, {cond.replace('_', ' ')}"
+                )
             continue
         g = g.sort_values("latency_p50_ms")
-        axes[3].plot(g["latency_p50_ms"], g["r"], marker="o", ls="-" if len(g) > 1 else "", label=f"{engine}, {cond.replace('_', ' ')}")
-    axes[3].set(xscale="log", xlabel="p50 latency (ms)", ylabel="recall@10 against exact", title=f"recall against latency, {int(top['n_docs'].max()):,} docs")
+        axes[3].plot(
+            g["latency_p50_ms"],
+            g["r"],
+            marker="o",
+            ls="-" if len(g) > 1 else "",
+            label=f"{engine}, {cond.replace('_', ' ')}",
+        )
+    axes[3].set(
+        xscale="log",
+        xlabel="p50 latency (ms)",
+        ylabel="recall@10 against exact",
+        title=f"recall against latency, {int(top['n_docs'].max()):,} docs",
+    )
     axes[3].legend(fontsize=5)
     fig.tight_layout()
     return fig
@@ -400,8 +573,13 @@ def effectiveness_latency_figure(eff_test, pruning):
 
     from ..results import figures
 
-    rows = pd.concat([eff_test.assign(engine=eff_test["kind"].str.split(" ").str[0]),
-                      pruning.assign(engine="numba-pruned", kind="numba " + pruning["pruning"], **{"T->I R@10": pruning["R@10"]})], ignore_index=True)
+    rows = pd.concat(
+        [
+            eff_test.assign(engine=eff_test["kind"].str.split(" ").str[0]),
+            pruning.assign(engine="numba-pruned", kind="numba " + pruning["pruning"], **{"T->I R@10": pruning["R@10"]}),
+        ],
+        ignore_index=True,
+    )
     rows = rows.dropna(subset=["T->I R@10", "latency_p50_ms"])
     markers = dict(zip(rows["condition"].unique(), "os^Dv"))
     fig, ax = figures.plt.subplots(figsize=(9.5, 4.8))
@@ -409,25 +587,46 @@ def effectiveness_latency_figure(eff_test, pruning):
         for cond, h in g.groupby("condition", sort=False):
             h = h.sort_values("latency_p50_ms")
             swept = engine in SWEPT  # a search-parameter sweep is a curve; pruning settings are separate points
-            ax.plot(h["latency_p50_ms"], h["T->I R@10"], marker=markers[cond], color=f"C{k % 10}", ls=":" if swept and len(h) > 1 else "", lw=0.8,
-                    label=f"{engine}, {cond.replace('_', ' ')}")
-    ax.set(xscale="log", xlabel="p50 latency per query (ms, 1 thread), test split", ylabel="text->image R@10 (%)",
-           title="effectiveness against latency: every engine and setting")
+            ax.plot(
+                h["latency_p50_ms"],
+                h["T->I R@10"],
+                marker=markers[cond],
+                color=f"C{k % 10}",
+                ls=":" if swept and len(h) > 1 else "",
+                lw=0.8,
+                label=f"{engine}, {cond.replace('_', ' ')}",
+            )
+    ax.set(
+        xscale="log",
+        xlabel="p50 latency per query (ms, 1 thread), test split",
+        ylabel="text->image R@10 (%)",
+        title="effectiveness against latency: every engine and setting",
+    )
     ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig
 
 
 def retrieval_results(metrics, checks, exact_ok: bool, pruning) -> dict:
-    """The content of ``results/<profile>/04_retrieval.json``: metrics per engine, the brute-force checks, the pruning sweep."""
-    return {"metrics": metrics.reset_index().to_dict(orient="records"), "checks": checks.reset_index().to_dict(orient="records"),
-            "exact_engines_match_brute_force": exact_ok, "pruning": pruning.reset_index().to_dict(orient="records")}
+    """The content of ``results/<profile>/04_retrieval.json``: metrics per engine, the brute-force checks, the pruning
+    sweep."""
+    return {
+        "metrics": metrics.reset_index().to_dict(orient="records"),
+        "checks": checks.reset_index().to_dict(orient="records"),
+        "exact_engines_match_brute_force": exact_ok,
+        "pruning": pruning.reset_index().to_dict(orient="records"),
+    }
 
 
 def efficiency_results(eff_test, scale, matched) -> dict:
-    """The content of ``results/<profile>/04_efficiency.json``: the machine, the test-collection and scale rows, recall-matched latencies."""
+    """The content of ``results/<profile>/04_efficiency.json``: the machine, the test-collection and scale rows,
+    recall-matched latencies."""
     from ..index.latency import read_bandwidth_gbs
     from ..results.provenance import machine
 
-    return {"machine": {**machine(), "read_bandwidth_gbs_1thread": read_bandwidth_gbs()}, "test_collection": eff_test.to_dict(orient="records"),
-            "scale": scale.to_dict(orient="records"), "recall_matched": matched.to_dict(orient="records")}
+    return {
+        "machine": {**machine(), "read_bandwidth_gbs_1thread": read_bandwidth_gbs()},
+        "test_collection": eff_test.to_dict(orient="records"),
+        "scale": scale.to_dict(orient="records"),
+        "recall_matched": matched.to_dict(orient="records"),
+    }

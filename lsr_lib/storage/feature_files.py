@@ -4,6 +4,7 @@ This is the format of the authors' released features (``img_embs.parquet``,
 ``text_embs.parquet``: 256-d L2-normalised ITC vectors) and of this suite's own caches, so the
 paper path can skip extraction by pointing ``encoder.features_dir`` at downloaded files.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -41,10 +42,14 @@ def read_embeddings(path: str | Path, normalize_check: bool = False) -> tuple[li
     try:
         table = pq.read_table(path)
     except Exception as e:  # pyarrow raises several types for a truncated or foreign file
-        raise FeatureFileError(f"{path}: not a readable parquet file ({e}); delete it and re-run the stage that writes it") from e
+        raise FeatureFileError(
+            f"{path}: not a readable parquet file ({e}); delete it and re-run the stage that writes it"
+        ) from e
     for col in ("id", "emb"):
         if col not in table.column_names:
-            raise FeatureFileError(f"{path}: missing column {col!r} (has {table.column_names}); expected columns id, emb")
+            raise FeatureFileError(
+                f"{path}: missing column {col!r} (has {table.column_names}); expected columns id, emb"
+            )
     ids = [str(i) for i in table.column("id").to_pylist()]
     emb_col = table.column("emb").combine_chunks()
     if pa.types.is_fixed_size_list(emb_col.type):
@@ -55,7 +60,10 @@ def read_embeddings(path: str | Path, normalize_check: bool = False) -> tuple[li
         lengths = pc.list_value_length(emb_col).to_numpy(zero_copy_only=False)
         uniq = np.unique(lengths[~np.isnan(lengths.astype(float))]) if len(lengths) else np.array([0])
         if emb_col.null_count or len(uniq) != 1:
-            raise FeatureFileError(f"{path}: vectors of different lengths or missing vectors (lengths {uniq[:5].tolist()}, {emb_col.null_count} missing)")
+            raise FeatureFileError(
+                f"{path}: vectors of different lengths or missing vectors (lengths {uniq[:5].tolist()}, "
+                f"{emb_col.null_count} missing)"
+            )
         emb = emb_col.flatten().to_numpy(zero_copy_only=False).reshape(len(ids), int(uniq[0]))
     emb = emb.astype(np.float32, copy=False)
     check_embeddings(ids, emb, str(path))
@@ -63,7 +71,9 @@ def read_embeddings(path: str | Path, normalize_check: bool = False) -> tuple[li
         norms = np.linalg.norm(emb, axis=1)
         if not np.allclose(norms, 1.0, atol=1e-3):
             i = int(np.argmax(np.abs(norms - 1)))
-            raise FeatureFileError(f"{path}: vector {ids[i]!r} has norm {norms[i]:.4f}; expected L2-normalised embeddings")
+            raise FeatureFileError(
+                f"{path}: vector {ids[i]!r} has norm {norms[i]:.4f}; expected L2-normalised embeddings"
+            )
     return ids, emb
 
 
@@ -88,5 +98,8 @@ def align(ids: list[str], emb: np.ndarray, wanted: list[str], where: str) -> np.
     pos = {i: k for k, i in enumerate(ids)}
     missing = [w for w in wanted if w not in pos]
     if missing:
-        raise FeatureFileError(f"{where}: {len(missing)} id(s) of the collection have no vector, first {missing[0]!r}; the feature file and the dataset file do not match")
+        raise FeatureFileError(
+            f"{where}: {len(missing)} id(s) of the collection have no vector, first {missing[0]!r}; the feature file "
+            "and the dataset file do not match"
+        )
     return emb[[pos[w] for w in wanted]]

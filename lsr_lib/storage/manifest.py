@@ -14,6 +14,7 @@ input) or ``corrupt`` (a file missing, truncated or changed). The one reuse rule
 Readers call :meth:`Artifact.verify`, which raises :class:`ArtifactError` naming the file and
 the stage whose rerun rebuilds it. Nothing is decided by modification times or by existence.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -89,10 +90,13 @@ def diff_about(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def describe_change(old: dict, new: dict, limit: int = 3) -> str:
-    """Why fingerprint ``new`` differs from the recorded ``about`` ``old``: changed code files and packages first, then settings."""
+    """Why fingerprint ``new`` differs from the recorded ``about`` ``old``: changed code files and packages first, then
+    settings."""
     new = json.loads(json.dumps(new, default=str))
-    reasons = explain_change(old, new) + diff_about({k: v for k, v in old.items() if k not in ("code", "env")},
-                                                    {k: v for k, v in new.items() if k not in ("code", "env")})
+    reasons = explain_change(old, new) + diff_about(
+        {k: v for k, v in old.items() if k not in ("code", "env")},
+        {k: v for k, v in new.items() if k not in ("code", "env")},
+    )
     more = f" (+{len(reasons) - limit} more)" if len(reasons) > limit else ""
     return "; ".join(reasons[:limit]) + more if reasons else "another fingerprint"
 
@@ -146,7 +150,9 @@ class Artifact:
         """ok / missing / stale (``fingerprint`` differs) / corrupt (a file fails its checksum)."""
         m = self.manifest()
         if m is None or not isinstance(m, dict) or not m.get("complete", True):
-            return Status("missing", f"{self.root / MANIFEST} does not exist" if m is None else "the last build did not finish")
+            return Status(
+                "missing", f"{self.root / MANIFEST} does not exist" if m is None else "the last build did not finish"
+            )
         if problem := manifest_problem(m):
             return Status("corrupt", f"{self.root}: {problem}")
         if fingerprint is not None and m.get("fingerprint") != digest(fingerprint):
@@ -162,7 +168,10 @@ class Artifact:
         """The manifest of a sound artifact; else :class:`ArtifactError` naming the file and the fix."""
         st = self.status(fingerprint)
         if not st.ok:
-            raise ArtifactError(f"{self.name} ({self.root}) is {st.state}: {st.reason}. Rerun {self.producer}: it rebuilds what is missing, stale or corrupt and reuses the rest.")
+            raise ArtifactError(
+                f"{self.name} ({self.root}) is {st.state}: {st.reason}. Rerun {self.producer}: it rebuilds what is "
+                "missing, stale or corrupt and reuses the rest."
+            )
         return self.manifest()
 
     def content_id(self) -> str:
@@ -179,13 +188,25 @@ class Artifact:
     def commit(self, fingerprint: dict, files: Iterable[str], meta: Optional[dict] = None) -> dict:
         """Checksum ``files`` (relative to the folder) and write the manifest, last."""
         recs = {rel: file_record(self.root / rel) for rel in sorted(set(files))}
-        m = {"name": self.name, "fingerprint": digest(fingerprint), "about": fingerprint, "files": recs,
-             "content": digest({k: v["sha256"] for k, v in recs.items()}), "meta": meta or {}, "complete": True}
+        m = {
+            "name": self.name,
+            "fingerprint": digest(fingerprint),
+            "about": fingerprint,
+            "files": recs,
+            "content": digest({k: v["sha256"] for k, v in recs.items()}),
+            "meta": meta or {},
+            "complete": True,
+        }
         atomic_write_json(self.root / MANIFEST, m)
         return json.loads(json.dumps(m, default=str))
 
 
-def build_or_reuse(art: Artifact, fingerprint: dict, build: Callable[[Path], tuple[Iterable[str], dict]], log: Callable[[str], None] | None = None) -> tuple[dict, bool]:
+def build_or_reuse(
+    art: Artifact,
+    fingerprint: dict,
+    build: Callable[[Path], tuple[Iterable[str], dict]],
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict, bool]:
     """The one reuse rule: reuse an ``ok`` artifact, else ``build(folder) -> (files, meta)`` and commit it.
 
     Runs under the folder's lock, so a concurrent run waits and then reuses this one's work.

@@ -11,6 +11,7 @@ Without the variable (a notebook opened in JupyterLab) both only do what tqdm do
 trained again): it prints them (or warns) in the kernel and appends them to the file named by
 ``$LSR_NOTICES_FILE``, whose every line the pipeline prints in the terminal.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,7 +67,10 @@ def describe(bar: tqdm) -> str:
     n, total, elapsed, unit = d["n"], d["total"], d["elapsed"], d.get("unit") or "it"
     text = f"{bar.desc or 'working'}: {n:,}/{total:,} {unit}" if total else f"{bar.desc or 'working'}: {n:,} {unit}"
     if total and n:
-        text += f" ({100 * n / total:.0f}%), {tqdm.format_interval(elapsed)} elapsed, ETA {tqdm.format_interval(elapsed * (total - n) / n)}"
+        text += (
+            f" ({100 * n / total:.0f}%), {tqdm.format_interval(elapsed)} elapsed, ETA "
+            f"{tqdm.format_interval(elapsed * (total - n) / n)}"
+        )
     elif total:
         text += f" (0%), {tqdm.format_interval(elapsed)} elapsed"
     return text

@@ -9,6 +9,7 @@ every shard against its checksum. A cache made with another fingerprint is *stal
 aside to ``<folder>@<its fingerprint>`` (nothing computed is lost, and switching back to that
 configuration moves it back) and a fresh cache is filled.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,13 @@ from .manifest import MANIFEST, ArtifactError, check_file, describe_change, dige
 class ShardedCache:
     """Rows (id + named float arrays) stored in fixed-size, checksummed shards under ``root``."""
 
-    def __init__(self, root: str | Path, manifest: dict, shard_size: int = 1024, producer: str = "stage 01 (notebooks/01_cache_dense_features.ipynb)"):
+    def __init__(
+        self,
+        root: str | Path,
+        manifest: dict,
+        shard_size: int = 1024,
+        producer: str = "stage 01 (notebooks/01_cache_dense_features.ipynb)",
+    ):
         if shard_size <= 0:
             raise ValueError(f"shard_size must be > 0, got {shard_size} (extraction.shard_size in the profile)")
         self.root, self.shard_size, self.producer = Path(root), shard_size, producer
@@ -40,8 +47,10 @@ class ShardedCache:
             if old is not None and old.get("fingerprint") != self.fingerprint:
                 aside = self.root.parent / f"{self.root.name}@{old.get('fingerprint', 'unknown')}"
                 changes = describe_change(old.get("about") or {}, self.manifest)
-                notice(f"cache {self.root} was made with another configuration ({changes}); "
-                       f"moved aside to {aside.name}, filling a new one")
+                notice(
+                    f"cache {self.root} was made with another configuration ({changes}); "
+                    f"moved aside to {aside.name}, filling a new one"
+                )
                 os.replace(self.root, aside)
             back = self.root.parent / f"{self.root.name}@{self.fingerprint}"
             if not self.root.exists() and back.exists():
@@ -56,8 +65,14 @@ class ShardedCache:
             return None
 
     def _write_record(self, shards: dict, complete: bool, n_items: int | None = None) -> None:
-        rec = {"about": self.manifest, "fingerprint": self.fingerprint, "files": shards, "complete": complete,
-               "content": digest({k: v["sha256"] for k, v in shards.items()}), "n_items": n_items}
+        rec = {
+            "about": self.manifest,
+            "fingerprint": self.fingerprint,
+            "files": shards,
+            "complete": complete,
+            "content": digest({k: v["sha256"] for k, v in shards.items()}),
+            "n_items": n_items,
+        }
         atomic_write_json(self.root / MANIFEST, rec)
 
     def _shard_name(self, k: int) -> str:
@@ -75,11 +90,22 @@ class ShardedCache:
         if not rec or not rec.get("complete"):
             raise ArtifactError(f"cache {self.root} is not complete; rerun {self.producer}")
         if problem := manifest_problem(rec):
-            raise ArtifactError(f"cache {self.root}: {problem}. Rerun {self.producer}: it checks every shard and recomputes the bad ones.")
+            raise ArtifactError(
+                f"cache {self.root}: {problem}. Rerun {self.producer}: it checks every shard and recomputes the bad "
+                "ones."
+            )
         return rec["content"]
 
-    def fill(self, ids: Sequence[str], compute: Callable[[list[str]], dict[str, np.ndarray]] | None, batch_size: int, desc: str = "extract", progress: bool = True,
-             engine=None, make_compute: Callable[[], Callable[[list[str]], dict[str, np.ndarray]]] | None = None) -> None:
+    def fill(
+        self,
+        ids: Sequence[str],
+        compute: Callable[[list[str]], dict[str, np.ndarray]] | None,
+        batch_size: int,
+        desc: str = "extract",
+        progress: bool = True,
+        engine=None,
+        make_compute: Callable[[], Callable[[list[str]], dict[str, np.ndarray]]] | None = None,
+    ) -> None:
         """Compute ``compute(batch_ids) -> {name: (B, ...) array}`` for every shard missing or failing its checksum.
 
         ``engine`` (e.g. :class:`lsr_lib.dense.ray_extract.RayEngine`): computes the missing shards
@@ -91,7 +117,11 @@ class ShardedCache:
         n_shards = (len(ids) + self.shard_size - 1) // self.shard_size
         with folder_lock(self.root, str(self.root)):
             files = (self._record() or {}).get("files")
-            shards = {k: v for k, v in files.items() if isinstance(v, dict) and {"sha256", "bytes"} <= set(v)} if isinstance(files, dict) else {}
+            shards = (
+                {k: v for k, v in files.items() if isinstance(v, dict) and {"sha256", "bytes"} <= set(v)}
+                if isinstance(files, dict)
+                else {}
+            )
             todo = []
             for k in range(n_shards):
                 name = self._shard_name(k)
@@ -101,7 +131,12 @@ class ShardedCache:
                         notice(f"cache shard {problem}; recomputing it")
                     shards.pop(name, None)
                     todo.append(k)
-            bar = tqdm(total=sum(min(self.shard_size, len(ids) - k * self.shard_size) for k in todo), desc=desc, unit="item", disable=not progress or not todo)
+            bar = tqdm(
+                total=sum(min(self.shard_size, len(ids) - k * self.shard_size) for k in todo),
+                desc=desc,
+                unit="item",
+                disable=not progress or not todo,
+            )
             shard_ids = {k: ids[k * self.shard_size : (k + 1) * self.shard_size] for k in todo}
             if engine is None:
                 done = ((k, self.compute_shard(shard_ids[k], compute, batch_size, desc, bar.update)) for k in todo)
@@ -111,7 +146,10 @@ class ShardedCache:
                 if engine is not None:
                     self.check_shard(tensors, shard_ids[k], desc)
                     bar.update(len(shard_ids[k]))
-                atomic_write(self.root / self._shard_name(k), lambda tmp: save_file(tensors, tmp, metadata={"ids": json.dumps(shard_ids[k])}))
+                atomic_write(
+                    self.root / self._shard_name(k),
+                    lambda tmp: save_file(tensors, tmp, metadata={"ids": json.dumps(shard_ids[k])}),
+                )
                 shards[self._shard_name(k)] = file_record(self.root / self._shard_name(k))
                 self._write_record(shards, complete=False)
             bar.close()
@@ -119,8 +157,11 @@ class ShardedCache:
             self._write_record({k: v for k, v in shards.items() if k in expected}, complete=True, n_items=len(ids))
 
     @staticmethod
-    def compute_shard(shard_ids: list[str], compute, batch_size: int, desc: str, advance: Callable[[int], object] = lambda n: None) -> dict[str, np.ndarray]:
-        """One shard's arrays, ``compute`` called on batches of ``batch_size`` ids; each batch checked (rows, finite)."""
+    def compute_shard(
+        shard_ids: list[str], compute, batch_size: int, desc: str, advance: Callable[[int], object] = lambda n: None
+    ) -> dict[str, np.ndarray]:
+        """One shard's arrays, ``compute`` called on batches of ``batch_size`` ids; each batch checked (rows,
+        finite)."""
         parts: dict[str, list[np.ndarray]] = {}
         for s in range(0, len(shard_ids), batch_size):
             batch = shard_ids[s : s + batch_size]
@@ -153,7 +194,10 @@ class ShardedCache:
         if not rec or not rec.get("complete"):
             raise ArtifactError(f"cache {self.root} is not complete; rerun {self.producer} to fill it")
         if problem := manifest_problem(rec):
-            raise ArtifactError(f"cache {self.root}: {problem}. Rerun {self.producer}: it checks every shard and recomputes the bad ones.")
+            raise ArtifactError(
+                f"cache {self.root}: {problem}. Rerun {self.producer}: it checks every shard and recomputes the bad "
+                "ones."
+            )
         for name, r in sorted(rec["files"].items()):
             try:
                 st = (self.root / name).stat()
@@ -163,7 +207,9 @@ class ShardedCache:
             if key is None or key not in self._verified:
                 problem = check_file(self.root, name, r)
                 if problem:
-                    raise ArtifactError(f"cache shard {problem}. Rerun {self.producer}: it recomputes that shard and reuses the others.")
+                    raise ArtifactError(
+                        f"cache shard {problem}. Rerun {self.producer}: it recomputes that shard and reuses the others."
+                    )
                 self._verified.add(key)
         return sorted(rec["files"])
 
@@ -183,6 +229,8 @@ class ShardedCache:
         pos = {i: k for k, i in enumerate(all_ids)}
         missing = [i for i in ids if i not in pos]
         if missing:
-            raise KeyError(f"cache {self.root} has no row for {missing[0]!r} ({len(missing)} missing); run fill() first")
+            raise KeyError(
+                f"cache {self.root} has no row for {missing[0]!r} ({len(missing)} missing); run fill() first"
+            )
         rows = np.array([pos[i] for i in ids], dtype=np.int64)
         return list(ids), {name: arr[rows] for name, arr in arrays.items()}

@@ -1,4 +1,5 @@
 """Sparse vectors on disk: scipy CSR ``.npz`` files, written atomically."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -15,6 +15,7 @@ as an uninterrupted one (CPU). ``seed`` (initialisation), ``data_seed`` (batch o
 ``gate_seed`` (gate) are separate generators: switching expansion control on or off does not
 change the data order.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,11 +47,15 @@ def build_model(cfg: D2SConfig, dense_dim: int) -> D2SModel:
     """A fresh D2S model: vocabulary layer from ``cfg.vocab_init``, projections from ``cfg.seed``."""
     parts = mlm_head_init(cfg.vocab_init)
     if cfg.hidden_dim is not None and cfg.hidden_dim != parts["weight"].shape[1]:
-        raise ConfigError(f"hidden_dim: {cfg.hidden_dim} but vocab_init {cfg.vocab_init!r} has H = {parts['weight'].shape[1]}")
+        raise ConfigError(
+            f"hidden_dim: {cfg.hidden_dim} but vocab_init {cfg.vocab_init!r} has H = {parts['weight'].shape[1]}"
+        )
     return D2SModel.build(dense_dim, parts, torch.Generator().manual_seed(cfg.seed), cfg.shared_head)
 
 
-def make_optimizer(model: D2SModel, cfg: D2SConfig, total_steps: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR, int]:
+def make_optimizer(
+    model: D2SModel, cfg: D2SConfig, total_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR, int]:
     """AdamW with the two LR groups and the warm-up / linear-decay schedule; also returns T (warm-up steps)."""
     proj = [p for h in model.heads.values() for p in h.proj.parameters()]
     vocab = [p for h in model.heads.values() for p in (*h.norm.parameters(), *h.vocab.parameters())]
@@ -62,11 +67,21 @@ def make_optimizer(model: D2SModel, cfg: D2SConfig, total_steps: int) -> tuple[t
 
     def factor(step: int) -> float:
         return step / max(1, warmup) if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor), warmup
 
 
 def training_step(
-    model: D2SModel, opt, sched, scaler, cfg: D2SConfig, img: torch.Tensor, txt: torch.Tensor, txt_mask: Optional[torch.Tensor], step: int, warmup: int
+    model: D2SModel,
+    opt,
+    sched,
+    scaler,
+    cfg: D2SConfig,
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    txt_mask: Optional[torch.Tensor],
+    step: int,
+    warmup: int,
 ) -> dict:
     """One optimiser step on a batch: (B, d) image / text embeddings, optional (B, V) text masks."""
     dev = img.device.type
@@ -82,12 +97,21 @@ def training_step(
     sched.step()
     with torch.no_grad():
         nnz_i, nnz_t = (s_img > 0).sum(1).float().mean(), (s_txt > 0).sum(1).float().mean()
-        vals = torch.stack([loss.detach().float(), distill.detach().float(), reg.detach().float(), nnz_i, nnz_t]).tolist()  # one sync
+        vals = torch.stack(
+            [loss.detach().float(), distill.detach().float(), reg.detach().float(), nnz_i, nnz_t]
+        ).tolist()  # one sync
     return dict(zip(("loss", "distill", "reg", "nnz_img", "nnz_txt"), vals))
 
 
 @torch.no_grad()
-def encode_dense(model: D2SModel, emb: torch.Tensor, side: str, batch_size: int = 1024, masks: Optional[torch.Tensor] = None, on_device: bool = False) -> torch.Tensor:
+def encode_dense(
+    model: D2SModel,
+    emb: torch.Tensor,
+    side: str,
+    batch_size: int = 1024,
+    masks: Optional[torch.Tensor] = None,
+    on_device: bool = False,
+) -> torch.Tensor:
     """(N, d) embeddings -> (N, V) float32 term weights as a dense tensor (``masks``: (N, L) ids, text only).
 
     On the CPU unless ``on_device`` (then on the model's device, for scoring there in chunks).
@@ -106,13 +130,21 @@ def encode_dense(model: D2SModel, emb: torch.Tensor, side: str, batch_size: int 
     return torch.cat(out) if out else torch.zeros(0, model.vocab_size, device=dev if on_device else "cpu")
 
 
-def encode_sparse(model: D2SModel, emb: torch.Tensor, side: str, batch_size: int = 1024, masks: Optional[torch.Tensor] = None) -> sp.csr_matrix:
+def encode_sparse(
+    model: D2SModel, emb: torch.Tensor, side: str, batch_size: int = 1024, masks: Optional[torch.Tensor] = None
+) -> sp.csr_matrix:
     """(N, d) embeddings -> scipy CSR (N, V) float32, full expansion unless ``masks`` (N, L) are given."""
     parts = []
     for s in range(0, len(emb), batch_size):  # one dense (b, V) block at a time
-        block = encode_dense(model, emb[s : s + batch_size], side, batch_size, None if masks is None else masks[s : s + batch_size])
+        block = encode_dense(
+            model, emb[s : s + batch_size], side, batch_size, None if masks is None else masks[s : s + batch_size]
+        )
         parts.append(sp.csr_matrix(block.numpy()))
-    return sp.vstack(parts, format="csr").astype(np.float32) if parts else sp.csr_matrix((0, model.vocab_size), dtype=np.float32)
+    return (
+        sp.vstack(parts, format="csr").astype(np.float32)
+        if parts
+        else sp.csr_matrix((0, model.vocab_size), dtype=np.float32)
+    )
 
 
 def load_best(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[D2SModel, dict]:
@@ -123,19 +155,24 @@ def load_best(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[
     return model.to(device).eval(), meta
 
 
-DENSE_SCORING_MAX_FLOPS = 5e10  # CPU validation: a dense (N_txt x V) @ (V x N_img) product up to this size (the default's val split: 1.5e10)
+# CPU validation: a dense (N_txt x V) @ (V x N_img) product up to this size (the default's val split: 1.5e10)
+DENSE_SCORING_MAX_FLOPS = 5e10
 SPARSE_SCORING_MAX_DENSITY = 0.01  # above it the image vectors are too dense for sparse products to pay off
 
 
 def scoring_method(n_txt: int, n_img: int, vocab: int, image_density: float, device: torch.device) -> str:
-    """"dense" (a GEMM per caption chunk, on the device) or "sparse" (CSR products on the host).
+    """ "dense" (a GEMM per caption chunk, on the device) or "sparse" (CSR products on the host).
 
     A GPU always scores densely. On a CPU the dense product of MSCOCO's val split is 7.6 TFLOP of
     mostly zeros (about 80 s on 2 cores) where the CSR product of vectors with ~100 terms takes about
     a second, so large splits of sparse vectors go through CSR; small ones (the default's and smoke's)
     keep the dense product, whose sums their committed numbers were computed with.
     """
-    if device.type != "cpu" or 2.0 * n_txt * n_img * vocab <= DENSE_SCORING_MAX_FLOPS or image_density > SPARSE_SCORING_MAX_DENSITY:
+    if (
+        device.type != "cpu"
+        or 2.0 * n_txt * n_img * vocab <= DENSE_SCORING_MAX_FLOPS
+        or image_density > SPARSE_SCORING_MAX_DENSITY
+    ):
         return "dense"
     return "sparse"
 
@@ -192,6 +229,7 @@ def score_captions(
 
 # ---- the loop, step by step: data, one epoch of training steps, validation, checkpoint ----------------
 
+
 def pairs_on_device(
     cfg: D2SConfig, train: dict, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
@@ -199,10 +237,12 @@ def pairs_on_device(
     img_all, txt_all = train["img_emb"].float().to(device), train["txt_emb"].float().to(device)  # (N, d)
     if txt_all.shape != img_all.shape:
         raise ValueError(
-            f"train img_emb {tuple(img_all.shape)} and txt_emb {tuple(txt_all.shape)} must have one row per pair")
+            f"train img_emb {tuple(img_all.shape)} and txt_emb {tuple(txt_all.shape)} must have one row per pair"
+        )
     if train.get("txt_mask_ids") is None and any(cfg.p(e) > 0 for e in range(cfg.epochs)):
         raise ValueError(
-            "train['txt_mask_ids'] is needed for expansion control (p > 0); build it with caption_token_masks")
+            "train['txt_mask_ids'] is needed for expansion control (p > 0); build it with caption_token_masks"
+        )
     mask_ids = train["txt_mask_ids"].to(device) if train.get("txt_mask_ids") is not None else None  # (N, L)
     return img_all, txt_all, mask_ids
 
@@ -222,8 +262,14 @@ def build_run(cfg: D2SConfig, dense_dim: int, n_pairs: int, device: torch.device
 def run_fingerprint(cfg: D2SConfig, img_all: torch.Tensor, txt_all: torch.Tensor, inputs: Optional[dict]) -> dict:
     """What a finished run must match to be reused: config, code, the pairs' size and sum, inputs, vocab-init file."""
     (n, d), train_sum = img_all.shape, round(float(img_all.double().sum() + txt_all.double().sum()), 6)
-    fingerprint = {"config": to_dict(cfg), **code_fingerprint(__name__), "n_pairs": n, "dense_dim": d,
-                   "train_sum": train_sum, "inputs": inputs or {}}
+    fingerprint = {
+        "config": to_dict(cfg),
+        **code_fingerprint(__name__),
+        "n_pairs": n,
+        "dense_dim": d,
+        "train_sum": train_sum,
+        "inputs": inputs or {},
+    }
     if (vocab_file := vocab_init_file(cfg.vocab_init)) is not None and vocab_file.exists():
         # a file's content, not only its name: another file there retrains
         fingerprint["vocab_init_sha256"] = sha256_file(vocab_file)
@@ -259,8 +305,9 @@ def train_epoch(
     for b, idx in enumerate(batches):  # idx: (B,)
         z = gate.draw(p, len(idx))  # (B,) True = text masked to its caption's own tokens
         m = gate.text_masks(z, mask_ids[idx], model.vocab_size) if mask_ids is not None else None  # (B, V) or None
-        out = training_step(model, opt, run["scheduler"], run["scaler"], cfg, img_all[idx], txt_all[idx], m,
-                            st["step"], warmup)
+        out = training_step(
+            model, opt, run["scheduler"], run["scaler"], cfg, img_all[idx], txt_all[idx], m, st["step"], warmup
+        )
         out["masked"] = float(z.float().mean())
         sums = {k: v + out[k] for k, v in sums.items()}
         st["step"] += 1
@@ -307,7 +354,13 @@ def keep_if_best(tr: TrainingRun, model: D2SModel, cfg: D2SConfig, st: dict, rec
 
 
 def end_epoch(
-    tr: TrainingRun, st: dict, rec: dict, t0: float, run: dict, fingerprint: dict, data_gen: torch.Generator,
+    tr: TrainingRun,
+    st: dict,
+    rec: dict,
+    t0: float,
+    run: dict,
+    fingerprint: dict,
+    data_gen: torch.Generator,
     gate: ExpansionGate,
 ) -> None:
     """Append the epoch's record and save the resumable state: progress, run objects and both generators."""
@@ -323,16 +376,27 @@ def finish_run(tr: TrainingRun, st: dict, cfg: D2SConfig, out_dir: Path, warmup:
     """The run's result (history, best epoch and its val metrics, paths); a completed run is recorded as finished."""
     best = next((h for h in st["history"] if h["epoch"] == st["best_epoch"]), {})
     result = {
-        "history": st["history"], "best_epoch": st["best_epoch"], "best_val": best.get("val"),
-        "best_path": str(out_dir / BEST_WEIGHTS), "steps": st["step"], "warmup_steps": warmup,
+        "history": st["history"],
+        "best_epoch": st["best_epoch"],
+        "best_val": best.get("val"),
+        "best_path": str(out_dir / BEST_WEIGHTS),
+        "steps": st["step"],
+        "warmup_steps": warmup,
         "completed": st["epoch"] >= cfg.epochs,
     }
     return tr.finish(result) if result["completed"] else result
 
 
 def train_d2s(
-    cfg: D2SConfig, train: dict, val: Optional[dict], out_dir: str | Path, device: str | torch.device = "cpu",
-    progress: bool = True, resume: bool = True, stop_after_epoch: Optional[int] = None, inputs: Optional[dict] = None,
+    cfg: D2SConfig,
+    train: dict,
+    val: Optional[dict],
+    out_dir: str | Path,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    resume: bool = True,
+    stop_after_epoch: Optional[int] = None,
+    inputs: Optional[dict] = None,
 ) -> dict:
     """Train (or resume) a D2S model; returns per-epoch history (1-based epochs), best epoch and paths.
 

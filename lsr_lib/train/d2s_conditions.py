@@ -5,6 +5,7 @@ same conditions on other data and evaluates them the same way). ``with_control``
 ``d2s`` section (the paper's linear schedule by default); ``without_control`` is the same with
 ``p = 0`` throughout. Both use the same seeds, so they see the same batches in the same order.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,7 +28,9 @@ CONDITIONS = {
 def condition_config(base: D2SConfig, name: str) -> D2SConfig:
     """The D2S config of a named condition."""
     if name not in CONDITIONS:
-        raise ValueError(f"unknown D2S condition {name!r}; known: {', '.join(CONDITIONS)} (set d2s_conditions in the profile)")
+        raise ValueError(
+            f"unknown D2S condition {name!r}; known: {', '.join(CONDITIONS)} (set d2s_conditions in the profile)"
+        )
     return CONDITIONS[name](base)
 
 
@@ -44,13 +47,25 @@ def training_pairs(col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, token
 
 def eval_data(col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray) -> dict:
     """The dict ``train_d2s`` validates on."""
-    return {"img_emb": torch.from_numpy(img), "txt_emb": torch.from_numpy(txt), "image_ids": col.images["image_id"].to_numpy(), "text_image_ids": col.captions["image_id"].to_numpy()}
+    return {
+        "img_emb": torch.from_numpy(img),
+        "txt_emb": torch.from_numpy(txt),
+        "image_ids": col.images["image_id"].to_numpy(),
+        "text_image_ids": col.captions["image_id"].to_numpy(),
+    }
 
 
 def evaluate_sparse(cfg: Config, col: ImageCaptionSet, img_csr, txt_csr, return_ranks: bool = False) -> dict:
     """Both-direction metrics from the exact sparse product, plus FLOPs and vector lengths (and per-query ranks)."""
     scores = torch.from_numpy((txt_csr @ img_csr.T).toarray())  # (N_txt, N_img)
-    out = evaluate_scores(scores, col.captions["image_id"].to_numpy(), col.images["image_id"].to_numpy(), cfg.evaluation.ks, cfg.evaluation.mrr_depth, return_ranks)
+    out = evaluate_scores(
+        scores,
+        col.captions["image_id"].to_numpy(),
+        col.images["image_id"].to_numpy(),
+        cfg.evaluation.ks,
+        cfg.evaluation.mrr_depth,
+        return_ranks,
+    )
     # text->image: queries are captions, documents images; FLOPs as in DESIGN.md section 3
     out["sparsity_text_to_image"] = sparse_summary(txt_csr, img_csr)
     return out

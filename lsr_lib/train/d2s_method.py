@@ -20,6 +20,7 @@ puts them together is :func:`lsr_lib.train.d2s.train_d2s`.
 The loss and the penalties are computed in float32, also under mixed-precision autocast: teacher
 logits divided by ``tau = 1e-3`` reach 1000 and lose their ranking in half precision.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -84,8 +85,13 @@ def reg_weight(step: int, base: float, warmup_steps: int) -> float:
 
 
 def d2s_objective(
-    sparse_img: torch.Tensor, sparse_txt: torch.Tensor, dense_img: torch.Tensor, dense_txt: torch.Tensor,
-    cfg: D2SConfig, step: int, warmup_steps: int,
+    sparse_img: torch.Tensor,
+    sparse_txt: torch.Tensor,
+    dense_img: torch.Tensor,
+    dense_txt: torch.Tensor,
+    cfg: D2SConfig,
+    step: int,
+    warmup_steps: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, distillation, regulariser): loss = distillation + w_t^img R(sparse_img) + w_t^txt R(sparse_txt)."""
     penalty = REGULARIZERS[cfg.regularizer]  # R: L1 (paper) or FLOPs

@@ -9,6 +9,7 @@ weight grows quadratically over the LR warm-up. AdamW, linear warm-up then linea
 best epoch by validation MRR@10 is kept (``best.safetensors`` + ``best.json``); a finished run
 with the same fingerprint is reused, not retrained.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ from ..sparse.suggest_encoders import SuggestModel
 from ..config.typed import to_dict
 from ..storage.code_fingerprint import code_fingerprint
 from ..storage.atomic import folder_lock
-from ..storage.checkpoint import BEST_META, BEST_WEIGHTS, TrainingRun, load_verified_best  # noqa: F401 (file names re-exported)
+
+# file names re-exported
+from ..storage.checkpoint import BEST_META, BEST_WEIGHTS, TrainingRun, load_verified_best  # noqa: F401
 
 TOWER_WEIGHTS = "towers.safetensors"
 PRODUCER = "stage 05 (notebooks/05_image_suggestion.ipynb)"
@@ -42,7 +45,11 @@ def take(batch, rows, device: torch.device | str = "cpu"):
         return batch[rows].to(device)
     mask = batch["mask"][rows]
     L = max(int(mask.sum(1).max()), 1)
-    return {"states": batch["states"][rows, :L].to(device), "token_ids": batch["token_ids"][rows, :L].to(device), "mask": mask[:, :L].to(device)}
+    return {
+        "states": batch["states"][rows, :L].to(device),
+        "token_ids": batch["token_ids"][rows, :L].to(device),
+        "mask": mask[:, :L].to(device),
+    }
 
 
 def n_rows(batch) -> int:
@@ -64,7 +71,9 @@ def flops_reg(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode(model: SuggestModel, side: str, text, patches, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def encode(
+    model: SuggestModel, side: str, text, patches, batch_size: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Dense (N, V) vectors of all queries or documents, in batches (fp32, on the CPU)."""
     n = n_rows(patches) if text is None else n_rows(text)
     out = []
@@ -84,8 +93,17 @@ def mrr_at_10(q: torch.Tensor, d: torch.Tensor, pos_rows: np.ndarray) -> float:
     return metrics_from_ranks(first_relevant_rank(q @ d.T, relevant), ks=(), mrr_depth=10)["MRR@10"]
 
 
-def train_suggest(config: str, cfg: SuggestConfig, train: dict, val: dict, out_dir: Path, fingerprint: dict, progress: bool = True,
-                  towers: torch.nn.Module | None = None, device: torch.device | str = "cpu") -> dict:
+def train_suggest(
+    config: str,
+    cfg: SuggestConfig,
+    train: dict,
+    val: dict,
+    out_dir: Path,
+    fingerprint: dict,
+    progress: bool = True,
+    towers: torch.nn.Module | None = None,
+    device: torch.device | str = "cpu",
+) -> dict:
     """Train (or reuse) one configuration. ``train`` / ``val``: {"queries", "captions", "patches", "pos"}.
 
     With ``towers`` (``suggest.finetune_towers``: the inputs are live ``LiveText`` / ``LivePatches``
@@ -96,11 +114,21 @@ def train_suggest(config: str, cfg: SuggestConfig, train: dict, val: dict, out_d
         return _train_locked(config, cfg, train, val, out_dir, fingerprint, progress, towers, device)
 
 
-def _train_locked(config: str, cfg: SuggestConfig, train: dict, val: dict, out_dir: Path, fingerprint: dict,
-                  progress: bool, towers: torch.nn.Module | None, device: torch.device | str) -> dict:
+def _train_locked(
+    config: str,
+    cfg: SuggestConfig,
+    train: dict,
+    val: dict,
+    out_dir: Path,
+    fingerprint: dict,
+    progress: bool,
+    towers: torch.nn.Module | None,
+    device: torch.device | str,
+) -> dict:
     """:func:`train_suggest`, under the lock of ``out_dir``."""
     out_dir = Path(out_dir)
-    fp = {"config": config, "suggest": to_dict(cfg), **code_fingerprint(__name__), **fingerprint}  # a caller's "code" (a superset) wins
+    # a caller's "code" (a superset) wins
+    fp = {"config": config, "suggest": to_dict(cfg), **code_fingerprint(__name__), **fingerprint}
     tr = TrainingRun(out_dir, fp, f"suggestion run {config}", PRODUCER)
     if (done := tr.finished()) is not None:
         return done
@@ -115,7 +143,9 @@ def _train_locked(config: str, cfg: SuggestConfig, train: dict, val: dict, out_d
     if towers is not None:
         groups.append({"params": [p for p in towers.parameters() if p.requires_grad], "lr": cfg.lr_vocab})
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: (t + 1) / warm if t < warm else max(0.0, (total - t) / max(1, total - warm)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: (t + 1) / warm if t < warm else max(0.0, (total - t) / max(1, total - warm))
+    )
     gen = torch.Generator().manual_seed(cfg.data_seed)
     use_amp = cfg.cpu_bf16 if device.type == "cpu" else True  # bf16 autocast: CPU when asked, always on GPU
     history, best, step, t0 = [], None, 0, time.time()
@@ -125,7 +155,12 @@ def _train_locked(config: str, cfg: SuggestConfig, train: dict, val: dict, out_d
             towers.train()
         order = torch.randperm(n, generator=gen)
         losses = []
-        for s in tqdm(range(0, n, cfg.batch_size), desc=f"{config} epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False):
+        for s in tqdm(
+            range(0, n, cfg.batch_size),
+            desc=f"{config} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress,
+            leave=False,
+        ):
             rows = order[s : s + cfg.batch_size]
             drows = torch.as_tensor(train["pos"])[rows]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -134,9 +169,13 @@ def _train_locked(config: str, cfg: SuggestConfig, train: dict, val: dict, out_d
             drows = drows.to(device)
             q, d = q.float(), d.float()
             ramp = min(1.0, step / warm) ** 2
-            loss = infonce_loss(q, d, drows) + ramp * (cfg.reg_weight_query * flops_reg(q) + cfg.reg_weight_doc * flops_reg(d))
+            loss = infonce_loss(q, d, drows) + ramp * (
+                cfg.reg_weight_query * flops_reg(q) + cfg.reg_weight_doc * flops_reg(d)
+            )
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"{config}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower suggest.lr_encoder")
+                raise FloatingPointError(
+                    f"{config}: loss became {loss.item()} at epoch {epoch + 1}, step {step}; lower suggest.lr_encoder"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -148,8 +187,14 @@ def _train_locked(config: str, cfg: SuggestConfig, train: dict, val: dict, out_d
             towers.eval()
         qv = encode(model, "query", val["queries"], None, cfg.eval_batch_size, device)
         dv = encode(model, "doc", val["captions"], val["patches"], max(1, cfg.eval_batch_size // 8), device)
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_mrr@10": mrr_at_10(qv, dv, val["pos"]),
-               "nnz_query": float((qv > 0).sum(1).float().mean()), "nnz_doc": float((dv > 0).sum(1).float().mean()), "seconds": time.time() - t0}
+        rec = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)),
+            "val_mrr@10": mrr_at_10(qv, dv, val["pos"]),
+            "nnz_query": float((qv > 0).sum(1).float().mean()),
+            "nnz_doc": float((dv > 0).sum(1).float().mean()),
+            "seconds": time.time() - t0,
+        }
         history.append(rec)
         if best is None or rec["val_mrr@10"] > best["val_mrr@10"]:
             best = rec
@@ -172,6 +217,11 @@ def load_tuned_towers(out_dir: Path, towers: torch.nn.Module) -> torch.nn.Module
     """Load a fine-tuned run's tower weights (``suggest.finetune_towers``) into ``towers``."""
     path = Path(out_dir) / TOWER_WEIGHTS
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: this run did not fine-tune the towers (suggest.finetune_towers was false), or it did not finish")
-    towers.load_state_dict(load_verified_best(out_dir, f"suggestion run {Path(out_dir).name}", PRODUCER, extra=TOWER_WEIGHTS)[0])
+        raise FileNotFoundError(
+            f"{path} does not exist: this run did not fine-tune the towers (suggest.finetune_towers was false), or "
+            "it did not finish"
+        )
+    towers.load_state_dict(
+        load_verified_best(out_dir, f"suggestion run {Path(out_dir).name}", PRODUCER, extra=TOWER_WEIGHTS)[0]
+    )
     return towers.eval()
