@@ -1,7 +1,8 @@
 """Interactive explorer, data side: what a sparse vector says and why an image came back (issue 8).
 
-Plain functions that return data frames; the static figures (``explorer_figures``, used under
-papermill / nbval) and the ipywidgets layer (``explorer_widgets``, in JupyterLab) only draw them.
+Plain functions that return data frames; the static figures (``lsr_lib.stages.explore_figures``, used
+under papermill / nbval) and the ipywidgets layer (``lsr_lib.stages.explore_widgets``, in JupyterLab)
+only draw them.
 
 - :func:`query_view`: a text's sparse vector, its top terms marked ``own`` (one of the text's own
   WordPiece ids: the expansion-control mask of DESIGN.md section 2) or ``expansion``; the top-k

@@ -1,8 +1,9 @@
 """The one small interface every frozen dense dual encoder implements (DESIGN.md section 4/5).
 
-Implementations: the embedded default (``lit_towers.LitDualEncoder``), BLIP through Hugging Face
-``transformers`` (``blip_encoder``), BLIP / ALBEF through LAVIS (``lavis_encoder``). Stage 01
-only calls :meth:`encode_images`, :meth:`encode_texts` and :meth:`fingerprint`.
+Implementations: the embedded default (encoder kind ``lit_towers``:
+``lsr_lib.dense.lit_projection.LitDualEncoder``), BLIP through Hugging Face ``transformers``
+(``lsr_lib.dense.blip.BlipHFEncoder``), BLIP / ALBEF through LAVIS (``lsr_lib.dense.lavis.LavisEncoder``).
+Stage 01 only calls :meth:`encode_images`, :meth:`encode_texts` and :meth:`fingerprint`.
 """
 
 from __future__ import annotations

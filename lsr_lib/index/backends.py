@@ -9,7 +9,7 @@
 - :class:`QdrantEdgeIndex` (``qdrant-edge-py``, exact): an in-process Qdrant shard with one named
   sparse vector; persistent on disk; the same sparse-vector model as a Qdrant server cluster.
 
-PISA lives in ``sparse_index_pisa``; the helpers here (``require``, ``quiet_native_output``) serve it too.
+PISA lives in ``lsr_lib.index.pisa``; the helpers here (``require``, ``quiet_native_output``) serve it too.
 """
 
 from __future__ import annotations

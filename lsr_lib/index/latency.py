@@ -14,7 +14,7 @@ distribution, its distinct terms so that the empirical document frequencies are 
 from the empirical distribution of all weights. Row lengths and term popularity (hence
 co-activation) follow the model; term-specific weight profiles and term-term correlations do
 not. It is not real data. Memory is 8 bytes per non-zero: prune dense-ish vectors first
-(``sparse_index.prune_topk``) before asking for a million rows.
+(``lsr_lib.index.topk.prune_topk``) before asking for a million rows.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ A saved index is a directory: ``meta.json`` (kind, parameters, backend version, 
 of the indexed vectors and ids), ``doc_ids.npy`` and the backend's files. :func:`load_or_build`
 rebuilds when the vectors (a retrained model), the build parameters or the backend version
 changed; search-time parameters (``search_params``) never force a rebuild. Backends:
-the exact ``ScipyBruteForce`` and ``NumbaIndex`` (``sparse_index_exact``), Seismic and Qdrant
-Edge (``sparse_index_backends``), PISA (``sparse_index_pisa``), BMP (``bmp``), kANNolo (``kannolo``),
-faiss (``dense_index``).
+the exact ``ScipyBruteForce`` and ``NumbaIndex`` (``exact``), Seismic and Qdrant Edge
+(``backends``), PISA (``pisa``), BMP (``bmp``), kANNolo (``kannolo``), faiss (``dense``): the
+modules ``lsr_lib/index/<name>.py`` of this package.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 Directions (DESIGN.md section 3): ``text_to_image`` indexes the image vectors and queries with
 captions; ``image_to_text`` indexes the captions and queries with images. Indexes persist under
 ``data/cache/<profile>/indexes/<condition>/<direction>/<kind>`` and are rebuilt when the vectors
-they were built from change (``sparse_index.load_or_build`` compares fingerprints).
+they were built from change (``lsr_lib.index.sparse.load_or_build`` compares fingerprints).
 
 Metrics from an index's top-k lists: the rank of the first relevant item in the list (a miss
-beyond k). Engines break ties by row order, not pessimistically as ``retrieval_metrics`` does,
+beyond k). Engines break ties by row order, not pessimistically as ``lsr_lib.metrics.retrieval`` does,
 so exact-engine numbers can exceed the brute-force numbers of stage 02 by the tied cases only;
 ``same_topk_up_to_ties`` checks that the lists agree except for permutations among ties.
 """

@@ -333,7 +333,7 @@ def stage_notebook(stage: str) -> Path:
 
 
 def explain_change(old: dict, new: dict) -> list[str]:
-    """Readable reasons two fingerprints differ: ``lsr_lib/x.py changed``, ``notebook changed``,
+    """Readable reasons two fingerprints differ: ``lsr_lib/<package>/<module>.py changed``, ``notebook changed``,
     ``torch 2.13.0 -> 2.14.0``."""
     out: list[str] = []
     oc, nc = old.get("code"), new.get("code")

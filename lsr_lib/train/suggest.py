@@ -36,7 +36,8 @@ PRODUCER = "stage 05 (notebooks/05_image_suggestion.ipynb)"
 
 def take(batch, rows, device: torch.device | str = "cpu"):
     """Rows of cached states (a {"states", "token_ids", "mask"} dict trimmed to the longest text, or a
-    patch tensor), or of live tower inputs (anything with ``take_rows(rows)``: ``suggest_stage.LiveText``)."""
+    patch tensor), or of live tower inputs (anything with ``take_rows(rows)``:
+    ``lsr_lib.stages.image_suggestion.LiveText``)."""
     if batch is None:
         return None
     if hasattr(batch, "take_rows"):
