@@ -3,7 +3,7 @@
     python benchmarks/atomic_job_rates.py     # -> results/benchmarks/atomic_job_rates_cpu.json
 
 The AToMiC fixture has 6 images, too few to time anything. This runs the job's own streaming
-code (``lsr_lib.run.atomic.stream_documents``) with the default profile's trained M1-M4 encoders
+code (``lsr_lib.run.atomic_job.stream_documents``) with the default profile's trained M1-M4 encoders
 and cached tower states (stage 05 must have run: ``make main``): encode every document (3,951
 emoji) in chunks and insert it into Milvus (milvus-lite), then answer the test queries. The README's
 per-million-image figures ("Scaling out") are these rates scaled linearly, with the tower rates of
@@ -27,7 +27,7 @@ from lsr_lib.config.profiles import load_config  # noqa: E402
 from lsr_lib.index.latency import PeakMemory, query_latency  # noqa: E402
 from lsr_lib.index.sparse import make_index  # noqa: E402
 from lsr_lib.results.provenance import git_commit, machine  # noqa: E402
-from lsr_lib.run.atomic import stream_documents  # noqa: E402
+from lsr_lib.run.atomic_job import stream_documents  # noqa: E402
 from lsr_lib.stages.image_suggestion import cache_states, load_suggestion_set, split_tensors  # noqa: E402
 from lsr_lib.storage.atomic import atomic_write_json  # noqa: E402
 from lsr_lib.train.suggest import encode, load_suggest_model  # noqa: E402

@@ -16,7 +16,7 @@ pytest.importorskip("milvus_lite")
 
 def test_the_job_streams_the_collection_into_milvus_and_scores_as_the_in_memory_index(tmp_path, monkeypatch):
     from lsr_lib.artifacts.catalog import suggest_dir
-    from lsr_lib.run.atomic import run_job
+    from lsr_lib.run.atomic_job import run_job
     from lsr_lib.stages.image_suggestion import cache_states, evaluate_through_index, load_suggestion_set, token_states
     from lsr_lib.train.suggest import encode, load_suggest_model
 
@@ -65,7 +65,7 @@ def test_the_job_streams_the_collection_into_milvus_and_scores_as_the_in_memory_
 
 def test_the_job_refuses_a_collection_that_is_not_atomic():
     from lsr_lib.config.typed import ConfigError
-    from lsr_lib.run.atomic import run_job
+    from lsr_lib.run.atomic_job import run_job
 
     with pytest.raises(ConfigError, match="needs suggest.source: atomic"):
         run_job("smoke", progress=False)

@@ -13,6 +13,12 @@ environment*.yml. In it:
 - a notebook path ``notebooks/<NN_name>.ipynb`` is a notebook of the tree;
 - no module name from before the move into packages (``OLD_MODULES``) is used as a name (notebook
   code cells are exempt: notebook 06 still binds ``lsr_lib.stages.explore_figures`` to its old name).
+
+Test files are named after what they test (``test_test_file_names``): ``test_<module>.py`` for
+``lsr_lib/<package>/<module>.py``, ``test_<package>_<module>.py`` where the module's own name is
+ambiguous or says little alone (``test_train_d2s``: ``d2s`` is also ``config/d2s.py``;
+``test_index_sparse``), ``test_<package>.py`` for a package's contract, and a descriptive name only
+for a behaviour that spans modules (``BEHAVIOUR_TESTS``).
 """
 
 from __future__ import annotations
@@ -62,6 +68,18 @@ OLD_MODULES = {
     "suggest_stage": "lsr_lib.stages.image_suggestion",
     "suggest_train": "lsr_lib.train.suggest",
     "typed_config": "lsr_lib.config.typed",
+}
+
+# Tests of a behaviour that spans modules, named for the behaviour.
+BEHAVIOUR_TESTS = {
+    "test_determinism": "bit-identical retraining (LiT, D2S) and seed_everything across modules",
+    "test_layering": "the import graph of the whole package",
+    "test_learned_engines": "BMP and kANNolo (index/bmp.py, index/kannolo.py) behind one interface",
+    "test_lock": "requirements.lock, the venv and provenance",
+    "test_names": "the names in all prose (this file)",
+    "test_notebooks_hygiene": "every notebook's form and registration",
+    "test_pipeline_run": "a pipeline run end to end: kernels, Ctrl-C, resume (run/pipeline.py)",
+    "test_stage_results": "every stage module's result-building functions and their keys",
 }
 
 MODULE_PATH = re.compile(r"(?<![\w/.-])(?:lsr_lib(?:/\w+)+(?:\.py)?/?|(?:benchmarks|scripts)/\w+(?:\.\w+)?)")
@@ -211,3 +229,12 @@ def test_the_checks_find_wrong_names():
 def test_names(kind):
     bad = [f"{where}: {p}" for where, text, code in PROSE for p in problems(text, code) if p.startswith(kind + " ")]
     assert not bad, "\n".join(bad)
+
+
+def test_test_file_names():
+    modules = {p.stem for p in LIB.rglob("*.py")} | {p.name for p in LIB.iterdir() if (p / "__init__.py").exists()}
+    modules |= {f"{p.parent.name}_{p.stem}" for p in LIB.glob("*/*.py")}
+    tests = {p.stem for p in (ROOT / "tests").glob("test_*.py")}
+    assert set(BEHAVIOUR_TESTS) <= tests
+    bad = sorted(t for t in tests - set(BEHAVIOUR_TESTS) if t.removeprefix("test_") not in modules)
+    assert not bad, f"test files named after no module of lsr_lib: {bad}"

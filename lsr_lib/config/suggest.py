@@ -39,7 +39,8 @@ class SuggestConfig:
     seed: int = 0
     data_seed: int = 1
     eval_batch_size: int = 256
-    # the engine stage 05 and the AToMiC job (lsr_lib.run.atomic) retrieve through: any sparse index kind, e.g. milvus
+    # the engine stage 05 and the AToMiC job (lsr_lib.run.atomic_job) retrieve through: any sparse index kind,
+    # e.g. milvus
     index: str = opt_in("numba")
     # milvus only: None = milvus-lite in the cache folder; "http://host:19530" = a Milvus server or cluster
     index_uri: Optional[str] = opt_in(None)

@@ -187,7 +187,7 @@ def load_atomic(
 
     Only queries and images that appear in some qrels file are kept, unless ``all_images``: then
     every image of the files is a document, those named in no qrels file in split ``"collection"``
-    (the AToMiC job, ``lsr_lib.run.atomic``, retrieves from all of them).
+    (the AToMiC job, ``lsr_lib.run.atomic_job``, retrieves from all of them).
     """
     q = _read_parquet(texts, "texts")
     d = _read_parquet(images, "images")

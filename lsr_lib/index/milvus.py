@@ -95,7 +95,7 @@ class MilvusIndex(SparseIndex):
 
     def create(self, n_terms: int | None = None) -> "MilvusIndex":
         """An empty collection, for bulk loading in chunks (:meth:`insert`, then :meth:`finish`): a
-        collection larger than memory streams into a Milvus server this way (lsr_lib.run.atomic)."""
+        collection larger than memory streams into a Milvus server this way (lsr_lib.run.atomic_job)."""
         if n_terms is not None:
             self.n_terms, self.n_docs = n_terms, 0
         pm = self._pymilvus

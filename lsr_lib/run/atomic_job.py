@@ -1,7 +1,7 @@
 """The AToMiC full-collection job (issue 17): extraction, sparse encoding, bulk indexing, retrieval and evaluation.
 
-    python -m lsr_lib.run.atomic --profile paper            # the downloaded AToMiC v0.2 files (paper.yaml's suggest)
-    python -m lsr_lib.run.atomic --profile atomic_fixture   # the same job on the test fixture: local Ray, milvus-lite
+    python -m lsr_lib.run.atomic_job --profile paper           # the downloaded AToMiC v0.2 files (paper.yaml's suggest)
+    python -m lsr_lib.run.atomic_job --profile atomic_fixture  # the same job on the fixture: local Ray, milvus-lite
 
 Steps, each timed (``results/<profile>/atomic_job.json``):
 
@@ -34,7 +34,7 @@ import torch
 
 from ..config.profiles import ConfigError, load_config
 
-log = logging.getLogger("lsr_lib.run.atomic")
+log = logging.getLogger("lsr_lib.run.atomic_job")
 RESULT = "atomic_job"
 
 
@@ -171,7 +171,9 @@ def run_job(profile: str, chunk: int = 4096, progress: bool = True, overrides: d
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     ap = argparse.ArgumentParser(
-        prog="python -m lsr_lib.run.atomic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m lsr_lib.run.atomic_job",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--profile", default="paper")
     ap.add_argument("--chunk", type=int, default=4096, help="documents encoded and inserted at a time")
