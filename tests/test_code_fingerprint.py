@@ -132,6 +132,7 @@ def test_the_stage_closure_is_computed_from_imports_and_registries():
         "notebooks/04_retrieve_with_inverted_index.ipynb",
     } <= set(fp["code"])
     assert {"numba", "faiss-cpu", "pyseismic-lsr"} <= set(fp["env"])
+    assert cf.code_fingerprint("tests.test_code_fingerprint")["code"] == {}  # outside lsr_lib: nothing
     with pytest.raises(ValueError, match="lsr_lib.no_such_module is not a module of lsr_lib"):
         cf.code_fingerprint("lsr_lib.no_such_module")
     assert cf.explain_change({"code": 3}, {"code": {"a.py": "x"}}) == ["made before code fingerprints"]

@@ -60,7 +60,7 @@ def extract_with_encoder(
     base = {
         "encoder": encoder.fingerprint(),
         "collection": split_checksum(collection),
-        **code_fingerprint(__name__, *[m for m in (type(encoder).__module__,) if m.startswith("lsr_lib.")]),
+        **code_fingerprint(__name__, type(encoder).__module__),
     }
     path_of = dict(zip(collection.images["image_id"], collection.images["path"]))
     text_of = dict(zip(collection.captions["text_id"], collection.captions["text"]))

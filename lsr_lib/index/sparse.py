@@ -175,8 +175,7 @@ class RetrievalIndex(ABC):
 
     def code(self) -> dict:
         """Content hashes of the code that builds and reads this kind of index (its module's import closure)."""
-        module = type(self).__module__
-        return code_fingerprint(module)["code"] if module.startswith("lsr_lib.") else {}
+        return code_fingerprint(type(self).__module__)["code"]
 
     def meta(self) -> dict:
         """What ``meta.json`` holds."""

@@ -26,6 +26,7 @@ import torch
 
 from ..config.profiles import REPO_ROOT, Config, to_dict
 from ..storage.atomic import atomic_write_text
+from ..storage.code_fingerprint import canonical_name
 from ..storage.manifest import digest
 
 LOCK_FILE = REPO_ROOT / "requirements.lock"
@@ -136,18 +137,13 @@ def versions() -> dict:
     return out
 
 
-def _canonical(name: str) -> str:
-    """PEP 503 project name: lower case, runs of ``-_.`` as one ``-``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def packages() -> dict[str, str]:
     """Every installed distribution, ``{canonical name: version}``, sorted by name."""
     out: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name:
-            out.setdefault(_canonical(name), dist.version)  # first on sys.path wins, as for import
+            out.setdefault(canonical_name(name), dist.version)  # first on sys.path wins, as for import
     return dict(sorted(out.items()))
 
 
@@ -165,7 +161,7 @@ def lock_pins(text: str) -> dict[str, str]:
     for line in text.splitlines():
         m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
         if m:
-            pins[_canonical(m.group(1))] = m.group(2)
+            pins[canonical_name(m.group(1))] = m.group(2)
     return pins
 
 

@@ -82,8 +82,9 @@ NUMERIC_PACKAGES = (
 )
 
 
-def _canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
+def canonical_name(name: str) -> str:
+    """PEP 503 project name: lower case, runs of ``-_.`` as one ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 # ---- modules and their imports ---------------------------------------------------------------------
@@ -257,7 +258,7 @@ def _top_level_map() -> dict[str, list[str]]:
 
 
 def _distributions_of(top_level: str) -> tuple[str, ...]:
-    return tuple(sorted({_canonical(d) for d in _top_level_map().get(top_level, [])}))
+    return tuple(sorted({canonical_name(d) for d in _top_level_map().get(top_level, [])}))
 
 
 @lru_cache(maxsize=None)
@@ -273,7 +274,7 @@ def _requires(dist: str) -> tuple[str, ...]:
         name = r.split(";")[0].strip()
         for sep in "<>=!~[( ":
             name = name.split(sep)[0]
-        out.append(_canonical(name))
+        out.append(canonical_name(name))
     return tuple(out)
 
 
@@ -312,8 +313,10 @@ def torch_cpu_capability() -> str:
 
 
 def code_fingerprint(*entries: str, notebook: str | Path | None = None) -> dict:
-    """``{"code": {file: hash}, "env": {package: version}}`` of the entry modules' closure (and a notebook's cells)."""
-    mods = set(entries)
+    """``{"code": {file: hash}, "env": {package: version}}`` of the entry modules' closure (and a notebook's cells).
+
+    Entries outside ``lsr_lib`` (a test's own encoder or index class) contribute nothing."""
+    mods = {e for e in entries if e == "lsr_lib" or e.startswith("lsr_lib.")}
     code: dict[str, str] = {}
     if notebook is not None:
         nb = Path(notebook)

@@ -104,16 +104,21 @@ def describe_change(old: dict, new: dict, limit: int = 3) -> str:
 MANIFEST_KEYS = {"fingerprint": str, "files": dict, "content": str}
 
 
+def content_of(files: dict) -> str:
+    """The content id of an artifact: a digest of its files' checksums (``{name: {"sha256", "bytes"}}``)."""
+    return digest({k: v["sha256"] for k, v in files.items()})
+
+
 def manifest_problem(m: dict) -> Optional[str]:
     """None for a manifest with every key a finished artifact needs, else what is missing or malformed."""
     for key, kind in MANIFEST_KEYS.items():
         if not isinstance(m.get(key), kind):
             return f"its {MANIFEST} has no valid {key!r} (damaged or hand-edited)"
-    if m["content"] != digest({k: v.get("sha256") if isinstance(v, dict) else v for k, v in m["files"].items()}):
-        return f"its {MANIFEST} lists files whose checksums do not give its 'content' id (damaged or hand-edited)"
     for rel, rec in m["files"].items():
         if not (isinstance(rec, dict) and isinstance(rec.get("sha256"), str) and isinstance(rec.get("bytes"), int)):
             return f"its {MANIFEST} has no valid record for {rel}"
+    if m["content"] != content_of(m["files"]):
+        return f"its {MANIFEST} lists files whose checksums do not give its 'content' id (damaged or hand-edited)"
     return None
 
 
@@ -193,7 +198,7 @@ class Artifact:
             "fingerprint": digest(fingerprint),
             "about": fingerprint,
             "files": recs,
-            "content": digest({k: v["sha256"] for k, v in recs.items()}),
+            "content": content_of(recs),
             "meta": meta or {},
             "complete": True,
         }

@@ -23,7 +23,16 @@ from safetensors.numpy import load_file, save_file
 from .progress import notice, progress_bar as tqdm
 
 from .atomic import atomic_write, atomic_write_json, folder_lock
-from .manifest import MANIFEST, ArtifactError, check_file, describe_change, digest, file_record, manifest_problem
+from .manifest import (
+    MANIFEST,
+    ArtifactError,
+    check_file,
+    content_of,
+    describe_change,
+    digest,
+    file_record,
+    manifest_problem,
+)
 
 
 class ShardedCache:
@@ -41,7 +50,6 @@ class ShardedCache:
         self.root, self.shard_size, self.producer = Path(root), shard_size, producer
         self.manifest = json.loads(json.dumps(manifest, default=str))  # JSON round trip: tuples -> lists
         self.fingerprint = digest(self.manifest)
-        self._verified: set[tuple] = set()  # (name, size, mtime_ns, inode) of shards checked in this process
         with folder_lock(self.root.parent / f".{self.root.name}.lock", str(self.root)):
             old = self._record()
             if old is not None and old.get("fingerprint") != self.fingerprint:
@@ -70,7 +78,7 @@ class ShardedCache:
             "fingerprint": self.fingerprint,
             "files": shards,
             "complete": complete,
-            "content": digest({k: v["sha256"] for k, v in shards.items()}),
+            "content": content_of(shards),
             "n_items": n_items,
         }
         atomic_write_json(self.root / MANIFEST, rec)
@@ -198,19 +206,11 @@ class ShardedCache:
                 f"cache {self.root}: {problem}. Rerun {self.producer}: it checks every shard and recomputes the bad "
                 "ones."
             )
-        for name, r in sorted(rec["files"].items()):
-            try:
-                st = (self.root / name).stat()
-                key = (name, st.st_size, st.st_mtime_ns, st.st_ino)
-            except OSError:
-                key = None
-            if key is None or key not in self._verified:
-                problem = check_file(self.root, name, r)
-                if problem:
-                    raise ArtifactError(
-                        f"cache shard {problem}. Rerun {self.producer}: it recomputes that shard and reuses the others."
-                    )
-                self._verified.add(key)
+        for name, r in sorted(rec["files"].items()):  # check_file hashes each file once per process
+            if problem := check_file(self.root, name, r):
+                raise ArtifactError(
+                    f"cache shard {problem}. Rerun {self.producer}: it recomputes that shard and reuses the others."
+                )
         return sorted(rec["files"])
 
     def read(self, ids: Sequence[str] | None = None) -> tuple[list[str], dict[str, np.ndarray]]:
