@@ -194,10 +194,7 @@ def test_a_table_measured_with_earlier_code_says_so():
     assert measured_with_earlier_code({"inputs": now}, stage, "make data-scale") == ""
     old = {"inputs": {**now, "code": {**now["code"], "lsr_lib/train/d2s.py": "0"}}, "provenance": {"commit": "abc"}}
     note = measured_with_earlier_code(old, stage, "make data-scale")
-    assert (
-        note.startswith("**Measured with earlier code** (commit abc; what differs now: lsr_lib/train/d2s.py changed)")
-        and "`make data-scale`" in note
-    )
+    assert note.startswith("**Measured with earlier code** (commit abc;") and "`make data-scale`" in note
 
 
 def test_the_cpu_instruction_set_is_part_of_what_torch_computes(monkeypatch):

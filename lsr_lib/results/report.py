@@ -65,15 +65,15 @@ def earlier_code(doc: dict, stage: str) -> list[str]:
 
 
 def measured_with_earlier_code(doc: dict, stage: str, command: str) -> str:
-    """A warning line above a table measured by an optional command with code that has changed since ("" when
-    current)."""
-    why = earlier_code(doc, stage)
-    if not why:
+    """A warning line above a table made by code that has changed since ("" when current).
+
+    It names the commit and the command, not what changed (``--explain`` says that): the README then goes
+    stale only when a table's currency flips, not on every code edit."""
+    if not earlier_code(doc, stage):
         return ""
-    more = f" (+{len(why) - 2} more)" if len(why) > 2 else ""
     return (
-        f"**Measured with earlier code** (commit {doc.get('provenance', {}).get('commit', '?')}; what differs now: "
-        f"{'; '.join(why[:2])}{more}): "
+        f"**Measured with earlier code** (commit {doc.get('provenance', {}).get('commit', '?')}; "
+        f"`python -m lsr_lib.run.pipeline --explain` says what changed): "
         f"these numbers are not those of the current code until `{command}` measures them again.\n\n"
     )
 
