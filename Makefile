@@ -47,7 +47,20 @@ $(STAMP): $(LOCK_FILE) pyproject.toml
 	touch $@
 endif
 
-setup: $(STAMP)
+setup: $(STAMP) node_modules/.package-lock.json $(VENV)/.lab-installed
+
+# The Jupyter kernel `lsr` ("Python (lsr_lib)") that the notebooks name, and the nbstripout git filter of
+# .gitattributes: notebooks are stored without outputs, so working in JupyterLab leaves `git status` clean
+# (lsr_lib/run/lab.py).
+$(VENV)/.lab-installed: $(STAMP) lsr_lib/run/lab.py .gitattributes
+	$(PY) -m lsr_lib.run.lab --setup
+	touch $@
+
+# The emoji art sets and annotations of the embedded default (data/README.md): npm packages, pinned with their
+# sha512 integrity hashes in package-lock.json, installed by `npm ci` into node_modules/ (nothing at run time).
+node_modules/.package-lock.json: package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js and npm (Debian: apt-get install -y npm), then rerun"; exit 1; }
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
 # pip-compile keeps the pins already in the lock. torch stays at the release of the local CPU wheel
 # (a newer one may be a CUDA build); its `+cpu` label is dropped so that a CUDA build of the same
@@ -92,7 +105,7 @@ data-scale: setup
 test: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
-	HF_HUB_OFFLINE=1 $(PY) -m pytest tests notebooks --nbval-lax -q
+	LSR_PROFILE=smoke HF_HUB_OFFLINE=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -q
 	$(PY) -m lsr_lib.results.expected --profile smoke --strict
 
 smoke: setup
@@ -107,5 +120,12 @@ paper-dry-run: setup
 report: setup
 	$(PY) -m lsr_lib.results.report
 
+# JupyterLab at the repository root (runs/, results/, figures/, README.md), opening notebooks/00_start_here.ipynb,
+# kernel `lsr`. The notebooks open on PROFILE: make main's `default` unless given (make lab PROFILE=smoke).
+# --allow-root: containers often run as root. The post-save hook keeps `git status` clean after the Lab saves
+# outputs into a notebook (lsr_lib/run/lab.py).
+PROFILE ?= default
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	LSR_PROFILE=$(PROFILE) $(VENV)/bin/jupyter lab --allow-root --ServerApp.root_dir="$(CURDIR)" \
+		--LabApp.default_url=/lab/tree/notebooks/00_start_here.ipynb --MappingKernelManager.default_kernel_name=lsr \
+		--ContentsManager.post_save_hook=lsr_lib.run.lab.refresh_git_index

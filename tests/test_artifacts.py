@@ -250,3 +250,20 @@ def test_a_corrupt_tower_shard_makes_stage01_stale_named_and_a_plain_rerun_rebui
     caches["tower_images"].fill(ids, lambda b: (computed.extend(b), rows(b))[1], 2, progress=False)
     assert computed == ["i2", "i3"]  # that shard alone, to the same bytes
     assert catalog.result_status(cfg, "01_cache_dense_features")[0]
+
+
+def test_a_missing_input_names_the_command_that_makes_it_for_its_profile(tmp_path):
+    # The notebook opened first in the Lab (issue 28): what to run, for the profile the notebook is on.
+    commands = {"default": "make main", "smoke": ".venv/bin/python -m lsr_lib.run.pipeline --profile smoke"}
+    for profile, command in commands.items():
+        with pytest.raises(ArtifactError) as err:
+            catalog.load_dense_dir(tmp_path / "data" / "cache" / profile / "dense")  # how the notebooks read it
+        assert f"is missing: {tmp_path}" in str(err.value)
+        assert f"Rerun stage 01 (notebooks/01_cache_dense_features.ipynb) with `{command}`: it rebuilds" in str(
+            err.value
+        )
+        cfg = load_config(profile)
+        with pytest.raises(ArtifactError, match=f"Rerun stage 02 .* with `{command}`"):
+            catalog.vectors_artifact(cfg, cfg.d2s_conditions[0], "no_such_split").verify()
+    with pytest.raises(ArtifactError, match=r"Rerun stage 01 \(notebooks/01_cache_dense_features.ipynb\): it"):
+        catalog.load_dense_dir(tmp_path / "elsewhere")  # not a profile's cache: the stage alone

@@ -98,9 +98,14 @@ def test_notebook_code_counts_outputs_metadata_and_the_profile_do_not(tree):
     code[-1]["metadata"]["id"] = "abc"
     nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source": ["A note."]})
     params = next(c for c in code if "parameters" in c["metadata"].get("tags", []))
-    params["source"] = ["".join(params["source"]).replace('profile = "smoke"', 'profile = "default"')]
+    lines = "".join(params["source"]).splitlines()
+    assert lines[0].startswith("profile = None  # "), "the committed form: the Lab's profile"
+    params["source"] = ["\n".join(['profile = "smoke"', *lines[1:]])]  # a user's switch in the Lab
     path.write_text(json.dumps(nb))
     assert cf.code_fingerprint(notebook=path) == base  # outputs, metadata, markdown and the profile line
+    params["source"] = ["\n".join(['profile = "paper"  # set here', "progress = False", *lines[2:]])]
+    path.write_text(json.dumps(nb))
+    assert cf.code_fingerprint(notebook=path) == base  # and the progress line
     params["source"] = ["".join(params["source"]) + "\ntop_k = 11\n"]  # another default in the parameters cell
     path.write_text(json.dumps(nb))
     changed = cf.code_fingerprint(notebook=path)

@@ -73,6 +73,7 @@ OLD_MODULES = {
 # Tests of a behaviour that spans modules, named for the behaviour.
 BEHAVIOUR_TESTS = {
     "test_determinism": "bit-identical retraining (LiT, D2S) and seed_everything across modules",
+    "test_docs": "the pages a user reads (README.md, docs/, data/README.md, notebook markdown): links, paths, facts",
     "test_layering": "the import graph of the whole package",
     "test_learned_engines": "BMP and kANNolo (index/bmp.py, index/kannolo.py) behind one interface",
     "test_lock": "requirements.lock, the venv and provenance",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -232,6 +233,7 @@ def test_a_stage_measured_by_an_optional_command_is_not_rerun_only_to_say_it_is_
     monkeypatch.setattr(pipeline, "run_stage", lambda stage, *a, **k: ran.append(stage))
     monkeypatch.setattr(pipeline, "stage_status", lambda profile, stage: (False, "made before code fingerprints"))
     monkeypatch.setattr(pipeline, "summary", lambda profile, out_dir: "summary")
+    monkeypatch.setattr(pipeline, "kept_executed", lambda cfg, stage: tmp_path / "kept" / f"{stage}.ipynb")
     argv = ["--profile", "default", "--stages", "07", "--out", str(tmp_path), "--no-progress"]
     assert pipeline.main(argv) == 0 and ran == [
         "07_data_scale_study"
@@ -244,3 +246,42 @@ def test_a_stage_measured_by_an_optional_command_is_not_rerun_only_to_say_it_is_
     assert "measured by `make data-scale`, not by this run: skipped" in caplog.text
     assert pipeline.main([*argv, "--bench"]) == 0 and ran == ["07_data_scale_study"] * 2  # --bench measures it
     assert pipeline.measured_elsewhere("smoke", "07_data_scale_study", False) is None  # smoke measures stage 07 itself
+
+
+def test_every_stage_has_its_executed_notebook_after_a_run_skipped_stages_included(monkeypatch, tmp_path, caplog):
+    shutil.copytree(REPO_ROOT / "params", tmp_path / "params")
+    monkeypatch.setattr("lsr_lib.config.profiles.REPO_ROOT", tmp_path)  # results/ and data/cache/ under tmp_path
+    monkeypatch.setattr(pipeline, "summary", lambda profile, out_dir: "summary")
+    current, ran = {"now": False}, []
+    result = tmp_path / "results" / "smoke" / "03_analyses.json"
+
+    def fake_run_stage(stage, profile, out_dir, progress=True, kernel_name="python3", bench=False):
+        ran.append(stage)
+        result.parent.mkdir(parents=True, exist_ok=True)
+        result.write_text(json.dumps({"run": len(ran)}))
+        dst = out_dir / f"{stage}.ipynb"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(json.dumps({"cells": [], "metadata": {"run": len(ran)}, "nbformat": 4, "nbformat_minor": 5}))
+        return dst
+
+    monkeypatch.setattr(pipeline, "run_stage", fake_run_stage)
+    monkeypatch.setattr(pipeline, "stage_status", lambda profile, stage: (current["now"], "why"))
+    runs = tmp_path / "runs"
+    argv = ["--profile", "smoke", "--stages", "03", "--out", str(runs), "--no-progress"]
+    executed = runs / "03_analyze_sparse_vectors.ipynb"
+
+    assert pipeline.main(argv) == 0 and len(ran) == 1  # stale: it runs, and its executed notebook is kept
+    current["now"] = True
+    shutil.rmtree(runs)
+    with caplog.at_level(logging.INFO, logger="lsr_lib.run.pipeline"):
+        assert pipeline.main(argv) == 0 and len(ran) == 1  # current: skipped, its executed notebook restored
+    assert json.loads(executed.read_text())["metadata"]["run"] == 1
+    assert "skipped (executed notebook: " in caplog.text and "restored from " in caplog.text
+    assert pipeline.main(argv) == 0 and len(ran) == 1  # the one in runs/ is the current results'
+
+    result.write_text(json.dumps({"rewritten": "by another run, e.g. nbval"}))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lsr_lib.run.pipeline"):
+        assert pipeline.main(argv) == 0 and len(ran) == 2  # no executed notebook made these results: it runs
+    assert "no executed notebook of these results is kept: run to make one" in caplog.text
+    assert json.loads(executed.read_text())["metadata"]["run"] == 2

@@ -1,6 +1,26 @@
-"""README renderers that compute something: the comparison with HNSW and the data-scale table."""
+"""The generated pages: renderers that compute something (the comparison with HNSW, the data-scale table), and
+the pages as a whole: every block in one page, current, nested in its section, free of run facts (issue 28)."""
 
-from lsr_lib.results.report import against_hnsw, data_scale
+import json
+import re
+import shutil
+from pathlib import Path
+
+from lsr_lib.results.report import (
+    BLOCK,
+    RENDERERS,
+    against_hnsw,
+    data_scale,
+    pages,
+    render,
+    update_pages,
+    without_headings,
+)
+from lsr_lib.results.timing import is_duration
+
+ROOT = Path(__file__).resolve().parents[1]
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+HEADING = re.compile(r"^(#{1,6}) ", re.M)
 
 
 def test_against_hnsw_names_the_fastest_engine_reaching_the_target_and_the_ratio():
@@ -51,8 +71,6 @@ def test_against_hnsw_names_the_fastest_engine_reaching_the_target_and_the_ratio
 
 
 def test_data_scale_table_shows_mean_and_std_per_size(tmp_path):
-    import json
-
     summary = [
         {
             "condition": "with_control",
@@ -93,3 +111,106 @@ def test_data_scale_table_shows_mean_and_std_per_size(tmp_path):
         "| with control | 100% (stage 02) |" in text and "| with control | 100% + 1 augmented view(s) | 200 |" in text
     )
     assert "from 25.0% (0.5) to 100.0% (1+1v), +37.5 points per doubling" in text
+
+
+def copy_pages(to: Path) -> None:
+    for page in pages(ROOT):
+        dest = to / page.relative_to(ROOT)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(page, dest)
+
+
+def test_every_renderer_has_its_block_in_a_page():
+    names = {m.group("name") for page in pages(ROOT) for m in BLOCK.finditer(page.read_text())}
+    assert names == set(RENDERERS), f"generated tables no page holds: {sorted(set(RENDERERS) - names)}"
+
+
+def test_a_hand_edited_or_stale_table_in_any_page_is_found(tmp_path):
+    copy_pages(tmp_path)
+    results = ROOT / "results" / "default"
+    assert update_pages(results, tmp_path, write=False) == []
+    for page, old, new in [
+        (
+            "docs/results.md",
+            "| dense teacher, test T->I R@1 | 17.49 ± 1.03 |",
+            "| dense teacher, test T->I R@1 | 17.50 ± 1.03 |",
+        ),
+        ("README.md", "| D2S, with control | 12.84 ± 0.37 |", "| D2S, with control | 12.85 ± 0.37 |"),
+    ]:
+        text = (tmp_path / page).read_text()
+        assert text.count(old) == 1, f"{page} no longer shows {old!r}: update this test's example"
+        (tmp_path / page).write_text(text.replace(old, new))
+    assert update_pages(results, tmp_path, write=False) == ["README.md", "docs/results.md"]
+    assert update_pages(results, tmp_path) == ["README.md", "docs/results.md"]  # rewritten
+    assert update_pages(results, tmp_path, write=False) == []
+
+
+def test_pages_nest_their_sections_and_generated_blocks_open_none():
+    for page in pages(ROOT):
+        text = page.read_text()
+        for m in BLOCK.finditer(text):
+            assert not HEADING.search(m.group("body")), f"{page.name}: block {m.group('name')} opens a section"
+        levels = [len(h.group(1)) for h in HEADING.finditer(FENCE.sub("", text))]
+        assert levels and levels[0] == 1 and levels.count(1) == 1, f"{page.name}: one title first"
+        assert all(b <= a + 1 for a, b in zip(levels, levels[1:])), f"{page.name}: a heading skips a level"
+    assert without_headings("a\n## The effect (x)\nb\n") == "a\n**The effect (x)**\nb\n"
+
+
+def _perturb_run_facts(node):
+    """Every time, host kernel, peak memory and duration in a result document, changed."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "time_utc":
+                out[k] = "2099-01-01T00:00:00Z"
+            elif k == "platform":
+                out[k] = "Linux-another-kernel"
+            elif k == "memory" or k.startswith("peak_rss"):
+                out[k] = {"peak_rss_mib": 1.0} if k == "memory" else 1.0
+            elif is_duration(k) and isinstance(v, (int, float)):
+                out[k] = v + 1.0
+            else:
+                out[k] = _perturb_run_facts(v)
+        return out
+    return [_perturb_run_facts(v) for v in node] if isinstance(node, list) else node
+
+
+def test_the_pages_do_not_change_when_only_the_run_facts_do(tmp_path):
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    for path in (tmp_path / "results" / "default").rglob("*.json"):
+        if "benchmarks" not in path.parts:
+            path.write_text(json.dumps(_perturb_run_facts(json.loads(path.read_text())), indent=2))
+    for page in pages(ROOT):
+        text = page.read_text()
+        if BLOCK.search(text):
+            assert render(text, tmp_path / "results" / "default") == render(text, ROOT / "results" / "default"), page
+
+
+def test_the_headline_pairs_retention_per_seed_and_judges_the_goal(tmp_path):
+    from lsr_lib.results.headline import headline
+
+    def metric(values):
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        return {"mean": mean, "std": std, "n": len(values), "values": {str(k): v for k, v in enumerate(values)}}
+
+    def write(with_r1, with_flops):
+        summary = {
+            "seeds": [0, 1],
+            "metrics": {
+                "dense teacher, test T->I R@1": metric([20.0, 10.0]),
+                "with_control, test T->I R@1": metric(with_r1),
+                "with_control, test FLOPs": metric(with_flops),
+                "without_control, test T->I R@1": metric([10.0, 5.0]),
+                "without_control, test FLOPs": metric([10.0, 10.0]),
+            },
+            "control_effect": {},
+        }
+        (tmp_path / "seeds.json").write_text(json.dumps(summary))
+        return headline(tmp_path)
+
+    text = write([19.0, 9.6], [4.0, 5.0])  # 95% and 96% of each seed's own teacher, at 0.45x the FLOPs
+    assert "| D2S, with control | 14.30 ± 6.65 |" in text and "| 95.5 ± 0.7 |" in text
+    assert "D2S with control: 95.5% at 0.45x the FLOPs, **reached**" in text
+    assert "**not reached**" in write([19.0, 9.0], [4.0, 5.0])  # 92.5%: below the goal
+    assert "**not reached**" in write([19.0, 9.6], [5.0, 6.0])  # 0.55x the FLOPs: above the goal

@@ -12,7 +12,8 @@
 | suggestion vectors | ``suggest/<M>/vectors/<split>/``: ``queries.npz``, ``docs.npz`` | stage 05 |
 | stage results | ``results/<profile>/<stage>.json`` with the fingerprint of its inputs | every stage |
 
-A reader raises :class:`ArtifactError` naming the file and the stage to rerun.
+A reader raises :class:`ArtifactError` naming the file, the stage to rerun and the command that runs it
+for the artifact's profile (:func:`make_command`: `make main` for the default profile).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
-from ..config.profiles import Config
+from ..config.profiles import MAIN_PROFILE, PROFILES, Config, split_profile
 from ..data import karpathy
 from ..data.collection import ImageCaptionSet
 from ..storage.feature_files import align, read_embeddings
@@ -43,6 +44,8 @@ __all__ = [
     "STAGE04",
     "STAGE05",
     "ArtifactError",
+    "make_command",
+    "producer",
     "lit_artifact",
     "suggest_dir",
     "suggest_run_artifact",
@@ -75,6 +78,28 @@ STAGE05 = "stage 05 (notebooks/05_image_suggestion.ipynb)"
 VECTOR_FILES = ("images", "texts", "texts_own_tokens")
 
 
+def make_command(profile: str) -> str:
+    """The command that makes a profile's stage outputs: `make main` for the main job's profile, else the pipeline."""
+    if profile == MAIN_PROFILE:
+        return "make main"
+    return f".venv/bin/python -m lsr_lib.run.pipeline --profile {profile}"
+
+
+def producer(stage: str, profile: Optional[str]) -> str:
+    """A stage (``STAGE01``...) with the command that runs it for ``profile``; the stage alone for None."""
+    return stage if profile is None else f"{stage} with `{make_command(profile)}`"
+
+
+def _profile_of(folder: Path) -> Optional[str]:
+    """The profile whose cache holds ``folder`` (``.../cache/<profile>/dense``), or None when it is not one."""
+    parts = folder.parts
+    if "cache" not in parts:
+        return None
+    k = len(parts) - 1 - parts[::-1].index("cache")
+    name = "/".join(parts[k + 1 : -1])
+    return name if name and split_profile(name)[0] in PROFILES else None
+
+
 # ---- stage 01: dense features ------------------------------------------------------------------
 
 
@@ -85,13 +110,15 @@ def dense_dir(cfg: Config) -> Path:
 
 def dense_artifact(cfg_or_dir) -> Artifact:
     """Stage 01's contract with later stages (a Config, or the folder itself)."""
-    root = Path(cfg_or_dir) if isinstance(cfg_or_dir, (str, Path)) else dense_dir(cfg_or_dir)
-    return Artifact(root, "dense features", STAGE01)
+    if isinstance(cfg_or_dir, (str, Path)):
+        root = Path(cfg_or_dir)
+        return Artifact(root, "dense features", producer(STAGE01, _profile_of(root)))
+    return Artifact(dense_dir(cfg_or_dir), "dense features", producer(STAGE01, cfg_or_dir.profile))
 
 
 def lit_artifact(cfg: Config) -> Artifact:
     """The trained LiT projections of the embedded default (stage 01)."""
-    return Artifact(cfg.cache_dir / "lit", "LiT projection", STAGE01)
+    return Artifact(cfg.cache_dir / "lit", "LiT projection", producer(STAGE01, cfg.profile))
 
 
 TOWER_CACHES = ("tower_images", "tower_texts")  # stage 01, embedded default: the frozen towers' features
@@ -101,9 +128,8 @@ SUGGEST_CACHES = ("suggest/states_text", "suggest/states_image")
 
 def cache_artifact(cfg: Config, name: str) -> Artifact:
     """A sharded feature cache under ``cfg.shared_cache_dir`` seen as an artifact (its manifest has the same form)."""
-    return Artifact(
-        cfg.shared_cache_dir / name, f"feature cache {name}", STAGE05 if name in SUGGEST_CACHES else STAGE01
-    )
+    stage = STAGE05 if name in SUGGEST_CACHES else STAGE01
+    return Artifact(cfg.shared_cache_dir / name, f"feature cache {name}", producer(stage, cfg.profile))
 
 
 def dense_content_id(cfg: Config) -> str:
@@ -135,12 +161,16 @@ def d2s_run_dir(cfg: Config, condition: str) -> Path:
 
 def d2s_run_artifact(cfg: Config, condition: str) -> Artifact:
     """The finished training run of one condition (best weights + metadata)."""
-    return Artifact(d2s_run_dir(cfg, condition), f"D2S run {condition}", STAGE02)
+    return Artifact(d2s_run_dir(cfg, condition), f"D2S run {condition}", producer(STAGE02, cfg.profile))
 
 
 def vectors_artifact(cfg: Config, condition: str, split: str) -> Artifact:
     """CSR vectors of one split under one condition's best model."""
-    return Artifact(d2s_run_dir(cfg, condition) / "vectors" / split, f"D2S vectors {condition}/{split}", STAGE02)
+    return Artifact(
+        d2s_run_dir(cfg, condition) / "vectors" / split,
+        f"D2S vectors {condition}/{split}",
+        producer(STAGE02, cfg.profile),
+    )
 
 
 def load_condition_vectors(cfg: Config, split: str = "test") -> dict[str, dict[str, sp.csr_matrix]]:
@@ -194,7 +224,7 @@ def suggest_patch_cache(cfg: Config, docs, tower_fingerprint: dict) -> ShardedCa
         cfg.shared_cache_dir / "suggest" / "states_image",
         {**tower_fingerprint, "images": _checksum(docs["doc_id"], where), "n": len(docs)},
         cfg.extraction.shard_size,
-        producer=STAGE05,
+        producer=producer(STAGE05, cfg.profile),
     )
 
 
@@ -205,12 +235,16 @@ def suggest_text_checksum(ids, texts) -> str:
 
 def suggest_run_artifact(cfg: Config, config: str) -> Artifact:
     """The finished training run of one suggestion configuration."""
-    return Artifact(suggest_dir(cfg) / config, f"suggestion run {config}", STAGE05)
+    return Artifact(suggest_dir(cfg) / config, f"suggestion run {config}", producer(STAGE05, cfg.profile))
 
 
 def suggest_vectors_artifact(cfg: Config, config: str, split: str) -> Artifact:
     """Query and document vectors of one configuration and split."""
-    return Artifact(suggest_dir(cfg) / config / "vectors" / split, f"suggestion vectors {config}/{split}", STAGE05)
+    return Artifact(
+        suggest_dir(cfg) / config / "vectors" / split,
+        f"suggestion vectors {config}/{split}",
+        producer(STAGE05, cfg.profile),
+    )
 
 
 # ---- stage 04: indexes ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +44,16 @@ __all__ = [
     "split_seed_variant",
     "build_dataclass",
     "load_config",
+    "notebook_profile",
     "split_profile",
     "to_dict",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("smoke", "default", "paper", "rehearsal", "atomic_fixture")
+MAIN_PROFILE = "default"  # the profile `make main` runs
+# The profile a notebook whose parameter is None runs: `make lab PROFILE=smoke` and `make test` set it.
+PROFILE_ENV = "LSR_PROFILE"
 # Names the stages know, so a typo fails at load time, not after hours of extraction; where a
 # registry in a layer above holds them (config cannot import it), tests/test_config.py keeps them equal.
 # lsr_lib.dense.extract, stages.cache_dense_features
@@ -62,6 +67,19 @@ DENSE_INDEX_KINDS = ("faiss_flat", "faiss_hnsw")  # ditto
 EXTRACTION_ENGINES = ("local", "ray")  # stage 01: in-process, or Ray Data (lsr_lib.dense.ray_extract)
 D2S_CONDITIONS = ("with_control", "without_control")  # lsr_lib.stages.train_sparse_heads.CONDITIONS
 SPLITS = ("train", "val", "test")
+# lsr_lib.data.emoji_styles.STYLES and RESERVED: the installed emoji art sets, and the art never to be used
+EMOJI_STYLES = (
+    "openmoji",
+    "twemoji",
+    "fluent-emoji-flat",
+    "fluent-emoji",
+    "fluent-emoji-high-contrast",
+    "emojione",
+    "emojione-v1",
+    "streamline-emojis",
+    "fxemoji",
+)
+RESERVED_STYLES = ("noto",)
 
 
 @dataclass(frozen=True)
@@ -77,9 +95,33 @@ class DataConfig:
     karpathy_json: Optional[str] = None  # paper profile: dataset_{coco,flickr30k}.json
     image_root: Optional[str] = None  # paper profile: folder the Karpathy file paths are under
     train_splits: tuple[str, ...] = ("train",)  # reference code: train only, restval excluded
+    # emoji: art styles (lsr_lib.data.emoji_styles.STYLES). Unset: the OpenMoji-only collection of the results
+    # committed so far (lsr_lib.data.emoji.build_openmoji_collection).
+    styles: Optional[tuple[str, ...]] = None
+    heldout_style: Optional[str] = None  # emoji: a style drawn for the test groups only, in split "heldout"
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
+        reserved = lambda name: any(r in name.lower() for r in RESERVED_STYLES)  # noqa: E731
+        check(
+            self,
+            [
+                (
+                    "styles",
+                    not any(map(reserved, self.styles or ())),
+                    "free of Google's Noto art (reserved for an outside check: never used)",
+                ),
+                (
+                    "heldout_style",
+                    not reserved(self.heldout_style or ""),
+                    "free of Google's Noto art (reserved for an outside check: never used)",
+                ),
+                ("styles", all(n in EMOJI_STYLES for n in self.styles or ()), f"styles from {EMOJI_STYLES}"),
+                ("heldout_style", self.heldout_style in (None,) + EMOJI_STYLES, f"null or one of {EMOJI_STYLES}"),
+                ("styles", self.heldout_style is None or bool(self.styles), "set when heldout_style is set"),
+                ("heldout_style", self.heldout_style not in (self.styles or ()), "a style not in data.styles"),
+            ],
+        )
         f = self.split_fractions
         check(
             self,
@@ -168,6 +210,9 @@ class ExtractionConfig:
     text_batch_size: int = 256
     shard_size: int = 1024  # rows per cache shard: an interrupted run resumes at shard granularity
     mixed_precision: bool = True  # only used on CUDA
+    # the image tower's trunk on CPU: torch (eager) or onnxruntime (about 4x faster on 2 cores,
+    # results/benchmarks/01_image_tower_backends_cpu.json; features equal to about 2e-5)
+    image_backend: str = "torch"
     # "local": in this process; "ray": Ray Data actors (lsr_lib/dense/ray_extract.py), same cache
     engine: str = opt_in("local")
     # None: a Ray runtime on this machine; "ray://host:10001" or "auto": a cluster (the only change)
@@ -188,6 +233,7 @@ class ExtractionConfig:
                 *positive(self, "image_batch_size text_batch_size shard_size ray_threads"),
                 *non_negative(self, "ray_actors"),
                 one_of(self, "engine", EXTRACTION_ENGINES),
+                one_of(self, "image_backend", ("torch", "onnxruntime")),
             ],
         )
 
@@ -217,7 +263,7 @@ class EvalConfig:
             [
                 ("ks", len(self.ks) > 0 and min(self.ks) > 0, "a list of cutoffs > 0 (at least one)"),
                 *positive(self, "mrr_depth deviation_top_k faithfulness_top_k explorer_top_k"),
-                items_from(self, "splits", SPLITS),
+                items_from(self, "splits", SPLITS + ("heldout",)),
                 ("explorer_split", self.explorer_split in SPLITS, f"one of {', '.join(SPLITS)}"),
                 ("unrelated_threshold", -1 < self.unrelated_threshold < 1, "a cosine between -1 and 1"),
                 (
@@ -656,8 +702,16 @@ def seed_overrides(raw: dict, k: int) -> dict:
     return out
 
 
-def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Optional[Path] = None) -> Config:
+def notebook_profile(profile: Optional[str]) -> str:
+    """``profile``, or for None (a notebook's ``profile`` parameter, unless papermill sets it): ``$LSR_PROFILE``,
+    else ``default``, the profile `make main` runs."""
+    return profile or os.environ.get(PROFILE_ENV) or MAIN_PROFILE
+
+
+def load_config(profile: Optional[str], overrides: Optional[dict] = None, params_dir: Optional[Path] = None) -> Config:
     """Load ``params/<profile>.yaml`` (plus optional nested overrides) into a :class:`Config`.
+
+    ``profile`` None: :func:`notebook_profile` (a notebook opened in JupyterLab runs the Lab's profile).
 
     ``profile`` may name a sweep setting, ``<profile>/<dataset>_<backbone>``: the setting's
     overrides from the profile's ``sweep`` section are merged first, then ``overrides``. A
@@ -667,7 +721,7 @@ def load_config(profile: str, overrides: Optional[dict] = None, params_dir: Opti
     fails here, before any stage works.
     """
     params_dir = params_dir or REPO_ROOT / "params"
-    profile, seed_k = split_seed_variant(profile)
+    profile, seed_k = split_seed_variant(notebook_profile(profile))
     base, setting = split_profile(profile)
     path = Path(params_dir) / f"{base}.yaml"
     if not path.exists():

@@ -1,10 +1,11 @@
 """Seeding, the provenance banner every notebook prints, and stage result files.
 
 Every stage writes ``results/<profile>/<stage>.json`` with its numbers and a ``provenance``
-block (git commit, package versions, machine, config hash, time), so a number in a README
-table can be traced to the run that made it. The package versions are the full installed set,
-with the sha256 of ``requirements.lock`` and the packages whose installed version differs from
-their lock pin (README "Installation details"); the banner warns when that list is not empty.
+block (git commit, package versions, machine, config), so a number in a README table can be
+traced to the run that made it; the run's time, host kernel and peak memory go to the untracked
+``results/<profile>/timings/<stage>.json`` (``lsr_lib.results.timing``). The package versions are the
+full installed set, with the sha256 of ``requirements.lock`` and the packages whose installed version
+differs from their lock pin (docs/installation.md); the banner warns when that list is not empty.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..config.profiles import REPO_ROOT, Config, to_dict
 from ..storage.atomic import atomic_write_text
 from ..storage.code_fingerprint import canonical_name
 from ..storage.manifest import digest
+from .timing import split_run_facts, timings_path
 
 LOCK_FILE = REPO_ROOT / "requirements.lock"
 # The packages named in the banner and in ``versions``; ``packages()`` has the full set.
@@ -240,25 +242,23 @@ def banner(cfg: Config, stage: str) -> str:
     )
 
 
-def write_results(cfg: Config, stage: str, results: dict, inputs: dict | None = None) -> Path:
+def write_results(
+    cfg: Config, stage: str, results: dict, inputs: dict | None = None, durations_are_results: bool = False
+) -> Path:
     """Write ``results/<profile>/<stage>.json`` (atomic) with provenance; returns the path.
 
     ``inputs`` (``lsr_lib.artifacts.stage_inputs``): what the numbers were computed from; its digest
     is stored as ``inputs_fingerprint`` so the pipeline can tell an up-to-date result from a stale one.
+    What changes on every run without the numbers changing (the time, the host's kernel build, peak memory,
+    wall-clock seconds) goes to ``results/<profile>/timings/<stage>.json`` instead (untracked;
+    ``lsr_lib.results.timing.split_run_facts``), so a rerun with the same numbers leaves the committed file
+    byte-identical. ``durations_are_results``: a benchmark whose timed steps are its results keeps them.
     """
     path = cfg.results_dir / f"{stage}.json"
     doc = {"stage": stage, "results": results, "provenance": provenance(cfg)}
     if inputs is not None:
         doc.update(inputs=inputs, inputs_fingerprint=digest(inputs))
-    atomic_write_text(path, json.dumps(doc, indent=2, default=_jsonable) + "\n")
+    committed, facts = split_run_facts(doc, durations_are_results)
+    atomic_write_text(path, json.dumps(committed, indent=2) + "\n")
+    atomic_write_text(timings_path(path), json.dumps(facts, indent=2) + "\n")
     return path
-
-
-def _jsonable(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")

@@ -1,10 +1,14 @@
-"""README tables generated from the committed result files (pyserini style: never typed by hand).
+"""The generated tables of README.md and docs/*.md, from the committed result files (pyserini style: never typed
+by hand).
 
-    python -m lsr_lib.results.report            # rewrite the generated blocks of README.md
+    python -m lsr_lib.results.report            # rewrite every generated block of every page
     python -m lsr_lib.results.report --check    # exit 1 when a generated block is out of date
 
-A block in README.md looks like ``<!-- results:NAME -->`` ... ``<!-- /results -->``; NAME picks a
-renderer below, which reads ``results/default/*.json``.
+A block looks like ``<!-- results:NAME -->`` ... ``<!-- /results -->``; NAME picks a renderer below, which
+reads ``results/default/*.json`` (or ``results/benchmarks/*.json``). A block is rewritten in whichever page
+holds it (``pages``: README.md, docs/*.md, data/README.md). A block opens no section of its own: a heading
+a renderer writes becomes a bold line. Generated text holds numbers, commits and machines, never the time of
+a run: regenerating from the same numbers gives the same bytes.
 """
 
 from __future__ import annotations
@@ -18,16 +22,14 @@ from typing import Callable
 
 from ..config.profiles import REPO_ROOT
 from ..storage.errors import one_line_errors, read_result_json
+from .currency import measured_with_earlier_code, seeds_note, stage_of
+from .cost import atomic_cost, main_job_time
+from .headline import headline
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
 MISSING = "_No results yet: run `make main`._\n"
-
-
-def stage_of(result: str) -> str | None:
-    """The stage (notebook name) that writes ``results/<profile>/<result>.json``, from its number."""
-    return next((nb.stem for nb in sorted((REPO_ROOT / "notebooks").glob(f"{result[:2]}_*.ipynb"))), None)
 
 
 def from_stage(stage: str) -> Callable[[Callable[[dict], str]], Callable[[Path], str]]:
@@ -54,30 +56,6 @@ def _load(results_dir: Path, stage: str) -> dict | None:
     return read_result_json(results_dir / f"{stage}.json")
 
 
-def earlier_code(doc: dict, stage: str) -> list[str]:
-    """What changed in the stage's code and environment since ``doc`` was measured ([] when nothing did)."""
-    from ..storage.code_fingerprint import code_fingerprint, explain_change, stage_notebook
-
-    rec = doc.get("inputs") or {}
-    return explain_change(
-        {"code": rec.get("code"), "env": rec.get("env")}, code_fingerprint(notebook=stage_notebook(stage))
-    )
-
-
-def measured_with_earlier_code(doc: dict, stage: str, command: str) -> str:
-    """A warning line above a table made by code that has changed since ("" when current).
-
-    It names the commit and the command, not what changed (``--explain`` says that): the README then goes
-    stale only when a table's currency flips, not on every code edit."""
-    if not earlier_code(doc, stage):
-        return ""
-    return (
-        f"**Measured with earlier code** (commit {doc.get('provenance', {}).get('commit', '?')}; "
-        f"`python -m lsr_lib.run.pipeline --explain` says what changed): "
-        f"these numbers are not those of the current code until `{command}` measures them again.\n\n"
-    )
-
-
 def _row(name: str, res: dict) -> str:
     t, i = res["text_to_image"], res["image_to_text"]
     cells = [t["R@1"], t["R@5"], t["R@10"], t["MRR@10"] * 100, i["R@1"], i["R@5"], i["R@10"], i["MRR@10"] * 100]
@@ -101,7 +79,7 @@ def dense_baseline(data: dict) -> str:
     prov = data["provenance"]
     lines.append("")
     lines.append(
-        f"_Generated from `results/default/01_dense_baseline.json` (commit {prov['commit']}, {prov['time_utc']}). "
+        f"_Generated from `results/default/01_dense_baseline.json` (commit {prov['commit']}). "
         f"MRR@10 in percent. Random ranking: T->I R@10 = {1000 / r['baseline']['test']['counts']['images']:.1f}% on "
         "test._"
     )
@@ -112,10 +90,27 @@ def dense_baseline(data: dict) -> str:
 def data_counts(data: dict) -> str:
     """Images / captions / groups per split of the default collection."""
     r = data["results"]
-    lines = ["| split | images | captions | variant groups |", "|---|---|---|---|"]
-    for split in ("train", "val", "test"):
-        c = r["counts"][split]
-        lines.append(f"| {split} | {c['images']:,} | {c['captions']:,} | {c['groups']:,} |")
+    lines = ["| split | images | captions (training pairs) | variant groups |", "|---|---|---|---|"]
+    for split in ("train", "val", "test", "heldout"):
+        if split in r["counts"]:
+            c = r["counts"][split]
+            lines.append(f"| {split} | {c['images']:,} | {c['captions']:,} | {c['groups']:,} |")
+    styles = r.get("styles")
+    if styles:  # the multi-style collection: images (captions) per style and split
+        per_image = styles["captions_per_image"]
+        lines += ["", "| style | train | val | test | held out |", "|---|---|---|---|---|"]
+        for name, per in styles.items():
+            if name != "captions_per_image":
+                cells = [
+                    f"{per[s]['images']:,} ({per[s]['captions']:,})" if s in per else ""
+                    for s in ("train", "val", "test", "heldout")
+                ]
+                lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            f"Images (captions) per style and split; captions per image: {per_image['mean']:.2f} on average "
+            f"({per_image['min']} to {per_image['max']}).",
+        ]
     lines.append("")
     lines.append(
         f"_Generated from `results/default/01_dense_baseline.json`; split sha256 `{r.get('split_sha256', 'n/a')}`._"
@@ -145,7 +140,7 @@ def d2s(data: dict) -> str:
         lines.append("")
     prov = data["provenance"]
     lines.append(
-        f"_Generated from `results/default/02_d2s.json` (commit {prov['commit']}, {prov['time_utc']}). MRR@10 in "
+        f"_Generated from `results/default/02_d2s.json` (commit {prov['commit']}). MRR@10 in "
         "percent; FLOPs: expected shared active terms per caption-image pair; nnz: average non-zeros._"
     )
     return "\n".join(lines) + "\n"
@@ -541,45 +536,22 @@ def suggestion(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def seeds_note(results_dir: Path) -> str:
-    """A warning line when the other seeds' result files were measured with code that has changed since."""
-    old: dict[str, list[str]] = {}
-    for path in sorted(results_dir.glob("seed*/0*.json")):
-        stage = stage_of(path.name)
-        doc = read_result_json(path)
-        if stage and doc and earlier_code(doc, stage):
-            old.setdefault(path.parent.name, []).append(path.name)
-    if not old:
-        return ""
-    return (
-        f"**Measured with earlier code**: the result files of {', '.join(sorted(old))} were made by code that has "
-        "changed since (their numbers are not those of the current code until `make seeds` measures them again; "
-        "seed 0 is `make main`'s).\n\n"
-    )
-
-
 def seeds(results_dir: Path) -> str:
     """Mean +- std over the training seeds and the control effect's tests (``lsr_lib.results.seeds``)."""
     from .seeds import markdown
 
     path = results_dir / "seeds.json"
+    shown = f"results/{results_dir.name}/seeds.json"  # as the pages name it, wherever the folder is
     if not path.exists():
-        return (
-            "_No seed summary yet: run `make seeds` (writes "
-            f"`{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}`)._\n"
-        )
+        return f"_No seed summary yet: run `make seeds` (writes `{shown}`)._\n"
     body = markdown(json.loads(path.read_text())).split("\n", 2)[2]  # without the title line
-    return (
-        seeds_note(results_dir)
-        + body
-        + (
-            f"\n_Generated from `{path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}` by `make "
-            "seeds`._\n"
-        )
-    )
+    return seeds_note(results_dir) + body + f"\n_Generated from `{shown}` by `make seeds`._\n"
 
 
 RENDERERS: dict[str, Callable[[Path], str]] = {
+    "headline": headline,
+    "main-job-time": main_job_time,
+    "atomic-cost": atomic_cost,
     "seeds": seeds,
     "benchmarks": benchmarks,
     "dense-baseline": dense_baseline,
@@ -593,44 +565,61 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "knob-search": knob_search,
     "exact-layout": exact_layout,
 }
-DOCUMENTS = ("README.md", "data/README.md")
+HEADING = re.compile(r"^#{1,6} +(?P<title>.+?)#*$", re.M)
+
+
+def pages(root: Path = REPO_ROOT) -> list[Path]:
+    """Every Markdown page that may hold generated blocks: README.md, docs/*.md, data/README.md."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "data" / "README.md"]
+
+
+def without_headings(body: str) -> str:
+    """``body`` with each Markdown heading turned into a bold line: a generated block sits inside a section of
+    its page and must not open a section of its own (everything after it would fall under that heading)."""
+    return HEADING.sub(lambda m: f"**{m.group('title').strip()}**", body)
 
 
 def render(text: str, results_dir: Path) -> str:
-    """README text with every generated block re-rendered."""
+    """A page's text with every generated block re-rendered."""
 
     def sub(m: re.Match) -> str:
         name = m.group("name")
         if name not in RENDERERS:
-            raise KeyError(f"README block results:{name} has no renderer; known: {', '.join(RENDERERS)}")
-        return m.group(1) + RENDERERS[name](results_dir) + m.group(4)
+            raise KeyError(f"block results:{name} has no renderer; known: {', '.join(RENDERERS)}")
+        return m.group(1) + without_headings(RENDERERS[name](results_dir)) + m.group(4)
 
     return BLOCK.sub(sub, text)
 
 
+def update_pages(results_dir: Path, root: Path = REPO_ROOT, write: bool = True) -> list[str]:
+    """Re-render every page under ``root`` from ``results_dir``; the pages (relative paths) whose text changed.
+
+    ``write=False`` only reports them (``--check``)."""
+    changed = []
+    for path in pages(root):
+        old = path.read_text()
+        new = render(old, results_dir)
+        if new != old:
+            changed.append(str(path.relative_to(root)))
+            if write:
+                path.write_text(new)
+    return changed
+
+
 @one_line_errors()
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite (or ``--check``) the generated README blocks."""
+    """Rewrite (or ``--check``) the generated blocks of every page."""
     ap = argparse.ArgumentParser(prog="python -m lsr_lib.results.report")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error, not only its one line")
     ap.add_argument("--results", type=Path, default=REPO_ROOT / "results" / "default")
     args = ap.parse_args(argv)
-    stale = []
-    for doc in DOCUMENTS:
-        path = REPO_ROOT / doc
-        old = path.read_text()
-        new = render(old, args.results)
-        if new == old:
-            continue
-        if args.check:
-            stale.append(doc)
-        else:
-            path.write_text(new)
-            print(f"updated {doc}")
-    if stale:
-        print(f"{', '.join(stale)} out of date with {args.results}; run `python -m lsr_lib.results.report`")
+    changed = update_pages(args.results, write=not args.check)
+    if changed and args.check:
+        print(f"{', '.join(changed)} out of date with {args.results}; run `python -m lsr_lib.results.report`")
         return 1
+    for page in changed:
+        print(f"updated {page}")
     return 0
 
 

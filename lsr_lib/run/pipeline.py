@@ -10,6 +10,12 @@ Each stage skips the work whose outputs are already on disk for the same configu
 second run is quick and an interrupted one resumes: Ctrl-C says what was kept and prints the
 command that resumes (exit code 130).
 
+After the run, ``runs/<profile>/`` holds an executed notebook of every stage, skipped ones
+included: a stage that finishes records the checksums of its result files in its executed
+notebook and keeps a copy beside its caches (``data/cache/<profile>/executed/``); a stage skipped
+as current keeps or gets back the executed notebook that made its result files, and runs again
+(it reuses its caches) only when there is none.
+
 The run is the checkout's run (issue 12): each kernel starts with this checkout first on
 ``PYTHONPATH`` and ``LSR_CHECKOUT`` set to it, so it imports this checkout's ``lsr_lib`` (not another
 clone's editable install) and writes into this checkout's ``results/``; ``import lsr_lib`` checks it.
@@ -18,6 +24,7 @@ clone's editable install) and writes into this checkout's ``results/``; ``import
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -31,7 +38,9 @@ from typing import Iterator, Optional
 
 from ..config.checkout import CHECKOUT_ENV
 from ..config.profiles import PROFILES, REPO_ROOT, split_profile
+from ..storage.atomic import atomic_write_text
 from ..storage.errors import one_line, one_line_errors, read_result_json
+from ..storage.manifest import sha256_file
 from ..storage.progress import NOTICES_ENV, STATUS_ENV
 
 # The registered stages, in order. A test fails when a notebook on disk is missing here.
@@ -44,6 +53,7 @@ STAGES = [
     "06_explore_sparse_vectors",
     "07_data_scale_study",
 ]
+LANDING = "00_start_here"  # the notebook JupyterLab opens on (lsr_lib.run.lab.start_here); not a stage
 
 log = logging.getLogger("lsr_lib.run.pipeline")
 # Loggers that report a kernel being shut down; quieted once Ctrl-C has been pressed.
@@ -286,6 +296,75 @@ def measured_elsewhere(profile: str, stage: str, bench: bool) -> Optional[str]:
     return None
 
 
+# ---- executed notebooks of every stage -----------------------------------------------------------
+
+EXECUTED_KEY = "lsr_lib"  # notebook metadata: {"stage", "profile", "result_files": {name: checksum}}
+
+
+def result_checksums(cfg, stage: str) -> dict[str, Optional[str]]:
+    """``{result file: short SHA-256}`` of a stage's result files (None for one that does not exist)."""
+    from ..artifacts.catalog import RESULT_FILES, result_path
+
+    return {
+        name: sha256_file(p)[:16] if (p := result_path(cfg, name)).exists() else None
+        for name in RESULT_FILES.get(stage, ())
+    }
+
+
+def executed_matches(path: Path, checksums: dict) -> bool:
+    """True when ``path`` is an executed notebook recorded as having made (or read) result files ``checksums``."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get(EXECUTED_KEY, {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(meta, dict) and meta.get("result_files") == checksums
+
+
+def kept_executed(cfg, stage: str) -> Path:
+    """Where the executed notebook of a stage's last finished run is kept: beside the profile's caches."""
+    return cfg.cache_dir / "executed" / f"{stage}.ipynb"
+
+
+def keep_executed(profile: str, stage: str, executed: Path) -> Path:
+    """After a stage finished: record its result files' checksums in ``executed`` and keep a copy; returns the copy."""
+    from ..config import load_config
+
+    cfg = load_config(profile)
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    nb.setdefault("metadata", {})[EXECUTED_KEY] = {
+        "stage": stage,
+        "profile": cfg.profile,
+        "result_files": result_checksums(cfg, stage),
+    }
+    text = json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n"  # as nbformat writes it
+    atomic_write_text(executed, text)
+    return atomic_write_text(kept_executed(cfg, stage), text)
+
+
+def executed_notebook(profile: str, stage: str, out_dir: Path, any_results: bool = False) -> Optional[str]:
+    """Make ``out_dir/<stage>.ipynb`` the executed notebook of the stage's current result files and name it (and
+    the copy it was restored from), or None when neither it nor the kept copy is one (the stage must run).
+
+    ``any_results``: any executed notebook will do (a stage that only reads numbers measured elsewhere).
+    """
+    from ..config import load_config
+
+    cfg = load_config(profile)
+    dst, kept = out_dir / f"{stage}.ipynb", kept_executed(cfg, stage)
+    sums = result_checksums(cfg, stage)
+    if dst.exists() and (any_results or executed_matches(dst, sums)):
+        return _shown(dst)
+    if kept.exists() and (any_results or executed_matches(kept, sums)):
+        atomic_write_text(dst, kept.read_text(encoding="utf-8"))
+        return f"{_shown(dst)}, restored from {_shown(kept)}"
+    return None
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the checkout when it lies in it."""
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def explain(profile: str, stages: list[str]) -> list[str]:
     """One line per stage, current or stale and why, running nothing (``--explain``, like ``dvc status``).
 
@@ -356,29 +435,46 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if not args.force:
             current, why = stage_status(args.profile, stage)
-            if current:
-                log.info("[%d/%d] %s: up to date (%s); skipped, --force reruns it", k, len(stages), stage, why)
+            if current and (executed := executed_notebook(args.profile, stage, out_dir)):
+                log.info(
+                    "[%d/%d] %s: up to date (%s); skipped (executed notebook: %s), --force reruns it",
+                    k,
+                    len(stages),
+                    stage,
+                    why,
+                    executed,
+                )
                 continue
-            if (command := measured_elsewhere(args.profile, stage, args.bench)) and (
-                out_dir / f"{stage}.ipynb"
-            ).exists():
+            if current:
+                log.info(
+                    "[%d/%d] %s: up to date (%s), but no executed notebook of these results is kept: run to make one",
+                    k,
+                    len(stages),
+                    stage,
+                    why,
+                )
+            elif (command := measured_elsewhere(args.profile, stage, args.bench)) and (
+                executed := executed_notebook(args.profile, stage, out_dir, any_results=True)
+            ):
                 log.info(
                     "[%d/%d] %s: stale (%s), but its numbers are measured by `%s`, not by this run: skipped "
-                    "(runs/ has the notebook that read them; --force reads them again)",
+                    "(executed notebook that read them: %s; --force reads them again)",
                     k,
                     len(stages),
                     stage,
                     why,
                     command,
+                    executed,
                 )
                 continue
-            log.info("[%d/%d] %s (profile %s): rerun, %s", k, len(stages), stage, args.profile, why)
+            else:
+                log.info("[%d/%d] %s (profile %s): rerun, %s", k, len(stages), stage, args.profile, why)
         else:
             log.info("[%d/%d] %s (profile %s): --force", k, len(stages), stage, args.profile)
         t0 = time.time()
         try:
             with quiet_after_interrupt():
-                run_stage(stage, args.profile, out_dir, progress=not args.no_progress, bench=args.bench)
+                executed = run_stage(stage, args.profile, out_dir, progress=not args.no_progress, bench=args.bench)
         except (KeyboardInterrupt, Exception) as e:
             if was_interrupted(e):
                 log.warning(interrupted_message(stage, args.profile, _resume_argv(args, stages[k - 1 :])))
@@ -386,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             reason = f"{getattr(e, 'ename', type(e).__name__)}: {one_line(getattr(e, 'evalue', e))}"
             log.error("stage %s failed: %s (traceback: %s)", stage, reason, out_dir / f"{stage}.ipynb")
             return 1
+        if executed is not None:  # None: a test's stand-in for papermill
+            keep_executed(args.profile, stage, executed)
         log.info("[%d/%d] %s done in %.0f s", k, len(stages), stage, time.time() - t0)
     if not args.dry_run:
         log.info("%s", summary(args.profile, out_dir))

@@ -9,16 +9,16 @@ synthetic features in the released-features layout (``lsr_lib.data.rehearsal``, 
 is the number in the setting's dataset name), then stages 01, 02, 03, 04 and 06 through
 ``lsr_lib.run.pipeline`` exactly as the paper profile runs them (a stage whose results are
 current is skipped, so a stopped rehearsal resumes). It then reads back, per setting and stage,
-the wall time of each cell (papermill), the stage kernel's peak resident memory (recorded in
-every result file), and per operation: D2S training step, validation, vector export; index
-build and query per engine; into ``results/benchmarks/rehearsal_<device>.json`` with the
-machine described, and draws ``figures/rehearsal_cost.png`` (cost against size, log-log).
+the wall time of each cell (papermill), the stage kernel's peak resident memory (recorded beside
+every result file, in its untracked ``timings/`` sibling), and per operation: D2S training step,
+validation, vector export; index build and query per engine; into
+``results/benchmarks/rehearsal_<device>.json`` with the machine described, and draws
+``figures/rehearsal_cost.png`` (cost against size, log-log).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -28,7 +28,7 @@ import numpy as np
 
 from ..config.profiles import REPO_ROOT, load_config
 from ..results.provenance import git_commit, machine
-from ..results.timing import stage_times
+from ..results.timing import read_with_timings, stage_times
 from ..storage.atomic import atomic_write_json
 
 STAGES = ("01", "02", "03", "04", "06")
@@ -190,7 +190,7 @@ def collect(settings: list[str]) -> dict:
             nb, res = runs / f"{STAGE_NAMES[n]}.ipynb", cfg.results_dir / f"{RESULT_OF[n]}.json"
             if not nb.exists() or not res.exists():
                 continue
-            data = json.loads(res.read_text())
+            data = read_with_timings(res)  # with its per-epoch seconds and peak memory (timings/, untracked)
             rec["stages"][n] = {**stage_times(nb, top=4), **data["provenance"].get("memory", {})}
             if n == "02":
                 rec["d2s"] = _d2s_ops(data, sizes["train"][1])
