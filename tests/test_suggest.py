@@ -329,7 +329,7 @@ def test_stage_01_keeps_the_clean_images_patch_states_bitwise_as_stage_05_comput
     col = load_collection(cfg)
     cache_tower_features(cfg, col, torch.device("cpu"), progress=False)
     docs = emoji_suggestion_set(col).docs
-    tower = ImageTower("cpu", cfg.data.image_size)
+    tower = ImageTower("cpu", cfg.data.image_size, cfg.extraction.image_backend)
     cache = suggest_patch_cache(cfg, docs, tower.fingerprint())
     assert cache.complete  # filled by stage 01: stage 05 finds it done
     _, kept = cache.read(list(docs["doc_id"]))

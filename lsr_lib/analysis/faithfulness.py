@@ -139,6 +139,7 @@ def faithfulness_report(
     candidates: str = "dense",
     ks: tuple[int, ...] = (1, 5, 10),
     rr_depth: int = 10,
+    image_gallery=None,
 ) -> dict:
     """Both directions from (N_txt, N_img) sparse and dense score matrices: {direction: {"tau", "agreement",
     "per_query"}}.
@@ -146,6 +147,11 @@ def faithfulness_report(
     ``per_query``: one row per query of the sparse model, hit@k, RR and tau (NaN where undefined).
     """
     s, d = _array(sparse_scores), _array(dense_scores)  # (N_txt, N_img) each
+    if image_gallery is not None:  # each gallery is its own retrieval problem (metrics.retrieval.evaluate_scores)
+        g = np.asarray(image_gallery).astype(str)
+        row_of = dict(zip(np.asarray(image_ids).astype(str), range(len(g))))
+        other = g[[row_of[i] for i in np.asarray(text_image_ids).astype(str)]][:, None] != g[None, :]
+        s, d = np.where(other, -np.inf, s), np.where(other, -np.inf, d)
     ranks_s = evaluate_scores(
         torch.from_numpy(np.ascontiguousarray(s)), text_image_ids, image_ids, ks, rr_depth, return_ranks=True
     )["ranks"]

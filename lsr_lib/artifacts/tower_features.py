@@ -40,7 +40,7 @@ def cache_tower_features(
     from ..dense.ray_extract import extraction_engine
 
     engine = extraction_engine(cfg.extraction)  # None: in this process; Ray: each actor builds its own towers
-    img_tower, txt_tower = ImageTower(device, cfg.data.image_size), TextTower(device)
+    img_tower, txt_tower = ImageTower(device, cfg.data.image_size, cfg.extraction.image_backend), TextTower(device)
     ids = view_ids(collection, cfg.lit.train_views, cfg.lit.eval_transforms)
     path_of = dict(zip(collection.images["image_id"], collection.images["path"]))
     base = {"collection": split_checksum(collection), "seed": cfg.lit.view_seed, "views_seeded_by": "image_id"}
@@ -82,7 +82,7 @@ def cache_tower_features(
         "image tower",
         progress,
         engine,
-        partial(_image_tower_compute, cfg.data.image_size, path_of, cfg.lit.view_seed),
+        partial(_image_tower_compute, cfg.data.image_size, path_of, cfg.lit.view_seed, cfg.extraction.image_backend),
     )
     doc_ids = list(docs["doc_id"]) if keep else []
     if keep and all(d in kept for d in doc_ids):
@@ -98,9 +98,17 @@ def cache_tower_features(
         cfg.shared_cache_dir / "tower_texts", {**base, **txt_tower.fingerprint()}, cfg.extraction.shard_size
     )
     text_of = dict(zip(collection.captions["text_id"], collection.captions["text"]))
+    memo: dict[str, np.ndarray] = {}  # each distinct text once: the styles of an emoji share its captions
+
+    def texts(batch: list[str]) -> dict[str, np.ndarray]:
+        todo = list(dict.fromkeys(text_of[i] for i in batch if text_of[i] not in memo))
+        if todo:
+            memo.update(zip(todo, txt_tower(todo)["text"]))
+        return {"text": np.stack([memo[text_of[i]] for i in batch])}
+
     txt_cache.fill(
         list(collection.captions["text_id"]),
-        lambda b: txt_tower([text_of[i] for i in b]),
+        texts,
         cfg.extraction.text_batch_size,
         "text tower",
         progress,
@@ -114,11 +122,11 @@ def _worker_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _image_tower_compute(image_size: int, path_of: dict, view_seed: int):
+def _image_tower_compute(image_size: int, path_of: dict, view_seed: int, backend: str = "torch"):
     """In a Ray actor: the image tower over rendered views (what ``cache_tower_features`` computes in process)."""
     from ..dense.towers import ImageTower
 
-    tower = ImageTower(_worker_device(), image_size)
+    tower = ImageTower(_worker_device(), image_size, backend)
     return lambda batch: tower(
         [render_view(path_of[b.split("@")[0]], b.split("@")[1], view_seed, b.split("@")[0]) for b in batch]
     )

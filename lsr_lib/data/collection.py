@@ -26,7 +26,7 @@ class ImageCaptionSet:
     """Images and their captions; ids are strings, unique within their table."""
 
     name: str
-    images: pd.DataFrame  # columns IMAGE_COLUMNS; path may be empty for feature-file collections
+    images: pd.DataFrame  # columns IMAGE_COLUMNS (+ optional "gallery"); path may be empty for feature-file collections
     captions: pd.DataFrame  # columns CAPTION_COLUMNS
 
     def __post_init__(self) -> None:
@@ -41,6 +41,11 @@ class ImageCaptionSet:
         img = self.images[self.images["split"].isin(names)].reset_index(drop=True)
         cap = self.captions[self.captions["split"].isin(names)].reset_index(drop=True)
         return ImageCaptionSet(f"{self.name}[{'+'.join(names)}]", img, cap)
+
+    @property
+    def image_gallery(self) -> np.ndarray | None:
+        """Each image's gallery (the emoji default: its art style), or None when all images form one."""
+        return self.images["gallery"].to_numpy() if "gallery" in self.images.columns else None
 
     def counts(self) -> dict:
         """Images, captions and groups per split."""
@@ -100,7 +105,8 @@ def validate_collection(images: pd.DataFrame, captions: pd.DataFrame, name: str 
             f"{name}: caption {row['text_id']!r} is in split {row['split']!r} but its image {row['image_id']!r} is "
             f"in {row['split_img']!r}"
         )
-    leak = images.groupby("group_id")["split"].nunique()
+    # a held-out style's images are test images of another gallery: their groups are test groups
+    leak = images.assign(split=images["split"].replace({"heldout": "test"})).groupby("group_id")["split"].nunique()
     if (leak > 1).any():
         raise CollectionError(
             f"{name}: variant group {leak[leak > 1].index[0]!r} spans several splits; split by group_id"

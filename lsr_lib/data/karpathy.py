@@ -29,7 +29,7 @@ from PIL import Image
 from ..storage.atomic import atomic_write_text
 from .collection import CAPTION_COLUMNS, IMAGE_COLUMNS, CollectionError, ImageCaptionSet
 
-KARPATHY_SPLITS = ("train", "restval", "val", "test")
+KARPATHY_SPLITS = ("train", "restval", "val", "test", "heldout")  # heldout: a style kept out of training (emoji)
 
 
 class KarpathyFormatError(CollectionError):
@@ -69,6 +69,7 @@ def load_karpathy(
 
     img_rows: list[tuple[str, str, str, str]] = []
     cap_rows: list[tuple[str, str, str, str]] = []
+    galleries: dict[str, str] = {}
     for k, item in enumerate(data["images"]):
         where = f"images[{k}]"
         if not isinstance(item, dict):
@@ -89,6 +90,8 @@ def load_karpathy(
         else:
             path = os.path.join(root, item.get("filepath") or "", item["filename"])
         img_rows.append((image_id, split, path, str(item.get("group_id", image_id))))
+        if "gallery" in item:
+            galleries[image_id] = str(item["gallery"])
         for j, sent in enumerate(item["sentences"]):
             s_where = f"{where} sentences[{j}]"
             if not isinstance(sent, dict) or "sentid" not in sent or "raw" not in sent:
@@ -102,6 +105,12 @@ def load_karpathy(
             cap_rows.append((str(sent["sentid"]), image_id, split, raw))
 
     images = pd.DataFrame(img_rows, columns=IMAGE_COLUMNS)
+    if galleries:
+        if len(galleries) != len(images):
+            raise KarpathyFormatError(
+                f"{json_path}: some images name a 'gallery' and some do not; give every image one"
+            )
+        images["gallery"] = images["image_id"].map(galleries)
     captions = pd.DataFrame(cap_rows, columns=CAPTION_COLUMNS)
     try:
         return ImageCaptionSet(name, images, captions)
@@ -128,6 +137,7 @@ def write_karpathy(collection: ImageCaptionSet, json_path: str | Path, image_roo
         sentences.setdefault(image_id, []).append((text_id, text))
     entries = []
     img = collection.images
+    galleries = dict(zip(img["image_id"], img["gallery"])) if "gallery" in img.columns else None
     for image_id, split, path, group_id in zip(*(img[c].tolist() for c in ("image_id", "split", "path", "group_id"))):
         if path and image_root is not None:
             path = os.path.relpath(path, image_root)
@@ -142,6 +152,8 @@ def write_karpathy(collection: ImageCaptionSet, json_path: str | Path, image_roo
             entry["filepath"] = folder  # MSCOCO style; Flickr30k files have none
         if group_id != image_id:
             entry["group_id"] = group_id  # extension: variant groups (emoji); other readers ignore it
+        if galleries is not None:
+            entry["gallery"] = galleries[image_id]  # extension: the image's gallery (emoji: its art style)
         sents = [(_int_if_numeric(t), raw) for t, raw in sentences.get(image_id, [])]
         entry["sentids"] = [t for t, _ in sents]
         entry["sentences"] = [{"sentid": t, "imgid": imgid, "raw": raw, "tokens": _tokens(raw)} for t, raw in sents]

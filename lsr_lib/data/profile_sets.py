@@ -17,12 +17,23 @@ def load_collection(cfg: Config, render: bool = True) -> ImageCaptionSet:
     from . import karpathy
 
     if cfg.data.name == "emoji":
-        from .emoji import build_emoji_collection, render_collection, split_checksum
+        from .emoji import build_emoji_collection, build_openmoji_collection, render_collection, split_checksum
 
         root = cfg.data_dir / "emoji"
-        col = build_emoji_collection(
-            cfg.data.split_seed, cfg.data.split_fractions, cfg.data.max_groups, root / f"images_{cfg.data.image_size}"
-        )
+        d = cfg.data
+        if d.styles is None:  # the OpenMoji-only collection of the results committed so far
+            col = build_openmoji_collection(
+                d.split_seed, d.split_fractions, d.max_groups, root / f"images_{d.image_size}"
+            )
+        else:
+            col = build_emoji_collection(
+                d.split_seed,
+                d.split_fractions,
+                d.max_groups,
+                root / "styles" / str(d.image_size),
+                d.styles,
+                d.heldout_style,
+            )
         meta = root / f"dataset_meta_{cfg.base_profile}.json"  # one split for every training seed
         karpathy.write_karpathy(col, meta)
         atomic_write_text(root / f"split_{cfg.base_profile}.sha256", split_checksum(col) + "\n")

@@ -124,9 +124,25 @@ def emoji_suggestion_set(col: ImageCaptionSet) -> SuggestionSet:
     docs["caption"] = first.reindex(docs["doc_id"]).to_numpy()
     docs = docs[DOC_COLUMNS].reset_index(drop=True)
     queries = cap[cap["k"] > 0].rename(columns={"text_id": "query_id"})
+    if col.image_gallery is not None:
+        return _multi_style_suggestion(docs, queries)
     qrels = pd.DataFrame(
         {"query_id": queries["query_id"].to_numpy(), "doc_id": queries["image_id"].to_numpy(), "relevance": 1}
     )
+    return SuggestionSet("emoji-suggestion", queries[QUERY_COLUMNS].reset_index(drop=True), docs, qrels)
+
+
+def _multi_style_suggestion(docs: pd.DataFrame, queries: pd.DataFrame) -> SuggestionSet:
+    """Several art styles: a query is one caption of one emoji (``<emoji key>#<k>``), relevant to the emoji in
+    every style of its split; the held-out style's images (split ``heldout``) are left out."""
+    docs = docs[docs["split"] != "heldout"].reset_index(drop=True)
+    queries = queries[queries["split"] != "heldout"].copy()
+    queries["key"] = queries["image_id"].str.split("/", n=1).str[1]
+    queries["query_id"] = queries["key"] + "#" + queries["k"].astype(str)
+    queries = queries.drop_duplicates("query_id").reset_index(drop=True)
+    key = docs["doc_id"].str.split("/", n=1).str[1]
+    qrels = queries[["query_id", "key"]].merge(pd.DataFrame({"key": key, "doc_id": docs["doc_id"]}), on="key")
+    qrels = qrels[["query_id", "doc_id"]].assign(relevance=1)
     return SuggestionSet("emoji-suggestion", queries[QUERY_COLUMNS].reset_index(drop=True), docs, qrels)
 
 

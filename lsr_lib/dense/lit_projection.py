@@ -151,7 +151,9 @@ def evaluate_projection(model: LitProjection, data: dict) -> dict:
     model.eval()
     img = model.image(torch.as_tensor(data["image"]))
     txt = model.text(torch.as_tensor(data["text"]))
-    return evaluate_both_directions(img, txt, data["text_image_ids"], data["image_ids"])
+    return evaluate_both_directions(
+        img, txt, data["text_image_ids"], data["image_ids"], image_gallery=data.get("image_gallery")
+    )
 
 
 def save_projection(model: LitProjection, cfg: LitConfig, path: str | Path, extra: dict | None = None) -> None:

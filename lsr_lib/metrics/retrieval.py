@@ -74,14 +74,16 @@ def evaluate_both_directions(
     ks: tuple[int, ...] = (1, 5, 10),
     mrr_depth: int = 10,
     return_ranks: bool = False,
+    image_gallery: np.ndarray | None = None,
 ) -> dict:
     """Text->image and image->text metrics from (N_img, D) and (N_txt, D) vectors (dot product).
 
-    ``text_image_ids`` (N_txt,) names each caption's image; ``image_ids`` (N_img,) the images.
+    ``text_image_ids`` (N_txt,) names each caption's image; ``image_ids`` (N_img,) the images;
+    ``image_gallery`` (N_img,) optional, see :func:`evaluate_scores`.
     Works for dense and for sparse vectors given as dense tensors.
     """
     scores = text_vecs.float() @ image_vecs.float().T  # (N_txt, N_img), computed once
-    return evaluate_scores(scores, text_image_ids, image_ids, ks, mrr_depth, return_ranks)
+    return evaluate_scores(scores, text_image_ids, image_ids, ks, mrr_depth, return_ranks, image_gallery=image_gallery)
 
 
 def evaluate_scores(
@@ -92,20 +94,52 @@ def evaluate_scores(
     mrr_depth: int = 10,
     return_ranks: bool = False,
     chunk: int = 2048,
+    image_gallery: np.ndarray | None = None,
 ) -> dict:
-    """Both directions from one (N_txt, N_img) score matrix (rows: captions, columns: images)."""
+    """Both directions from one (N_txt, N_img) score matrix (rows: captions, columns: images).
+
+    ``image_gallery`` (N_img,): the gallery of each image (the emoji default: its art style). A caption is
+    then ranked against the images of its own image's gallery only, and an image against the captions of
+    its gallery, so each gallery is its own retrieval problem; the metrics are over all queries, and
+    ``by_gallery`` gives them per gallery.
+    """
     text_image_ids = np.asarray(text_image_ids).astype(str)
     image_ids = np.asarray(image_ids).astype(str)
+    img_g = txt_g = None
+    if image_gallery is not None:
+        img_g = np.asarray(image_gallery).astype(str)
+        row_of = dict(zip(image_ids, range(len(image_ids))))
+        txt_g = img_g[[row_of[i] for i in text_image_ids]]
+
+    def within(s, q_g, d_g):
+        if q_g is None:
+            return s
+        return s.masked_fill(torch.from_numpy(q_g[:, None] != d_g[None, :]).to(s.device), float("-inf"))
+
     t2i = ranks_chunked(
-        lambda sl: scores[sl], lambda sl: relevance_matrix(text_image_ids[sl], image_ids), scores.shape[0], chunk
+        lambda sl: within(scores[sl], None if txt_g is None else txt_g[sl], img_g),
+        lambda sl: relevance_matrix(text_image_ids[sl], image_ids),
+        scores.shape[0],
+        chunk,
     )
     i2t = ranks_chunked(
-        lambda sl: scores[:, sl].T, lambda sl: relevance_matrix(image_ids[sl], text_image_ids), scores.shape[1], chunk
+        lambda sl: within(scores[:, sl].T, None if img_g is None else img_g[sl], txt_g),
+        lambda sl: relevance_matrix(image_ids[sl], text_image_ids),
+        scores.shape[1],
+        chunk,
     )
     out = {
         "text_to_image": metrics_from_ranks(t2i, ks, mrr_depth),
         "image_to_text": metrics_from_ranks(i2t, ks, mrr_depth),
     }
+    if img_g is not None:
+        out["by_gallery"] = {
+            g: {
+                "text_to_image": metrics_from_ranks(t2i[txt_g == g], ks, mrr_depth),
+                "image_to_text": metrics_from_ranks(i2t[img_g == g], ks, mrr_depth),
+            }
+            for g in sorted(set(img_g))
+        }
     if return_ranks:
         out["ranks"] = {"text_to_image": t2i, "image_to_text": i2t}
     return out

@@ -102,6 +102,7 @@ def _lit_val_data(cfg: Config, collection: ImageCaptionSet, img_cache: ShardedCa
         "text": vtxt["text"],
         "text_image_ids": val.captions["image_id"].to_numpy(),
         "image_ids": val.images["image_id"].to_numpy(),
+        "image_gallery": val.image_gallery,
     }
 
 
@@ -211,6 +212,7 @@ def dense_baseline(cfg: Config, dense: Path) -> dict:
             col.images["image_id"].to_numpy(),
             cfg.evaluation.ks,
             cfg.evaluation.mrr_depth,
+            image_gallery=col.image_gallery,
         )
         out[split]["counts"] = col.counts()[split]
     return out
@@ -236,6 +238,7 @@ def robustness(cfg: Config, collection: ImageCaptionSet, progress: bool = False)
             test.images["image_id"].to_numpy(),
             cfg.evaluation.ks,
             cfg.evaluation.mrr_depth,
+            image_gallery=test.image_gallery,
         )
     return out
 
@@ -253,7 +256,9 @@ def stage_results(cfg: Config, collection: ImageCaptionSet, baseline: dict, robu
         "robustness_test": robust,
     }
     if cfg.data.name == "emoji":
-        from ..data.emoji import split_checksum
+        from ..data.emoji import split_checksum, style_counts
 
         results["split_sha256"] = split_checksum(collection)
+        if collection.image_gallery is not None:
+            results["styles"] = style_counts(collection)  # the data card's per-style table
     return results

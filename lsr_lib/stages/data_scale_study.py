@@ -199,6 +199,7 @@ def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[
                 te_col.images["image_id"].to_numpy(),
                 cfg.evaluation.ks,
                 cfg.evaluation.mrr_depth,
+                image_gallery=te_col.image_gallery,
             )
         t2i, dense_t2i, sp_ = ev["text_to_image"], teacher["text_to_image"], ev["sparsity_text_to_image"]
         hist = run["history"]
@@ -386,8 +387,8 @@ def read_current(
         )
         return None
     print(
-        f"{what} read from results/{cfg.profile}/{result}.json (measured {doc['provenance'].get('time_utc', '?')} at "
-        f"commit {doc['provenance'].get('commit', '?')}; inputs current"
+        f"{what} read from results/{cfg.profile}/{result}.json (measured at commit "
+        f"{doc['provenance'].get('commit', '?')}; inputs current"
         + (
             f"; seeds {unchecked} are not built here, so their features were not checked: `make seeds` builds them)"
             if unchecked

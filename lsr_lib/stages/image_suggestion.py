@@ -69,7 +69,7 @@ def cache_states(
         engine,
         partial(_token_states_compute, cfg.suggest.max_text_tokens, text_of),
     )
-    img = ImageTower(device, cfg.data.image_size)
+    img = ImageTower(device, cfg.data.image_size, cfg.extraction.image_backend)
     icache = suggest_patch_cache(cfg, data.docs, img.fingerprint())  # the emoji set's: filled by stage 01 already
     row_of = {d: k for k, d in enumerate(data.docs["doc_id"])}
     icache.fill(
@@ -79,7 +79,7 @@ def cache_states(
         "patch states",
         progress,
         engine,
-        partial(_patch_states_compute, cfg.data.image_size, data.docs),
+        partial(_patch_states_compute, cfg.data.image_size, data.docs, cfg.extraction.image_backend),
     )
     return tcache, icache
 
@@ -92,11 +92,11 @@ def _token_states_compute(max_tokens: int, text_of: dict):
     return lambda batch: tok([text_of[i] for i in batch])
 
 
-def _patch_states_compute(image_size: int, docs: pd.DataFrame):
+def _patch_states_compute(image_size: int, docs: pd.DataFrame, backend: str = "torch"):
     """In a Ray actor: EfficientNet-Lite0 patch states by document id (image files or AToMiC image bytes)."""
     from ..dense.towers import ImageTower, patch_states
 
-    img = ImageTower("cuda" if torch.cuda.is_available() else "cpu", image_size)
+    img = ImageTower("cuda" if torch.cuda.is_available() else "cpu", image_size, backend)
     row_of = {d: k for k, d in enumerate(docs["doc_id"])}
     return lambda batch: patch_states(img, [load_document_image(docs.iloc[row_of[i]]) for i in batch])
 

@@ -31,15 +31,45 @@ DIRECTIONS = ("text_to_image", "image_to_text")
 SWEPT = ("seismic", "faiss_hnsw", "bmp", "kannolo")
 
 
-def direction_data(direction: str, col: ImageCaptionSet, images, texts) -> tuple:
-    """(queries, docs, query keys, doc keys) for a direction; keys decide relevance."""
+def direction_data(direction: str, col: ImageCaptionSet, images, texts, part: tuple | None = None) -> tuple:
+    """(queries, docs, query keys, doc keys) for a direction; keys decide relevance.
+
+    ``part``: (image rows, caption rows) of one gallery (:func:`gallery_parts`): that gallery's vectors and keys.
+    """
     img_keys = col.images["image_id"].to_numpy().astype(str)
     txt_keys = col.captions["image_id"].to_numpy().astype(str)
+    if part is not None:
+        ir, tr = part
+        img_keys, txt_keys = img_keys[ir], txt_keys[tr]
+        images = None if images is None else images[ir]
+        texts = None if texts is None else texts[tr]
     if direction == "text_to_image":
         return texts, images, txt_keys, img_keys
     if direction == "image_to_text":
         return images, texts, img_keys, txt_keys
     raise ValueError(f"unknown direction {direction!r}; known: {DIRECTIONS}")
+
+
+def gallery_parts(col: ImageCaptionSet) -> list[tuple[str, tuple[np.ndarray, np.ndarray]]]:
+    """[(gallery, (image rows, caption rows))]: each gallery (emoji: art style) is its own retrieval problem, with
+    its own indexes (metrics.retrieval.evaluate_scores ranks the same way); one part "" without galleries."""
+    g = col.image_gallery
+    if g is None:
+        return [("", (np.arange(len(col.images)), np.arange(len(col.captions))))]
+    row_of = dict(zip(col.images["image_id"], range(len(g))))
+    cap_g = g[[row_of[i] for i in col.captions["image_id"]]]
+    return [(name, (np.flatnonzero(g == name), np.flatnonzero(cap_g == name))) for name in sorted(set(g))]
+
+
+def gallery_ranks(rows: np.ndarray, query_keys, doc_keys, query_gallery, doc_gallery) -> np.ndarray:
+    """:func:`ranks_from_topk` counting only the documents of the query's gallery (top-k lists over all
+    galleries, filtered: a hit ranked below the list's end counts as a miss)."""
+    k = rows.shape[1]
+    ok = rows >= 0
+    same = ok & (np.where(ok, doc_gallery[np.clip(rows, 0, None)], "") == query_gallery[:, None])
+    hit = same & (np.where(ok, doc_keys[np.clip(rows, 0, None)], "") == query_keys[:, None])
+    position = np.cumsum(same, axis=1)  # the rank among the query's gallery
+    return np.where(hit.any(1), position[np.arange(len(rows)), hit.argmax(1)], k + 1)
 
 
 def index_path(cfg: Config, condition: str, direction: str, kind: str, tag: str = "") -> Path:
@@ -62,12 +92,24 @@ def ranks_from_topk(rows: np.ndarray, query_keys: np.ndarray, doc_keys: np.ndarr
 
 
 def topk_metrics(rows: np.ndarray, query_keys: np.ndarray, doc_keys: np.ndarray, cfg: Config) -> dict:
-    """R@k and MRR@10 from top-k lists (k must be at least the largest cutoff)."""
-    if rows.shape[1] < max(max(cfg.evaluation.ks), cfg.evaluation.mrr_depth):
+    """R@k and MRR@10 from top-k lists (k must be at least the largest cutoff, or every document)."""
+    if rows.shape[1] < min(max(max(cfg.evaluation.ks), cfg.evaluation.mrr_depth), len(doc_keys)):
         raise ValueError(
             f"top-{rows.shape[1]} lists are too short for cutoffs {cfg.evaluation.ks} / MRR@{cfg.evaluation.mrr_depth}"
         )
     return metrics_from_ranks(ranks_from_topk(rows, query_keys, doc_keys), cfg.evaluation.ks, cfg.evaluation.mrr_depth)
+
+
+def text_to_image_metrics(found: np.ndarray, col: ImageCaptionSet, cfg: Config) -> dict:
+    """T->I R@k / MRR@10 from top-k lists over the whole test collection; with galleries, each query counts only
+    its own gallery's images in the list (:func:`gallery_ranks`)."""
+    _, _, qkeys, dkeys = direction_data("text_to_image", col, None, None)
+    g = col.image_gallery
+    if g is None:
+        return topk_metrics(found, qkeys, dkeys, cfg)
+    qg = g.astype(str)[[dict(zip(dkeys, range(len(dkeys))))[i] for i in qkeys]]
+    ranks = gallery_ranks(found, qkeys, dkeys, qg, g.astype(str))
+    return metrics_from_ranks(ranks, cfg.evaluation.ks, cfg.evaluation.mrr_depth)
 
 
 def brute_force_topk(queries, docs, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,33 +151,41 @@ def evaluate_through_indexes(
     ]
     jobs += [("dense teacher", d, kind) for d in DIRECTIONS for kind in cfg.index.dense_backends]
     refs: dict = {}
+    parts = gallery_parts(col)
     for cond, direction, kind in tqdm(jobs, desc="retrieve through indexes", disable=not progress):
         img, txt = dense if cond == "dense teacher" else (vectors[cond]["images"], vectors[cond]["texts"])
-        queries, docs, qk, dk = direction_data(direction, col, img, txt)
-        if (cond, direction) not in refs:
-            refs[cond, direction] = brute_force_topk(queries, docs, k)
-        ref_scores, ref_rows = refs[cond, direction]
-        index = build_or_load(cfg, cond.replace(" ", "_"), direction, kind, docs)
-        scores, found = index.search(queries, k)
+        ranks, recalls, n_bad, n_q, exact = [], [], 0, [], True
+        for gallery, part in parts:
+            queries, docs, qk, dk = direction_data(direction, col, img, txt, part)
+            if (cond, direction, gallery) not in refs:
+                refs[cond, direction, gallery] = brute_force_topk(queries, docs, k)
+            ref_scores, ref_rows = refs[cond, direction, gallery]
+            index = build_or_load(cfg, cond.replace(" ", "_"), direction, kind, docs, gallery)
+            scores, found = index.search(queries, k)
+            topk_metrics(found, qk, dk, cfg)  # checks the lists are long enough
+            ranks.append(ranks_from_topk(found, qk, dk))
+            n_bad += len(topk_disagreements(scores, found, ref_scores, ref_rows, 10))
+            recalls.append(recall_at_k(found[:, :10], ref_rows[:, :10], 10))
+            n_q.append(queries.shape[0])
+            exact = index.exact
         rows.append(
             {
                 "condition": cond,
                 "direction": direction,
                 "backend": kind,
-                "exact": index.exact,
-                **topk_metrics(found, qk, dk, cfg),
+                "exact": exact,
+                **metrics_from_ranks(np.concatenate(ranks), cfg.evaluation.ks, cfg.evaluation.mrr_depth),
             }
         )
-        bad = topk_disagreements(scores, found, ref_scores, ref_rows, 10)
         checks.append(
             {
                 "condition": cond,
                 "direction": direction,
                 "backend": kind,
-                "exact": index.exact,
-                "recall@10_vs_exact": recall_at_k(found[:, :10], ref_rows[:, :10], 10),
-                "queries_differing_from_brute_force_top10": int(len(bad)),
-                "n_queries": int(queries.shape[0]),
+                "exact": exact,
+                "recall@10_vs_exact": recalls[0] if len(recalls) == 1 else float(np.average(recalls, weights=n_q)),
+                "queries_differing_from_brute_force_top10": int(n_bad),
+                "n_queries": int(sum(n_q)),
             }
         )
     return rows, checks
@@ -152,7 +202,6 @@ def pruning_sweep(cfg: Config, col: ImageCaptionSet, vectors: dict, kind: str = 
 
     out = []
     for cond, v in vectors.items():
-        _, _, qkeys, dkeys = direction_data("text_to_image", col, v["images"], v["texts"])
         exact_rows = brute_force_topk(v["texts"], v["images"], 10)[1]
         for spec in cfg.index.pruning:
             docs, queries = apply(spec, v["images"], v["texts"])
@@ -166,7 +215,7 @@ def pruning_sweep(cfg: Config, col: ImageCaptionSet, vectors: dict, kind: str = 
                     "FLOPs": s["flops"],
                     "nnz caption": s["avg_nonzeros_query"],
                     "nnz image": s["avg_nonzeros_document"],
-                    **topk_metrics(found, qkeys, dkeys, cfg),
+                    **text_to_image_metrics(found, col, cfg),
                     "recall@10": recall_at_k(found[:, :10], exact_rows, 10),
                     "postings_per_query": postings_per_query(docs, queries),
                     "index_mb": docs.nnz * parse(spec).bytes_per_posting / 1e6,
@@ -234,9 +283,9 @@ def efficiency_table(
         exact_rows = exact[cond][: queries.shape[0]] if (spec or not index_class(engine).exact) else None
         judge = None
         if docs_override is None:
-            _, _, qkeys, dkeys = direction_data("text_to_image", col, None, None)
+            depth = k if col.image_gallery is None else cfg.index.topk  # galleries: filtered from longer lists
             judge = lambda index: {
-                "T->I R@10": topk_metrics(index.search(all_queries, k)[1], qkeys, dkeys, cfg)["R@10"]
+                "T->I R@10": text_to_image_metrics(index.search(all_queries, depth)[1], col, cfg)["R@10"]
             }
         base = {"condition": cond, "collection": size_label, "n_docs": int(n_docs)}
         if spec:
@@ -378,8 +427,7 @@ def scale_rows(
         )
         return []
     print(
-        f"scale benchmark read from {path} (measured {doc['provenance'].get('time_utc', '?')} at commit "
-        f"{doc['provenance'].get('commit', '?')}; inputs current)"
+        f"scale benchmark read from {path} (measured at commit {doc['provenance'].get('commit', '?')}; inputs current)"
     )
     return doc["results"]["rows"]
 

@@ -97,6 +97,32 @@ def sparse_vectors(
     return v["images"], v["texts_own_tokens" if own_tokens_only else "texts"]
 
 
+def eval_splits(cfg: Config) -> tuple[str, ...]:
+    """The splits stage 02 reports on: test, and the held-out art style's ``heldout`` when the profile has one."""
+    return ("test",) + (("heldout",) if cfg.data.heldout_style else ())
+
+
+def split_metrics(cfg: Config, split: str, col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer) -> dict:
+    """{dense teacher, each condition, each condition's ``no_exp``: metrics} on one split (per gallery within)."""
+    from ..metrics.retrieval import evaluate_scores
+
+    ids = (col.captions["image_id"].to_numpy(), col.images["image_id"].to_numpy())
+    out = {
+        "dense teacher": evaluate_scores(
+            torch.from_numpy(txt @ img.T),
+            *ids,
+            cfg.evaluation.ks,
+            cfg.evaluation.mrr_depth,
+            image_gallery=col.image_gallery,
+        )
+    }
+    for name in cfg.d2s_conditions:
+        out[name] = evaluate_sparse(cfg, col, *sparse_vectors(cfg, name, split, col, img, txt, tokenizer))
+        no_exp = sparse_vectors(cfg, name, split, col, img, txt, tokenizer, own_tokens_only=True)
+        out[f"{name}, no_exp"] = evaluate_sparse(cfg, col, *no_exp)
+    return out
+
+
 def metrics_row(r: dict) -> dict:
     """One row of the test table: R@k / MRR@10 both directions, and FLOPs and vector lengths when ``r`` is sparse."""
     out = {f"T->I {m}": r["text_to_image"][m] for m in ("R@1", "R@5", "R@10", "MRR@10")}
@@ -127,10 +153,11 @@ def claim_checks(test: dict) -> dict:
     return checks
 
 
-def stage_results(cfg: Config, runs: dict, test: dict, checks: dict) -> dict:
-    """The content of ``results/<profile>/02_d2s.json``: each condition's recipe and training record, the test metrics,
-    the checks."""
+def stage_results(cfg: Config, runs: dict, test: dict, checks: dict, heldout: dict | None = None) -> dict:
+    """The content of ``results/<profile>/02_d2s.json``: each condition's recipe and training record, the test metrics
+    (and the held-out style's), the checks."""
     return {
+        **({"heldout": heldout} if heldout else {}),
         "conditions": {
             name: {
                 "config": to_dict(condition_config(cfg.d2s, name)),

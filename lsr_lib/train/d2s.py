@@ -196,7 +196,7 @@ def validate_sparse(model: D2SModel, val: dict, cfg: D2SConfig, scoring: str = "
     img_df, nnz_image = img_on.sum(0).cpu().numpy(), float(img_on.sum(1).float().mean())  # (V,), scalar
     del img, img_on  # the sparse path keeps only the CSR copy
     scores, nnz_text, txt_df = score_captions(model, val["txt_emb"], images, cfg.eval_batch_size)  # (N_txt, N_img)
-    out = evaluate_scores(scores, val["text_image_ids"], val["image_ids"])
+    out = evaluate_scores(scores, val["text_image_ids"], val["image_ids"], image_gallery=val.get("image_gallery"))
     out["nnz_image"] = nnz_image
     out["nnz_text"] = nnz_text
     out["flops"] = flops_from_df(txt_df, img_df, n_txt, n_img)

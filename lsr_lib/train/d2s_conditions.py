@@ -52,6 +52,7 @@ def eval_data(col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray) -> dict:
         "txt_emb": torch.from_numpy(txt),
         "image_ids": col.images["image_id"].to_numpy(),
         "text_image_ids": col.captions["image_id"].to_numpy(),
+        "image_gallery": col.image_gallery,
     }
 
 
@@ -65,6 +66,7 @@ def evaluate_sparse(cfg: Config, col: ImageCaptionSet, img_csr, txt_csr, return_
         cfg.evaluation.ks,
         cfg.evaluation.mrr_depth,
         return_ranks,
+        image_gallery=col.image_gallery,
     )
     # text->image: queries are captions, documents images; FLOPs as in DESIGN.md section 3
     out["sparsity_text_to_image"] = sparse_summary(txt_csr, img_csr)
