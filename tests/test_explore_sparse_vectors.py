@@ -237,3 +237,113 @@ def test_views_of_a_collection_without_image_files_draw_a_placeholder(tmp_path):
     _image(axes[1], str(tmp_path / "gone.png"), "deleted file")
     assert all(any("no image file" in t.get_text() for t in ax.texts) for ax in axes)
     plt.close(fig)
+
+
+# ---- symbol tokens (latent dimensions) in the views ----------------------------------------------
+
+
+def symbol_model(model, tok):
+    """``model`` whose queries also carry "©" (2.0) and "•" (0.1), and whose first image carries "©" (5.0)."""
+    encode = fake_encoder(tok)
+
+    def encode_with_symbols(texts):
+        return (encode(texts) + sp.vstack([vec(tok, {"©": 2.0, "•": 0.1})] * len(texts))).tocsr()
+
+    images = model.image_vectors.tolil()
+    images[0, tok.convert_tokens_to_ids("©")] = 5.0
+    return ex.ExplorerModel(
+        **{
+            **model.__dict__,
+            "name": "with symbols",
+            "encode_queries": encode_with_symbols,
+            "caption_vectors": encode_with_symbols(model.captions),
+            "image_vectors": images.tocsr(),
+            "index": None,
+            "caption_index": None,
+        }
+    )
+
+
+def test_symbol_tokens_are_stage_03s_punctuation_category(tok):
+    from lsr_lib.analysis.semantic_deviation import CATEGORIES, term_categories
+
+    mask = ex.symbol_mask(tok)
+    assert np.array_equal(mask, term_categories(tok) == CATEGORIES.index("punctuation"))
+    assert all(ex.is_symbol_term(t) for t in ["©", "•", "—", "|", ",", "..."])
+    assert not any(ex.is_symbol_term(t) for t in ["cat", "##s", "##•", "[CLS]", "[unused0]", "2", "x2"])
+
+
+def test_topk_symbol_share_follows_its_definition(tok):
+    rows = sp.vstack(
+        [
+            vec(tok, {"©": 3.0, "red": 1.0, "dog": 0.5, "•": 0.25}),
+            vec(tok, {"red": 1.0}),
+            sp.csr_matrix((1, 30522), dtype=np.float32),  # empty: NaN
+            vec(tok, {"•": 1.0, "red": 1.0}),  # tie: the lower term id first ("•" 1528 < "red" 2417)
+        ]
+    ).tocsr()
+    mask = ex.symbol_mask(tok)
+    assert tok.convert_tokens_to_ids("•") < tok.convert_tokens_to_ids("red")
+    assert np.allclose(ex.topk_symbol_share(rows, mask, 2)[:2], [3.0 / 4.0, 0.0])
+    assert ex.topk_symbol_share(rows, mask, 10)[0] == pytest.approx(3.25 / 4.75)
+    assert np.isnan(ex.topk_symbol_share(rows, mask, 2)[2])
+    assert ex.topk_symbol_share(rows, mask, 1)[3] == 1.0 and ex.topk_symbol_share(rows, mask, 2)[3] == 0.5
+    with pytest.raises(ValueError, match="wrong tokenizer"):
+        ex.topk_symbol_share(rows, mask[:100], 2)
+
+
+def test_symbol_shares_per_model_queries_and_documents(model, tok):
+    sym = symbol_model(model, tok)
+    no_captions = ex.ExplorerModel(**{**sym.__dict__, "name": "no captions", "caption_vectors": None})
+    shares = ex.symbol_shares([model, sym, no_captions], k=3)
+    assert shares.loc["fake", ["queries", "documents"]].tolist() == [0.0, 0.0]
+    mask = ex.symbol_mask(tok)
+    expected_q = np.mean(ex.topk_symbol_share(sym.caption_vectors, mask, 3))
+    expected_d = np.mean(ex.topk_symbol_share(sym.image_vectors, mask, 3))
+    assert shares.loc["with symbols", "queries"] == pytest.approx(expected_q) and expected_q > 0.3
+    assert shares.loc["with symbols", "documents"] == pytest.approx(expected_d) and 0 < expected_d < 0.5
+    assert np.isnan(shares.loc["no captions", "queries"]) and (shares["k"] == 3).all()
+
+
+def test_a_view_with_symbol_tokens_says_so_in_one_line(model, tok):
+    assert ex.symbol_note(ex.query_view(model, "red dog", k=3)) is None
+    sym = symbol_model(model, tok)
+    view = ex.query_view(sym, "red dog", k=3, n_terms=10)  # ©, red, dog, animal, •
+    weights = dict(zip(view["terms"]["term"], view["terms"]["weight"]))
+    share = (weights["©"] + weights["•"]) / sum(weights.values())
+    note = ex.symbol_note(view)
+    assert "\n" not in note and note.startswith("© •: symbol tokens") and f"{share:.0%} of this query's top-5" in note
+    shares = ex.symbol_shares([sym], k=10)
+    with_split = ex.symbol_note(view, shares)
+    q, d = shares.loc["with symbols", ["queries", "documents"]]
+    assert with_split.startswith(note) and f"{q:.0%} of queries' and {d:.0%} of documents' top-10" in with_split
+    assert ex.lexical_terms(view["terms"])["term"].tolist() == ["red", "dog", "animal"]
+    assert view["summary"] == ex.query_view(sym, "red dog", k=3, n_terms=3)["summary"]  # what stage 06 writes
+
+
+def test_compare_tab_explains_symbol_tokens_and_hides_them_on_request(model, tok):
+    pytest.importorskip("ipywidgets")
+    from lsr_lib.stages.explore_widgets import explorer_widget
+
+    tabs = explorer_widget([model, symbol_model(model, tok)], text="red dog", k=3)
+    compare = tabs.children[2]
+    page = compare.children[1].value
+    assert page.count("symbol tokens, latent dimensions") == 1  # only under "with symbols"
+    assert ">©</td>" in page and ">red</td>" in page
+    lexical = compare.children[0].children[2]
+    assert lexical.description == "lexical terms only"
+    lexical.value = True
+    hidden = compare.children[1].value
+    assert ">©</td>" not in hidden and ">•</td>" not in hidden and ">red</td>" in hidden and ">animal</td>" in hidden
+    assert "latent dimensions" in hidden  # the note still says what was hidden
+
+
+def test_compare_figure_names_the_symbol_tokens(model, tok):
+    from lsr_lib.results.figures import plt
+    from lsr_lib.stages.explore_figures import plot_compare
+
+    sym = symbol_model(model, tok)
+    fig = plot_compare({m.name: ex.query_view(m, "red dog", k=3) for m in (model, sym)}, n_images=2)
+    titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
+    assert len(titles) == 2 and "symbol" not in titles[0] and "© •: symbol tokens" in titles[1]
+    plt.close(fig)

@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.patches import Patch, Rectangle
 
 from ..results.figures import plt
+from .explore_sparse_vectors import symbol_note
 
 KIND_COLORS = {
     "own": "tab:blue",
@@ -141,17 +142,19 @@ def plot_image_view(view: dict, n_captions: int = 8):
 
 
 def plot_compare(views: dict[str, dict], n_images: int = 5):
-    """One row per model for the same query: its top terms and its first retrieved images."""
+    """One row per model for the same query: its top terms and its first retrieved images; a second title line where
+    the top terms include symbol tokens (latent dimensions, ``symbol_note``)."""
     names = list(views)
     fig = plt.figure(figsize=(3.4 + 1.6 * n_images, 2.6 * len(names) + 0.5), layout="constrained")
     gs = fig.add_gridspec(len(names), n_images + 1, width_ratios=[1.9] + [1] * n_images)
     for i, name in enumerate(names):
         v = views[name]
         s = v["summary"]
+        note = symbol_note(v, short=True)
         plot_terms(
             v["terms"],
             fig.add_subplot(gs[i, 0]),
-            f"{name}: {s['nnz']} terms, {s['expansion_weight_share']:.0%} expansion",
+            f"{name}: {s['nnz']} terms, {s['expansion_weight_share']:.0%} expansion" + (f"\n{note}" if note else ""),
         )
         for j, (_, r) in enumerate(v["images"].head(n_images).iterrows()):
             _image(

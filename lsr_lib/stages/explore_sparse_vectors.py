@@ -5,18 +5,26 @@ functions in :mod:`lsr_lib.analysis.explorer_views`, re-exported here for the no
 are read from files: stage 02's D2S vectors (:func:`d2s_models`; a typed query goes MiniLM ->
 LiT text projection -> D2S text head with full expansion, as at evaluation) and, when built,
 stage 05's M1-M4 (:func:`suggestion_models`, read by :func:`load_suggestion_models`).
+
+Symbol tokens (:func:`is_symbol_term`: no letter or digit, such as ``©``, ``•``, ``—``; stage 03's
+``punctuation`` category) often rank among a D2S vector's top terms: the model uses these vocabulary
+slots as latent dimensions with no lexical meaning (notebook 06, section 4). :func:`symbol_shares`
+measures how much of the top-k weight they carry over a split's queries and documents, and
+:func:`symbol_note` says so in one line wherever a view shows them; the vectors are not changed.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Optional
+from functools import lru_cache
+from typing import Callable, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from ..analysis.explorer_views import *  # noqa: F401,F403 (the views the notebook calls through this stage)
-from ..analysis.explorer_views import ExplorerModel, saved_or_built_index
+from ..analysis.explorer_views import ExplorerModel, saved_or_built_index, tokenizer_of
 
 
 def dense_text_encoder(cfg) -> Callable[[list[str]], np.ndarray]:
@@ -114,6 +122,7 @@ def load_suggestion_models(cfg, split: str = "test") -> list[ExplorerModel]:
     from ..data.profile_sets import load_suggestion_set
     from ..dense.towers import TokenTower
     from ..sparse.suggest_encoders import describe
+    from ..storage.manifest import ArtifactError
     from ..storage.sparse_files import load_sparse
     from ..train.suggest import encode, load_suggest_model
 
@@ -125,7 +134,9 @@ def load_suggestion_models(cfg, split: str = "test") -> list[ExplorerModel]:
         art = suggest_vectors_artifact(cfg, config, split)
         if not art.status().ok:
             continue
-        dp = art.root / "docs.npz"
+        docs = load_sparse(art.root / "docs.npz")  # (N_docs, V)
+        if docs.shape[0] != len(data.docs):  # written for an earlier suggestion set
+            raise ArtifactError(f"{art.root} holds {docs.shape[0]} documents, the {split} split {len(data.docs)}")
         tower = tower or TokenTower("cpu", cfg.suggest.max_text_tokens)
         model = load_suggest_model(folder)
 
@@ -141,7 +152,7 @@ def load_suggestion_models(cfg, split: str = "test") -> list[ExplorerModel]:
             ExplorerModel(
                 name=f"{config} ({qk} query / {dk} {di} docs)",
                 encode_queries=encode_queries,
-                image_vectors=load_sparse(dp),
+                image_vectors=docs,
                 image_ids=data.docs["doc_id"].to_numpy(),
                 image_paths=list(data.docs["path"]),
                 description=(
@@ -209,3 +220,75 @@ def stage_results(queries: list[str], fresh_vs_stored: dict, summary) -> dict:
         "fresh_vs_stored_min_cosine": fresh_vs_stored,
         "views": summary.to_dict(orient="records"),
     }
+
+
+# ---- symbol tokens: vocabulary slots used as latent dimensions ------------------------------------
+
+
+def is_symbol_term(term: str) -> bool:
+    """True for a symbol token: no letter or digit, not a ``##`` fragment, not ``[special]`` (stage 03's
+    ``punctuation`` category of ``lsr_lib.analysis.semantic_deviation``: ©, •, —, |, ...)."""
+    special = term.startswith("[") and term.endswith("]") and len(term) > 2
+    return not (special or term.startswith("##") or any(ch.isalnum() for ch in term))
+
+
+@lru_cache(maxsize=4)
+def symbol_mask(tokenizer) -> np.ndarray:
+    """(V,) True where the vocabulary term is a symbol token (184 of BERT-uncased's 30,522)."""
+    return np.array([is_symbol_term(t) for t in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
+
+
+def topk_symbol_share(x: sp.csr_matrix, mask: np.ndarray, k: int) -> np.ndarray:
+    """(N,) for each row of ``x`` (N, V): the share of its ``k`` largest weights on ``mask``'s terms (NaN: empty)."""
+    x = sp.csr_matrix(x)
+    if x.shape[1] > len(mask):
+        raise ValueError(f"vectors have {x.shape[1]} terms but the vocabulary only {len(mask)}: wrong tokenizer")
+    out = np.full(x.shape[0], np.nan)
+    for i in range(x.shape[0]):
+        ids, w = x.indices[x.indptr[i] : x.indptr[i + 1]], x.data[x.indptr[i] : x.indptr[i + 1]].astype(np.float64)
+        top = np.lexsort((ids, -w))[:k]  # largest first, ties by lower term id (as the term tables)
+        total = w[top].sum()
+        if total > 0:
+            out[i] = w[top][mask[ids[top]]].sum() / total
+    return out
+
+
+def symbol_shares(models: Sequence[ExplorerModel], k: int = 10) -> pd.DataFrame:
+    """Per model, the mean share of the top-``k`` weight on symbol tokens over its split's queries (the stored
+    caption vectors; NaN when it has none) and its documents (the image vectors)."""
+    mean = lambda a: float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
+    rows = []
+    for m in models:
+        mask = symbol_mask(tokenizer_of(m))
+        queries = topk_symbol_share(m.caption_vectors, mask, k) if m.caption_vectors is not None else np.full(1, np.nan)
+        docs = topk_symbol_share(m.image_vectors, mask, k)
+        rows.append({"model": m.name, "queries": mean(queries), "documents": mean(docs), "k": k})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def symbol_note(view: dict, shares: Optional[pd.DataFrame] = None, short: bool = False) -> Optional[str]:
+    """One line for a query view whose term table shows symbol tokens: which, their share of the weight shown and,
+    with ``shares`` (:func:`symbol_shares`), the model's share over the split; None when it shows none."""
+    terms = view["terms"]
+    symbol = terms["term"].map(is_symbol_term).to_numpy(dtype=bool)
+    total = float(terms["weight"].sum())
+    if not symbol.any() or total <= 0:
+        return None
+    names = " ".join(dict.fromkeys(terms["term"][symbol]))
+    share = float(terms["weight"][symbol].sum()) / total
+    if short:
+        return f"{names}: symbol tokens, {share:.0%} of the top-{len(terms)} weight (latent dimensions)"
+    line = (
+        f"{names}: symbol tokens, latent dimensions with no lexical meaning; "
+        f"{share:.0%} of this query's top-{len(terms)} weight"
+    )
+    if shares is not None and view["model"] in shares.index:
+        row = shares.loc[view["model"]]
+        sides = [f"{row[side]:.0%} of {side}'" for side in ("queries", "documents") if np.isfinite(row[side])]
+        line += f", {' and '.join(sides)} top-{int(row['k'])} weight over the split" if sides else ""
+    return line
+
+
+def lexical_terms(terms: pd.DataFrame) -> pd.DataFrame:
+    """A term table without its symbol tokens (a lexical-only view; the weights are unchanged)."""
+    return terms[~terms["term"].map(is_symbol_term).to_numpy(dtype=bool)]

@@ -3,7 +3,9 @@
 :func:`explorer_widget` gives three tabs: *Query* (type a text, pick a model: its top terms, own
 tokens blue and expansion orange, and the top-k images with the terms behind each score),
 *Image* (pick an image: its top terms, green where they occur in its captions, and the captions
-it retrieves, ✓ for its own) and *Compare* (the same text through several models side by side).
+it retrieves, ✓ for its own) and *Compare* (the same text through several models side by side; a
+line under a model whose top terms include symbol tokens says they are latent dimensions, with their
+measured share, and *lexical terms only* hides them from the term tables).
 All numbers come from the view functions; this module only turns their frames into HTML.
 """
 
@@ -13,12 +15,14 @@ import base64
 import html
 import io
 from functools import lru_cache
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pandas as pd
 
 from ..analysis.explorer_views import ExplorerModel, image_choices, image_view, query_view
+from .explore_sparse_vectors import lexical_terms, symbol_note, symbol_shares
 
+COMPARE_TERMS = 10  # terms per model in the Compare tab
 KIND_CSS = {"own": "#1f77b4", "expansion": "#ff7f0e", "caption": "#2ca02c", "other": "#7f7f7f"}
 
 
@@ -113,11 +117,23 @@ def image_html(view: dict) -> str:
     )
 
 
-def compare_html(views: dict[str, dict], n_images: int = 6) -> str:
-    """One column per model (wrapping onto new lines): summary, term table, first images."""
+def compare_html(
+    views: dict[str, dict],
+    n_images: int = 6,
+    n_terms: int = 10,
+    shares: Optional[pd.DataFrame] = None,
+    lexical_only: bool = False,
+) -> str:
+    """One column per model (wrapping onto new lines): summary, its top ``n_terms`` terms (without symbol tokens when
+    ``lexical_only``), a line on the symbol tokens among them (``symbol_note``; ``shares``: ``symbol_shares``), and its
+    first images."""
     cols = []
     for name, v in views.items():
         s = v["summary"]
+        top = v["terms"].head(n_terms)
+        shown = lexical_terms(v["terms"]).head(n_terms) if lexical_only else top
+        note = symbol_note({**v, "terms": top}, shares)
+        note_html = f"<div style='font-size:10px;color:#666;margin:2px 0 4px'>{html.escape(note)}</div>" if note else ""
         cards = "".join(
             _card(
                 r["path"],
@@ -131,7 +147,7 @@ def compare_html(views: dict[str, dict], n_images: int = 6) -> str:
             "<div style='border-left:1px solid #ddd;padding-left:8px;width:300px;margin-bottom:10px'>"
             f"<b>{html.escape(name)}</b><div style='font-size:11px'>{s['nnz']} terms, "
             f"{s['expansion_weight_share']:.0%} expansion</div>"
-            f"{terms_html(v['terms'])}<div style='display:flex;flex-wrap:wrap;"
+            f"{terms_html(shown)}{note_html}<div style='display:flex;flex-wrap:wrap;"
             f"max-width:320px'>{cards or '<i>no image shares a term with this query</i>'}</div></div>"
         )
     return (
@@ -192,16 +208,23 @@ def explorer_widget(models: Sequence[ExplorerModel], text: str = "", k: int = 8,
     chosen = w.SelectMultiple(
         options=names, value=tuple(i for _, i in names), description="models", rows=min(6, len(names))
     )
+    lexical = w.Checkbox(value=False, description="lexical terms only", indent=False)
     c_out = w.HTML()
+    shares = symbol_shares(models, COMPARE_TERMS)  # once: every model's stored queries and documents
 
     def show_compare(_=None):
         try:
             views = (
-                {models[i].name: query_view(models[i], cmp_query.value, top_k.value, 10) for i in chosen.value}
+                {  # extra terms, so that the lexical-only table still shows COMPARE_TERMS
+                    models[i].name: query_view(models[i], cmp_query.value, top_k.value, 3 * COMPARE_TERMS)
+                    for i in chosen.value
+                }
                 if cmp_query.value.strip()
                 else {}
             )
-            c_out.value = compare_html(views) if views else ""
+            c_out.value = (
+                compare_html(views, n_terms=COMPARE_TERMS, shares=shares, lexical_only=lexical.value) if views else ""
+            )
         except Exception as err:
             c_out.value = _error(err)
 
@@ -214,6 +237,7 @@ def explorer_widget(models: Sequence[ExplorerModel], text: str = "", k: int = 8,
         (top_k, show_image),
         (cmp_query, show_compare),
         (chosen, show_compare),
+        (lexical, show_compare),
         (top_k, show_compare),
     ):
         widget.observe(fn, names="value")
@@ -222,7 +246,7 @@ def explorer_widget(models: Sequence[ExplorerModel], text: str = "", k: int = 8,
         children=[
             w.VBox([w.HBox([query, model, top_k]), q_out]),
             w.VBox([w.HBox([img_model, picker]), i_out]),
-            w.VBox([w.HBox([cmp_query, chosen]), c_out]),
+            w.VBox([w.HBox([cmp_query, chosen, lexical]), c_out]),
         ]
     )
     for i, title in enumerate(("Query", "Image", "Compare")):
