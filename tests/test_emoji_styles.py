@@ -170,3 +170,17 @@ def test_onnx_runtime_tower_matches_torch():
     for part in ("avg", "max", "logits", "patches"):
         assert np.abs(out[part] - ref[part]).max() < 1e-3, part
     assert onnx.fingerprint()["backend"] == "onnxruntime" and "backend" not in ImageTower("cpu").fingerprint()
+
+
+def test_matched_rows_keep_the_held_out_styles_emoji_in_every_in_style_gallery(col):
+    from lsr_lib.data.emoji import matched_rows, subset
+
+    test, held = col.split("test"), col.split("heldout")
+    img, cap = matched_rows(test, held)
+    sub = subset(test, (img, cap), "matched")
+    keys = set(held.images["image_id"].str.split("/", n=1).str[1])
+    assert set(sub.images["image_id"].str.split("/", n=1).str[1]) == keys & set(
+        test.images["image_id"].str.split("/", n=1).str[1]
+    )
+    assert set(sub.image_gallery) == {"openmoji", "twemoji"} and len(sub.images) < len(test.images)
+    assert set(sub.captions["image_id"]) <= set(sub.images["image_id"])  # every caption's image is kept

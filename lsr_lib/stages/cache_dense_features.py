@@ -215,6 +215,21 @@ def dense_baseline(cfg: Config, dense: Path) -> dict:
             image_gallery=col.image_gallery,
         )
         out[split]["counts"] = col.counts()[split]
+    if "heldout" in out and "test" in out:  # the in-style test on the held-out style's emoji only
+        from ..data.emoji import MATCHED, matched_rows, subset
+
+        col, img, txt = load_dense_dir(dense, "test")
+        rows = matched_rows(col, load_dense_dir(dense, "heldout")[0])
+        sub = subset(col, rows, MATCHED)
+        out[MATCHED] = evaluate_both_directions(
+            torch.from_numpy(img[rows[0]]),
+            torch.from_numpy(txt[rows[1]]),
+            sub.captions["image_id"].to_numpy(),
+            sub.images["image_id"].to_numpy(),
+            cfg.evaluation.ks,
+            cfg.evaluation.mrr_depth,
+            image_gallery=sub.image_gallery,
+        )
     return out
 
 

@@ -102,10 +102,22 @@ def eval_splits(cfg: Config) -> tuple[str, ...]:
     return ("test",) + (("heldout",) if cfg.data.heldout_style else ())
 
 
-def split_metrics(cfg: Config, split: str, col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer) -> dict:
-    """{dense teacher, each condition, each condition's ``no_exp``: metrics} on one split (per gallery within)."""
+def split_metrics(
+    cfg: Config, split: str, col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer, rows=None
+) -> dict:
+    """{dense teacher, each condition, each condition's ``no_exp``: metrics} on one split (per gallery within);
+    ``rows`` (image rows, caption rows): on that subset of the split only (:func:`lsr_lib.data.emoji.matched_rows`).
+    """
     from ..metrics.retrieval import evaluate_scores
 
+    if rows is not None:
+        from ..data.emoji import subset
+
+        full = (col, img, txt)
+        col, img, txt = subset(col, rows, col.name), img[rows[0]], txt[rows[1]]
+        cut = lambda v: (v[0][rows[0]], v[1][rows[1]])  # noqa: E731
+    else:
+        full, cut = (col, img, txt), lambda v: v  # noqa: E731
     ids = (col.captions["image_id"].to_numpy(), col.images["image_id"].to_numpy())
     out = {
         "dense teacher": evaluate_scores(
@@ -117,10 +129,22 @@ def split_metrics(cfg: Config, split: str, col: ImageCaptionSet, img: np.ndarray
         )
     }
     for name in cfg.d2s_conditions:
-        out[name] = evaluate_sparse(cfg, col, *sparse_vectors(cfg, name, split, col, img, txt, tokenizer))
-        no_exp = sparse_vectors(cfg, name, split, col, img, txt, tokenizer, own_tokens_only=True)
-        out[f"{name}, no_exp"] = evaluate_sparse(cfg, col, *no_exp)
+        out[name] = evaluate_sparse(cfg, col, *cut(sparse_vectors(cfg, name, split, *full, tokenizer)))
+        no_exp = sparse_vectors(cfg, name, split, *full, tokenizer, own_tokens_only=True)
+        out[f"{name}, no_exp"] = evaluate_sparse(cfg, col, *cut(no_exp))
     return out
+
+
+def measure_splits(cfg: Config, splits: dict, tokenizer) -> dict:
+    """{split: :func:`split_metrics`} for :func:`eval_splits`, and with a held-out style, the in-style test on the
+    held-out style's emoji (``test_matched_to_heldout``: the same emoji, galleries of comparable size)."""
+    from ..data.emoji import MATCHED, matched_rows
+
+    measured = {split: split_metrics(cfg, split, *splits[split], tokenizer) for split in eval_splits(cfg)}
+    if "heldout" in measured:
+        rows = matched_rows(splits["test"][0], splits["heldout"][0])
+        measured[MATCHED] = split_metrics(cfg, "test", *splits["test"], tokenizer, rows=rows)
+    return measured
 
 
 def metrics_row(r: dict) -> dict:
@@ -153,11 +177,12 @@ def claim_checks(test: dict) -> dict:
     return checks
 
 
-def stage_results(cfg: Config, runs: dict, test: dict, checks: dict, heldout: dict | None = None) -> dict:
-    """The content of ``results/<profile>/02_d2s.json``: each condition's recipe and training record, the test metrics
-    (and the held-out style's), the checks."""
+def stage_results(cfg: Config, runs: dict, test: dict, checks: dict, measured: dict | None = None) -> dict:
+    """The content of ``results/<profile>/02_d2s.json``: each condition's recipe and training record, the test metrics,
+    the checks; ``measured``: {split: metrics} of the other evaluated splits (the held-out style's, and the in-style
+    test on the held-out style's emoji)."""
     return {
-        **({"heldout": heldout} if heldout else {}),
+        **{k: v for k, v in (measured or {}).items() if k != "test"},
         "conditions": {
             name: {
                 "config": to_dict(condition_config(cfg.d2s, name)),
