@@ -173,7 +173,7 @@ def test_onnx_runtime_tower_matches_torch():
 
 
 def test_matched_rows_keep_the_held_out_styles_emoji_in_every_in_style_gallery(col):
-    from lsr_lib.data.emoji import matched_rows, subset
+    from lsr_lib.data.heldout import matched_rows, subset
 
     test, held = col.split("test"), col.split("heldout")
     img, cap = matched_rows(test, held)

@@ -214,3 +214,28 @@ def test_the_headline_pairs_retention_per_seed_and_judges_the_goal(tmp_path):
     assert "D2S with control: 95.5% at 0.45x the FLOPs, **reached**" in text
     assert "**not reached**" in write([19.0, 9.0], [4.0, 5.0])  # 92.5%: below the goal
     assert "**not reached**" in write([19.0, 9.6], [5.0, 6.0])  # 0.55x the FLOPs: above the goal
+
+
+def test_the_headline_sets_the_held_out_style_beside_the_in_style_test_on_the_same_emoji(tmp_path):
+    from lsr_lib.results.headline import headline
+
+    def metric(values):
+        return {"mean": sum(values) / len(values), "std": None, "n": len(values), "values": {"0": values[0]}}
+
+    summary = {
+        "seeds": [0],
+        "metrics": {
+            "dense teacher, test T->I R@1": metric([20.0]),
+            "dense teacher, heldout T->I R@1": metric([10.0]),
+            "dense teacher, heldout T->I R@10": metric([40.0]),
+            "dense teacher, test_matched_to_heldout T->I R@1": metric([30.0]),
+            "dense teacher, test_matched_to_heldout T->I R@10": metric([80.0]),
+        },
+        "control_effect": {},
+    }
+    (tmp_path / "seeds.json").write_text(json.dumps(summary))
+    text = headline(tmp_path)
+    assert "| dense teacher | 30.00 | 10.00 | 80.00 | 40.00 | 50.0 |" in text  # 40 / 80, on the same emoji
+    del summary["metrics"]["dense teacher, heldout T->I R@10"]
+    (tmp_path / "seeds.json").write_text(json.dumps(summary))
+    assert "Cross-style" not in headline(tmp_path)  # no held-out style: no table

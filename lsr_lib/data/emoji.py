@@ -264,27 +264,6 @@ def build_emoji_collection(
     )
 
 
-MATCHED = "test_matched_to_heldout"  # the in-style test images of the emoji the held-out style draws
-
-
-def matched_rows(test: ImageCaptionSet, heldout: ImageCaptionSet) -> tuple[np.ndarray, np.ndarray]:
-    """(image rows, caption rows) of ``test`` whose emoji the held-out style also draws: the in-style numbers to
-    set beside the held-out style's, on the same emoji (the held-out gallery is smaller, so its raw R@k is not
-    comparable with a full in-style gallery's)."""
-    key = lambda ids: ids.str.split("/", n=1).str[1]  # noqa: E731
-    drawn = set(key(heldout.images["image_id"]))
-    img = np.flatnonzero(key(test.images["image_id"]).isin(drawn).to_numpy())
-    cap = np.flatnonzero(key(test.captions["image_id"]).isin(drawn).to_numpy())
-    return img, cap
-
-
-def subset(col: ImageCaptionSet, rows: tuple[np.ndarray, np.ndarray], name: str) -> ImageCaptionSet:
-    """The images and captions of ``col`` at ``rows`` (see :func:`matched_rows`)."""
-    return ImageCaptionSet(
-        name, col.images.iloc[rows[0]].reset_index(drop=True), col.captions.iloc[rows[1]].reset_index(drop=True)
-    )
-
-
 def style_counts(collection: ImageCaptionSet) -> dict:
     """{style: {split: {"images", "captions"}}} and captions per image (mean, min, max): the data card's table."""
     img = collection.images

@@ -100,6 +100,7 @@ def headline(results_dir: Path) -> str:
             f"{_pm(**knob['R@10'])} | | {_pm(**knob['FLOPs'])} | {_pm(**knob['retention'], f='.1f', scale=100)} |"
         )
     lines += ["", *goal_lines(s, kept, knob)]
+    lines += cross_style_lines(s)
     eff = s.get("control_effect") or {}
     if eff:
         lines += [
@@ -127,6 +128,34 @@ def headline(results_dir: Path) -> str:
         "per stage: [docs/results.md](docs/results.md)._",
     ]
     return currency_note(results_dir) + "\n".join(lines) + "\n"
+
+
+def cross_style_lines(s: dict) -> list[str]:
+    """The held-out art style against the in-style test on the same emoji (galleries of comparable size)."""
+    models = [("dense teacher", "dense teacher")] + [
+        (f"D2S, {c.replace('_', ' ')}", c) for c in ("with_control", "without_control")
+    ]
+    if not any(f"{key}, heldout T->I R@10" in s["metrics"] for _, key in models):
+        return []
+    lines = [
+        "",
+        "Cross-style: the held-out style (never trained or validated on) against the in-style test galleries on the "
+        "same emoji, T->I in percent; ratio: held-out R@10 / in-style R@10, paired per seed:",
+        "",
+        "| model | in-style R@1 | held-out R@1 | in-style R@10 | held-out R@10 | ratio R@10 (%) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, key in models:
+        ratio = _ratio_per_seed(s, f"{key}, heldout T->I R@10", f"{key}, test_matched_to_heldout T->I R@10")
+        cells = [
+            _metric(s, f"{key}, {split} T->I {k}")
+            for k in ("R@1", "R@10")
+            for split in ("test_matched_to_heldout", "heldout")
+        ]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + " | " + ("" if ratio is None else _pm(*ratio, ".1f", 100)) + " |"
+        )
+    return lines
 
 
 def suggestion_lines(s: dict) -> list[str]:

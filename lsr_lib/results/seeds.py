@@ -68,6 +68,19 @@ def _headline() -> list[tuple[str, str, str]]:
                 f"results.text_deviation.{c}.unrelated_expansion_share (mean)",
             ),
         ]
+    # the held-out art style, and the in-style test on the same emoji (profiles with data.heldout_style)
+    for split in ("heldout", "test_matched_to_heldout"):
+        for k in ("R@1", "R@10"):
+            rows.append(
+                (
+                    f"dense teacher, {split} T->I {k}",
+                    "01_dense_baseline.json",
+                    f"results.baseline.{split}.text_to_image.{k}",
+                )
+            )
+            rows += [
+                (f"{c}, {split} T->I {k}", "02_d2s.json", f"results.{split}.{c}.text_to_image.{k}") for c in CONDITIONS
+            ]
     for m in SUGGEST:
         rows += [
             (f"suggestion {m}, test {k}", "05_suggestion.json", f"results.results.{m}.{k}")

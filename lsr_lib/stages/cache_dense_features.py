@@ -216,7 +216,7 @@ def dense_baseline(cfg: Config, dense: Path) -> dict:
         )
         out[split]["counts"] = col.counts()[split]
     if "heldout" in out and "test" in out:  # the in-style test on the held-out style's emoji only
-        from ..data.emoji import MATCHED, matched_rows, subset
+        from ..data.heldout import MATCHED, matched_rows, subset
 
         col, img, txt = load_dense_dir(dense, "test")
         rows = matched_rows(col, load_dense_dir(dense, "heldout")[0])

@@ -111,7 +111,7 @@ def split_metrics(
     from ..metrics.retrieval import evaluate_scores
 
     if rows is not None:
-        from ..data.emoji import subset
+        from ..data.heldout import subset
 
         full = (col, img, txt)
         col, img, txt = subset(col, rows, col.name), img[rows[0]], txt[rows[1]]
@@ -138,7 +138,7 @@ def split_metrics(
 def measure_splits(cfg: Config, splits: dict, tokenizer) -> dict:
     """{split: :func:`split_metrics`} for :func:`eval_splits`, and with a held-out style, the in-style test on the
     held-out style's emoji (``test_matched_to_heldout``: the same emoji, galleries of comparable size)."""
-    from ..data.emoji import MATCHED, matched_rows
+    from ..data.heldout import MATCHED, matched_rows
 
     measured = {split: split_metrics(cfg, split, *splits[split], tokenizer) for split in eval_splits(cfg)}
     if "heldout" in measured:
