@@ -1,6 +1,7 @@
 """Benchmark: stage 01 tower feature extraction throughput and peak memory on this machine.
 
-    python benchmarks/bench_feature_extraction.py [--images 512] [--captions 4096] [--threads 2] [--backends torch,onnxruntime]
+    python benchmarks/bench_feature_extraction.py [--images 512] [--captions 4096] [--threads 2]
+        [--backends torch,onnxruntime]
 
 Writes ``results/benchmarks/01_feature_extraction_<device>.json`` with the machine described. The image tower
 is timed once per backend (``extraction.image_backend``) on the same images in the same run, with the largest

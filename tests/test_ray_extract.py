@@ -56,8 +56,14 @@ def test_ray_engine_gives_the_in_process_tower_features(local_ray, tmp_path, mon
     (ids_l, img_l), (tids_l, txt_l), fp_l = out["local"]
     (ids_r, img_r), (tids_r, txt_r), fp_r = out["ray"]
     assert ids_l == ids_r and tids_l == tids_r and fp_l == fp_r  # same items, same cache identity: interchangeable
-    # 9 clean images, 1 view of each train image, grayscale of each test image
-    assert len(ids_l) == 9 + 3 + 3 and sorted(img_l) == sorted(img_r) == ["avg", "logits", "max"]
+    # every clean image (3 per split: train, val, test, heldout), 1 view of each train image, grayscale of each test one
+    n = sub.images["split"].value_counts()
+    assert set(n.index) == {"train", "val", "test", "heldout"}
+    assert len(ids_l) == len(sub.images) + n["train"] + n["test"] and sorted(img_l) == sorted(img_r) == [
+        "avg",
+        "logits",
+        "max",
+    ]
     for name in img_l:  # one actor with this process's 2 torch threads: the same floating-point sums
         print(name, "max abs difference", float(np.abs(img_r[name] - img_l[name]).max()))
         np.testing.assert_array_equal(img_r[name], img_l[name])

@@ -106,7 +106,7 @@ def split_metrics(
     cfg: Config, split: str, col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray, tokenizer, rows=None
 ) -> dict:
     """{dense teacher, each condition, each condition's ``no_exp``: metrics} on one split (per gallery within);
-    ``rows`` (image rows, caption rows): on that subset of the split only (:func:`lsr_lib.data.emoji.matched_rows`).
+    ``rows`` (image rows, caption rows): on that subset of the split only (:func:`lsr_lib.data.heldout.matched_rows`).
     """
     from ..metrics.retrieval import evaluate_scores
 
