@@ -264,3 +264,32 @@ def test_committed_default_results_meet_their_expected_values():
     checks, _ = load_expected(expected_path("default"))
     outcomes = evaluate(checks, load_config("default").results_dir)
     assert not [(o.check.condition, o.check.metric, o.measured, o.status) for o in outcomes if o.status not in ("OK",)]
+
+
+def test_expected_values_for_another_collection_are_named_not_compared(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "01_dense_baseline.json").write_text(
+        json.dumps({"results": {"split_sha256": "b" * 64, "baseline": {"test": {"text_to_image": {"R@1": 20.0}}}}})
+    )
+    spec = {
+        "profile": "default",
+        "split_sha256": "a" * 64,
+        "sources": {"seeds": "a test"},
+        "conditions": {
+            "01": {
+                "file": "01_dense_baseline.json",
+                "prefix": "results",
+                "source": "seeds",
+                "metrics": {"baseline.test.text_to_image.R@1": 20.0},
+            }
+        },
+    }
+    path = tmp_path / "expected.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["--expected", str(path), "--results", str(results)]) == 1
+    err = capsys.readouterr().err
+    assert "another collection" in err and "aaaaaaaaaaaa" in err and "bbbbbbbbbbbb" in err and "--write-expected" in err
+    spec["split_sha256"] = "b" * 64  # the same data set: compared as usual (and equal)
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["--expected", str(path), "--results", str(results)]) == 0

@@ -79,7 +79,7 @@ def load_expected(path: Union[str, Path]) -> tuple[list[Check], dict[str, str]]:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ExpectedFileError(f"{yaml_problem(path, e)}; fix that line") from None
-    unknown = sorted(set(raw) - {"profile", "sources", "default_tolerance", "conditions"})
+    unknown = sorted(set(raw) - {"profile", "sources", "default_tolerance", "conditions", "split_sha256"})
     if unknown:
         raise ExpectedFileError(f"{path}: unknown top-level key(s) {', '.join(unknown)}")
     sources = {str(k): str(v).strip() for k, v in (raw.get("sources") or {}).items()}
@@ -110,6 +110,24 @@ def load_expected(path: Union[str, Path]) -> tuple[list[Check], dict[str, str]]:
             }
             checks.append(_check(f"{where}.metrics.{metric}", cond, metric, spec["file"], prefix, merged, sources))
     return checks, sources
+
+
+def collection_mismatch(expected: Union[str, Path], results_dir: Path) -> Optional[str]:
+    """One line when the expected values were written for another data set than the results' (the emoji
+    default's split checksum, ``split_sha256``); None when they match or either side does not say."""
+    raw = yaml.safe_load(Path(expected).read_text()) or {}
+    doc = read_result_json(Path(results_dir) / "01_dense_baseline.json")
+    have = ((doc or {}).get("results") or {}).get("split_sha256")
+    want = raw.get("split_sha256")
+    if not want or not have or want == have:
+        return None
+    profile = raw.get("profile", Path(expected).stem)
+    return (
+        f"{expected} holds expected values for another collection (split sha256 {want[:12]}...) than "
+        f"{results_dir}/01_dense_baseline.json ({have[:12]}...): the data set changed, so its numbers are new; "
+        f"measure them over the seeds (`python -m lsr_lib.run.seeds --profile {profile}`), then write new expected "
+        f"values with `python -m lsr_lib.results.seeds --profile {profile} --write-expected`"
+    )
 
 
 def _check(where: str, cond: str, metric: str, file: str, prefix: tuple[str, ...], e: dict, sources: dict) -> Check:
@@ -235,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no expected-values file {expected}; write one like results/expected/paper.yaml", file=sys.stderr)
         return 2
     checks, sources = load_expected(expected)
+    mismatch = collection_mismatch(expected, args.results or REPO_ROOT / "results" / args.profile)
+    if mismatch:
+        print(mismatch, file=sys.stderr)
+        return 1
     outcomes = evaluate(checks, args.results or REPO_ROOT / "results" / args.profile)
     print(format_table(outcomes))
     counts = summary_counts(outcomes)
