@@ -4,7 +4,8 @@
 
 Times optimiser steps of the stage-02 head (d = 256, H = 384, V = 30,522, MiniLM-initialised
 vocabulary layer) in fp32 and with CPU bf16 autocast, with full expansion and with masked text.
-Writes ``results/benchmarks/02_d2s_training_<device>.json`` with the machine described.
+Writes ``results/benchmarks/02_d2s_training_<device>[_<tag>].json`` with the machine described (``--tag``: keep
+one file per kind of machine, e.g. ``avx2`` beside the AVX512-BF16 machine's file).
 A benchmark, not a test.
 """
 
@@ -34,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--tag", default="", help="file name suffix naming the machine kind, e.g. avx2")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,7 +86,9 @@ def main(argv=None) -> int:
         "versions": versions(),
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = REPO_ROOT / "results" / "benchmarks" / f"02_d2s_training_{device.type}.json"
+    path = (
+        REPO_ROOT / "results" / "benchmarks" / f"02_d2s_training_{device.type}{'_' + args.tag if args.tag else ''}.json"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print("wrote", path)
