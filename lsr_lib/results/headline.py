@@ -127,7 +127,27 @@ def headline(results_dir: Path) -> str:
         f"_Generated from `results/default/seeds.json`{' and `07_knob_search.json`' if knob else ''}; every table "
         "per stage: [docs/results.md](docs/results.md)._",
     ]
-    return currency_note(results_dir) + "\n".join(lines) + "\n"
+    return currency_note(results_dir) + aggregate_note(s, results_dir) + "\n".join(lines) + "\n"
+
+
+def aggregate_note(s: dict, results_dir: Path) -> str:
+    """One line when ``seeds.json`` holds, for the main seed, other numbers than its result files now do."""
+    from .expected import lookup
+
+    main, docs, moved = str(s["seeds"][0]), {}, set()
+    for m in s["metrics"].values():
+        if main in m["values"] and m.get("file"):
+            if m["file"] not in docs:
+                docs[m["file"]] = read_result_json(results_dir / m["file"])
+            now = None if docs[m["file"]] is None else lookup(docs[m["file"]], tuple(m["path"].split(".")))
+            if now is not None and now != m["values"][main]:
+                moved.add(m["file"].removesuffix(".json"))
+    if not moved:
+        return ""
+    return (
+        f"**Aggregated from earlier result files**: `seeds.json` holds other numbers for seed {main} than "
+        f"{', '.join(sorted(moved))} now do; `make seeds` measures the other seeds and aggregates them again.\n\n"
+    )
 
 
 def cross_style_lines(s: dict) -> list[str]:
