@@ -57,3 +57,23 @@ def test_nan_scores_and_missing_relevant_are_errors():
         first_relevant_rank(torch.tensor([[float("nan"), 1.0]]), torch.tensor([[True, False]]))
     with pytest.raises(ValueError, match="no relevant item"):
         first_relevant_rank(torch.tensor([[0.0, 1.0]]), torch.tensor([[False, False]]))
+
+
+def test_evaluate_collection_keeps_galleries_apart():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from lsr_lib.metrics.retrieval import evaluate_collection
+
+    # image b (gallery g2) outscores a for a's caption; it must not compete when the galleries are kept apart
+    img = np.array([[1.0, 0.0], [2.0, 0.0]], dtype=np.float32)
+    txt = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    col = SimpleNamespace(
+        images=pd.DataFrame({"image_id": ["a", "b"]}),
+        captions=pd.DataFrame({"image_id": ["a", "b"]}),
+        image_gallery=np.array(["g1", "g2"]),
+    )
+    assert evaluate_collection(col, img, txt, ks=(1,))["text_to_image"]["R@1"] == 100
+    col.image_gallery = None  # one gallery: b wins a's caption, and b's caption ties 0 == 0 (not a hit)
+    assert evaluate_collection(col, img, txt, ks=(1,))["text_to_image"]["R@1"] == 0

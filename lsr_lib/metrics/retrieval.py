@@ -86,6 +86,20 @@ def evaluate_both_directions(
     return evaluate_scores(scores, text_image_ids, image_ids, ks, mrr_depth, return_ranks, image_gallery=image_gallery)
 
 
+def evaluate_collection(collection, image_vecs, text_vecs, ks=(1, 5, 10), mrr_depth: int = 10) -> dict:
+    """:func:`evaluate_both_directions` on an image-caption set: ``image_vecs`` / ``text_vecs`` (numpy or torch) are
+    its images' and captions' rows in its order; its captions name their images, and its galleries are kept apart."""
+    return evaluate_both_directions(
+        torch.as_tensor(image_vecs),
+        torch.as_tensor(text_vecs),
+        collection.captions["image_id"].to_numpy(),
+        collection.images["image_id"].to_numpy(),
+        ks,
+        mrr_depth,
+        image_gallery=collection.image_gallery,
+    )
+
+
 def evaluate_scores(
     scores: torch.Tensor,
     text_image_ids: np.ndarray,

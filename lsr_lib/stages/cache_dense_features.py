@@ -200,43 +200,27 @@ def build_dense_features(cfg: Config, collection: ImageCaptionSet, device: torch
 
 def dense_baseline(cfg: Config, dense: Path) -> dict:
     """R@k / MRR@10 of the dense teacher, both directions, on each evaluation split."""
-    from ..metrics.retrieval import evaluate_both_directions
+    from ..metrics.retrieval import evaluate_collection
 
+    ks, depth = cfg.evaluation.ks, cfg.evaluation.mrr_depth
     out = {}
     for split in cfg.evaluation.splits:
         col, img, txt = load_dense_dir(dense, split)
-        out[split] = evaluate_both_directions(
-            torch.from_numpy(img),
-            torch.from_numpy(txt),
-            col.captions["image_id"].to_numpy(),
-            col.images["image_id"].to_numpy(),
-            cfg.evaluation.ks,
-            cfg.evaluation.mrr_depth,
-            image_gallery=col.image_gallery,
-        )
+        out[split] = evaluate_collection(col, img, txt, ks, depth)
         out[split]["counts"] = col.counts()[split]
     if "heldout" in out and "test" in out:  # the in-style test on the held-out style's emoji only
         from ..data.heldout import MATCHED, matched_rows, subset
 
         col, img, txt = load_dense_dir(dense, "test")
         rows = matched_rows(col, load_dense_dir(dense, "heldout")[0])
-        sub = subset(col, rows, MATCHED)
-        out[MATCHED] = evaluate_both_directions(
-            torch.from_numpy(img[rows[0]]),
-            torch.from_numpy(txt[rows[1]]),
-            sub.captions["image_id"].to_numpy(),
-            sub.images["image_id"].to_numpy(),
-            cfg.evaluation.ks,
-            cfg.evaluation.mrr_depth,
-            image_gallery=sub.image_gallery,
-        )
+        out[MATCHED] = evaluate_collection(subset(col, rows, MATCHED), img[rows[0]], txt[rows[1]], ks, depth)
     return out
 
 
 def robustness(cfg: Config, collection: ImageCaptionSet, progress: bool = False) -> dict:
     """Test-split R@k with each held-out image transform in place of the clean image (LiT only)."""
     from ..dense.lit_projection import load_projection
-    from ..metrics.retrieval import evaluate_both_directions
+    from ..metrics.retrieval import evaluate_collection
 
     img_cache, txt_cache = cache_tower_features(cfg, collection, torch.device("cpu"), progress)
     lit_artifact(cfg).verify()
@@ -246,15 +230,7 @@ def robustness(cfg: Config, collection: ImageCaptionSet, progress: bool = False)
     out = {}
     for view in ("clean",) + tuple(cfg.lit.eval_transforms):
         img, txt = project_views(model, img_cache, txt_cache, ids, tids, cfg.lit.image_features, view)
-        out[view] = evaluate_both_directions(
-            torch.from_numpy(img),
-            torch.from_numpy(txt),
-            test.captions["image_id"].to_numpy(),
-            test.images["image_id"].to_numpy(),
-            cfg.evaluation.ks,
-            cfg.evaluation.mrr_depth,
-            image_gallery=test.image_gallery,
-        )
+        out[view] = evaluate_collection(test, img, txt, cfg.evaluation.ks, cfg.evaluation.mrr_depth)
     return out
 
 

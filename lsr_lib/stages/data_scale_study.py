@@ -190,17 +190,9 @@ def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[
             encode_sparse(model, torch.from_numpy(te_txt), "text", d),
         )
         if teacher is None:
-            from ..metrics.retrieval import evaluate_both_directions
+            from ..metrics.retrieval import evaluate_collection
 
-            teacher = evaluate_both_directions(
-                torch.from_numpy(te_img),
-                torch.from_numpy(te_txt),
-                te_col.captions["image_id"].to_numpy(),
-                te_col.images["image_id"].to_numpy(),
-                cfg.evaluation.ks,
-                cfg.evaluation.mrr_depth,
-                image_gallery=te_col.image_gallery,
-            )
+            teacher = evaluate_collection(te_col, te_img, te_txt, cfg.evaluation.ks, cfg.evaluation.mrr_depth)
         t2i, dense_t2i, sp_ = ev["text_to_image"], teacher["text_to_image"], ev["sparsity_text_to_image"]
         hist = run["history"]
         # training + validation, as recorded by the run
