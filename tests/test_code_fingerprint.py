@@ -211,3 +211,15 @@ def test_the_cpu_instruction_set_is_part_of_what_torch_computes(monkeypatch):
         assert cf.explain_change({"code": {}, "env": env}, {"code": {}, "env": moved}) == [
             f"torch-cpu {env['torch-cpu']} -> AVX512"
         ]
+
+
+def test_tower_caches_do_not_depend_on_the_config_code():
+    """The tower caches record the config values they read; a new config key (any edit of lsr_lib/config) must not
+    throw away some 27k image-tower passes: the fingerprint machinery must not pull the config package in."""
+    from lsr_lib.artifacts.tower_features import TOWER_IMAGE_CODE
+    from lsr_lib.storage.code_fingerprint import code_fingerprint
+
+    for entries in (TOWER_IMAGE_CODE, ("lsr_lib.dense.towers",)):
+        files = code_fingerprint(*entries)["code"]
+        assert "lsr_lib/dense/towers.py" in files
+        assert not [f for f in files if f.startswith("lsr_lib/config/")], files

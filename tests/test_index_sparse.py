@@ -224,3 +224,22 @@ def test_benchmark_index_reports_everything(collection):
     out = benchmark_index("numba", docs, queries, K, exact_rows=r_ref, n_latency=20)
     assert out["recall@10"] == 1.0 and out["size_mb"] > 0 and out["build_s"] > 0
     assert out["latency_p50_ms"] <= out["latency_p99_ms"] and out["qps_1t"] > 0 and out["qps_2t"] > 0
+
+
+@pytest.mark.parametrize("kind", ["numba", "numba_blocked", "seismic", "faiss_flat"])
+def test_nan_vectors_are_refused_not_indexed(kind):
+    """A NaN weight used to crash the compiled exact engine (no bounds checks); now it is named."""
+    docs = random_csr(30, 100, 5, 4)
+    if kind.startswith("faiss"):
+        docs = docs.toarray()
+        docs[7, 3] = np.nan
+    else:
+        docs.data[docs.indptr[7]] = np.nan
+    with pytest.raises(ValueError, match=r"1 NaN or inf values \(first in row 7\)"):
+        make_index(kind).build(docs)
+    good = random_csr(30, 100, 5, 4)
+    index = make_index("numba").build(good)
+    bad_q = good[:2].copy()
+    bad_q.data[-1] = np.inf
+    with pytest.raises(ValueError, match=r"queries: 1 NaN or inf values \(first in row 1\)"):
+        index.search(bad_q, 5)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lsr_lib.config.checkout import CHECKOUT_ENV, check_kernel_checkout
+from lsr_lib.run.checkout import CHECKOUT_ENV, check_kernel_checkout
 from lsr_lib.config.profiles import REPO_ROOT
 from lsr_lib.run import pipeline
 from lsr_lib.storage.progress import NOTICES_ENV
@@ -36,10 +36,10 @@ def import_lsr_lib(env_overrides: dict[str, str], cwd: Path) -> subprocess.Compl
 def second_clone(tmp_path: Path) -> Path:
     """A minimal second checkout: lsr_lib/__init__.py and the guard, copied from this one."""
     clone = tmp_path / "clone"
-    (clone / "lsr_lib" / "config").mkdir(parents=True)
+    (clone / "lsr_lib" / "run").mkdir(parents=True)
     shutil.copy(REPO_ROOT / "lsr_lib" / "__init__.py", clone / "lsr_lib" / "__init__.py")
-    shutil.copy(REPO_ROOT / "lsr_lib" / "config" / "checkout.py", clone / "lsr_lib" / "config" / "checkout.py")
-    (clone / "lsr_lib" / "config" / "__init__.py").write_text("")
+    shutil.copy(REPO_ROOT / "lsr_lib" / "run" / "checkout.py", clone / "lsr_lib" / "run" / "checkout.py")
+    (clone / "lsr_lib" / "run" / "__init__.py").write_text("")
     return clone
 
 

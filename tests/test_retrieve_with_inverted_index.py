@@ -57,6 +57,75 @@ def _tiny_vectors(rng, n=60, v=300):
     return {"with_control": {"images": sparse(n), "texts": sparse(n)}}
 
 
+def _tiny_models(dense_dim, vocab, conditions=("with_control",)):
+    import torch
+
+    from lsr_lib.sparse.head import D2SModel
+
+    g = torch.Generator().manual_seed(0)
+    parts = {"weight": torch.randn(vocab, 8, generator=g), "bias": torch.zeros(vocab)}
+    return {c: D2SModel.build(dense_dim, parts, g).eval() for c in conditions}
+
+
+def test_scale_benchmark_encodes_the_dense_documents_and_labels_the_generator_rows():
+    """Model-encoded: the sparse documents are the dense documents through the model's image side (the same
+    collection in both representations); independent terms: a second, labelled row set on the generator's."""
+    import torch
+
+    from lsr_lib.stages import retrieve_with_inverted_index as stage
+    from lsr_lib.train.d2s import encode_sparse
+
+    rng = np.random.default_rng(0)
+    vectors = _tiny_vectors(rng)
+    dense = (rng.standard_normal((60, 16)).astype(np.float32), rng.standard_normal((60, 16)).astype(np.float32))
+    models = _tiny_models(16, 300)
+    cfg = load_config(
+        "smoke",
+        {
+            "index": {
+                "scale_collections": ["model_encoded", "independent_terms"],
+                "scale_sizes": [150],
+                "scale_backends": ["numba", "faiss_flat"],
+                "scale_pruning": [],
+                "latency_queries": 5,
+                "qps_queries": 10,
+            }
+        },
+    )
+    seen = []
+    real = stage.efficiency_table
+    stage.efficiency_table = lambda *a, **k: seen.append((a, k)) or real(*a, **k)
+    try:
+        rows = stage.scale_benchmark(cfg, None, vectors, dense, progress=False, models=models)
+    finally:
+        stage.efficiency_table = real
+    (enc_args, _), (ind_args, ind_kw) = seen
+    enc_docs, ind_docs = enc_args[4], ind_args[4]
+    want = encode_sparse(models["with_control"], torch.from_numpy(enc_docs["dense teacher"]), "image")
+    # the same 150 documents, sparse and dense (batches of another size: float sums in another order)
+    np.testing.assert_allclose(enc_docs["with_control"].toarray(), want.toarray(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(enc_docs["dense teacher"], stage.dense_like(dense[0], 150, seed=cfg.seed))
+    assert set(ind_docs) == {"with_control · independent terms", "dense teacher"} and not ind_kw["dense_rows"]
+    got = {(r["condition"], r["collection"], r["kind"]) for r in rows}
+    assert got == {
+        ("with_control", "150 model-encoded", "numba"),
+        ("dense teacher", "150 model-encoded", "faiss_flat"),
+        ("with_control · independent terms", "150 independent-term", "numba"),
+    }
+    # chunked encoding equals one pass
+    one = stage.encode_documents(models["with_control"], enc_docs["dense teacher"], 64, chunk=1000, progress=False)
+    two = stage.encode_documents(models["with_control"], enc_docs["dense teacher"], 64, chunk=40, progress=False)
+    np.testing.assert_allclose(one.toarray(), two.toarray(), rtol=1e-5, atol=1e-6)
+    assert one.shape == (150, 300) and one.nnz > 0
+
+
+def test_scale_collections_are_checked():
+    from lsr_lib.config.profiles import ConfigError
+
+    with pytest.raises(ConfigError, match="scale_collections"):
+        load_config("smoke", {"index": {"scale_collections": ["gaussian"]}})
+
+
 def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, monkeypatch, capsys):
     from lsr_lib.stages.retrieve_with_inverted_index import SCALE_RESULT, scale_rows
 
@@ -83,7 +152,7 @@ def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, m
     assert scale_rows(cfg, None, vectors, dense, inputs, run=False, progress=False) == []
     assert "make bench" in capsys.readouterr().out
     # smoke: scale_benchmark "stage" measures
-    rows = scale_rows(cfg, None, vectors, dense, inputs, run=None, progress=False)
+    rows = scale_rows(cfg, None, vectors, dense, inputs, run=None, progress=False, models=_tiny_models(16, 300))
     assert {r["n_docs"] for r in rows} == {200} and {r["kind"] for r in rows} == {"numba", "faiss_flat"}
     assert (tmp_path / "results" / f"{SCALE_RESULT}.json").exists()
     assert scale_rows(cfg, None, vectors, dense, inputs, run=False, progress=False) == rows  # read back while current

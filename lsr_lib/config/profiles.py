@@ -64,6 +64,7 @@ EVAL_TRANSFORMS = ("grayscale", "small_offset", "thick_stroke", "hue_shift", "ti
 # lsr_lib.index.sparse.INDEX_KINDS
 SPARSE_INDEX_KINDS = ("scipy", "numba", "numba_blocked", "seismic", "qdrant_edge", "pisa", "bmp", "kannolo", "milvus")
 DENSE_INDEX_KINDS = ("faiss_flat", "faiss_hnsw")  # ditto
+SCALE_COLLECTIONS = ("model_encoded", "independent_terms")  # stage 04's scale benchmark (IndexConfig.scale_collections)
 EXTRACTION_ENGINES = ("local", "ray")  # stage 01: in-process, or Ray Data (lsr_lib.dense.ray_extract)
 D2S_CONDITIONS = ("with_control", "without_control")  # lsr_lib.stages.train_sparse_heads.CONDITIONS
 SPLITS = ("train", "val", "test")
@@ -299,7 +300,10 @@ class IndexConfig:
     scale_pruning: tuple[str, ...] = opt_in(())
     latency_queries: int = 200  # single-query calls timed per engine
     qps_queries: int = 400  # queries in one batched call for QPS
-    # synthetic collections from the learned models' output distribution
+    # collections of each size in the scale benchmark: dense documents drawn from a Gaussian fitted to the teacher's
+    # image vectors; "model_encoded": the same documents encoded by each D2S model's image side; "independent_terms":
+    # sparse documents drawn term by term from each model's test vectors (lsr_lib.index.latency.synthetic_collection)
+    scale_collections: tuple[str, ...] = ("model_encoded",)
     scale_sizes: tuple[int, ...] = (100_000, 1_000_000)
     scale_backends: tuple[str, ...] = ("numba", "seismic", "faiss_flat", "faiss_hnsw")
     hnsw_max_docs: int = 200_000  # HNSW build cost on 2 cores: skipped above this size
@@ -329,6 +333,7 @@ class IndexConfig:
                 *(items_from(self, k, SPARSE_INDEX_KINDS, empty=True) for k in ("exact_backends", "approx_backends")),
                 items_from(self, "dense_backends", DENSE_INDEX_KINDS, empty=True),
                 items_from(self, "scale_backends", SPARSE_INDEX_KINDS + DENSE_INDEX_KINDS, empty=True),
+                items_from(self, "scale_collections", SCALE_COLLECTIONS),
                 *positive(self, "topk latency_queries qps_queries"),
                 *non_negative(self, "hnsw_max_docs"),
                 *(pruning_specs(self, k) for k in ("pruning", "scale_pruning")),

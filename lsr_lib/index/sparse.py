@@ -66,6 +66,21 @@ def as_csr(x, n_cols: Optional[int] = None) -> sp.csr_matrix:
     return m
 
 
+def check_finite(x, what: str) -> None:
+    """Raise ValueError when a vector of ``x`` (CSR or dense rows) holds NaN or inf: an engine would return garbage or,
+    compiled without bounds checks, crash."""
+    values = x.data if sp.issparse(x) else np.asarray(x)
+    if values.size and not np.isfinite(values).all():
+        bad = ~np.isfinite(values)
+        row = int(np.searchsorted(x.indptr, np.flatnonzero(bad)[0], side="right") - 1) if sp.issparse(x) else None
+        if row is None:
+            row = int(np.flatnonzero(bad.reshape(values.shape[0], -1).any(1))[0]) if values.ndim > 1 else 0
+        raise ValueError(
+            f"{what}: {int(bad.sum()):,} NaN or inf values (first in row {row}); the model or encoder that made these "
+            "vectors is broken (NaN weights, an overflow): fix it and encode again; nothing was indexed or searched"
+        )
+
+
 def fingerprint(docs, doc_ids: Optional[np.ndarray] = None, chunk: int = 1 << 24) -> str:
     """sha256 of the vectors (CSR or dense, content only) and of the document ids."""
     h = hashlib.sha256()
@@ -120,6 +135,7 @@ class RetrievalIndex(ABC):
         self.doc_ids = ids.astype(str) if ids.dtype == object else ids  # saved without pickle
         if len(self.doc_ids) != self.n_docs:
             raise ValueError(f"{len(self.doc_ids)} doc_ids for {self.n_docs} documents")
+        check_finite(docs, f"{self.kind}: documents")
         self._build(docs)
         self._configure_search()
         return self
@@ -145,6 +161,7 @@ class RetrievalIndex(ABC):
             raise RuntimeError("build() or load the index before searching")
         if k <= 0 or threads <= 0:
             raise ValueError("k and threads must be positive")
+        check_finite(queries, f"{self.kind}: queries")
         return self._search(queries, int(k), int(threads))
 
     def backend_version(self) -> str:

@@ -208,7 +208,9 @@ def efficiency(data: dict) -> str:
     rows = data["results"]["scale"] or data["results"]["test_collection"]
     n = max(r["n_docs"] for r in rows)
     where = (
-        "synthetic documents drawn from each model's output distribution, real test captions as queries"
+        "dense documents drawn from a Gaussian fitted to the teacher's test images, each D2S model's encoding of the "
+        "same documents, and rows marked 'independent terms' on documents drawn term by term from the model's "
+        "vectors; real test captions as queries"
         if data["results"]["scale"]
         else (
             "the test collection: the 100k / 1M benchmark of `make bench` was not measured on the current vectors "

@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..config.checkout import CHECKOUT_ENV
+from .checkout import CHECKOUT_ENV
 from ..config.profiles import PROFILES, REPO_ROOT, split_profile
 from ..storage.atomic import atomic_write_text
 from ..storage.errors import one_line, one_line_errors, read_result_json

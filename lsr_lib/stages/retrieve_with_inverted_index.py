@@ -233,13 +233,15 @@ def efficiency_table(
     docs_override: dict | None = None,
     size_label: str = "test split",
     progress: bool = True,
+    dense_rows: bool = True,
 ) -> list[dict]:
     """Build time, size, memory, latency and QPS (1 and 2 threads) per backend, text->image.
 
     ``docs_override``: {condition: docs} to benchmark on other (e.g. synthetic) collections; there,
     ``index.scale_pruning`` adds the exact numba engine on pruned vectors (kind ``numba-pruned <spec>``,
     recall against the unpruned exact top-10). On the test split every row (every sweep setting)
-    also gets ``T->I R@10`` over all test captions, for the effectiveness-latency figure.
+    also gets ``T->I R@10`` over all test captions, for the effectiveness-latency figure. ``dense_rows`` False: the
+    sparse conditions only.
     """
     from ..storage.progress import progress_bar as tqdm
 
@@ -249,7 +251,7 @@ def efficiency_table(
 
     k, nq = 10, cfg.index.qps_queries
     out, exact = [], {}
-    conds = list(vectors) + ["dense teacher"]
+    conds = list(vectors) + (["dense teacher"] if dense_rows else [])
     backends = {
         c: (cfg.index.dense_backends if c == "dense teacher" else cfg.index.exact_backends + cfg.index.approx_backends)
         for c in conds
@@ -325,26 +327,81 @@ def _layout_bytes(kind: str) -> int:
 SCALE_RESULT = "04_scale"
 
 
-def scale_benchmark(
-    cfg: Config, col: ImageCaptionSet, vectors: dict, dense: tuple[np.ndarray, np.ndarray], progress: bool = True
-) -> list[dict]:
-    """:func:`efficiency_table` on synthetic collections of each size in ``index.scale_sizes``.
+# the condition suffix of rows measured on the independent-term generator's documents (index.scale_collections)
+INDEPENDENT_TERMS = " · independent terms"
 
-    Sparse documents are drawn from each condition's test image vectors (``index.latency.synthetic_collection``),
-    dense ones from a Gaussian fitted to the teacher's (:func:`dense_like`); queries are the real test captions.
+
+def encode_documents(
+    model, dense_docs: np.ndarray, batch_size: int, chunk: int = 50_000, desc: str = "", progress=True
+):
+    """(N, d) dense documents -> (N, V) CSR through a D2S model's image side, ``chunk`` rows at a time (memory: one
+    (batch_size, V) block and the CSR so far)."""
+    import torch
+
+    from ..storage.progress import progress_bar as tqdm
+    from ..train.d2s import encode_sparse
+
+    starts = range(0, len(dense_docs), chunk)
+    parts = [
+        encode_sparse(model, torch.from_numpy(dense_docs[s : s + chunk]), "image", batch_size)
+        for s in tqdm(starts, desc=desc or f"encode {len(dense_docs):,} documents", disable=not progress)
+    ]
+    return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, model.vocab_size), dtype=np.float32)
+
+
+def scale_benchmark(
+    cfg: Config,
+    col: ImageCaptionSet,
+    vectors: dict,
+    dense: tuple[np.ndarray, np.ndarray],
+    progress: bool = True,
+    models: dict | None = None,
+) -> list[dict]:
+    """:func:`efficiency_table` on larger collections, for each size in ``index.scale_sizes``.
+
+    Dense documents are drawn from a Gaussian fitted to the teacher's test image vectors (:func:`dense_like`).
+    ``index.scale_collections`` says which sparse documents go beside them: ``model_encoded``, the same documents
+    encoded by each condition's D2S image side (``models``: {condition: D2SModel}, default: stage 02's best
+    checkpoints), so both representations index one collection; ``independent_terms``, documents drawn term by term
+    from each condition's test image vectors (``index.latency.synthetic_collection``: document frequencies and
+    weights follow the model, term-term correlations do not), rows labelled ``<condition> · independent terms``.
+    Queries are the real test captions.
     """
     from ..index.latency import synthetic_collection
 
+    kinds = cfg.index.scale_collections
+    if "model_encoded" in kinds and models is None:
+        from ..artifacts.catalog import d2s_run_dir
+        from ..train.d2s import load_best
+
+        models = {c: load_best(d2s_run_dir(cfg, c))[0] for c in vectors}
     rows: list[dict] = []
     for size in cfg.index.scale_sizes:
-        docs = {c: synthetic_collection(v["images"], size, seed=cfg.seed) for c, v in vectors.items()}
-        docs["dense teacher"] = dense_like(dense[0], size, seed=cfg.seed)
-        rows += efficiency_table(cfg, col, vectors, dense, docs, f"{size:,} synthetic", progress)
-        del docs
+        dense_docs = dense_like(dense[0], size, seed=cfg.seed)
+        if "model_encoded" in kinds:
+            docs = {
+                c: encode_documents(
+                    m, dense_docs, cfg.d2s.eval_batch_size, desc=f"{c}: encode {size:,}", progress=progress
+                )
+                for c, m in models.items()
+            }
+            docs["dense teacher"] = dense_docs
+            rows += efficiency_table(cfg, col, vectors, dense, docs, f"{size:,} model-encoded", progress)
+            del docs
+        if "independent_terms" in kinds:
+            named = {c + INDEPENDENT_TERMS: v for c, v in vectors.items()}
+            docs = {c: synthetic_collection(v["images"], size, seed=cfg.seed) for c, v in named.items()}
+            docs["dense teacher"] = dense_docs
+            label = f"{size:,} independent-term"
+            rows += efficiency_table(
+                cfg, col, named, dense, docs, label, progress, dense_rows="model_encoded" not in kinds
+            )
+            del docs
     return rows
 
 
 SCALE_SETTINGS = (
+    "scale_collections",
     "scale_sizes",
     "scale_backends",
     "scale_pruning",
@@ -386,13 +443,14 @@ def scale_rows(
     inputs: dict,
     run: bool | None = None,
     progress: bool = True,
+    models: dict | None = None,
 ) -> list[dict]:
     """The scale benchmark's rows: measured now, or read from ``04_scale.json`` when it was measured on these inputs.
 
     ``run`` None follows ``cfg.scale_benchmark`` ("stage": measure; "bench": read). A measurement is
     written to ``04_scale.json`` with the fingerprint of ``inputs`` (``stage_inputs``). A file measured on
     other inputs (other vectors, settings or code) is not used: the rows are empty and the message says
-    to rerun ``make bench``; stale latencies are never shown as current.
+    to rerun ``make bench``; stale latencies are never shown as current. ``models``: as :func:`scale_benchmark`.
     """
     from ..artifacts.catalog import read_result, result_path
     from ..results.provenance import machine, write_results
@@ -402,7 +460,7 @@ def scale_rows(
     if run is None:
         run = cfg.scale_benchmark == "stage"
     if run:
-        rows = scale_benchmark(cfg, col, vectors, dense, progress)
+        rows = scale_benchmark(cfg, col, vectors, dense, progress, models)
         from ..index.latency import read_bandwidth_gbs
 
         write_results(

@@ -36,9 +36,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterable
 
-from ..config.profiles import REPO_ROOT
-
 LIB = Path(__file__).resolve().parents[1]  # .../lsr_lib
+# the checkout (lsr_lib.config.profiles.REPO_ROOT, not imported: every module that fingerprints would otherwise have
+# the config package, and what it imports, in its own closure, and a new config key would invalidate every cache)
+REPO_ROOT = LIB.parent
 PARAMETERS_REPLACED = ("profile", "progress")  # set by papermill on every run; the profile is in the config hash
 DYNAMIC_IMPORTERS = ("import_module", "require")  # calls whose first argument is a module imported by name
 REGISTRY_ENTRY = re.compile(r"^lsr_lib(\.[A-Za-z_]\w*)+(:[A-Za-z_]\w*)?$")
