@@ -239,3 +239,38 @@ def test_the_headline_sets_the_held_out_style_beside_the_in_style_test_on_the_sa
     del summary["metrics"]["dense teacher, heldout T->I R@10"]
     (tmp_path / "seeds.json").write_text(json.dumps(summary))
     assert "Cross-style" not in headline(tmp_path)  # no held-out style: no table
+
+
+def test_before_after_pairs_ratios_per_seed_and_names_what_was_not_measured(tmp_path):
+    from lsr_lib.results.before_after import BEFORE_FILE, before_after_lines, rows
+
+    def summary(teacher, with_r1, flops_w, flops_wo):
+        m = {
+            "dense teacher, test T->I R@1": {"values": dict(zip("012", teacher))},
+            "with_control, test T->I R@1": {"values": dict(zip("012", with_r1))},
+            "with_control, test FLOPs": {"values": dict(zip("012", flops_w))},
+            "without_control, test FLOPs": {"values": dict(zip("012", flops_wo))},
+        }
+        return {"metrics": m}
+
+    before = summary([20, 10, 20], [10, 5, 10], [2, 2, 2], [4, 4, 4])  # retention 50 % in every seed
+    after = summary([20, 40, 20], [19, 38, 19], [1, 3, 1], [4, 4, 4])  # 95 % in every seed; unpaired: 25.3/26.7
+    got = {label: (b, a) for label, b, a in rows(before, after)}
+    assert got["dense teacher, test T->I R@1"] == ("16.67 ± 5.77 (3 seeds)", "26.67 ± 11.55 (3 seeds)")
+    assert got["D2S with control, retention of the teacher's T->I R@1 (%)"] == (
+        "50.0 ± 0.0 (3 seeds)",
+        "95.0 ± 0.0 (3 seeds)",
+    )
+    assert got["D2S with control, FLOPs / without control's"][1] == "0.42 ± 0.29 (3 seeds)"  # 0.25, 0.75, 0.25
+    assert got["dense teacher, held-out style R@10 / in-style R@10 (%)"] == ("not measured", "not measured")
+    assert before_after_lines(tmp_path) == []  # no frozen file: no table
+    (tmp_path / BEFORE_FILE).write_text(
+        json.dumps({"source": {"commit": "abcdef0123"}, "seeds": before, "counts": {"train": {"captions": 5056}}})
+    )
+    (tmp_path / "seeds.json").write_text(json.dumps(after))
+    text = "\n".join(before_after_lines(tmp_path))
+    assert (
+        "5,056 training pairs" in text
+        and "abcdef0" in text
+        and "| 50.0 ± 0.0 (3 seeds) | 95.0 ± 0.0 (3 seeds) |" in text
+    )

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from ..storage.errors import read_result_json
+from .before_after import before_after_lines
 from .currency import stale_results
 
 # This project's goal for the controlled sparse model (README): keep RETENTION_GOAL of the dense teacher's
@@ -101,6 +102,7 @@ def headline(results_dir: Path) -> str:
         )
     lines += ["", *goal_lines(s, kept, knob)]
     lines += cross_style_lines(s)
+    lines += before_after_lines(results_dir)
     eff = s.get("control_effect") or {}
     if eff:
         lines += [
