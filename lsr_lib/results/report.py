@@ -207,10 +207,16 @@ def efficiency(data: dict) -> str:
     """Stage 04: latency at the largest collection size, per engine and condition."""
     rows = data["results"]["scale"] or data["results"]["test_collection"]
     n = max(r["n_docs"] for r in rows)
+    encoded = any("model-encoded" in str(r.get("collection", "")) for r in rows)
     where = (
-        "dense documents drawn from a Gaussian fitted to the teacher's test images, each D2S model's encoding of the "
-        "same documents, and rows marked 'independent terms' on documents drawn term by term from the model's "
-        "vectors; real test captions as queries"
+        (
+            "dense documents drawn from a Gaussian fitted to the teacher's test images, each D2S model's encoding of "
+            "the same documents, and rows marked 'independent terms' on documents drawn term by term from the "
+            "model's vectors; real test captions as queries"
+            if encoded
+            else "sparse documents drawn term by term from each model's test vectors (independent terms), dense ones "
+            "from a Gaussian fitted to the teacher's; real test captions as queries"
+        )
         if data["results"]["scale"]
         else (
             "the test collection: the 100k / 1M benchmark of `make bench` was not measured on the current vectors "
