@@ -38,6 +38,8 @@ quantised vectors:
   results is run again with k = 1001, where T = 0, and the first k results are kept;
 - ``beta`` is applied here before the call (ties by term id, where BMP's order is a hash map's).
 
+Documents are added in the order of ``reorder`` (:mod:`lsr_lib.index.reorder`; "none": as given, "cluster":
+clusters of about ``reorder_cluster_size`` similar documents), named by their row, so results are rows either way.
 The block-upper-bound traversal is BMP's own, so latency stays BMP's; ``threads`` is not used
 (the binding searches one query at a time and holds the GIL).
 """
@@ -56,6 +58,7 @@ import scipy.sparse as sp
 
 from .backends import dist_version, empty_results, quiet_native_output, require
 from .pisa import PisaIndex
+from .reorder import apply_reordering
 from .sparse import SparseIndex, as_csr
 
 MAX_IMPACT = 255  # BMP stores document impacts as u8
@@ -81,6 +84,8 @@ class BmpIndex(SparseIndex):
         "scale": 100.0,
         "bsize": 32,
         "compress_range": False,
+        "reorder": "none",  # lsr_lib.index.reorder: "cluster" puts similar documents in the same blocks
+        "reorder_cluster_size": 256,
         "alpha": 1.0,
         "beta": 1.0,
         "quiet": True,
@@ -142,7 +147,8 @@ class BmpIndex(SparseIndex):
         self._tmp = tempfile.TemporaryDirectory(prefix="bmp_")
         path = Path(self._tmp.name) / "index.bmp"
         indexer = self._bmp.Indexer(str(path), bsize=b, compress_range=self.params["compress_range"])
-        for i in range(self.n_docs):
+        order = apply_reordering(self.params["reorder"], qd, self.params["reorder_cluster_size"])
+        for i in order.tolist():  # a document's name is its row: results come back in the caller's numbering
             lo, hi = qd.indptr[i], qd.indptr[i + 1]
             indexer.add_document(
                 str(i), dict(zip(qd.indices[lo:hi].astype(str).tolist(), qd.data[lo:hi].astype(int).tolist()))
