@@ -128,3 +128,34 @@ def test_stage_04_rows_carry_effectiveness_pruning_and_recall_against_unpruned_e
     assert set(kinds) == {"numba", "numba-pruned d4+q2"}
     assert "recall@10" not in kinds["numba"] and 0 < kinds["numba-pruned d4+q2"]["recall@10"] < 1
     assert kinds["numba-pruned d4+q2"]["postings_per_query"] < kinds["numba"]["postings_per_query"]
+
+
+def test_exact_engines_share_one_effectiveness_pass_per_condition(monkeypatch):
+    """Every test caption through every exact engine gives the same R@10 (they return the exact top-k): computed once
+    per condition (milvus-lite took minutes for it on the default); approximate engines are judged each."""
+    from lsr_lib.stages import retrieve_with_inverted_index as stage
+
+    n = 60
+    images = random_csr(n, 300, 30, seed=4)
+    vectors = {"with_control": {"images": images, "texts": images.copy()}}
+    dense = (np.eye(n, 8, dtype=np.float32), np.eye(n, 8, dtype=np.float32))
+    cfg = load_config(
+        "smoke",
+        {
+            "index": {
+                "exact_backends": ["numba", "numba_blocked", "scipy"],
+                "approx_backends": ["seismic"],
+                "seismic_search": [[10, 0.5], [20, 0.7]],
+                "dense_backends": [],
+                "latency_queries": 5,
+                "qps_queries": n,
+            }
+        },
+    )
+    calls = []
+    real = stage.text_to_image_metrics
+    monkeypatch.setattr(stage, "text_to_image_metrics", lambda *a: calls.append(1) or real(*a))
+    rows = stage.efficiency_table(cfg, _tiny_col(n), vectors, dense, progress=False)
+    exact = [r for r in rows if r["kind"] in ("numba", "numba_blocked", "scipy")]
+    assert len(exact) == 3 and len({r["T->I R@10"] for r in exact}) == 1 and exact[0]["T->I R@10"] == 100.0
+    assert len(calls) == 1 + 2  # one for the three exact engines, one per Seismic setting
