@@ -102,7 +102,7 @@ def headline(results_dir: Path) -> str:
         )
     lines += ["", *goal_lines(s, kept, knob)]
     lines += cross_style_lines(s)
-    lines += before_after_lines(results_dir)
+    lines += before_after_lines(results_dir, after_current=not aggregate_note(s, results_dir))
     eff = s.get("control_effect") or {}
     if eff:
         lines += [
