@@ -107,6 +107,14 @@ def named_paths(text: str) -> list[str]:
     return out
 
 
+def link_from_root(page: Path) -> str:
+    """A link's target as the repository root writes it (``notebooks/../runs/`` -> ``runs/``)."""
+    import os
+
+    rel = os.path.relpath(page, ROOT)
+    return rel + ("/" if not Path(rel).suffix else "")
+
+
 def problems(where: str, text: str, base: Path) -> list[str]:
     """What one page names that does not exist."""
     out = []
@@ -116,7 +124,7 @@ def problems(where: str, text: str, base: Path) -> list[str]:
             continue  # a URL
         path, _, anchor = target.partition("#")
         page = (base / path) if path else None
-        if page is not None and not page.exists():
+        if page is not None and not page.exists() and not made_by_a_run(link_from_root(page)):
             out.append(f"{where}: link {target}: no {page.relative_to(ROOT) if page.is_relative_to(ROOT) else page}")
         elif anchor and (page is None or page.suffix == ".md"):
             known = anchors(page) if page else {slug(h.group(2)) for h in HEADING.finditer(FENCE.sub("", text))}
@@ -139,6 +147,9 @@ def test_the_checks_find_what_is_missing(tmp_path):
     assert problems("a", "`figures/04_effectiveness_latency.png`, `figures/01_*.png|pdf`", ROOT) == []
     assert problems("a", "`results/<profile>/01_dense_baseline.json`, `results/default/seeds.{json,md}`", ROOT) == []
     assert problems("a", "`tests/test_docs.py::test_the_checks_find_what_is_missing`, `runs/<profile>/`", ROOT) == []
+    assert problems("notebook", "[executed runs](../runs/) [gone](../nothing/)", ROOT / "notebooks") == [
+        "notebook: link ../nothing/: no notebooks/../nothing"
+    ]
     assert problems("a", "see `figures/default/04_effectiveness_latency.png`", ROOT)
     assert problems("a", "```\npython lsr_lib/explorer_figures.py\n```", ROOT)
     assert problems("a", "`results/default/99_nothing.json`, `figures/06_explorer_{query,nothing}.png`", ROOT)
