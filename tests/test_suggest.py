@@ -340,3 +340,35 @@ def test_stage_01_keeps_the_clean_images_patch_states_bitwise_as_stage_05_comput
         ]
     )  # stage 05's own computation, other batches
     assert kept["patches"].shape == (len(docs), 49, 1280) and np.array_equal(kept["patches"], fresh)
+
+
+def test_an_interrupted_training_resumes_after_its_last_epoch_as_if_never_stopped(tmp_path, monkeypatch):
+    """Stop M2 (an MLM side, AdamW state, LR schedule) during epoch 3 of 3; the rerun trains only epoch 3 and
+    ends with the uninterrupted run's weights and history."""
+    import lsr_lib.train.suggest as suggest_train
+    from safetensors.torch import load_file
+
+    data = _toy_task()
+    cfg = load_config("smoke", {"suggest": {"epochs": 3, "batch_size": 8, "cpu_bf16": False}}).suggest
+    whole = train_suggest("M2", cfg, data, data, tmp_path / "whole", {"states": "toy"}, progress=False)
+
+    calls, mrr = [], suggest_train.mrr_at_10
+
+    def stop_in_epoch_3(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return mrr(*args)
+
+    monkeypatch.setattr(suggest_train, "mrr_at_10", stop_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_suggest("M2", cfg, data, data, tmp_path / "cut", {"states": "toy"}, progress=False)
+    monkeypatch.setattr(suggest_train, "mrr_at_10", mrr)
+    epochs, encode = [], suggest_train.encode
+    monkeypatch.setattr(suggest_train, "encode", lambda *a, **k: epochs.append(1) or encode(*a, **k))
+    resumed = train_suggest("M2", cfg, data, data, tmp_path / "cut", {"states": "toy"}, progress=False)
+    assert len(epochs) == 2  # one epoch: its queries and its documents
+    strip = [[{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]] for r in (whole, resumed)]
+    assert strip[0] == strip[1] and len(strip[0]) == 3
+    a, b = (load_file(str(tmp_path / r / "best.safetensors")) for r in ("whole", "cut"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

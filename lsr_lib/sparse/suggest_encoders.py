@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .head import SparseHead, mlm_head_init
+from .max_pool import max_pooled_log_saturation
 
 SPECIAL_TOKEN_IDS = (0, 100, 101, 102, 103)  # [PAD] [UNK] [CLS] [SEP] [MASK] in BERT-uncased
 
@@ -106,10 +107,9 @@ class MLMHead(nn.Module):
             self.head.vocab.bias.add_(bias_init)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.head(states)  # (B, L, V), >= 0
-        if mask is not None:
-            w = w * mask[..., None].to(w.dtype)
-        return w.amax(dim=1).float()  # (B, V)
+        h = self.head.norm(self.head.proj(states))  # (B, L, H)
+        # = (self.head(states) * mask).amax(dim=1), without the (B, L, V) tensor and its dense backward
+        return max_pooled_log_saturation(h, self.head.vocab.weight, self.head.vocab.bias, mask)  # (B, V)
 
 
 class SuggestModel(nn.Module):

@@ -7,7 +7,8 @@ queries of one emoji in a batch, is masked out rather than counted as a negative
 regulariser (SPLADE: sum over terms of the squared mean weight) keeps MLM vectors sparse; its
 weight grows quadratically over the LR warm-up. AdamW, linear warm-up then linear decay. The
 best epoch by validation MRR@10 is kept (``best.safetensors`` + ``best.json``); a finished run
-with the same fingerprint is reused, not retrained.
+with the same fingerprint is reused, not retrained, and an interrupted one goes on after its last
+finished epoch (``last_state.pt``: weights, optimiser, schedule and data order), as if never stopped.
 """
 
 from __future__ import annotations
@@ -149,8 +150,17 @@ def _train_locked(
     )
     gen = torch.Generator().manual_seed(cfg.data_seed)
     use_amp = cfg.cpu_bf16 if device.type == "cpu" else True  # bf16 autocast: CPU when asked, always on GPU
+    run = {"model": model, "opt": opt, "sched": sched, **({"towers": towers} if towers is not None else {})}
     history, best, step, t0 = [], None, 0, time.time()
-    for epoch in range(cfg.epochs):
+    start = 0
+    if (saved := tr.load_state()) is not None:  # an interrupted run of this fingerprint: go on after its last epoch
+        for key, obj in run.items():
+            obj.load_state_dict(saved[key])
+        gen.set_state(saved["data_gen"])
+        history, best, step, start = saved["history"], saved["best"], saved["step"], len(saved["history"])
+        t0 -= history[-1]["seconds"]
+        notice(f"suggestion run {config}: resuming after epoch {start} of {cfg.epochs} ({tr.root})")
+    for epoch in range(start, cfg.epochs):
         model.train()
         if towers is not None:
             towers.train()
@@ -202,6 +212,8 @@ def _train_locked(
             timeless = {k: v for k, v in best.items() if k != "seconds"}  # best.json is checksummed: no wall-clock time
             tuned = {TOWER_WEIGHTS: towers.state_dict()} if towers is not None else None
             tr.save_best(model.state_dict(), {"fingerprint": fp, "best": timeless}, tuned)
+        snapshot = {key: obj.state_dict() for key, obj in run.items()}
+        tr.save_state({**snapshot, "data_gen": gen.get_state(), "history": history, "best": best, "step": step})
     meta = {"fingerprint": fp, "best": best, "history": history, "complete": True}
     return tr.finish(json.loads(json.dumps(meta)), (TOWER_WEIGHTS,) if towers is not None else ())
 
