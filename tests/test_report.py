@@ -274,3 +274,28 @@ def test_before_after_pairs_ratios_per_seed_and_names_what_was_not_measured(tmp_
         and "abcdef0" in text
         and "| 50.0 ± 0.0 (3 seeds) | 95.0 ± 0.0 (3 seeds) |" in text
     )
+
+
+def test_the_main_job_time_says_whether_it_was_a_fresh_clone(tmp_path):
+    """A timing from runs of every stage in a working copy is not presented as `make main` from a fresh clone."""
+    import json
+
+    from lsr_lib.results.cost import main_job_time
+
+    machine = {"cpu": "AMD EPYC", "cpu_count": 2, "memory_gib": 23.5, "python": "3.11.7"}
+    stages = {"01_cache_dense_features": {"seconds": 778.0}, "05_image_suggestion": {"seconds": 2400.0}}
+    base = {"machine": machine, "commit": "abc", "stages": stages, "stages_seconds_total": 3178.0, "label": "worktree"}
+    (tmp_path / "benchmarks").mkdir()
+    path, results = tmp_path / "benchmarks" / "main_job_time.json", tmp_path / "default"  # results/<profile>
+    path.write_text(json.dumps({**base, "fresh_clone": False}))
+    text = main_job_time(results)
+    assert "not from a fresh clone" in text and "01 12 min 58 s, 05 40 min 0 s, 52 min 58 s in all" in text
+    fresh = {
+        **base,
+        "wall_seconds": 60.0,
+        "setup_seconds": 5.0,
+        "cold_seconds": 65.0,
+        "rerun_nothing_changed_seconds": 1,
+    }
+    path.write_text(json.dumps(fresh))
+    assert main_job_time(results).startswith("One timed run from a fresh clone")
