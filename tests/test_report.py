@@ -304,3 +304,16 @@ def test_the_main_job_time_says_whether_it_was_a_fresh_clone(tmp_path):
     }
     path.write_text(json.dumps(fresh))
     assert main_job_time(results).startswith("One timed run from a fresh clone")
+
+
+def test_before_after_says_whether_a_change_is_beyond_the_seed_spread():
+    from lsr_lib.results.before_after import change
+
+    assert "within the seed spread" in change([73.5, 71.0, 76.0], [74.7, 73.1, 76.3])  # the retention: noise
+    assert "within the seed spread" in change([16.5, 17.4, 18.6], [18.89, 18.92, 18.86])  # the teacher: p = 0.15
+    assert "**beyond the seed spread**" in change([16.5, 16.6, 16.4], [18.89, 18.92, 18.86])
+    assert "within the seed spread" in change([16.5, 16.6, 16.4], [16.6, 16.4, 16.7])  # a perturbed after
+    assert "**beyond the seed spread**" in change([50.0, 50.0], [95.0, 95.0]) and change([1.0, 1.0], [1.0, 1.0]) == (
+        "no change"
+    )
+    assert change([50.0], [95.0, 95.0]).startswith("not tested") and "before" in change([], [1.0, 2.0])

@@ -65,22 +65,45 @@ def _cell(values: list[float], scale: float = 1.0, f: str = ".1f") -> str:
     return f"{scale * m:{f}}" + ("" if sd is None else f" ± {scale * sd:{f}}") + f" ({len(values)} seeds)"
 
 
+def change(before: list[float], after: list[float], alpha: float = 0.05) -> str:
+    """Whether after differs from before beyond the seed spread: Welch's t-test over the per-seed values (two
+    collections, so unpaired; few seeds: low power)."""
+    if not before or not after:
+        return "not tested (not measured " + ("before)" if not before else "after)")
+    if len(before) < 2 or len(after) < 2:
+        return "not tested (fewer than 2 seeds a side)"
+    from scipy.stats import ttest_ind
+
+    p = float(ttest_ind(after, before, equal_var=False).pvalue)
+    if p != p:  # the same constant on both sides (scipy: NaN); different constants give p = 0
+        return "no change"
+    return f"p = {p:.2g}: " + ("**beyond the seed spread**" if p < alpha else "within the seed spread")
+
+
+METRICS = (
+    ("dense teacher, test T->I R@1", f"{TEACHER}, test T->I R@1", None, 1.0, ".2f"),
+    ("D2S with control, retention of the teacher's T->I R@1 (%)", "with_control, test T->I R@1",
+     f"{TEACHER}, test T->I R@1", 100.0, ".1f"),
+    ("D2S with control, FLOPs / without control's", "with_control, test FLOPs", "without_control, test FLOPs",
+     1.0, ".2f"),
+    ("dense teacher, held-out style R@10 / in-style R@10 (%)", f"{TEACHER}, heldout T->I R@10",
+     f"{TEACHER}, test_matched_to_heldout T->I R@10", 100.0, ".1f"),
+    ("D2S with control, held-out style R@10 / in-style R@10 (%)", "with_control, heldout T->I R@10",
+     "with_control, test_matched_to_heldout T->I R@10", 100.0, ".1f"),
+)  # fmt: skip
+
+
 def rows(before: dict, after: dict) -> list[tuple[str, str, str]]:
     """(number, before, after) for the headline numbers of issue 27."""
-    out = []
-    for label, num, den, scale, f in (
-        ("dense teacher, test T->I R@1", f"{TEACHER}, test T->I R@1", None, 1.0, ".2f"),
-        ("D2S with control, retention of the teacher's T->I R@1 (%)", "with_control, test T->I R@1",
-         f"{TEACHER}, test T->I R@1", 100.0, ".1f"),
-        ("D2S with control, FLOPs / without control's", "with_control, test FLOPs", "without_control, test FLOPs",
-         1.0, ".2f"),
-        ("dense teacher, held-out style R@10 / in-style R@10 (%)", f"{TEACHER}, heldout T->I R@10",
-         f"{TEACHER}, test_matched_to_heldout T->I R@10", 100.0, ".1f"),
-        ("D2S with control, held-out style R@10 / in-style R@10 (%)", "with_control, heldout T->I R@10",
-         "with_control, test_matched_to_heldout T->I R@10", 100.0, ".1f"),
-    ):  # fmt: skip
-        out.append((label, _cell(_per_seed(before, num, den), scale, f), _cell(_per_seed(after, num, den), scale, f)))
-    return out
+    return [
+        (label, _cell(_per_seed(before, num, den), scale, f), _cell(_per_seed(after, num, den), scale, f))
+        for label, num, den, scale, f in METRICS
+    ]
+
+
+def changes(before: dict, after: dict) -> list[str]:
+    """:func:`change` for each row of :func:`rows`."""
+    return [change(_per_seed(before, num, den), _per_seed(after, num, den)) for _, num, den, _, _ in METRICS]
 
 
 def before_after_lines(results_dir: Path, after_current: bool = True) -> list[str]:
@@ -96,13 +119,17 @@ def before_after_lines(results_dir: Path, after_current: bool = True) -> list[st
         "",
         f"Before and after the multi-style default (before: the OpenMoji-only default, {pairs:,} training pairs, "
         f"result files of commit {frozen['source']['commit'][:7]}, frozen in `results/default/{BEFORE_FILE}`; "
-        "after: the current `seeds.json`; mean ± sample std over seeds, ratios paired per seed):",
+        "after: the current `seeds.json`; mean ± sample std over seeds, ratios paired per seed; change: Welch's "
+        "t-test over the per-seed values, α = 0.05, few seeds so low power):",
         "",
-        "| number | before | after |",
-        "|---|---|---|",
+        "| number | before | after | change |",
+        "|---|---|---|---|",
     ]
     pending = "pending: `make seeds` aggregates the current result files"
-    lines += [f"| {a} | {b} | {c if after_current else pending} |" for a, b, c in rows(frozen["seeds"], after)]
+    lines += [
+        f"| {a} | {b} | {c if after_current else pending} | {d if after_current else ''} |"
+        for (a, b, c), d in zip(rows(frozen["seeds"], after), changes(frozen["seeds"], after))
+    ]
     return lines
 
 
