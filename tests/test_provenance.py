@@ -39,7 +39,9 @@ def test_a_second_write_of_the_same_results_leaves_the_committed_file_byte_ident
     path = provenance.write_results(cfg, "02_d2s", d2s_like(5.0), {"code": {"a.py": "1"}})
     first, first_facts = path.read_bytes(), timings_path(path).read_text()
 
-    # another run: later, on another host kernel, with another peak memory and other durations
+    # another run: later, at another commit (a fresh clone rebuilding its caches), on another host kernel, with
+    # another peak memory and other durations
+    monkeypatch.setattr(provenance, "git_commit", lambda: "0123abc")
     epoch = time.gmtime(0)
     monkeypatch.setattr(provenance.time, "gmtime", lambda *a: epoch)
     monkeypatch.setattr(provenance, "peak_memory", lambda: {"peak_rss_mib": 12345.0})
@@ -50,7 +52,7 @@ def test_a_second_write_of_the_same_results_leaves_the_committed_file_byte_ident
     assert path.read_bytes() == first
     assert timings_path(path).read_text() != first_facts
     committed = json.loads(first)
-    assert "time_utc" not in committed["provenance"] and "memory" not in committed["provenance"]
+    assert not {"time_utc", "memory", "commit"} & set(committed["provenance"])
     assert "platform" not in committed["provenance"]["machine"] and "cpu" in committed["provenance"]["machine"]
     assert "seconds" not in first.decode() and committed["results"]["test"]["R@1"] == 13.06
 
@@ -58,6 +60,7 @@ def test_a_second_write_of_the_same_results_leaves_the_committed_file_byte_ident
     assert merged["provenance"]["time_utc"] == "1970-01-01T00:00:00Z"
     assert merged["provenance"]["memory"] == {"peak_rss_mib": 12345.0}
     assert merged["provenance"]["machine"]["platform"] == "Linux-other-kernel"
+    assert merged["provenance"]["commit"] == "0123abc"
     assert [h["seconds"] for h in merged["results"]["conditions"]["with_control"]["history"]] == [7.5, 8.5, 9.5]
 
     # a number that changes does change the committed file
@@ -77,7 +80,7 @@ def test_run_facts_split_off_and_merge_back():
     assert committed == {
         "stage": "x",
         "results": {"rows": [{"R@1": 2.0}, {"R@1": 3.0}], "steps": {"load": {}}},
-        "provenance": {"commit": "abc", "machine": {"cpu": "c"}},
+        "provenance": {"machine": {"cpu": "c"}},
     }
     assert merge_run_facts(committed, facts) == doc
     kept, _ = split_run_facts(doc, durations_are_results=True)  # a benchmark whose timed steps are its results

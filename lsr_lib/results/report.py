@@ -88,10 +88,9 @@ def dense_baseline(data: dict) -> str:
     for view, res in r.get("robustness_test", {}).items():
         if view != "clean":
             lines.append(_row(f"test, images {view.replace('_', ' ')}", res))
-    prov = data["provenance"]
     lines.append("")
     lines.append(
-        f"_Generated from `results/default/01_dense_baseline.json` (commit {prov['commit']}). "
+        f"_Generated from `results/default/01_dense_baseline.json`. "
         f"MRR@10 in percent. Random ranking: T->I R@10 = {random_r10(r):.1f}% on test"
         + (" (each caption ranked against its own style's gallery)._" if r.get("styles") else "._")
     )
@@ -150,9 +149,8 @@ def d2s(data: dict) -> str:
             f"T->I R@1 without minus with control = {c['T->I R@1 without - with control (points)']:+.2f} points."
         )
         lines.append("")
-    prov = data["provenance"]
     lines.append(
-        f"_Generated from `results/default/02_d2s.json` (commit {prov['commit']}). MRR@10 in "
+        "_Generated from `results/default/02_d2s.json`. MRR@10 in "
         "percent; FLOPs: expected shared active terms per caption-image pair; nnz: average non-zeros._"
     )
     return "\n".join(lines) + "\n"
@@ -196,7 +194,7 @@ def analyses(data: dict) -> str:
             )
     lines.append("")
     lines.append(
-        f"_Generated from `results/default/03_analyses.json` (commit {data['provenance']['commit']}); means over "
+        f"_Generated from `results/default/03_analyses.json`; means over "
         f"test vectors, unrelated = MiniLM cosine < {r['unrelated_threshold']}._"
     )
     return "\n".join(lines) + "\n"
@@ -547,7 +545,7 @@ def suggestion(data: dict) -> str:
         lines.append(f"- {f['finding']}: **{'holds' if f['holds'] else 'does not hold'}** ({f['evidence']})")
     lines += [
         "",
-        f"_Generated from `results/default/05_suggestion.json` (commit {data['provenance']['commit']}); metrics in "
+        "_Generated from `results/default/05_suggestion.json`; metrics in "
         "percent, "
         "retrieved through the exact numba inverted index, scored by ir_measures; best epoch by validation MRR@10: "
         + ", ".join(f"{c} {e}" for c, e in r["best_epoch"].items())

@@ -47,14 +47,20 @@ def stage_times(nb_path: Path, top: int = 5) -> dict:
 #
 # ``results/<profile>/<stage>.json`` is committed, so a rerun whose numbers did not change must leave it
 # byte-identical. What changes on every run without the numbers changing goes to an untracked sibling,
-# ``results/<profile>/timings/<stage>.json`` (gitignored): when the run happened (``provenance.time_utc``), the
-# kernel build of the host it ran on (``provenance.machine.platform``), its peak memory (``provenance.memory``)
-# and every wall-clock duration inside the results (a key ``seconds`` or ``*_seconds``: per-epoch training
-# seconds, a trial's seconds). Measured latencies are not durations of the run but results (stage 04's
-# ``latency_*_ms``, ``build_s``) and stay.
+# ``results/<profile>/timings/<stage>.json`` (gitignored): when the run happened (``provenance.time_utc``), at which
+# commit (``provenance.commit``: a fresh clone rebuilds its caches at a later commit; what code made the numbers is
+# the file's code fingerprint, which stays), the kernel build of the host it ran on (``provenance.machine.platform``),
+# its peak memory (``provenance.memory``) and every wall-clock duration inside the results (a key ``seconds`` or
+# ``*_seconds``: per-epoch training seconds, a trial's seconds). Measured latencies are not durations of the run but
+# results (stage 04's ``latency_*_ms``, ``build_s``) and stay.
 
 TIMINGS_DIR = "timings"
-RUN_FACTS = (("provenance", "time_utc"), ("provenance", "memory"), ("provenance", "machine", "platform"))
+RUN_FACTS = (
+    ("provenance", "time_utc"),
+    ("provenance", "commit"),
+    ("provenance", "memory"),
+    ("provenance", "machine", "platform"),
+)
 
 
 def is_duration(key: object) -> bool:
