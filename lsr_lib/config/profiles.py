@@ -62,6 +62,7 @@ IMAGE_PARTS = ("avg", "max", "logits")  # lsr_lib.dense.towers.IMAGE_PARTS
 # data.image_augment, "clean" always runs
 EVAL_TRANSFORMS = ("grayscale", "small_offset", "thick_stroke", "hue_shift", "tinted_background")
 # lsr_lib.index.sparse.INDEX_KINDS
+BMP_REORDERINGS = ("none", "cluster")  # lsr_lib.index.reorder.REORDERINGS (tested equal)
 SPARSE_INDEX_KINDS = ("scipy", "numba", "numba_blocked", "seismic", "qdrant_edge", "pisa", "bmp", "kannolo", "milvus")
 DENSE_INDEX_KINDS = ("faiss_flat", "faiss_hnsw")  # ditto
 SCALE_COLLECTIONS = ("model_encoded", "independent_terms")  # stage 04's scale benchmark (IndexConfig.scale_collections)
@@ -314,6 +315,9 @@ class IndexConfig:
     # n_postings = fraction x documents, one build each (DESIGN.md section 6: 0.0005-0.0015)
     seismic_postings_per_doc: tuple[float, ...] = (0.001,)
     bmp_bsize: tuple[int, ...] = opt_in((32,))  # BMP documents per block, one build each
+    # BMP document order, one build each (lsr_lib.index.reorder): "none" as given, "cluster" similar documents in
+    # the same blocks, so that block-max bounds are tight
+    bmp_reorder: tuple[str, ...] = opt_in(("none",))
     # BMP (alpha, beta): (1, 1) is safe (exact on its quantised weights)
     bmp_search: tuple[tuple[float, float], ...] = opt_in(((1.0, 1.0),))
     kannolo_m: int = opt_in(32)  # kANNolo graph: neighbours per node
@@ -349,6 +353,7 @@ class IndexConfig:
                     "a list of fractions in (0, 1]",
                 ),
                 ("bmp_bsize", all(1 <= b <= 256 for b in self.bmp_bsize), "a list of block sizes in 1..256"),
+                items_from(self, "bmp_reorder", BMP_REORDERINGS),
                 (
                     "bmp_search",
                     all(0 < a <= 1 and 0 < b <= 1 for a, b in self.bmp_search),

@@ -517,7 +517,11 @@ def search_sweep(
         builds = [({}, "")]
         searches = [({"ef_search": ef}, f"ef={ef}") for ef in ix.hnsw_ef_search]
     elif kind == "bmp":
-        builds = [({"bsize": b}, f"b={b}") for b in ix.bmp_bsize]
+        builds = [
+            ({"bsize": b, "reorder": r}, f"b={b}" + (f" {r}" if r != "none" else ""))
+            for b in ix.bmp_bsize
+            for r in ix.bmp_reorder
+        ]
         searches = [({"alpha": a, "beta": b}, f"a={a:g} beta={b:g}") for a, b in ix.bmp_search]
     elif kind == "kannolo":
         builds = [({"m": ix.kannolo_m}, f"m={ix.kannolo_m}")]
