@@ -31,6 +31,15 @@ DIRECTIONS = ("text_to_image", "image_to_text")
 SWEPT = ("seismic", "faiss_hnsw", "bmp", "kannolo")
 
 
+def measured(cfg: Config, inputs: dict, name: str, measure):
+    """``measure()`` once per stage-04 input record (code, environment, config, vectors), kept in
+    ``data/cache/<profile>/04_measured/<name>.json``: `make bench` reruns the stage for its scale benchmark and
+    reads the test-split parts back instead of measuring them again (:mod:`lsr_lib.storage.measured_parts`)."""
+    from ..storage.measured_parts import measured_once
+
+    return measured_once(Path(cfg.cache_dir) / "04_measured", name, inputs, measure)
+
+
 def direction_data(direction: str, col: ImageCaptionSet, images, texts, part: tuple | None = None) -> tuple:
     """(queries, docs, query keys, doc keys) for a direction; keys decide relevance.
 
