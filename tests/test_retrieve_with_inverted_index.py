@@ -118,6 +118,28 @@ def test_scale_benchmark_encodes_the_dense_documents_and_labels_the_generator_ro
     np.testing.assert_allclose(one.toarray(), two.toarray(), rtol=1e-5, atol=1e-6)
     assert one.shape == (150, 300) and one.nnz > 0
 
+    # index.independent_terms_max_docs: the generator's rows only up to that size
+    capped = load_config(
+        "smoke",
+        {
+            "index": {
+                "scale_collections": ["model_encoded", "independent_terms"],
+                "scale_sizes": [100, 150],
+                "independent_terms_max_docs": 100,
+                "scale_backends": ["numba"],
+                "scale_pruning": [],
+                "latency_queries": 5,
+                "qps_queries": 10,
+            }
+        },
+    )
+    rows = stage.scale_benchmark(capped, None, vectors, dense, progress=False, models=models)
+    assert sorted({(r["condition"], r["collection"]) for r in rows}) == [
+        ("with_control", "100 model-encoded"),
+        ("with_control", "150 model-encoded"),
+        ("with_control · independent terms", "100 independent-term"),
+    ]
+
 
 def test_scale_collections_are_checked():
     from lsr_lib.config.profiles import ConfigError

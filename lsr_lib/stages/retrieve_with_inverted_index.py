@@ -382,8 +382,8 @@ def scale_benchmark(
     encoded by each condition's D2S image side (``models``: {condition: D2SModel}, default: stage 02's best
     checkpoints), so both representations index one collection; ``independent_terms``, documents drawn term by term
     from each condition's test image vectors (``index.latency.synthetic_collection``: document frequencies and
-    weights follow the model, term-term correlations do not), rows labelled ``<condition> · independent terms``.
-    Queries are the real test captions.
+    weights follow the model, term-term correlations do not), rows labelled ``<condition> · independent terms``, up
+    to ``index.independent_terms_max_docs`` documents. Queries are the real test captions.
     """
     from ..index.latency import synthetic_collection
 
@@ -406,7 +406,8 @@ def scale_benchmark(
             docs["dense teacher"] = dense_docs
             rows += efficiency_table(cfg, col, vectors, dense, docs, f"{size:,} model-encoded", progress)
             del docs
-        if "independent_terms" in kinds:
+        cap = cfg.index.independent_terms_max_docs
+        if "independent_terms" in kinds and (not cap or size <= cap):
             named = {c + INDEPENDENT_TERMS: v for c, v in vectors.items()}
             docs = {c: synthetic_collection(v["images"], size, seed=cfg.seed) for c, v in named.items()}
             docs["dense teacher"] = dense_docs
@@ -430,12 +431,14 @@ SCALE_SETTINGS = (
     "seismic_postings_per_doc",
     "seismic_search",
     "bmp_bsize",
+    "bmp_reorder",
     "bmp_search",
     "kannolo_m",
     "kannolo_ef_search",
     "kannolo_max_docs",
     "milvus_max_docs",
     "milvus_queries",
+    "independent_terms_max_docs",
 )
 
 
