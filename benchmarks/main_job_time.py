@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rerun-s", type=float, default=None, help="measured wall time of `make main` run again with nothing changed"
     )
+    ap.add_argument(
+        "--not-fresh-clone",
+        action="store_true",
+        help="the notebooks come from runs of every stage in a working copy, not from `make main` in a fresh clone",
+    )
     ap.add_argument("--skipped", nargs="*", default=[], help="stages the run skipped as up to date")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "main_job_time.json")
     args = ap.parse_args(argv)
@@ -54,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "benchmark": "main_job_time",
         "label": args.label,
+        "fresh_clone": not args.not_fresh_clone,
         "commit": git_commit(),
         "machine": machine(),
         "stages_seconds_total": round(total, 1),

@@ -129,13 +129,18 @@ def test_a_hand_edited_or_stale_table_in_any_page_is_found(tmp_path):
     copy_pages(tmp_path)
     results = ROOT / "results" / "default"
     assert update_pages(results, tmp_path, write=False) == []
+    # the committed numbers, as the tables show them; each example then changes one digit
+    m = json.loads((results / "seeds.json").read_text())["metrics"]
+    teacher, ctrl = m["dense teacher, test T->I R@1"], m["with_control, test T->I R@1"]
+    shown = {k: f"{v['mean']:.2f} ± {v['std']:.2f}" for k, v in (("t", teacher), ("c", ctrl))}
+    moved = {k: f"{v['mean'] + 0.01:.2f} ± {v['std']:.2f}" for k, v in (("t", teacher), ("c", ctrl))}
     for page, old, new in [
         (
             "docs/results.md",
-            "| dense teacher, test T->I R@1 | 17.49 ± 1.03 |",
-            "| dense teacher, test T->I R@1 | 17.50 ± 1.03 |",
+            f"| dense teacher, test T->I R@1 | {shown['t']} |",
+            f"| dense teacher, test T->I R@1 | {moved['t']} |",
         ),
-        ("README.md", "| D2S, with control | 12.84 ± 0.37 |", "| D2S, with control | 12.85 ± 0.37 |"),
+        ("README.md", f"| D2S, with control | {shown['c']} |", f"| D2S, with control | {moved['c']} |"),
     ]:
         text = (tmp_path / page).read_text()
         assert text.count(old) == 1, f"{page} no longer shows {old!r}: update this test's example"
@@ -274,3 +279,28 @@ def test_before_after_pairs_ratios_per_seed_and_names_what_was_not_measured(tmp_
         and "abcdef0" in text
         and "| 50.0 ± 0.0 (3 seeds) | 95.0 ± 0.0 (3 seeds) |" in text
     )
+
+
+def test_the_main_job_time_says_whether_it_was_a_fresh_clone(tmp_path):
+    """A timing from runs of every stage in a working copy is not presented as `make main` from a fresh clone."""
+    import json
+
+    from lsr_lib.results.cost import main_job_time
+
+    machine = {"cpu": "AMD EPYC", "cpu_count": 2, "memory_gib": 23.5, "python": "3.11.7"}
+    stages = {"01_cache_dense_features": {"seconds": 778.0}, "05_image_suggestion": {"seconds": 2400.0}}
+    base = {"machine": machine, "commit": "abc", "stages": stages, "stages_seconds_total": 3178.0, "label": "worktree"}
+    (tmp_path / "benchmarks").mkdir()
+    path, results = tmp_path / "benchmarks" / "main_job_time.json", tmp_path / "default"  # results/<profile>
+    path.write_text(json.dumps({**base, "fresh_clone": False}))
+    text = main_job_time(results)
+    assert "not from a fresh clone" in text and "01 12 min 58 s, 05 40 min 0 s, 52 min 58 s in all" in text
+    fresh = {
+        **base,
+        "wall_seconds": 60.0,
+        "setup_seconds": 5.0,
+        "cold_seconds": 65.0,
+        "rerun_nothing_changed_seconds": 1,
+    }
+    path.write_text(json.dumps(fresh))
+    assert main_job_time(results).startswith("One timed run from a fresh clone")

@@ -143,3 +143,20 @@ def test_aggregate_mean_std_and_expected_tolerances(tmp_path, monkeypatch):
     flops = exp["conditions"]["02_d2s"]["metrics"]["test.with_control.sparsity_text_to_image.flops"]
     assert flops["tolerance"] == pytest.approx(max(2 * 0.2, 0.02 * 7.0))
     assert summary["missing"]  # the fake folders lack stages 03 and 05: named, not hidden
+
+
+def test_a_seed_measured_on_another_collection_is_left_out_and_named(tmp_path, monkeypatch):
+    """After the data set changes, a seed's old result files (another split_sha256) must not enter the mean."""
+    cfg = load_config("smoke")
+    monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
+    for i, (k, v) in enumerate({0: 20.0, 1: 22.0, 2: 90.0}.items()):
+        folder = tmp_path / "results" / ("" if i == 0 else f"seed{k}")
+        _fake_results(folder, v, 0.2, k)
+        doc = json.loads((folder / "01_dense_baseline.json").read_text())
+        doc["results"]["split_sha256"] = "old" if k == 2 else "new"
+        (folder / "01_dense_baseline.json").write_text(json.dumps(doc))
+    summary = agg.aggregate(cfg)
+    m = summary["metrics"]["dense teacher, test T->I R@1"]
+    assert m["mean"] == pytest.approx(21.0) and m["n"] == 2 and set(m["values"]) == {"0", "1"}
+    assert summary["other_collection"] == ["2"]
+    assert "Left out, measured on another collection than seed 0's" in agg.markdown(summary)

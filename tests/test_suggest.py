@@ -153,6 +153,40 @@ def test_mrr_counts_ties_against_the_query():
     assert mrr_at_10(q, d, np.array([0, 2])) == pytest.approx((0.5 + 1 / 3) / 2)
 
 
+def test_validation_counts_every_relevant_document_of_a_query():
+    """Several styles: query 0's emoji is document 0 (its training positive) and document 1 (another style). Ranked
+    first, document 1 is a hit, not a miss that pushes document 0 to rank 2; relevant_pairs reads the qrels."""
+    import pandas as pd
+
+    from lsr_lib.data.suggest import SuggestionSet
+    from lsr_lib.stages.image_suggestion import relevant_pairs
+
+    q = torch.tensor([[1.0, 0.0]])
+    d = torch.tensor([[0.5, 0.0], [1.0, 0.0], [0.2, 0.0]])
+    assert mrr_at_10(q, d, np.array([0])) == pytest.approx(0.5)
+    assert mrr_at_10(q, d, np.array([0]), np.array([[0, 0], [0, 1]])) == pytest.approx(1.0)
+    data = SuggestionSet(
+        "toy",
+        pd.DataFrame({"query_id": ["cat#1", "dog#1"], "split": "val", "text": ["kitty", "puppy"]}),
+        pd.DataFrame(
+            {
+                "doc_id": ["a/dog", "a/cat", "b/cat", "b/dog"],
+                "split": "val",
+                "caption": ["dog", "cat", "cat", "dog"],
+                "path": "",
+            }
+        ),
+        pd.DataFrame(
+            {
+                "query_id": ["cat#1", "cat#1", "dog#1", "dog#1"],
+                "doc_id": ["a/cat", "b/cat", "a/dog", "b/dog"],
+                "relevance": 1,
+            }
+        ),
+    )
+    assert sorted(map(tuple, relevant_pairs(data).tolist())) == [(0, 1), (0, 2), (1, 0), (1, 3)]
+
+
 def test_training_learns_a_separable_toy_task(tmp_path):
     """Query k's tokens are [k, k+1]; document k's caption is [k]: M3 must learn to match them."""
     n = 40

@@ -31,6 +31,12 @@ def main_job_time(results_dir: Path) -> str:
         return "_`make main` has not been timed: no `results/benchmarks/main_job_time.json`._\n"
     m = d["machine"]
     stages = ", ".join(f"{k[:2]} {_duration(v['seconds'])}" for k, v in d["stages"].items())
+    if not d.get("fresh_clone", True):  # every stage run, but not `make main` from a clone: no setup, no rerun
+        return (
+            f"One run of every stage, not from a fresh clone (`results/benchmarks/main_job_time.json`; {_machine(m)}, "
+            f"Python {m.get('python')}; commit {d['commit']}; {d['label']}): stages {stages}, "
+            f"{_duration(d['stages_seconds_total'])} in all.\n"
+        )
     skipped = ", ".join(k[:2] for k in d.get("skipped_up_to_date", []))
     return (
         f"One timed run from a fresh clone (`results/benchmarks/main_job_time.json`; {_machine(m)}, Python "

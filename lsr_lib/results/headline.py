@@ -72,8 +72,8 @@ def headline(results_dir: Path) -> str:
     if not path.exists():
         return "_No seed summary yet: `make seeds` writes `results/default/seeds.json`._\n"
     s = json.loads(path.read_text())
-    n = len(s["seeds"])
     teacher = "dense teacher, test T->I R@1"
+    n = s["metrics"].get(teacher, {}).get("n", len(s["seeds"]))  # the seeds present, not the seeds planned
     lines = [
         f"Test split, mean ± sample std over {n} training seeds (R@k in percent; FLOPs: expected shared active "
         "terms per caption-image pair; retention: the model's T->I R@1 / its own seed's teacher's):",

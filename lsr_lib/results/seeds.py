@@ -115,9 +115,21 @@ def _read(folder: Path, file: str) -> Optional[dict]:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def collection_of(folder: Path) -> Optional[str]:
+    """The data set a seed's results were measured on: ``split_sha256`` of its ``01_dense_baseline.json``."""
+    doc = _read(folder, "01_dense_baseline.json")
+    return ((doc or {}).get("results") or {}).get("split_sha256")
+
+
 def aggregate(cfg: Config) -> dict:
-    """Per headline number: values per seed, mean and std; the control effect per seed and across seeds."""
+    """Per headline number: values per seed, mean and std; the control effect per seed and across seeds.
+
+    A seed whose results were measured on another collection than the main seed's (another ``split_sha256``,
+    e.g. left from before the data set changed) is left out and listed under ``other_collection``."""
     dirs = seed_results_dirs(cfg)
+    main = collection_of(next(iter(dirs.values())))
+    other = {k: f for k, f in dirs.items() if main and collection_of(f) not in (None, main)}
+    dirs = {k: f for k, f in dirs.items() if k not in other}
     cache: dict = {}
     metrics = {}
     for label, file, path in HEADLINE:
@@ -151,6 +163,7 @@ def aggregate(cfg: Config) -> dict:
         "profile": cfg.profile,
         "seeds": list(dirs),
         "missing": {k: v for k, v in missing.items() if v},
+        "other_collection": [str(k) for k in other],
         "metrics": metrics,
         "control_effect": effect,
         "effect_metrics": list(EFFECT_METRICS),
@@ -181,6 +194,12 @@ def markdown(summary: dict) -> str:
         lines += [
             "Missing result files (run `python -m lsr_lib.run.seeds`): "
             + "; ".join(f"seed {k}: {', '.join(v)}" for k, v in summary["missing"].items()),
+            "",
+        ]
+    if summary.get("other_collection"):
+        lines += [
+            f"Left out, measured on another collection than seed {seeds[0]}'s (run `python -m lsr_lib.run.seeds`): "
+            + ", ".join(f"seed {k}" for k in summary["other_collection"]),
             "",
         ]
     lines += [

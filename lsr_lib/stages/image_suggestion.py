@@ -12,6 +12,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
@@ -121,7 +122,16 @@ def split_tensors(data: SuggestionSet, tcache: ShardedCache, icache: ShardedCach
     if need_patches:
         out["patches"] = torch.from_numpy(icache.read(list(data.docs["doc_id"]))[1]["patches"])
     out["pos"] = data.positive_doc_rows()
+    out["relevant"] = relevant_pairs(data)
     return out
+
+
+def relevant_pairs(data: SuggestionSet) -> np.ndarray:
+    """(n, 2) rows of (query row, document row) for every qrel of the split: with several art styles a query has a
+    relevant document in each style, and validation must count all of them, not only the training positive."""
+    q_row = pd.Series(np.arange(len(data.queries)), index=data.queries["query_id"].to_numpy())
+    d_row = pd.Series(np.arange(len(data.docs)), index=data.docs["doc_id"].to_numpy())
+    return np.stack([q_row.loc[data.qrels["query_id"]].to_numpy(), d_row.loc[data.qrels["doc_id"]].to_numpy()], 1)
 
 
 class SuggestTowers(torch.nn.Module):
@@ -181,6 +191,7 @@ def live_tensors(data: SuggestionSet, towers: SuggestTowers) -> dict:
         "captions": LiveText([str(c) for c in data.docs["caption"]], towers),
         "patches": LivePatches(data.docs, towers),
         "pos": data.positive_doc_rows(),
+        "relevant": relevant_pairs(data),
     }
 
 

@@ -88,10 +88,20 @@ def encode(
     return torch.cat(out)
 
 
-def mrr_at_10(q: torch.Tensor, d: torch.Tensor, pos_rows: np.ndarray) -> float:
-    """Validation MRR@10 (one relevant document per query; ties count against the query, as everywhere)."""
+def mrr_at_10(
+    q: torch.Tensor, d: torch.Tensor, pos_rows: np.ndarray, relevant_pairs: np.ndarray | None = None
+) -> float:
+    """Validation MRR@10: the rank of the first relevant document (ties count against the query, as everywhere).
+
+    ``relevant_pairs``: (n, 2) (query row, document row) of every qrel; without it, ``pos_rows`` (one relevant
+    document per query). With several art styles a query has a relevant image in each style: counting only the
+    training positive would call the other styles' images of the same emoji wrong."""
     relevant = torch.zeros(len(q), len(d), dtype=torch.bool)
-    relevant[torch.arange(len(q)), torch.as_tensor(pos_rows)] = True
+    if relevant_pairs is None:
+        relevant[torch.arange(len(q)), torch.as_tensor(pos_rows)] = True
+    else:
+        pairs = torch.as_tensor(np.asarray(relevant_pairs, dtype=np.int64))
+        relevant[pairs[:, 0], pairs[:, 1]] = True
     return metrics_from_ranks(first_relevant_rank(q @ d.T, relevant), ks=(), mrr_depth=10)["MRR@10"]
 
 
@@ -106,7 +116,8 @@ def train_suggest(
     towers: torch.nn.Module | None = None,
     device: torch.device | str = "cpu",
 ) -> dict:
-    """Train (or reuse) one configuration. ``train`` / ``val``: {"queries", "captions", "patches", "pos"}.
+    """Train (or reuse) one configuration. ``train`` / ``val``: {"queries", "captions", "patches", "pos"}, and in
+    ``val`` optionally "relevant" (every qrel as (query row, document row), for validation MRR@10).
 
     With ``towers`` (``suggest.finetune_towers``: the inputs are live ``LiveText`` / ``LivePatches``
     reading those towers), the towers train too, at ``lr_vocab``, and are saved beside the heads.
@@ -201,7 +212,7 @@ def _train_locked(
         rec = {
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)),
-            "val_mrr@10": mrr_at_10(qv, dv, val["pos"]),
+            "val_mrr@10": mrr_at_10(qv, dv, val["pos"], val.get("relevant")),
             "nnz_query": float((qv > 0).sum(1).float().mean()),
             "nnz_doc": float((dv > 0).sum(1).float().mean()),
             "seconds": time.time() - t0,
