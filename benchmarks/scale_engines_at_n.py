@@ -1,7 +1,7 @@
 """Plan the scale benchmark: every sparse engine and HNSW at N model-encoded documents, one run (issue 29).
 
-    python benchmarks/scale_engines_at_n.py 1000000 with_control,without_control [numba_blocked,seismic,...]
-    # writes results/benchmarks/scale_engines_1000000.json
+    python benchmarks/scale_engines_at_n.py 1000000 with_control,without_control [numba_blocked,seismic,...] [--append]
+    # writes results/benchmarks/scale_engines_1000000.json (--append: adds to its rows, e.g. engines run later)
 
 The same dense documents as stage 04's scale benchmark (``dense_like`` of the teacher's test images, the profile's
 seed), encoded by each condition's D2S image side; queries are the first 400 test captions. Each index is built
@@ -75,7 +75,9 @@ def encoded(cfg, cond: str, dense_docs: np.ndarray):
 
 
 def main(argv: list[str]) -> int:
-    n, conds = int(argv[0]), argv[1].split(",")
+    append = "--append" in argv
+    argv = [a for a in argv if a != "--append"]
+    n, conds = int(argv[0]), [] if argv[1] == "-" else argv[1].split(",")  # "-": the dense engines only
     engines = argv[2].split(",") if len(argv) > 2 else list(ENGINES)
     cfg = load_config("default")
     seed_everything(cfg.seed, 2)
@@ -84,7 +86,7 @@ def main(argv: list[str]) -> int:
     vectors = load_condition_vectors(cfg, "test")
     dense_docs = dense_like(img, n, seed=cfg.seed)
     out = ROOT / "results" / "benchmarks" / f"scale_engines_{n}.json"
-    rows: list[dict] = []
+    rows: list[dict] = json.loads(out.read_text())["rows"] if append and out.exists() else []
 
     def record(**row) -> None:
         print(json.dumps(row), flush=True)
