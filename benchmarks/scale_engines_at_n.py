@@ -62,6 +62,7 @@ def encoded(cfg, cond: str, dense_docs: np.ndarray):
 
     model, meta = load_best(d2s_run_dir(cfg, cond))
     key = hashlib.sha256(json.dumps([meta, len(dense_docs), cfg.seed], sort_keys=True, default=str).encode())
+    key.update(np.ascontiguousarray(dense_docs).data)  # the documents themselves: another teacher, another cache
     name = f"{cond}_{len(dense_docs)}_{key.hexdigest()[:16]}.npz"
     path = ROOT / "data" / "cache" / cfg.profile / "scale_engines" / name
     if path.exists():
