@@ -317,3 +317,42 @@ def test_before_after_says_whether_a_change_is_beyond_the_seed_spread():
         "no change"
     )
     assert change([50.0], [95.0, 95.0]).startswith("not tested") and "before" in change([], [1.0, 2.0])
+
+
+def test_scale_engines_picks_each_engines_fastest_setting_at_the_recall_target(tmp_path):
+    from lsr_lib.results.report import scale_engines
+
+    def row(cond, kind, search, p50, recall):
+        return {
+            "condition": cond,
+            "kind": kind,
+            "build": {},
+            "search": search,
+            "build_s": 1.0,
+            "size_mb": 2.0,
+            "latency_p50_ms": p50,
+            "latency_p99_ms": 2 * p50,
+            "qps_1t": 100.0,
+            "qps_2t": 150.0,
+            "recall@10": recall,
+        }
+
+    rows = [
+        {"condition": "with_control", "step": "encode", "nnz_per_doc": 40.0, "distinct_terms": 1234},
+        row("with_control", "kannolo", {"ef_search": 16}, 0.2, 0.90),  # fastest, under the target
+        row("with_control", "kannolo", {"ef_search": 32}, 0.3, 0.96),
+        row("with_control", "kannolo", {"ef_search": 64}, 0.5, 0.99),
+        row("with_control", "bmp", {"alpha": 0.8}, 1.0, 0.80),  # never reaches it
+        row("dense teacher", "faiss_hnsw", {"ef_search": 64}, 0.6, 0.95),
+    ]
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    doc = {"n_docs": 1000, "machine": {"cpu": "x", "cpu_count": 2}, "rows": rows}
+    (bench / "scale_engines_1000.json").write_text(json.dumps(doc))
+    text = scale_engines(tmp_path / "default")
+    assert "| with control | kannolo | kannolo ef_search=32 | 1.0 | 2.0 | 0.30 | 0.60 |" in text
+    assert "| with control | bmp | not reached (best recall@10 0.800, bmp alpha=0.8)" in text
+    assert "fastest is kannolo ef_search=32 at 0.30 ms p50, 0.5x the dense teacher's faiss_hnsw" in text
+    rows[2]["recall@10"] = 0.949  # a perturbed recall moves the choice to the slower setting
+    (bench / "scale_engines_1000.json").write_text(json.dumps(doc))
+    assert "kannolo ef_search=64 | 1.0 | 2.0 | 0.50" in scale_engines(tmp_path / "default")

@@ -118,6 +118,28 @@ def test_scale_benchmark_encodes_the_dense_documents_and_labels_the_generator_ro
     np.testing.assert_allclose(one.toarray(), two.toarray(), rtol=1e-5, atol=1e-6)
     assert one.shape == (150, 300) and one.nnz > 0
 
+    # index.independent_terms_max_docs: the generator's rows only up to that size
+    capped = load_config(
+        "smoke",
+        {
+            "index": {
+                "scale_collections": ["model_encoded", "independent_terms"],
+                "scale_sizes": [100, 150],
+                "independent_terms_max_docs": 100,
+                "scale_backends": ["numba"],
+                "scale_pruning": [],
+                "latency_queries": 5,
+                "qps_queries": 10,
+            }
+        },
+    )
+    rows = stage.scale_benchmark(capped, None, vectors, dense, progress=False, models=models)
+    assert sorted({(r["condition"], r["collection"]) for r in rows}) == [
+        ("with_control", "100 model-encoded"),
+        ("with_control", "150 model-encoded"),
+        ("with_control · independent terms", "100 independent-term"),
+    ]
+
 
 def test_scale_collections_are_checked():
     from lsr_lib.config.profiles import ConfigError
@@ -220,3 +242,34 @@ def test_postings_per_query_sums_the_query_terms_document_frequencies():
     assert postings_per_query(docs, queries) == (5 + 0 + 1) / 3  # the empty query reads nothing
     assert postings_per_query(docs, queries, 1) == 5
     assert read_bandwidth_gbs(1 << 22, repeats=2) > 0
+
+
+def test_bmp_sweep_builds_once_per_document_order_and_the_safe_setting_stays_exact():
+    """``index.bmp_reorder``: one BMP build per order, labelled; at alpha = beta = 1 both orders are exact on the
+    quantised weights, the clustered one through its own build."""
+    from lsr_lib.config.profiles import BMP_REORDERINGS, ConfigError
+    from lsr_lib.index.reorder import REORDERINGS
+
+    assert BMP_REORDERINGS == REORDERINGS
+    docs = sp.random(600, 300, density=0.05, random_state=1, format="csr", dtype=np.float32)
+    queries = sp.random(30, 300, density=0.05, random_state=2, format="csr", dtype=np.float32)
+    exact = brute_force_topk(queries, docs, 10)[1]
+    cfg = load_config(
+        "smoke",
+        {
+            "index": {
+                "bmp_bsize": [16],
+                "bmp_reorder": ["none", "cluster"],
+                "bmp_search": [[1.0, 1.0]],
+                "latency_queries": 5,
+            }
+        },
+    )
+    out = search_sweep(cfg, "bmp", docs, queries, exact, {"condition": "with_control", "n_docs": 600})
+    assert [r["kind"] for r in out] == ["bmp b=16 a=1 beta=1", "bmp b=16 cluster a=1 beta=1"]
+    # exact on BMP's 8-bit weights (tests/test_learned_engines.py): the float brute force differs on near-ties only
+    assert all(r["recall@10"] >= 0.95 for r in out)
+    assert out[0]["recall@10"] == pytest.approx(out[1]["recall@10"], abs=0.02)
+    assert out[0]["build_s"] != out[1]["build_s"]  # two builds
+    with pytest.raises(ConfigError, match="bmp_reorder"):
+        load_config("smoke", {"index": {"bmp_reorder": ["graph"]}})

@@ -62,6 +62,7 @@ IMAGE_PARTS = ("avg", "max", "logits")  # lsr_lib.dense.towers.IMAGE_PARTS
 # data.image_augment, "clean" always runs
 EVAL_TRANSFORMS = ("grayscale", "small_offset", "thick_stroke", "hue_shift", "tinted_background")
 # lsr_lib.index.sparse.INDEX_KINDS
+BMP_REORDERINGS = ("none", "cluster")  # lsr_lib.index.reorder.REORDERINGS (tested equal)
 SPARSE_INDEX_KINDS = ("scipy", "numba", "numba_blocked", "seismic", "qdrant_edge", "pisa", "bmp", "kannolo", "milvus")
 DENSE_INDEX_KINDS = ("faiss_flat", "faiss_hnsw")  # ditto
 SCALE_COLLECTIONS = ("model_encoded", "independent_terms")  # stage 04's scale benchmark (IndexConfig.scale_collections)
@@ -304,6 +305,9 @@ class IndexConfig:
     # image vectors; "model_encoded": the same documents encoded by each D2S model's image side; "independent_terms":
     # sparse documents drawn term by term from each model's test vectors (lsr_lib.index.latency.synthetic_collection)
     scale_collections: tuple[str, ...] = ("model_encoded",)
+    # the independent-term collection only up to this size (0: every size); it shows the collection's effect at 100k
+    # without doubling the 1M benchmark
+    independent_terms_max_docs: int = opt_in(0)
     scale_sizes: tuple[int, ...] = (100_000, 1_000_000)
     scale_backends: tuple[str, ...] = ("numba", "seismic", "faiss_flat", "faiss_hnsw")
     hnsw_max_docs: int = 200_000  # HNSW build cost on 2 cores: skipped above this size
@@ -314,6 +318,9 @@ class IndexConfig:
     # n_postings = fraction x documents, one build each (DESIGN.md section 6: 0.0005-0.0015)
     seismic_postings_per_doc: tuple[float, ...] = (0.001,)
     bmp_bsize: tuple[int, ...] = opt_in((32,))  # BMP documents per block, one build each
+    # BMP document order, one build each (lsr_lib.index.reorder): "none" as given, "cluster" similar documents in
+    # the same blocks, so that block-max bounds are tight
+    bmp_reorder: tuple[str, ...] = opt_in(("none",))
     # BMP (alpha, beta): (1, 1) is safe (exact on its quantised weights)
     bmp_search: tuple[tuple[float, float], ...] = opt_in(((1.0, 1.0),))
     kannolo_m: int = opt_in(32)  # kANNolo graph: neighbours per node
@@ -349,13 +356,14 @@ class IndexConfig:
                     "a list of fractions in (0, 1]",
                 ),
                 ("bmp_bsize", all(1 <= b <= 256 for b in self.bmp_bsize), "a list of block sizes in 1..256"),
+                items_from(self, "bmp_reorder", BMP_REORDERINGS),
                 (
                     "bmp_search",
                     all(0 < a <= 1 and 0 < b <= 1 for a, b in self.bmp_search),
                     "[alpha in (0, 1], beta in (0, 1]] pairs",
                 ),
                 *positive(self, "kannolo_m"),
-                *non_negative(self, "kannolo_max_docs milvus_max_docs milvus_queries"),
+                *non_negative(self, "kannolo_max_docs milvus_max_docs milvus_queries independent_terms_max_docs"),
                 *each(self, "kannolo_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
             ],
         )

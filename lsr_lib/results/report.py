@@ -566,6 +566,91 @@ def seeds(results_dir: Path) -> str:
     return seeds_note(results_dir) + body + f"\n_Generated from `{shown}` by `make seeds`._\n"
 
 
+def _setting(r: dict) -> str:
+    """``kind key=value ...`` of one planning row's build and search parameters."""
+    params = {**r.get("build", {}), **r.get("search", {})}
+    return " ".join([r["kind"], *(f"{k}={v}" for k, v in params.items())])
+
+
+def scale_engines_matched(rows: list[dict], target: float = 0.95) -> list[dict]:
+    """Per (condition, engine): the setting with the lowest p50 among those at recall@10 >= ``target`` (None and
+    NaN latency when none reaches it), in the shape :func:`against_hnsw` reads."""
+    out = []
+    timed = [r for r in rows if "kind" in r]
+    for key in dict.fromkeys((r["condition"], r["kind"]) for r in timed):
+        cands = [r for r in timed if (r["condition"], r["kind"]) == key]
+        ok = [r for r in cands if r["recall@10"] >= target]
+        best = min(ok, key=lambda r: r["latency_p50_ms"]) if ok else max(cands, key=lambda r: r["recall@10"])
+        out.append(
+            {
+                **best,
+                "engine": key[1],
+                "target_recall": target,
+                "setting": _setting(best) if ok else None,
+                "latency_p50_ms": best["latency_p50_ms"] if ok else float("nan"),
+                "best_recall": best["recall@10"],
+                "latency_p50_ms_reached": best["latency_p50_ms"],
+            }
+        )
+    return out
+
+
+def scale_engines(results_dir: Path) -> str:
+    """Every engine at N model-encoded documents, fastest setting at recall@10 >= 0.95
+    (``benchmarks/scale_engines_at_n.py``)."""
+    paths = sorted(
+        (results_dir.parent / "benchmarks").glob("scale_engines_*.json"), key=lambda p: int(p.stem.split("_")[-1])
+    )
+    if not paths:
+        return (
+            "_No planning run yet: `python benchmarks/scale_engines_at_n.py 1000000 with_control,without_control`._\n"
+        )
+    d = json.loads(paths[-1].read_text())
+    n, target = d["n_docs"], 0.95
+    matched = scale_engines_matched(d["rows"], target)
+    lines = [
+        f"At {n:,} documents, every engine's fastest setting at recall@10 >= {target:g} (single queries, 1 thread; "
+        "QPS: one batched call):",
+        "",
+        "| condition | engine | setting | build (s) | size (MB) | p50 (ms) | p99 (ms) | QPS 1 thread | QPS 2 threads | "
+        "recall@10 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in matched:
+        if r["setting"] is None:
+            lines.append(
+                f"| {r['condition'].replace('_', ' ')} | {r['engine']} | not reached (best recall@10 "
+                f"{r['best_recall']:.3f}, {_setting(r)}) | {r['build_s']:.1f} | {r['size_mb']:.1f} | | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {r['condition'].replace('_', ' ')} | {r['engine']} | {r['setting']} | {r['build_s']:.1f} | "
+            f"{r['size_mb']:.1f} | {r['latency_p50_ms']:.2f} | {r['latency_p99_ms']:.2f} | {r['qps_1t']:,.0f} | "
+            f"{r['qps_2t']:,.0f} | {r['recall@10']:.3f} |"
+        )
+    encode = {r["condition"]: r for r in d["rows"] if r.get("step") == "encode"}
+    verdict = against_hnsw(matched, n, target)
+    for r in matched:
+        if r["engine"] == "faiss_hnsw" and r["setting"] is None:  # no ratio to draw: say how far HNSW got
+            verdict.append(
+                f"- the dense teacher's faiss_hnsw does not reach recall@10 >= {target:g} in this sweep: best "
+                f"{r['best_recall']:.3f} ({_setting(r)}, {r['latency_p50_ms_reached']:.2f} ms p50)."
+            )
+    lines += ["", *verdict, ""]
+    lines.append(
+        f"_Generated from `results/benchmarks/{paths[-1].name}` ({d['machine'].get('cpu', '?')}, "
+        f"{d['machine'].get('cpu_count', '?')} cores; a planning run, every setting in the file): the dense documents "
+        "are `dense_like` of the teacher's test images, the sparse ones the same documents through each model's image "
+        "side ("
+        + ", ".join(
+            f"{c.replace('_', ' ')} {e['nnz_per_doc']:.0f} terms a document, {e['distinct_terms']:,} distinct"
+            for c, e in encode.items()
+        )
+        + ")._\n"
+    )
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[Path], str]] = {
     "headline": headline,
     "main-job-time": main_job_time,
@@ -582,6 +667,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "data-scale": data_scale,
     "knob-search": knob_search,
     "exact-layout": exact_layout,
+    "scale-engines": scale_engines,
 }
 HEADING = re.compile(r"^#{1,6} +(?P<title>.+?)#*$", re.M)
 

@@ -31,6 +31,15 @@ DIRECTIONS = ("text_to_image", "image_to_text")
 SWEPT = ("seismic", "faiss_hnsw", "bmp", "kannolo")
 
 
+def measured(cfg: Config, inputs: dict, name: str, measure):
+    """``measure()`` once per stage-04 input record (code, environment, config, vectors), kept in
+    ``data/cache/<profile>/04_measured/<name>.json``: `make bench` reruns the stage for its scale benchmark and
+    reads the test-split parts back instead of measuring them again (:mod:`lsr_lib.storage.measured_parts`)."""
+    from ..storage.measured_parts import measured_once
+
+    return measured_once(Path(cfg.cache_dir) / "04_measured", name, inputs, measure)
+
+
 def direction_data(direction: str, col: ImageCaptionSet, images, texts, part: tuple | None = None) -> tuple:
     """(queries, docs, query keys, doc keys) for a direction; keys decide relevance.
 
@@ -373,8 +382,8 @@ def scale_benchmark(
     encoded by each condition's D2S image side (``models``: {condition: D2SModel}, default: stage 02's best
     checkpoints), so both representations index one collection; ``independent_terms``, documents drawn term by term
     from each condition's test image vectors (``index.latency.synthetic_collection``: document frequencies and
-    weights follow the model, term-term correlations do not), rows labelled ``<condition> · independent terms``.
-    Queries are the real test captions.
+    weights follow the model, term-term correlations do not), rows labelled ``<condition> · independent terms``, up
+    to ``index.independent_terms_max_docs`` documents. Queries are the real test captions.
     """
     from ..index.latency import synthetic_collection
 
@@ -397,7 +406,8 @@ def scale_benchmark(
             docs["dense teacher"] = dense_docs
             rows += efficiency_table(cfg, col, vectors, dense, docs, f"{size:,} model-encoded", progress)
             del docs
-        if "independent_terms" in kinds:
+        cap = cfg.index.independent_terms_max_docs
+        if "independent_terms" in kinds and (not cap or size <= cap):
             named = {c + INDEPENDENT_TERMS: v for c, v in vectors.items()}
             docs = {c: synthetic_collection(v["images"], size, seed=cfg.seed) for c, v in named.items()}
             docs["dense teacher"] = dense_docs
@@ -421,12 +431,14 @@ SCALE_SETTINGS = (
     "seismic_postings_per_doc",
     "seismic_search",
     "bmp_bsize",
+    "bmp_reorder",
     "bmp_search",
     "kannolo_m",
     "kannolo_ef_search",
     "kannolo_max_docs",
     "milvus_max_docs",
     "milvus_queries",
+    "independent_terms_max_docs",
 )
 
 
@@ -517,7 +529,11 @@ def search_sweep(
         builds = [({}, "")]
         searches = [({"ef_search": ef}, f"ef={ef}") for ef in ix.hnsw_ef_search]
     elif kind == "bmp":
-        builds = [({"bsize": b}, f"b={b}") for b in ix.bmp_bsize]
+        builds = [
+            ({"bsize": b, "reorder": r}, f"b={b}" + (f" {r}" if r != "none" else ""))
+            for b in ix.bmp_bsize
+            for r in ix.bmp_reorder
+        ]
         searches = [({"alpha": a, "beta": b}, f"a={a:g} beta={b:g}") for a, b in ix.bmp_search]
     elif kind == "kannolo":
         builds = [({"m": ix.kannolo_m}, f"m={ix.kannolo_m}")]
