@@ -223,3 +223,16 @@ def test_tower_caches_do_not_depend_on_the_config_code():
         files = code_fingerprint(*entries)["code"]
         assert "lsr_lib/dense/towers.py" in files
         assert not [f for f in files if f.startswith("lsr_lib/config/")], files
+
+
+def test_the_trainers_do_not_depend_on_the_profile_loader():
+    """A trained D2S or suggestion model records its own config section; a new key elsewhere in the profile (stage 04's
+    index settings) must not retrain them: their code fingerprints hold their config section, not ``profiles``."""
+    from lsr_lib.storage.code_fingerprint import code_fingerprint
+
+    for entry, section in (
+        ("lsr_lib.train.d2s", "lsr_lib/config/d2s.py"),
+        ("lsr_lib.train.suggest", "lsr_lib/config/suggest.py"),
+    ):
+        files = code_fingerprint(entry)["code"]
+        assert section in files and "lsr_lib/config/profiles.py" not in files, sorted(files)

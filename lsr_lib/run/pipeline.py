@@ -269,7 +269,7 @@ def _profile_name(name: str) -> str:
 def stage_status(profile: str, stage: str) -> tuple[bool, str]:
     """(current, why in one line) for a stage's result files (``lsr_lib.artifacts.result_status``)."""
     from ..artifacts.catalog import result_status
-    from ..config import load_config
+    from ..config.profiles import load_config
 
     return result_status(load_config(profile), stage)
 
@@ -283,7 +283,7 @@ def measured_elsewhere(profile: str, stage: str, bench: bool) -> Optional[str]:
     """The command that measures a stage's results when this run only reads them (stage 07 with
     ``data_scale.run: bench`` and no ``--bench``), else None. Such a stage is not rerun while stale:
     rerunning it would only print that its file is stale, which ``--explain`` and the README say."""
-    from ..config import load_config
+    from ..config.profiles import load_config
 
     cfg = load_config(profile)
     if (
@@ -327,7 +327,7 @@ def kept_executed(cfg, stage: str) -> Path:
 
 def keep_executed(profile: str, stage: str, executed: Path) -> Path:
     """After a stage finished: record its result files' checksums in ``executed`` and keep a copy; returns the copy."""
-    from ..config import load_config
+    from ..config.profiles import load_config
 
     cfg = load_config(profile)
     nb = json.loads(executed.read_text(encoding="utf-8"))
@@ -347,7 +347,7 @@ def executed_notebook(profile: str, stage: str, out_dir: Path, any_results: bool
 
     ``any_results``: any executed notebook will do (a stage that only reads numbers measured elsewhere).
     """
-    from ..config import load_config
+    from ..config.profiles import load_config
 
     cfg = load_config(profile)
     dst, kept = out_dir / f"{stage}.ipynb", kept_executed(cfg, stage)
@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary(profile: str, runs_dir: Path) -> str:
     """The headline numbers found in the profile's result files, and where everything is."""
-    from ..config import load_config
+    from ..config.profiles import load_config
     from ..results.expected import lookup
     from ..results.seeds import HEADLINE
 
