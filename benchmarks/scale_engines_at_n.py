@@ -51,7 +51,9 @@ def settings(ix) -> dict[str, list[tuple[dict, list[dict]]]]:
         "bmp": [({"reorder": "cluster"}, [{"alpha": a, "beta": b} for a, b in ix.bmp_search])],
         "kannolo": [({"m": ix.kannolo_m}, [{"ef_search": e} for e in ix.kannolo_ef_search])],
         "faiss_flat": [({}, [{}])],
-        "faiss_hnsw": [({}, [{"ef_search": e} for e in ix.hnsw_ef_search])],
+        "faiss_hnsw": [
+            ({"ef_construction": c}, [{"ef_search": e} for e in ix.hnsw_ef_search]) for c in ix.hnsw_ef_construction
+        ],
     }
 
 

@@ -44,6 +44,40 @@ def test_hnsw_sweep_recall_grows_with_ef_search():
     assert out[1]["recall@10"] > out[0]["recall@10"] and out[1]["recall@10"] >= 0.95
 
 
+def test_hnsw_is_built_once_per_ef_construction_and_a_better_built_graph_finds_more():
+    """``index.hnsw_ef_construction``: one HNSW build each, labelled only when swept; at a small efSearch the graph
+    built with the larger efConstruction recalls at least as much."""
+    rng = np.random.default_rng(0)
+    docs = rng.standard_normal((3000, 32)).astype(np.float32)
+    queries = rng.standard_normal((40, 32)).astype(np.float32)
+    exact = brute_force_topk(queries, docs, 10)[1]
+    over = {"hnsw_ef_search": [8], "hnsw_ef_construction": [8, 200], "latency_queries": 10}
+    cfg = load_config("smoke", {"index": over})
+    out = search_sweep(cfg, "faiss_hnsw", docs, queries, exact, {"condition": "dense teacher", "n_docs": 3000})
+    assert [r["kind"] for r in out] == ["faiss_hnsw efc=8 ef=8", "faiss_hnsw efc=200 ef=8"]
+    assert out[0]["build_s"] != out[1]["build_s"]  # two builds
+    assert out[1]["recall@10"] >= out[0]["recall@10"]
+    with pytest.raises(Exception, match="hnsw_ef_construction"):
+        load_config("smoke", {"index": {"hnsw_ef_construction": [0]}})
+
+
+def test_the_test_split_parts_are_reused_when_only_a_scale_setting_changes(tmp_path, monkeypatch):
+    """A new scale size or engine list (``SCALE_ONLY``) reuses stage 04's measured test-split parts; a setting they
+    read (the HNSW efSearch sweep) measures them again."""
+    from lsr_lib.stages import retrieve_with_inverted_index as stage
+
+    calls = []
+
+    def run(over):
+        cfg = load_config("smoke", {"index": over})
+        monkeypatch.setattr(type(cfg), "cache_dir", property(lambda self: tmp_path))
+        return stage.measured(cfg, {"code": {"a": "1"}, "config": "ignored"}, "part", lambda: calls.append(1) or 7)
+
+    assert run({}) == 7 and len(calls) == 1
+    assert run({"scale_sizes": [123], "scale_backends": ["numba"]}) == 7 and len(calls) == 1  # reused
+    assert run({"hnsw_ef_search": [5, 7]}) == 7 and len(calls) == 2  # measured again
+
+
 def test_search_sweep_rejects_engines_without_a_sweep():
     cfg = load_config("smoke")
     with pytest.raises(ValueError, match="no search sweep"):

@@ -315,6 +315,9 @@ class IndexConfig:
     seismic_search: tuple[tuple[int, float], ...] = ((20, 0.7), (40, 0.9), (60, 1.0))
     # HNSW efSearch sweep (one build): recall / latency, for recall-matched comparisons
     hnsw_ef_search: tuple[int, ...] = (64,)
+    # HNSW efConstruction, one build each (faiss' default 40; kANNolo builds with 200): the graph's quality against its
+    # build time, so that HNSW is not compared with a better-built sparse graph
+    hnsw_ef_construction: tuple[int, ...] = opt_in((40,))
     # n_postings = fraction x documents, one build each (DESIGN.md section 6: 0.0005-0.0015)
     seismic_postings_per_doc: tuple[float, ...] = (0.001,)
     bmp_bsize: tuple[int, ...] = opt_in((32,))  # BMP documents per block, one build each
@@ -344,7 +347,12 @@ class IndexConfig:
                 *positive(self, "topk latency_queries qps_queries"),
                 *non_negative(self, "hnsw_max_docs"),
                 *(pruning_specs(self, k) for k in ("pruning", "scale_pruning")),
-                *each(self, "scale_sizes hnsw_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
+                *each(
+                    self,
+                    "scale_sizes hnsw_ef_search hnsw_ef_construction",
+                    lambda v: all(n > 0 for n in v),
+                    "a list of integers > 0",
+                ),
                 (
                     "seismic_search",
                     all(c > 0 and 0 < h <= 1 for c, h in self.seismic_search),

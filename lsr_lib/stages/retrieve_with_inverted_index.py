@@ -31,13 +31,22 @@ DIRECTIONS = ("text_to_image", "image_to_text")
 SWEPT = ("seismic", "faiss_hnsw", "bmp", "kannolo")
 
 
+# index settings that only the scale benchmark reads: changing them does not measure the test-split parts again
+SCALE_ONLY = ("scale_collections", "scale_sizes", "scale_backends", "scale_pruning", "independent_terms_max_docs")
+
+
 def measured(cfg: Config, inputs: dict, name: str, measure):
     """``measure()`` once per stage-04 input record (code, environment, config, vectors), kept in
     ``data/cache/<profile>/04_measured/<name>.json``: `make bench` reruns the stage for its scale benchmark and
-    reads the test-split parts back instead of measuring them again (:mod:`lsr_lib.storage.measured_parts`)."""
+    reads the test-split parts back instead of measuring them again (:mod:`lsr_lib.storage.measured_parts`).
+    The record's config leaves out :data:`SCALE_ONLY`, so a new benchmark size or engine list reuses them too."""
+    from ..config.typed import to_dict
+    from ..storage.manifest import digest
     from ..storage.measured_parts import measured_once
 
-    return measured_once(Path(cfg.cache_dir) / "04_measured", name, inputs, measure)
+    index = {k: v for k, v in to_dict(cfg.index).items() if k not in SCALE_ONLY}
+    config = digest({"evaluation": to_dict(cfg.evaluation), "d2s": to_dict(cfg.d2s), "index": index})
+    return measured_once(Path(cfg.cache_dir) / "04_measured", name, {**inputs, "config": config}, measure)
 
 
 def direction_data(direction: str, col: ImageCaptionSet, images, texts, part: tuple | None = None) -> tuple:
@@ -428,6 +437,7 @@ SCALE_SETTINGS = (
     "qps_queries",
     "hnsw_max_docs",
     "hnsw_ef_search",
+    "hnsw_ef_construction",
     "seismic_postings_per_doc",
     "seismic_search",
     "bmp_bsize",
@@ -525,8 +535,9 @@ def search_sweep(
     if kind == "seismic":
         builds = [({"n_postings_per_doc": f}, f"np={f:g}N") for f in ix.seismic_postings_per_doc]
         searches = [({"query_cut": c, "heap_factor": h}, f"qc={c} hf={h}") for c, h in ix.seismic_search]
-    elif kind == "faiss_hnsw":
-        builds = [({}, "")]
+    elif kind == "faiss_hnsw":  # labelled by efConstruction only when it is swept (one value: the labels as before)
+        efc = ix.hnsw_ef_construction
+        builds = [({"ef_construction": e}, f"efc={e}" if len(efc) > 1 else "") for e in efc]
         searches = [({"ef_search": ef}, f"ef={ef}") for ef in ix.hnsw_ef_search]
     elif kind == "bmp":
         builds = [
