@@ -76,13 +76,13 @@ def test_study_settings_are_checked(section, says):
 
 
 def test_points_and_seeds_follow_the_profile():
-    cfg = load_config("default")
-    assert [p.label for p in study.points(cfg)] == ["0.125", "0.25", "0.5", "1", "1+1v"] and study.points(cfg)[
-        -1
-    ].relative_size == 2
+    cfg = load_config("default")  # the multi-style default: 1% (about 520 pairs) to 100%, no augmented-view point
+    assert [p.label for p in study.points(cfg)] == ["0.01", "0.03", "0.125", "0.25", "0.5", "1"]
     assert cfg.data_scale_seeds == (0, 1, 2) and load_config("smoke").data_scale_seeds == (0,)
     assert cfg.seed_variant(0) is cfg and cfg.seed_variant(2).d2s.seed != cfg.d2s.seed
-    assert cfg.data_scale.extra_view_seeds == (0, 1)  # the 200% point: two of the three seeds
+    views = load_config("default", {"data_scale": {"extra_views": [1], "extra_view_seeds": [0, 1]}})
+    assert [p.label for p in study.points(views)][-1] == "1+1v" and study.points(views)[-1].relative_size == 2
+    assert views.data_scale.extra_view_seeds == (0, 1)  # a view point on two of the three seeds
 
 
 def test_a_missing_seed_variant_is_named_with_the_command_that_makes_it(monkeypatch):
