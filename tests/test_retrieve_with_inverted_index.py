@@ -78,6 +78,18 @@ def test_the_test_split_parts_are_reused_when_only_a_scale_setting_changes(tmp_p
     assert run({"hnsw_ef_search": [5, 7]}) == 7 and len(calls) == 2  # measured again
 
 
+def test_every_scale_only_setting_is_one_the_scale_benchmark_is_keyed_by():
+    """``SCALE_ONLY`` settings are left out of the measured test-split parts' key; each must still key the scale rows
+    (``SCALE_SETTINGS``) and name a real index setting, or a change to it would be reused silently somewhere."""
+    import dataclasses
+
+    from lsr_lib.config.profiles import IndexConfig
+    from lsr_lib.stages.retrieve_with_inverted_index import SCALE_ONLY, SCALE_SETTINGS
+
+    fields = {f.name for f in dataclasses.fields(IndexConfig)}
+    assert set(SCALE_ONLY) <= set(SCALE_SETTINGS) <= fields, set(SCALE_ONLY) - set(SCALE_SETTINGS)
+
+
 def test_search_sweep_rejects_engines_without_a_sweep():
     cfg = load_config("smoke")
     with pytest.raises(ValueError, match="no search sweep"):
