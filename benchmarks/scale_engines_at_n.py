@@ -49,7 +49,12 @@ def settings(ix) -> dict[str, list[tuple[dict, list[dict]]]]:
             for p in ix.seismic_postings_per_doc
         ],
         "bmp": [({"reorder": "cluster"}, [{"alpha": a, "beta": b} for a, b in ix.bmp_search])],
-        "kannolo": [({"m": ix.kannolo_m}, [{"ef_search": e} for e in ix.kannolo_ef_search])],
+        "kannolo": [
+            (
+                {"m": ix.kannolo_m, "ef_construction": ix.kannolo_ef_construction},
+                [{"ef_search": e} for e in ix.kannolo_ef_search],
+            )
+        ],
         "faiss_flat": [({}, [{}])],
         "faiss_hnsw": [
             ({"ef_construction": c}, [{"ef_search": e} for e in ix.hnsw_ef_search]) for c in ix.hnsw_ef_construction

@@ -40,3 +40,27 @@ def test_a_value_json_cannot_hold_is_refused_before_anything_is_written(tmp_path
     with pytest.raises(TypeError, match="set"):
         measured_once(tmp_path, "bad", {}, lambda: {"x": {1, 2}})
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_a_part_holds_no_run_facts_so_measuring_the_same_values_again_rewrites_the_same_bytes(tmp_path):
+    """The default profile's parts are committed (results/default/04_measured/): a rerun must not dirty them."""
+    measured_once(tmp_path, "p", {"x": 1}, lambda: {"p50": 1.25, "rows": [1, 2]})
+    first = (tmp_path / "p.json").read_bytes()
+    (tmp_path / "p.json").unlink()
+    measured_once(tmp_path, "p", {"x": 1}, lambda: {"p50": 1.25, "rows": [1, 2]})
+    assert (tmp_path / "p.json").read_bytes() == first
+    measured_once(tmp_path, "p", {"x": 2}, lambda: {"p50": 1.5, "rows": [1, 2]})
+    assert (tmp_path / "p.json").read_bytes() != first
+
+
+def test_stage_04_keeps_its_parts_beside_its_results(monkeypatch):
+    from lsr_lib.config.profiles import load_config
+    from lsr_lib.stages import retrieve_with_inverted_index as stage
+
+    seen = []
+    monkeypatch.setattr(
+        "lsr_lib.storage.measured_parts.measured_once", lambda folder, name, inputs, m: seen.append(folder)
+    )
+    cfg = load_config("smoke")
+    stage.measured(cfg, {}, "pruning", None)
+    assert seen == [cfg.results_dir / "04_measured"]

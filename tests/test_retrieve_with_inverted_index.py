@@ -44,6 +44,24 @@ def test_hnsw_sweep_recall_grows_with_ef_search():
     assert out[1]["recall@10"] > out[0]["recall@10"] and out[1]["recall@10"] >= 0.95
 
 
+def test_kannolo_is_built_with_the_configured_ef_construction_and_labelled_by_it(monkeypatch):
+    """``index.kannolo_ef_construction`` reaches kANNolo's build; the label names it when it is not the default 200."""
+    pytest.importorskip("kannolo")
+    import lsr_lib.index.latency as latency
+
+    builds, real = [], latency.measure_build
+    monkeypatch.setattr(latency, "measure_build", lambda kind, docs, **p: builds.append(p) or real(kind, docs, **p))
+    docs = sp.random(400, 300, density=0.05, format="csr", random_state=0, dtype=np.float32)
+    queries = sp.random(20, 300, density=0.05, format="csr", random_state=1, dtype=np.float32)
+    exact = brute_force_topk(queries, docs, 10)[1]
+    for efc, label in ((24, "kannolo m=32 efc=24 ef=64"), (200, "kannolo m=32 ef=64")):
+        over = {"kannolo_ef_search": [64], "kannolo_ef_construction": efc, "latency_queries": 5}
+        cfg = load_config("smoke", {"index": over})
+        out = search_sweep(cfg, "kannolo", docs, queries, exact, {"condition": "with_control", "n_docs": 400})
+        assert [r["kind"] for r in out] == [label]
+        assert builds[-1] == {"m": 32, "ef_construction": efc}
+
+
 def test_hnsw_is_built_once_per_ef_construction_and_a_better_built_graph_finds_more():
     """``index.hnsw_ef_construction``: one HNSW build each, labelled only when swept; at a small efSearch the graph
     built with the larger efConstruction recalls at least as much."""

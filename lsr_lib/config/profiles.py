@@ -327,6 +327,8 @@ class IndexConfig:
     # BMP (alpha, beta): (1, 1) is safe (exact on its quantised weights)
     bmp_search: tuple[tuple[float, float], ...] = opt_in(((1.0, 1.0),))
     kannolo_m: int = opt_in(32)  # kANNolo graph: neighbours per node
+    # kANNolo graph: candidate list while building (kANNolo's default 200); the build time is about proportional to it
+    kannolo_ef_construction: int = opt_in(200)
     kannolo_ef_search: tuple[int, ...] = opt_in((100,))  # kANNolo efSearch sweep (one build)
     # kANNolo graph build on 2 cores (about 65 s at 100k documents): skipped above this size
     kannolo_max_docs: int = opt_in(200_000)
@@ -370,7 +372,7 @@ class IndexConfig:
                     all(0 < a <= 1 and 0 < b <= 1 for a, b in self.bmp_search),
                     "[alpha in (0, 1], beta in (0, 1]] pairs",
                 ),
-                *positive(self, "kannolo_m"),
+                *positive(self, "kannolo_m kannolo_ef_construction"),
                 *non_negative(self, "kannolo_max_docs milvus_max_docs milvus_queries independent_terms_max_docs"),
                 *each(self, "kannolo_ef_search", lambda v: all(n > 0 for n in v), "a list of integers > 0"),
             ],

@@ -36,17 +36,26 @@ SCALE_ONLY = ("scale_collections", "scale_sizes", "scale_backends", "scale_pruni
 
 
 def measured(cfg: Config, inputs: dict, name: str, measure):
-    """``measure()`` once per stage-04 input record (code, environment, config, vectors), kept in
-    ``data/cache/<profile>/04_measured/<name>.json``: `make bench` reruns the stage for its scale benchmark and
-    reads the test-split parts back instead of measuring them again (:mod:`lsr_lib.storage.measured_parts`).
-    The record's config leaves out :data:`SCALE_ONLY`, so a new benchmark size or engine list reuses them too."""
+    """``measure()`` once per stage-04 input record (code, environment, config, vectors), kept beside the results
+    in ``results/<profile>/04_measured/<name>.json`` (committed for the default profile): `make bench` reruns the
+    stage for its scale benchmark and reads the test-split parts back instead of measuring them again, on a fresh
+    clone too (:mod:`lsr_lib.storage.measured_parts`). The record's config leaves out :data:`SCALE_ONLY`, so a new
+    benchmark size or engine list reuses them too."""
     from ..config.typed import to_dict
-    from ..storage.manifest import digest
     from ..storage.measured_parts import measured_once
 
     index = {k: v for k, v in to_dict(cfg.index).items() if k not in SCALE_ONLY}
-    config = digest({"evaluation": to_dict(cfg.evaluation), "d2s": to_dict(cfg.d2s), "index": index})
-    return measured_once(Path(cfg.cache_dir) / "04_measured", name, {**inputs, "config": config}, measure)
+    config = config_digest(cfg, index)
+    return measured_once(cfg.results_dir / "04_measured", name, {**inputs, "config": config}, measure)
+
+
+def config_digest(cfg: Config, index: dict) -> str:
+    """The digest of the config a stage-04 part depends on: ``evaluation``, ``d2s`` and the given ``index``
+    settings (a subset, so that a setting the part does not read does not make it stale)."""
+    from ..config.typed import to_dict
+    from ..storage.manifest import digest
+
+    return digest({"evaluation": to_dict(cfg.evaluation), "d2s": to_dict(cfg.d2s), "index": index})
 
 
 def direction_data(direction: str, col: ImageCaptionSet, images, texts, part: tuple | None = None) -> tuple:
@@ -444,6 +453,7 @@ SCALE_SETTINGS = (
     "bmp_reorder",
     "bmp_search",
     "kannolo_m",
+    "kannolo_ef_construction",
     "kannolo_ef_search",
     "kannolo_max_docs",
     "milvus_max_docs",
@@ -457,13 +467,8 @@ def scale_inputs(cfg: Config, inputs: dict) -> dict:
     settings in :data:`SCALE_SETTINGS`, ``evaluation``, ``d2s``): changing a test-split engine or
     pruning list does not make a 40-minute benchmark stale; vectors, code and seed still do."""
     from ..config.typed import to_dict
-    from ..storage.manifest import digest
 
-    index = {k: to_dict(getattr(cfg.index, k)) for k in SCALE_SETTINGS}
-    return {
-        **inputs,
-        "config": digest({"evaluation": to_dict(cfg.evaluation), "d2s": to_dict(cfg.d2s), "index": index}),
-    }
+    return {**inputs, "config": config_digest(cfg, {k: to_dict(getattr(cfg.index, k)) for k in SCALE_SETTINGS})}
 
 
 def scale_rows(
@@ -547,7 +552,9 @@ def search_sweep(
         ]
         searches = [({"alpha": a, "beta": b}, f"a={a:g} beta={b:g}") for a, b in ix.bmp_search]
     elif kind == "kannolo":
-        builds = [({"m": ix.kannolo_m}, f"m={ix.kannolo_m}")]
+        efc = ix.kannolo_ef_construction  # in the label when it is not kANNolo's default (200)
+        label = f"m={ix.kannolo_m}" + (f" efc={efc}" if efc != 200 else "")
+        builds = [({"m": ix.kannolo_m, "ef_construction": efc}, label)]
         searches = [({"ef_search": ef}, f"ef={ef}") for ef in ix.kannolo_ef_search]
     else:
         raise ValueError(f"no search sweep for engine {kind!r}; sweeps exist for {', '.join(SWEPT)}")

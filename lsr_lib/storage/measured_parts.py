@@ -7,14 +7,16 @@ part is now written to ``<folder>/<name>.json`` with the digest of the stage's i
 (``lsr_lib.artifacts.stage_inputs``: code and environment fingerprints, config, input content ids) and
 read back while that record is unchanged; any change (one token of the closure's code, a config value,
 a rebuilt input) measures it again. A part that cannot be read (truncated, hand-edited JSON) is measured
-again with a notice. To measure everything afresh on purpose, delete the folder.
+again with a notice. To measure everything afresh on purpose, delete the folder. The files hold no time
+stamp, so they can be committed beside the stage's results (stage 04 keeps them in
+``results/<profile>/04_measured/``): a fresh clone's ``make bench`` then reads them instead of measuring
+the test split again, while its code, environment, config and inputs are those they were measured on.
 
 Values are JSON: lists and dicts of numbers, strings, None and NaN (tuples come back as lists).
 """
 
 from __future__ import annotations
 
-import datetime
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -32,13 +34,13 @@ def measured_once(folder: str | Path, name: str, inputs: dict, measure: Callable
         try:
             stored = json.loads(path.read_text())
             if stored["inputs"] == key:
-                notice(f"{name}: reused from {path} (measured {stored['measured_utc']} on these inputs)")
+                notice(f"{name}: reused from {path} (measured on these inputs)")
                 return stored["value"]
         except (OSError, ValueError, KeyError, TypeError) as err:
             notice(f"{path}: unreadable ({err}); measured again")
     value = measure()
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    text = json.dumps({"inputs": key, "measured_utc": when, "value": value}, sort_keys=True, default=_plain)
+    # no time stamp: the file changes only when the inputs or the values do (the folder may be committed)
+    text = json.dumps({"inputs": key, "value": value}, sort_keys=True, indent=1, default=_plain)
     atomic_write_text(path, text + "\n")
     return json.loads(text)["value"]  # what a reuse returns, so both paths give the same values and types
 
