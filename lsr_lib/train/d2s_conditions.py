@@ -16,6 +16,7 @@ import torch
 from ..config.profiles import Config, D2SConfig
 from ..data.collection import ImageCaptionSet
 from ..metrics.retrieval import evaluate_scores
+from ..metrics.sparse_product import score_matrix
 from ..metrics.sparse_stats import sparse_summary
 from ..sparse.expansion_control import bert_uncased_tokenizer, caption_token_masks
 
@@ -58,7 +59,7 @@ def eval_data(col: ImageCaptionSet, img: np.ndarray, txt: np.ndarray) -> dict:
 
 def evaluate_sparse(cfg: Config, col: ImageCaptionSet, img_csr, txt_csr, return_ranks: bool = False) -> dict:
     """Both-direction metrics from the exact sparse product, plus FLOPs and vector lengths (and per-query ranks)."""
-    scores = torch.from_numpy((txt_csr @ img_csr.T).toarray())  # (N_txt, N_img)
+    scores = torch.from_numpy(score_matrix(txt_csr, img_csr))  # (N_txt, N_img); dense product for dense-ish vectors
     out = evaluate_scores(
         scores,
         col.captions["image_id"].to_numpy(),
