@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 
 import pytest
 import torch
@@ -70,3 +71,28 @@ def test_a_result_file_is_read_missing_or_named_when_damaged(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(ResultFileError, match="holds a JSON list"):
         read_result_json(path)
+
+
+def test_a_training_state_with_numpy_scalars_resumes_and_an_unreadable_one_is_set_aside_with_its_reason(tmp_path):
+    """The multi-style default's validation metrics are keyed by gallery; numpy string keys made every saved D2S
+    state one that ``torch.load(weights_only=True)`` refuses, so an interrupted run crashed instead of resuming."""
+    import numpy as np
+
+    run = checkpoint.TrainingRun(tmp_path / "run", {"k": 1}, "toy run", "stage 99")
+    state = {
+        "progress": {"history": [{"by_gallery": {np.str_("twemoji"): {"R@1": np.float64(12.5)}}, "n": np.int64(3)}]}
+    }
+    run.save_state({**state, "model": {"w": torch.ones(2)}})
+    back = run.load_state()
+    gallery = back["progress"]["history"][0]["by_gallery"]
+    assert gallery == {"twemoji": {"R@1": 12.5}} and type(next(iter(gallery))) is str
+    assert type(back["progress"]["history"][0]["n"]) is int and torch.equal(back["model"]["w"], torch.ones(2))
+
+    # a state written before the fix: numpy objects pickled as they were
+    torch.save(state, tmp_path / "run" / checkpoint.LAST_STATE)
+    meta = json.loads((tmp_path / "run" / checkpoint.LAST_STATE_META).read_text())
+    meta["sha256"] = checkpoint.sha256_file(tmp_path / "run" / checkpoint.LAST_STATE)
+    (tmp_path / "run" / checkpoint.LAST_STATE_META).write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match=r"cannot be read back .*\(UnpicklingError\).*training starts from epoch 0"):
+        assert run.load_state() is None
+    assert (tmp_path / "run" / (checkpoint.LAST_STATE + ".rejected")).exists()

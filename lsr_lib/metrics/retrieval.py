@@ -147,8 +147,8 @@ def evaluate_scores(
         "image_to_text": metrics_from_ranks(i2t, ks, mrr_depth),
     }
     if img_g is not None:
-        out["by_gallery"] = {
-            g: {
+        out["by_gallery"] = {  # str keys: numpy strings would make a training state torch.load refuses
+            str(g): {
                 "text_to_image": metrics_from_ranks(t2i[txt_g == g], ks, mrr_depth),
                 "image_to_text": metrics_from_ranks(i2t[img_g == g], ks, mrr_depth),
             }

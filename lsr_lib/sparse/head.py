@@ -19,9 +19,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-# the checkout, as lsr_lib.config.profiles.REPO_ROOT; not imported from there, so that the trainers' code fingerprints
-# do not hold the profile loader and a new config key does not retrain them (tests/test_code_fingerprint.py)
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from ..storage.code_fingerprint import REPO_ROOT  # the checkout (the trainers fingerprint with it already)
 
 MINILM_SOURCE = "minilm"
 

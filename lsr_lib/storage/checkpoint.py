@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -68,13 +70,18 @@ class TrainingRun:
         except (OSError, ValueError, KeyError):
             problem = f"{meta_path} is missing or unreadable"
         if problem is None:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, EOFError) as err:  # e.g. a state with numpy objects
+                problem = f"it cannot be read back with torch.load(weights_only=True) ({type(err).__name__})"
         notice(f"{path}: {problem}; it is set aside as {LAST_STATE}.rejected, training starts from epoch 0", warn=True)
         os.replace(path, self.root / (LAST_STATE + ".rejected"))
         return None
 
     def save_state(self, snapshot: dict) -> None:
-        """Write the resumable state atomically, then its checksum record."""
+        """Write the resumable state atomically, then its checksum record. Numpy scalars (keys too) are stored as
+        Python numbers and strings: ``torch.load(weights_only=True)`` refuses them, and the run would not resume."""
+        snapshot = plain_python(snapshot)
         atomic_write(self.root / LAST_STATE, lambda tmp: torch.save(snapshot, tmp))
         atomic_write_json(
             self.root / LAST_STATE_META,
@@ -107,3 +114,17 @@ def load_verified_best(
     art = Artifact(root, name, producer)
     art.verify()
     return load_file(str(Path(root) / (extra or BEST_WEIGHTS))), json.loads((Path(root) / BEST_META).read_text())
+
+
+def plain_python(obj):
+    """``obj`` with every numpy scalar, in dict keys, values, lists and tuples, as its Python value; tensors as they
+    are."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return type(obj)((plain_python(k), plain_python(v)) for k, v in obj.items())
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a named tuple
+        return type(obj)(*(plain_python(v) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain_python(v) for v in obj)
+    return obj
