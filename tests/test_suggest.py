@@ -406,3 +406,34 @@ def test_an_interrupted_training_resumes_after_its_last_epoch_as_if_never_stoppe
     assert strip[0] == strip[1] and len(strip[0]) == 3
     a, b = (load_file(str(tmp_path / r / "best.safetensors")) for r in ("whole", "cut"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_m1_patch_grid_pools_the_feature_map_and_is_recorded():
+    """suggest.patch_grid: M1's 7x7 patch states average-pooled to g x g (7: unchanged); a saved run reloads with its
+    grid; the other configurations ignore it."""
+    from lsr_lib.config.profiles import ConfigError
+    from lsr_lib.sparse.suggest_encoders import pool_patches
+
+    x = torch.arange(2 * 49 * 3, dtype=torch.float32).reshape(2, 49, 3)
+    assert torch.equal(pool_patches(x, 7), x)
+    one = pool_patches(x, 1)
+    torch.testing.assert_close(one[:, 0], x.mean(1))
+    grid = x.reshape(2, 7, 7, 3)
+    torch.testing.assert_close(pool_patches(x, 3)[:, 0], grid[:, :3, :3].mean((1, 2)))  # top-left window: rows 0-2
+    m3 = SuggestModel("M1", patch_grid=3)
+    p = torch.randn(2, 49, 1280)
+    with torch.no_grad():
+        torch.testing.assert_close(m3.encode_docs(None, p), m3.doc_encoder(pool_patches(p, 3)))
+        assert not torch.allclose(m3.encode_docs(None, p), m3.doc_encoder(p))
+    with pytest.raises(ConfigError, match="patch_grid"):
+        load_config("smoke", {"suggest": {"patch_grid": 9}})
+
+
+def test_an_m1_run_reloads_with_its_patch_grid(tmp_path):
+    from lsr_lib.train.suggest import load_suggest_model
+
+    data = {**_toy_task(8), "patches": torch.randn(8, 49, 1280, generator=torch.Generator().manual_seed(0))}
+    cfg = load_config("smoke", {"suggest": {"epochs": 1, "batch_size": 4, "cpu_bf16": False, "patch_grid": 2}}).suggest
+    train_suggest("M1", cfg, data, data, tmp_path / "M1", {"states": "toy"}, progress=False)
+    model = load_suggest_model(tmp_path / "M1")
+    assert model.patch_grid == 2

@@ -33,6 +33,9 @@ class SuggestConfig:
     # added to the MLM vocabulary bias: about 50-300 active terms per vector at initialisation (0 makes all 30,522 fire:
     # MiniLM's MLM transform is untrained)
     mlm_bias_init: float = -4.0
+    # M1's image documents: the tower's 7x7 patch states average-pooled to patch_grid x patch_grid before the MLM head
+    # (7: all 49, as extracted); the vocabulary layer's cost grows with the number of patches
+    patch_grid: int = opt_in(7)
     cpu_bf16: bool = True  # bf16 autocast for training on CPU; evaluation stays fp32
     # GPU: train MiniLM and EfficientNet-Lite0 too (at lr_vocab), reading live tower inputs instead of cached states
     finetune_towers: bool = False
@@ -67,5 +70,6 @@ class SuggestConfig:
                 *non_negative(self, "reg_weight_query reg_weight_doc seed data_seed"),
                 ("warmup_fraction", 0.0 <= self.warmup_fraction < 1.0, "in [0, 1)"),
                 ("mlm_bias_init", math.isfinite(self.mlm_bias_init), "a finite number"),
+                ("patch_grid", 1 <= self.patch_grid <= 7, "an integer in 1..7 (the tower's feature map is 7x7)"),
             ],
         )

@@ -112,6 +112,17 @@ class MLMHead(nn.Module):
         return max_pooled_log_saturation(h, self.head.vocab.weight, self.head.vocab.bias, mask)  # (B, V)
 
 
+def pool_patches(patches: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, P, C) patch states of a square feature map (P = side x side) -> (B, grid * grid, C), average-pooled
+    (``adaptive_avg_pool2d``); a ``grid`` at least the side returns the states as they are."""
+    side = math.isqrt(patches.shape[1])
+    if grid >= side:
+        return patches
+    b, p, c = patches.shape
+    maps = patches.transpose(1, 2).reshape(b, c, side, side)
+    return nn.functional.adaptive_avg_pool2d(maps, grid).reshape(b, c, grid * grid).transpose(1, 2)
+
+
 class SuggestModel(nn.Module):
     """A query encoder and a document encoder for one configuration (M1-M4)."""
 
@@ -123,8 +134,10 @@ class SuggestModel(nn.Module):
         seed: int = 0,
         vocab_init: str = "minilm",
         mlm_bias_init: float = -4.0,
+        patch_grid: int = 7,
     ) -> None:
         super().__init__()
+        self.patch_grid = patch_grid
         if config not in CONFIG_SIDES:
             raise ValueError(f"unknown configuration {config!r}; known: {', '.join(CONFIG_SIDES)}")
         self.config = config
@@ -154,7 +167,7 @@ class SuggestModel(nn.Module):
     def encode_docs(self, caption: dict | None, patches: torch.Tensor | None) -> torch.Tensor:
         """Documents from caption token states and / or image patch states -> (B, V)."""
         if self.doc_kind == "mlm_image":
-            return self.doc_encoder(patches)
+            return self.doc_encoder(pool_patches(patches, self.patch_grid))
         if self.doc_kind == "mlm_text":
             return self.doc_encoder(caption["states"], caption["mask"])
         if self.doc_kind == "mlp_fusion":

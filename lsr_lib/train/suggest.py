@@ -147,7 +147,7 @@ def _train_locked(
         return done
     torch.manual_seed(cfg.seed)
     device = torch.device(device)
-    model = SuggestModel(config, seed=cfg.seed, mlm_bias_init=cfg.mlm_bias_init).to(device)
+    model = SuggestModel(config, seed=cfg.seed, mlm_bias_init=cfg.mlm_bias_init, patch_grid=cfg.patch_grid).to(device)
     n = len(train["pos"])
     steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
@@ -232,7 +232,8 @@ def _train_locked(
 def load_suggest_model(out_dir: Path) -> SuggestModel:
     """The best checkpoint of a finished run."""
     weights, meta = load_verified_best(out_dir, f"suggestion run {Path(out_dir).name}", PRODUCER)
-    model = SuggestModel(meta["fingerprint"]["config"], seed=meta["fingerprint"]["suggest"]["seed"])
+    run = meta["fingerprint"]["suggest"]  # patch_grid is recorded only when set (opt-in key)
+    model = SuggestModel(meta["fingerprint"]["config"], seed=run["seed"], patch_grid=run.get("patch_grid", 7))
     model.load_state_dict(weights)
     return model.eval()
 
