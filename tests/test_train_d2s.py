@@ -151,6 +151,18 @@ def test_resume_equals_uninterrupted(problem, tmp_path):
     assert other["completed"] and _numbers(other) != _numbers(full)
 
 
+def test_a_run_validated_per_gallery_resumes(problem, tmp_path):
+    """The multi-style default validates per art style (``image_gallery``): its saved state holds per-gallery
+    metrics, and an interrupted run resumes from it as any other (it crashed on numpy string keys once)."""
+    n = len(problem["val"]["image_ids"])
+    val = {**problem["val"], "image_gallery": np.array(["openmoji", "twemoji"] * (n // 2) + ["openmoji"] * (n % 2))}
+    cfg = _cfg(problem, epochs=3, eval_every_epochs=1)
+    full = train_d2s(cfg, problem["train"], val, tmp_path / "full", progress=False)
+    train_d2s(cfg, problem["train"], val, tmp_path / "cut", progress=False, stop_after_epoch=1)
+    resumed = train_d2s(cfg, problem["train"], val, tmp_path / "cut", progress=False)
+    assert resumed["completed"] and _numbers(resumed) == _numbers(full)
+
+
 def test_truncated_state_is_ignored_when_finished_and_set_aside_when_not(problem, tmp_path):
     cfg = _cfg(problem, epochs=4, eval_every_epochs=2)
     full = train_d2s(cfg, problem["train"], problem["val"], tmp_path / "full", progress=False)
