@@ -159,6 +159,18 @@ def seed_inputs(cfg: Config) -> dict:
     return inputs["seeds_dense"]
 
 
+def evaluate_model(cfg_k: Config, model, col, img: np.ndarray, txt: np.ndarray, return_ranks: bool = False) -> dict:
+    """A D2S model on a split as stage 02 evaluates it: both sides encoded, scored by the exact sparse product."""
+    d = cfg_k.d2s.eval_batch_size
+    return evaluate_sparse(
+        cfg_k,
+        col,
+        encode_sparse(model, torch.from_numpy(img), "image", d),
+        encode_sparse(model, torch.from_numpy(txt), "text", d),
+        return_ranks=return_ranks,
+    )
+
+
 def run_study(cfg: Config, device: torch.device, progress: bool = True, inputs: dict | None = None) -> list[dict]:
     """Train (or reuse) every (seed, condition, point) and evaluate it on the test split; one row each, kept as a
     measured part (:func:`measured_part`; ``inputs``: stage 07's, computed when None)."""
@@ -208,14 +220,7 @@ def run_study(cfg: Config, device: torch.device, progress: bool = True, inputs: 
                     },
                 },
             )
-        model, _ = load_best(run_dir(cfg_k, cond, point))
-        d = cfg_k.d2s.eval_batch_size
-        ev = evaluate_sparse(
-            cfg_k,
-            te_col,
-            encode_sparse(model, torch.from_numpy(te_img), "image", d),
-            encode_sparse(model, torch.from_numpy(te_txt), "text", d),
-        )
+        ev = evaluate_model(cfg_k, load_best(run_dir(cfg_k, cond, point))[0], te_col, te_img, te_txt)
         if teacher is None:
             from ..metrics.retrieval import evaluate_collection
 

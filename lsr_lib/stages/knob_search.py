@@ -34,7 +34,7 @@ from ..config.profiles import KNOB_FIELDS, Config, KnobTrial
 from ..artifacts.d2s_runs import train_condition
 from ..train.d2s import encode_sparse, load_best, train_d2s
 from ..train.d2s_conditions import condition_config, eval_data, evaluate_sparse, tokenizer_for
-from .data_scale_study import Point, measured_part, point_pairs, view_vectors  # stage 07's other part
+from .data_scale_study import Point, evaluate_model, measured_part, point_pairs, view_vectors  # stage 07's other part
 
 RESULT = "07_knob_search"
 CONDITION = "with_control"
@@ -197,14 +197,7 @@ def evaluated_on_test(
     else:
         run = train_trial(data, trial, device, progress)
         model, _ = load_best(trial_dir(cfg_k, trial))
-    d = cfg_k.d2s.eval_batch_size
-    ev = evaluate_sparse(
-        cfg_k,
-        col,
-        encode_sparse(model, torch.from_numpy(img), "image", d),
-        encode_sparse(model, torch.from_numpy(txt), "text", d),
-        return_ranks=True,
-    )
+    ev = evaluate_model(cfg_k, model, col, img, txt, return_ranks=True)
     t2i, sp_ = ev["text_to_image"], ev["sparsity_text_to_image"]
     row = {
         "seed": cfg_k.seed,
