@@ -236,3 +236,29 @@ def test_the_trainers_do_not_depend_on_the_profile_loader():
     ):
         files = code_fingerprint(entry)["code"]
         assert section in files and "lsr_lib/config/profiles.py" not in files, sorted(files)
+
+
+def test_a_table_measured_by_this_code_on_another_cpu_says_so_not_earlier_code(tmp_path, monkeypatch):
+    """A fresh clone on a CPU whose instruction set torch dispatches to differently (AVX512 here, AVX2 where the
+    results were made) reruns the stages, but the committed tables are not 'earlier code'."""
+    from lsr_lib.results import currency, headline
+
+    stage = "02_train_sparse_heads"
+    now = cf.code_fingerprint(notebook=cf.stage_notebook(stage))
+    elsewhere = {"inputs": {**now, "env": {**now["env"], "torch-cpu": "AVX-OTHER"}}, "provenance": {"commit": "abc"}}
+    note = currency.measured_with_earlier_code(elsewhere, stage, "make main")
+    assert note.startswith("**Measured in another environment** (commit abc; torch-cpu AVX-OTHER -> ")
+    assert "earlier code" not in note and "`make main` measures them here" in note
+    both = {"inputs": {**elsewhere["inputs"], "code": {**now["code"], "lsr_lib/train/d2s.py": "0"}}}
+    assert currency.measured_with_earlier_code(both, stage, "make main").startswith("**Measured with earlier code**")
+    assert currency.changes({"inputs": now}, stage) == ([], [])
+
+    for seed, doc in (("seed1", elsewhere), ("seed2", both)):  # one seed elsewhere, one with earlier code
+        (tmp_path / seed).mkdir()
+        (tmp_path / seed / "02_d2s.json").write_text(json.dumps(doc))
+    seeds = currency.seeds_note(tmp_path)
+    assert "earlier code**: the result files of seed2 were" in seeds
+    assert "another environment**: the result files of seed1 were made by this code elsewhere (torch-cpu" in seeds
+    top = headline.currency_note(tmp_path)
+    assert "`make seeds` (seed2) were made by code that has changed" in top
+    assert "`make seeds` (seed1) were made by this code elsewhere (torch-cpu AVX-OTHER -> " in top

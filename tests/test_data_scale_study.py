@@ -169,3 +169,39 @@ def test_a_clone_without_the_seed_variants_reads_the_study_checking_what_is_ther
     assert (
         study.study_rows(cfg, partial, run=False, unchecked=missing) == [] and "other inputs" in capsys.readouterr().out
     )
+
+
+def test_a_study_part_is_measured_once_per_input_record_of_its_own_seed(tmp_path, monkeypatch):
+    """Parts in results/<profile>/07_measured/ let `make data-scale` finish over several sittings: reused while
+    the code, environment, d2s config and that seed's features are unchanged; another seed's features or
+    another size added to the profile (the data_scale section) leave it alone."""
+    cfg = load_config("smoke")
+    monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
+    inputs = {
+        "stage": study.STAGE,
+        "code": {"a.py": "1"},
+        "env": {},
+        "config": "s",
+        "seeds_dense": {"0": "d0", "1": "d1"},
+    }
+    calls = []
+
+    def part(inp, k=0, point="0.5"):
+        def measure():
+            calls.append((k, point))
+            return {"T->I R@1": 0.25 * len(calls), "ranks": np.array([1, 11])}  # numpy values come back as JSON ones
+
+        return study.measured_part(cfg, inp, k, f"seed{k}_with_control_{point}", measure, point=point)
+
+    first = part(inputs)
+    assert first == {"T->I R@1": 0.25, "ranks": [1, 11]} and (tmp_path / "results/07_measured").is_dir()
+    assert part(inputs) == first and part({**inputs, "config": "fractions added"}) == first and len(calls) == 1
+    assert part({**inputs, "seeds_dense": {"0": "d0", "1": "rebuilt"}}) == first and len(calls) == 1
+    assert part({**inputs, "seeds_dense": {"0": "rebuilt", "1": "d1"}}) == {"T->I R@1": 0.5, "ranks": [1, 11]}
+    assert part({**inputs, "code": {"a.py": "2"}})["T->I R@1"] == 0.75 and len(calls) == 3
+    part(inputs, k=1)
+    part(inputs, point="0.25")
+    assert calls[-2:] == [(1, "0.5"), (0, "0.25")]
+    monkeypatch.setattr(type(cfg), "section_hash", lambda self, *names: "another d2s recipe")
+    part(inputs)
+    assert len(calls) == 6

@@ -125,9 +125,15 @@ def test_every_renderer_has_its_block_in_a_page():
     assert names == set(RENDERERS), f"generated tables no page holds: {sorted(set(RENDERERS) - names)}"
 
 
-def test_a_hand_edited_or_stale_table_in_any_page_is_found(tmp_path):
+def test_a_hand_edited_or_stale_table_in_any_page_is_found(tmp_path, monkeypatch):
+    from lsr_lib.storage import code_fingerprint as cf
+
     copy_pages(tmp_path)
     results = ROOT / "results" / "default"
+    # the pages were generated where the results were made: judge their currency notes with that CPU's kernels, so
+    # that this test passes on a machine whose torch dispatches to another instruction set (AVX512 vs AVX2)
+    made_on = json.loads((results / "02_d2s.json").read_text())["inputs"]["env"]["torch-cpu"]
+    monkeypatch.setattr(cf, "torch_cpu_capability", lambda: made_on)
     assert update_pages(results, tmp_path, write=False) == []
     # the committed numbers, as the tables show them; each example then changes one digit
     m = json.loads((results / "seeds.json").read_text())["metrics"]
@@ -304,6 +310,10 @@ def test_the_main_job_time_says_whether_it_was_a_fresh_clone(tmp_path):
     }
     path.write_text(json.dumps(fresh))
     assert main_job_time(results).startswith("One timed run from a fresh clone")
+    assert "`make setup` into an empty `.venv` 5 s" in main_job_time(results)
+    unmeasured = {**fresh, "setup_seconds": None, "cold_seconds": None, "rerun_nothing_changed_seconds": None}
+    path.write_text(json.dumps(unmeasured))  # benchmarks/main_job_time.py run without --setup-s: said, not a crash
+    assert "`.venv` (not measured)" in main_job_time(results)
 
 
 def test_before_after_says_whether_a_change_is_beyond_the_seed_spread():

@@ -19,7 +19,9 @@ def _machine(m: dict) -> str:
     return f"{m.get('cpu', '?')}, {m.get('cpu_count')} cores, {m.get('memory_gib')} GiB"
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float | None) -> str:
+    if seconds is None:  # e.g. a fresh-clone run recorded without --setup-s
+        return "(not measured)"
     m, s = divmod(round(seconds), 60)
     return f"{m} min {s} s" if m else f"{s} s"
 
@@ -45,7 +47,11 @@ def main_job_time(results_dir: Path) -> str:
         f"{_duration(d['wall_seconds'])} (stages {stages}"
         + (f"; {skipped} were skipped as up to date" if skipped else "")
         + f"), {_duration(d['cold_seconds'])} in all; `make main` again with nothing changed "
-        f"{d['rerun_nothing_changed_seconds']:.1f} s.\n"
+        + (
+            f"{d['rerun_nothing_changed_seconds']:.1f} s.\n"
+            if d.get("rerun_nothing_changed_seconds") is not None
+            else "(not measured).\n"
+        )
     )
 
 

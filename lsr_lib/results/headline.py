@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..storage.errors import read_result_json
 from .before_after import before_after_lines
-from .currency import stale_results
+from .currency import other_environment, stale_by_kind
 
 # This project's goal for the controlled sparse model (README): keep RETENTION_GOAL of the dense teacher's
 # text->image R@1 with at most FLOPS_GOAL x the uncontrolled model's FLOPs.
@@ -47,23 +47,34 @@ def _ratio_per_seed(summary: dict, num: str, den: str) -> tuple[float, float | N
 def currency_note(results_dir: Path) -> str:
     """One line naming the result files behind the summary that earlier code made ("" when all are current)."""
     groups = {
-        "make main": stale_results([results_dir / f for f in MAIN_STAGE_FILES]),
-        "make seeds": stale_results(sorted(results_dir.glob("seed*/0*.json"))),
-        "make data-scale": stale_results([results_dir / "07_knob_search.json"]),
+        "make main": stale_by_kind([results_dir / f for f in MAIN_STAGE_FILES]),
+        "make seeds": stale_by_kind(sorted(results_dir.glob("seed*/0*.json"))),
+        "make data-scale": stale_by_kind([results_dir / "07_knob_search.json"]),
     }
-    parts = []
-    for command, paths in groups.items():
-        if paths:
-            names = sorted({p.parent.name if p.parent != results_dir else p.stem for p in paths})
-            parts.append(f"`{command}` ({', '.join(names)})")
-    if not parts:
-        return ""
-    return (
-        "**Measured with earlier code**: the result files of "
-        + ", ".join(parts)
-        + " were made by code that has changed since; `python -m lsr_lib.run.pipeline --explain` says what changed, "
-        "and those commands measure them again.\n\n"
-    )
+
+    def parts(kind: str) -> str:
+        out = []
+        for command, found in groups.items():
+            if found[kind]:
+                names = sorted({p.parent.name if p.parent != results_dir else p.stem for p in found[kind]})
+                out.append(f"`{command}` ({', '.join(names)})")
+        return ", ".join(out)
+
+    note = ""
+    if parts("code"):
+        note += (
+            f"**Measured with earlier code**: the result files of {parts('code')} were made by code that has changed "
+            "since; `python -m lsr_lib.run.pipeline --explain` says what changed, and those commands measure them "
+            "again.\n\n"
+        )
+    if parts("environment"):
+        why = other_environment({"why": list(dict.fromkeys(w for f in groups.values() for w in f["why"]))})
+        note += (
+            f"**Measured in another environment**: the result files of {parts('environment')} were made by this "
+            f"code elsewhere{why}; the last digits, and through training more, may differ here, and those commands "
+            "measure them here.\n\n"
+        )
+    return note
 
 
 def headline(results_dir: Path) -> str:

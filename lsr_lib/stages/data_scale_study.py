@@ -18,6 +18,11 @@ also means fewer optimiser steps (as when the paper's 200 epochs meet a smaller 
 point is evaluated on the test split exactly as stage 02 (exact sparse product), with seeds as
 ``lsr_lib.run.seeds``: seed k is the profile's seed variant (its own teacher and D2S seeds), so
 retention is paired per seed. Runs live under ``<seed cache>/data_scale/<condition>_<label>``.
+
+Each job's row (and each measured part of the knob search) is kept in ``results/<profile>/07_measured/``
+with the digest of what it depends on (:func:`measured_part`; committed for the default profile): a rerun,
+on this machine or a fresh clone, trains only what its code, environment, config or seed features make
+new, so a study longer than one sitting finishes over several.
 """
 
 from __future__ import annotations
@@ -37,6 +42,24 @@ from ..train.d2s_conditions import condition_config, eval_data, evaluate_sparse,
 
 RESULT = "07_data_scale"
 STAGE = "07_data_scale_study"
+MEASURED = "07_measured"
+
+
+def measured_part(cfg: Config, inputs: dict, k: int, name: str, measure, **what):
+    """``measure()`` once per input record, kept in ``results/<profile>/07_measured/<name>.json``
+    (:mod:`lsr_lib.storage.measured_parts`). The record: stage 07's code and environment fingerprints, the
+    ``data``, ``evaluation`` and ``d2s`` config, seed variant ``k``'s features and ``what`` the part is (its
+    condition and size, or trial): another size or trial added to the profile measures only itself."""
+    from ..storage.measured_parts import measured_once
+
+    record = {key: v for key, v in inputs.items() if key not in ("seeds_dense", "config")}
+    record |= {
+        "config": cfg.section_hash("data", "evaluation", "d2s"),
+        "seed_variant": k,
+        "dense": inputs["seeds_dense"][str(k)],
+        **what,
+    }
+    return measured_once(cfg.results_dir / MEASURED, name, record, measure)
 
 
 @dataclass(frozen=True)
@@ -136,11 +159,25 @@ def seed_inputs(cfg: Config) -> dict:
     return inputs["seeds_dense"]
 
 
-def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[dict]:
-    """Train (or reuse) every (seed, condition, point) and evaluate it on the test split; one row each."""
+def evaluate_model(cfg_k: Config, model, col, img: np.ndarray, txt: np.ndarray, return_ranks: bool = False) -> dict:
+    """A D2S model on a split as stage 02 evaluates it: both sides encoded, scored by the exact sparse product."""
+    d = cfg_k.d2s.eval_batch_size
+    return evaluate_sparse(
+        cfg_k,
+        col,
+        encode_sparse(model, torch.from_numpy(img), "image", d),
+        encode_sparse(model, torch.from_numpy(txt), "text", d),
+        return_ranks=return_ranks,
+    )
+
+
+def run_study(cfg: Config, device: torch.device, progress: bool = True, inputs: dict | None = None) -> list[dict]:
+    """Train (or reuse) every (seed, condition, point) and evaluate it on the test split; one row each, kept as a
+    measured part (:func:`measured_part`; ``inputs``: stage 07's, computed when None)."""
     from ..storage.progress import progress_bar
 
     seed_inputs(cfg)  # fails early, naming the missing seed variant
+    inputs = inputs if inputs is not None else current_inputs(cfg)[0]
     tokenizer = tokenizer_for(cfg)
     pts = points(cfg)
     view_seeds = set(cfg.data_scale.extra_view_seeds or cfg.data_scale_seeds)
@@ -150,7 +187,9 @@ def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[
         (k, c, p) for k in cfg.data_scale_seeds for c in cfg.d2s_conditions for p in pts if p.views and k in view_seeds
     ]  # then the costly extra-view points
     rows, loaded = [], {}
-    for k, cond, point in progress_bar(jobs, desc="data-scale study", disable=not progress):
+
+    def measure(k: int, cond: str, point: Point) -> dict:
+        nonlocal loaded
         cfg_k = cfg.seed_variant(k)
         if k not in loaded:  # one seed's data at a time
             tr = load_dense_dir(dense_dir(cfg_k), "train")
@@ -181,14 +220,7 @@ def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[
                     },
                 },
             )
-        model, _ = load_best(run_dir(cfg_k, cond, point))
-        d = cfg_k.d2s.eval_batch_size
-        ev = evaluate_sparse(
-            cfg_k,
-            te_col,
-            encode_sparse(model, torch.from_numpy(te_img), "image", d),
-            encode_sparse(model, torch.from_numpy(te_txt), "text", d),
-        )
+        ev = evaluate_model(cfg_k, load_best(run_dir(cfg_k, cond, point))[0], te_col, te_img, te_txt)
         if teacher is None:
             from ..metrics.retrieval import evaluate_collection
 
@@ -196,31 +228,43 @@ def run_study(cfg: Config, device: torch.device, progress: bool = True) -> list[
         t2i, dense_t2i, sp_ = ev["text_to_image"], teacher["text_to_image"], ev["sparsity_text_to_image"]
         hist = run["history"]
         # training + validation, as recorded by the run
+        return {
+            "seed": k,
+            "condition": cond,
+            "point": point.label,
+            "fraction": point.fraction,
+            "views": point.views,
+            "relative_size": point.relative_size,
+            "pairs": int(pairs["img_emb"].shape[0]),
+            "images": n_images,
+            "steps": int(run.get("steps") or 0),
+            "best_epoch": run.get("best_epoch"),
+            "val T->I R@1": run["best_val"]["text_to_image"]["R@1"] if run.get("best_val") else None,
+            "T->I R@1": t2i["R@1"],
+            "T->I R@10": t2i["R@10"],
+            "teacher T->I R@1": dense_t2i["R@1"],
+            "teacher T->I R@10": dense_t2i["R@10"],
+            "retention R@1": t2i["R@1"] / dense_t2i["R@1"],
+            "retention R@10": t2i["R@10"] / dense_t2i["R@10"],
+            "I->T R@1": ev["image_to_text"]["R@1"],
+            "FLOPs": sp_["flops"],
+            "nnz caption": sp_["avg_nonzeros_query"],
+            "nnz image": sp_["avg_nonzeros_document"],
+            "seconds": float(sum(h["seconds"] for h in hist)) if all("seconds" in h for h in hist) else None,
+        }
+
+    for k, cond, point in progress_bar(jobs, desc="data-scale study", disable=not progress):
         rows.append(
-            {
-                "seed": k,
-                "condition": cond,
-                "point": point.label,
-                "fraction": point.fraction,
-                "views": point.views,
-                "relative_size": point.relative_size,
-                "pairs": int(pairs["img_emb"].shape[0]),
-                "images": n_images,
-                "steps": int(run.get("steps") or 0),
-                "best_epoch": run.get("best_epoch"),
-                "val T->I R@1": run["best_val"]["text_to_image"]["R@1"] if run.get("best_val") else None,
-                "T->I R@1": t2i["R@1"],
-                "T->I R@10": t2i["R@10"],
-                "teacher T->I R@1": dense_t2i["R@1"],
-                "teacher T->I R@10": dense_t2i["R@10"],
-                "retention R@1": t2i["R@1"] / dense_t2i["R@1"],
-                "retention R@10": t2i["R@10"] / dense_t2i["R@10"],
-                "I->T R@1": ev["image_to_text"]["R@1"],
-                "FLOPs": sp_["flops"],
-                "nnz caption": sp_["avg_nonzeros_query"],
-                "nnz image": sp_["avg_nonzeros_document"],
-                "seconds": float(sum(h["seconds"] for h in hist)) if all("seconds" in h for h in hist) else None,
-            }
+            measured_part(
+                cfg,
+                inputs,
+                k,
+                f"seed{k}_{cond}_{point.label}",
+                lambda: measure(k, cond, point),
+                condition=cond,
+                point=point.label,
+                subset_seed=cfg.data_scale.subset_seed,
+            )
         )
     return rows
 
@@ -348,7 +392,7 @@ def study_rows(
     if run is None:
         run = cfg.data_scale.run == "stage"
     if run:
-        return run_study(cfg, device or torch.device("cpu"), progress)
+        return run_study(cfg, device or torch.device("cpu"), progress, inputs)
     command = f"`make data-scale` (python -m lsr_lib.run.pipeline --profile {cfg.profile} --stages 07 --force --bench)"
     found = read_current(cfg, RESULT, inputs, "data-scale study", command, unchecked)
     return found["rows"] if found else []

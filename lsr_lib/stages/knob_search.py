@@ -14,7 +14,10 @@ teacher's temperature and the learning rates (``knob_search.trials`` in the prof
    that seed's recipe runs; retention, FLOPs and a paired test per query against the recipe.
 
 Runs live under ``<seed cache>/knob_search/<trial>``; a trial named in the file with no changes is
-stage 02's run itself. Results: ``results/<profile>/07_knob_search.json``.
+stage 02's run itself. Results: ``results/<profile>/07_knob_search.json``. Every trial's validation row,
+the reference, each frontier point and each (seed, model) test evaluation (with its per-query ranks, for
+the paired test) is kept in ``results/<profile>/07_measured/`` as part 1's rows are
+(:func:`~lsr_lib.stages.data_scale_study.measured_part`): a rerun trains only what changed.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from ..config.profiles import KNOB_FIELDS, Config, KnobTrial
 from ..artifacts.d2s_runs import train_condition
 from ..train.d2s import encode_sparse, load_best, train_d2s
 from ..train.d2s_conditions import condition_config, eval_data, evaluate_sparse, tokenizer_for
-from .data_scale_study import Point, point_pairs, view_vectors  # stage 07's other part
+from .data_scale_study import Point, evaluate_model, measured_part, point_pairs, view_vectors  # stage 07's other part
 
 RESULT = "07_knob_search"
 CONDITION = "with_control"
@@ -128,69 +131,123 @@ def choose(rows: list[dict], budget: float) -> dict | None:
     return max(ok, key=lambda r: (r["val T->I R@1"], -r["val FLOPs"])) if ok else None
 
 
-def search(cfg: Config, device: torch.device, progress: bool = True) -> tuple[list[dict], dict, dict | None]:
-    """(one val row per trial, the uncontrolled reference, the chosen row) on seed ``cfg.seed``."""
+class LazySeedData:
+    """``SeedData`` of one seed variant, loaded on first use (a rerun that reuses every part loads nothing)."""
+
+    def __init__(self, cfg_k: Config):
+        self.cfg, self._data = cfg_k, None
+
+    def __call__(self) -> SeedData:
+        if self._data is None:
+            self._data = SeedData(self.cfg)
+        return self._data
+
+
+def search(
+    cfg: Config, device: torch.device, progress: bool = True, inputs: dict | None = None
+) -> tuple[list[dict], dict, dict | None]:
+    """(one val row per trial, the uncontrolled reference, the chosen row) on seed ``cfg.seed``; each a measured
+    part (``inputs``: stage 07's)."""
     from ..storage.progress import progress_bar
 
-    data = SeedData(cfg)
+    inputs = inputs if inputs is not None else _inputs(cfg)
+    data = LazySeedData(cfg)
     rows = [
-        val_row(t, train_trial(data, t, device, progress))
+        measured_part(
+            cfg,
+            inputs,
+            cfg.seed,
+            f"knob_val_{t.name}",
+            lambda: val_row(t, train_trial(data(), t, device, progress)),
+            part="knob val",
+            trial=dataclasses.asdict(t),
+        )
         for t in progress_bar(cfg.knob_search.trials, desc="knob search (val)", disable=not progress)
     ]
-    ref = uncontrolled_reference(data, device)
+    ref = measured_part(
+        cfg,
+        inputs,
+        cfg.seed,
+        "knob_reference",
+        lambda: uncontrolled_reference(data(), device),
+        part="knob reference",
+        flops_budget=cfg.knob_search.flops_budget,
+    )
     return rows, ref, choose(rows, ref["FLOPs budget"])
 
 
-def test_rows(cfg: Config, chosen: KnobTrial, device: torch.device, progress: bool = True) -> tuple[list[dict], dict]:
-    """The chosen trial and the recipe on every seed, on the test split: (one row per seed and model, paired tests)."""
+def _inputs(cfg: Config) -> dict:
+    from .data_scale_study import current_inputs
+
+    return current_inputs(cfg)[0]
+
+
+def evaluated_on_test(
+    data: SeedData, name: str, trial: KnobTrial | None, device: torch.device, progress: bool = True
+) -> dict:
+    """One model of one seed on the test split: ``{"row": its table row, "ranks": each caption's first relevant
+    rank, capped at 11}`` (all the paired R@1 / R@10 test needs). ``trial`` None: stage 02's uncontrolled model."""
+    cfg_k = data.cfg
+    teacher = read_result(cfg_k, "02_d2s")["results"]["test"]["dense teacher"]
+    col, img, txt = data.test
+    if trial is None:
+        train_condition(cfg_k, "without_control", data.pairs(KnobTrial("recipe")), data.val, device, progress)
+        model, _ = load_best(d2s_run_dir(cfg_k, "without_control"))
+        run = None
+    else:
+        run = train_trial(data, trial, device, progress)
+        model, _ = load_best(trial_dir(cfg_k, trial))
+    ev = evaluate_model(cfg_k, model, col, img, txt, return_ranks=True)
+    t2i, sp_ = ev["text_to_image"], ev["sparsity_text_to_image"]
+    row = {
+        "seed": cfg_k.seed,
+        "model": name,
+        "T->I R@1": t2i["R@1"],
+        "T->I R@10": t2i["R@10"],
+        "I->T R@1": ev["image_to_text"]["R@1"],
+        "teacher T->I R@1": teacher["text_to_image"]["R@1"],
+        "retention R@1": t2i["R@1"] / teacher["text_to_image"]["R@1"],
+        "retention R@10": t2i["R@10"] / teacher["text_to_image"]["R@10"],
+        "FLOPs": sp_["flops"],
+        "nnz caption": sp_["avg_nonzeros_query"],
+        "nnz image": sp_["avg_nonzeros_document"],
+        "val T->I R@1": run["best_val"]["text_to_image"]["R@1"] if run else None,
+    }
+    ranks = np.minimum(ev["ranks"]["text_to_image"], 11)  # (N_captions,) first relevant rank; > 10 is a miss
+    return {"row": row, "ranks": ranks.astype(int).tolist()}
+
+
+def test_rows(
+    cfg: Config, chosen: KnobTrial, device: torch.device, progress: bool = True, inputs: dict | None = None
+) -> tuple[list[dict], dict]:
+    """The chosen trial and the recipe on every seed, on the test split: (one row per seed and model, paired tests).
+    Each (seed, model) is a measured part (``inputs``: stage 07's)."""
     from ..metrics.significance import compare_conditions
     from ..storage.progress import progress_bar
 
+    inputs = inputs if inputs is not None else _inputs(cfg)
     rows, per_seed = [], {}
     recipe = KnobTrial("recipe")
     for k in progress_bar(cfg.data_scale_seeds, desc="chosen setting (test)", disable=not progress):
-        cfg_k = cfg.seed_variant(k)
-        data = SeedData(cfg_k)
-        teacher = read_result(cfg_k, "02_d2s")["results"]["test"]["dense teacher"]
-        col, img, txt = data.test
+        data = LazySeedData(cfg.seed_variant(k))
         per_seed[k] = {}
         for name, trial in (
             ("recipe, without control", None),
             ("recipe, with control", recipe),
             (f"{chosen.name}, with control", chosen),
         ):
-            if trial is None:
-                model, _ = load_best(d2s_run_dir(cfg_k, "without_control"))
-                run = None
-            else:
-                run = train_trial(data, trial, device, progress)
-                model, _ = load_best(trial_dir(cfg_k, trial))
-            d = cfg_k.d2s.eval_batch_size
-            ev = evaluate_sparse(
-                cfg_k,
-                col,
-                encode_sparse(model, torch.from_numpy(img), "image", d),
-                encode_sparse(model, torch.from_numpy(txt), "text", d),
-                return_ranks=True,
+            part = measured_part(
+                cfg,
+                inputs,
+                k,
+                f"knob_test_seed{k}_{trial.name if trial else 'recipe_without_control'}",
+                lambda: evaluated_on_test(data(), name, trial, device, progress),
+                part="knob test",
+                model=name,
+                trial=dataclasses.asdict(trial) if trial else None,
             )
-            t2i, sp_ = ev["text_to_image"], ev["sparsity_text_to_image"]
-            rows.append(
-                {
-                    "seed": k,
-                    "model": name,
-                    "T->I R@1": t2i["R@1"],
-                    "T->I R@10": t2i["R@10"],
-                    "I->T R@1": ev["image_to_text"]["R@1"],
-                    "teacher T->I R@1": teacher["text_to_image"]["R@1"],
-                    "retention R@1": t2i["R@1"] / teacher["text_to_image"]["R@1"],
-                    "retention R@10": t2i["R@10"] / teacher["text_to_image"]["R@10"],
-                    "FLOPs": sp_["flops"],
-                    "nnz caption": sp_["avg_nonzeros_query"],
-                    "nnz image": sp_["avg_nonzeros_document"],
-                    "val T->I R@1": run["best_val"]["text_to_image"]["R@1"] if run else None,
-                }
-            )
-            ranks = ev["ranks"]["text_to_image"]  # (N_captions,) first relevant rank
+            rows.append(part["row"])
+            ranks = np.asarray(part["ranks"])
             per_seed[k][name] = {"R@1": (ranks <= 1).astype(float), "R@10": (ranks <= 10).astype(float)}
     paired = compare_conditions(
         {
@@ -209,7 +266,7 @@ def knob_inputs(cfg: Config, inputs: dict) -> dict:
     return {**inputs, "knob_search": cfg.section_hash("knob_search")}
 
 
-def run_knob_search(cfg: Config, device: torch.device, progress: bool = True) -> dict:
+def run_knob_search(cfg: Config, device: torch.device, progress: bool = True, inputs: dict | None = None) -> dict:
     """Search on validation, choose, then test the choice on every seed: the result file's content."""
     import pandas as pd
 
@@ -217,7 +274,8 @@ def run_knob_search(cfg: Config, device: torch.device, progress: bool = True) ->
     from .data_scale_study import seed_inputs
 
     seed_inputs(cfg)  # fails early, naming a missing seed variant
-    rows, ref, chosen = search(cfg, device, progress)
+    inputs = inputs if inputs is not None else _inputs(cfg)
+    rows, ref, chosen = search(cfg, device, progress, inputs)
     out = {
         "val": rows,
         "reference": ref,
@@ -225,12 +283,12 @@ def run_knob_search(cfg: Config, device: torch.device, progress: bool = True) ->
         "test": [],
         "paired": None,
         "summary": [],
-        "frontier": frontier_rows(cfg, progress) if cfg.knob_search.frontier_docs else [],
+        "frontier": frontier_rows(cfg, progress, device, inputs) if cfg.knob_search.frontier_docs else [],
     }
     if chosen is None:
         return out
     trial = next(t for t in cfg.knob_search.trials if t.name == chosen["trial"])
-    out["test"], out["paired"] = test_rows(cfg, trial, device, progress)
+    out["test"], out["paired"] = test_rows(cfg, trial, device, progress, inputs)
     df = pd.DataFrame(out["test"])
     for model, g in df.groupby("model", sort=False):
         out["summary"].append({"model": model, **{m: mean_std(g[m].to_numpy(float)) for m in TEST_METRICS}})
@@ -255,7 +313,7 @@ def knob_results(
     if run is None:
         run = cfg.knob_search.run == "stage"
     if run:
-        return run_knob_search(cfg, device or torch.device("cpu"), progress)
+        return run_knob_search(cfg, device or torch.device("cpu"), progress, inputs)
     command = f"`make data-scale` (python -m lsr_lib.run.pipeline --profile {cfg.profile} --stages 07 --force --bench)"
     return read_current(cfg, RESULT, knob_inputs(cfg, inputs), "knob search", command, unchecked)
 
@@ -321,7 +379,9 @@ def search_figure(res: dict):
     return fig
 
 
-def frontier_rows(cfg: Config, progress: bool = True) -> list[dict]:
+def frontier_rows(
+    cfg: Config, progress: bool = True, device: torch.device | None = None, inputs: dict | None = None
+) -> list[dict]:
     """Every trial's seed-``cfg.seed`` model, and the uncontrolled recipe, on the effectiveness-latency frontier (issue
     16).
 
@@ -330,39 +390,62 @@ def frontier_rows(cfg: Config, progress: bool = True) -> list[dict]:
     synthetic
     documents drawn from the model's own test image vectors (as stage 04's scale benchmark), with the
     postings a query reads there: the training-side options compared by what a query costs, not only FLOPs.
+    Each model's point is a measured part (``inputs``: stage 07's); a model not trained here is trained first.
     """
     from ..index.latency import benchmark_index, postings_per_query, synthetic_collection
     from ..storage.progress import progress_bar
 
-    data = SeedData(cfg)
-    col, img, txt = data.test
-    models = [(t.name, trial_dir(cfg, t)) for t in cfg.knob_search.trials] + [
-        ("recipe without control", d2s_run_dir(cfg, "without_control"))
-    ]
+    inputs = inputs if inputs is not None else _inputs(cfg)
+    device = device or torch.device("cpu")
+    data = LazySeedData(cfg)
     n_docs, n_lat, d = cfg.knob_search.frontier_docs, cfg.index.latency_queries, cfg.d2s.eval_batch_size
-    rows = []
-    for name, path in progress_bar(models, desc=f"frontier ({n_docs:,} synthetic docs)", disable=not progress):
-        model, _ = load_best(path)
+    engine = cfg.knob_search.frontier_engine
+
+    def measure(name: str, trial: KnobTrial | None) -> dict:
+        seed = data()
+        col, img, txt = seed.test
+        if trial is None:
+            train_condition(cfg, "without_control", seed.pairs(KnobTrial("recipe")), seed.val, device, False)
+        else:
+            train_trial(seed, trial, device, progress=False)
+        model, _ = load_best(d2s_run_dir(cfg, "without_control") if trial is None else trial_dir(cfg, trial))
         im, tx = (
             encode_sparse(model, torch.from_numpy(img), "image", d),
             encode_sparse(model, torch.from_numpy(txt), "text", d),
         )
         ev = evaluate_sparse(cfg, col, im, tx)
         docs, queries = synthetic_collection(im, n_docs, seed=cfg.seed), tx[: cfg.index.qps_queries]
-        b = benchmark_index(cfg.knob_search.frontier_engine, docs, queries, 10, n_latency=n_lat, threads=(1,))
+        b = benchmark_index(engine, docs, queries, 10, n_latency=n_lat, threads=(1,))
+        return {
+            "model": name,
+            "T->I R@1": ev["text_to_image"]["R@1"],
+            "T->I R@10": ev["text_to_image"]["R@10"],
+            "FLOPs": ev["sparsity_text_to_image"]["flops"],
+            "n_docs": int(n_docs),
+            "postings_per_query": postings_per_query(docs, queries, n_lat),
+            "engine": engine,
+            "exact p50 ms": b["latency_p50_ms"],
+            "exact p99 ms": b["latency_p99_ms"],
+            "qps_1t": b["qps_1t"],
+        }
+
+    models = [(t.name, t) for t in cfg.knob_search.trials] + [("recipe without control", None)]
+    rows = []
+    for name, trial in progress_bar(models, desc=f"frontier ({n_docs:,} synthetic docs)", disable=not progress):
         rows.append(
-            {
-                "model": name,
-                "T->I R@1": ev["text_to_image"]["R@1"],
-                "T->I R@10": ev["text_to_image"]["R@10"],
-                "FLOPs": ev["sparsity_text_to_image"]["flops"],
-                "n_docs": int(n_docs),
-                "postings_per_query": postings_per_query(docs, queries, n_lat),
-                "engine": cfg.knob_search.frontier_engine,
-                "exact p50 ms": b["latency_p50_ms"],
-                "exact p99 ms": b["latency_p99_ms"],
-                "qps_1t": b["qps_1t"],
-            }
+            measured_part(
+                cfg,
+                inputs,
+                cfg.seed,
+                f"knob_frontier_{trial.name if trial else 'recipe_without_control'}",
+                lambda: measure(name, trial),
+                part="knob frontier",
+                trial=dataclasses.asdict(trial) if trial else None,
+                docs=n_docs,
+                engine=engine,
+                latency_queries=n_lat,
+                qps_queries=cfg.index.qps_queries,
+            )
         )
     return rows
 
