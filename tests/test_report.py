@@ -311,6 +311,8 @@ def test_the_main_job_time_says_whether_it_was_a_fresh_clone(tmp_path):
     path.write_text(json.dumps(fresh))
     assert main_job_time(results).startswith("One timed run from a fresh clone")
     assert "`make setup` into an empty `.venv` 5 s" in main_job_time(results)
+    path.write_text(json.dumps({**fresh, "label": "on another CPU: every stage reran"}))  # why it took so long, said
+    assert "commit abc; on another CPU: every stage reran): `make setup`" in main_job_time(results)
     unmeasured = {**fresh, "setup_seconds": None, "cold_seconds": None, "rerun_nothing_changed_seconds": None}
     path.write_text(json.dumps(unmeasured))  # benchmarks/main_job_time.py run without --setup-s: said, not a crash
     assert "`.venv` (not measured)" in main_job_time(results)

@@ -42,7 +42,9 @@ def main_job_time(results_dir: Path) -> str:
     skipped = ", ".join(k[:2] for k in d.get("skipped_up_to_date", []))
     return (
         f"One timed run from a fresh clone (`results/benchmarks/main_job_time.json`; {_machine(m)}, Python "
-        f"{m.get('python')}; commit {d['commit']}): "
+        f"{m.get('python')}; commit {d['commit']}"
+        + (f"; {d['label']}" if d.get("label", "make main") != "make main" else "")
+        + "): "
         f"`make setup` into an empty `.venv` {_duration(d['setup_seconds'])}, then the pipeline "
         f"{_duration(d['wall_seconds'])} (stages {stages}"
         + (f"; {skipped} were skipped as up to date" if skipped else "")
