@@ -34,12 +34,6 @@ def changes(doc: dict, stage: str) -> tuple[list[str], list[str]]:
     return code, explain_change({"code": None, "env": rec["env"]}, {"code": None, "env": now["env"]})
 
 
-def earlier_code(doc: dict, stage: str) -> list[str]:
-    """What changed in the stage's code and environment since ``doc`` was measured ([] when nothing did)."""
-    code, env = changes(doc, stage)
-    return code + env
-
-
 def measured_with_earlier_code(doc: dict, stage: str, command: str) -> str:
     """A warning line above a table made by code that has changed since, or by this code in another environment
     ("" when current)."""
@@ -74,12 +68,6 @@ def stale_by_kind(paths: list[Path]) -> dict[str, list[Path]]:
         if env and not code:
             out["why"] += [e for e in env if e not in out["why"]]
     return out
-
-
-def stale_results(paths: list[Path]) -> list[Path]:
-    """The result files among ``paths`` that exist and were made by code that has changed since, or elsewhere."""
-    found = stale_by_kind(paths)
-    return found["code"] + found["environment"]
 
 
 def other_environment(found: dict) -> str:
