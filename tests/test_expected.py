@@ -303,3 +303,36 @@ def test_expected_values_for_another_collection_are_named_not_compared(tmp_path,
     spec["split_sha256"] = "b" * 64  # the same data set: compared as usual (and equal)
     path.write_text(yaml.safe_dump(spec))
     assert main(["--expected", str(path), "--results", str(results)]) == 0
+
+
+def test_results_from_a_cpu_kind_the_expected_values_do_not_cover_are_named_with_the_commands(tmp_path, capsys):
+    """A FAIL on a CPU kind never measured may be the CPU's rounding, not the code: the check says so."""
+    results = tmp_path / "results"
+    results.mkdir()
+    doc = {
+        "results": {"baseline": {"test": {"text_to_image": {"R@1": 30.0}}}},
+        "inputs": {"env": {"torch-cpu": "AVX512"}},
+    }
+    (results / "01_dense_baseline.json").write_text(json.dumps(doc))
+    spec = {
+        "profile": "smoke",
+        "cpu": "AVX2",
+        "sources": {"seeds": "a test"},
+        "conditions": {
+            "01": {
+                "file": "01_dense_baseline.json",
+                "prefix": "results",
+                "source": "seeds",
+                "metrics": {"baseline.test.text_to_image.R@1": {"expected": 20.0, "tolerance": 1.0}},
+            }
+        },
+    }
+    path = tmp_path / "expected.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["--expected", str(path), "--results", str(results)]) == 1  # still a FAIL: the note explains it
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "AVX512" in out and "cover AVX2 only" in out and "--write-expected" in out
+    spec["cpus"] = ["AVX2", "AVX512"]  # a file that covers this CPU says nothing more
+    path.write_text(yaml.safe_dump(spec))
+    main(["--expected", str(path), "--results", str(results)])
+    assert "cover" not in capsys.readouterr().out

@@ -9,6 +9,7 @@ import pytest
 from lsr_lib.analysis.control_effect import EFFECT_METRICS, control_effect, paired_values, write_per_query
 from lsr_lib.config.profiles import SEED_OFFSET, ConfigError, load_config, split_seed_variant
 from lsr_lib.results import seeds as agg
+from lsr_lib.results.expected import judge, load_expected
 from lsr_lib.run.seeds import SEED_STAGES, seed_commands
 
 
@@ -160,3 +161,44 @@ def test_a_seed_measured_on_another_collection_is_left_out_and_named(tmp_path, m
     assert m["mean"] == pytest.approx(21.0) and m["n"] == 2 and set(m["values"]) == {"0", "1"}
     assert summary["other_collection"] == ["2"]
     assert "Left out, measured on another collection than seed 0's" in agg.markdown(summary)
+
+
+def test_expected_values_rewritten_on_another_cpu_keep_the_first_cpus_main_job_inside_the_tolerance(
+    tmp_path, monkeypatch
+):
+    """CI failed when the smoke main job ran on an AVX512 CPU and the expected values had been measured on AVX2 only:
+    rewriting them on the new CPU must keep the old CPU's main-job value and cover it, without widening the rest."""
+    cfg = load_config("smoke")
+    monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
+    for i, (k, v) in enumerate({0: 20.0, 1: 20.5, 2: 21.0}.items()):
+        folder = tmp_path / "results" / ("" if i == 0 else f"seed{k}")
+        _fake_results(folder, v, 0.2, k)
+        doc = json.loads((folder / "01_dense_baseline.json").read_text())
+        doc["inputs"] = {"env": {"torch-cpu": "AVX512"}}
+        (folder / "01_dense_baseline.json").write_text(json.dumps(doc))
+    summary = agg.aggregate(cfg)
+    old = tmp_path / "old.yaml"  # the format before CPUs were recorded per metric: one `cpu` at the top
+    old.write_text(
+        "profile: smoke\ncpu: AVX2\nsources: {seeds: s}\nconditions:\n  01_dense_baseline:\n"
+        "    file: 01_dense_baseline.json\n    prefix: results\n    source: seeds\n    metrics:\n"
+        "      baseline.test.text_to_image.R@1: {expected: 26.0, tolerance: 1.0}\n"
+    )
+    import yaml
+
+    exp = yaml.safe_load(agg.expected_yaml(summary, cfg, agg.earlier_main_job_values(old, None)))
+    entry = exp["conditions"]["01_dense_baseline"]["metrics"]["baseline.test.text_to_image.R@1"]
+    assert entry["main_job_by_cpu"] == {"AVX2": 26.0, "AVX512": 20.0} and entry["expected"] == 20.0
+    assert entry["tolerance"] == pytest.approx(6.0)  # |26 - 20| > 2 x std (1.0) over this CPU's seeds
+    assert exp["cpu"] == "AVX512" and exp["cpus"] == ["AVX2", "AVX512"]
+    flops = exp["conditions"]["02_d2s"]["metrics"]["test.with_control.sparsity_text_to_image.flops"]
+    assert flops["main_job_by_cpu"] == {"AVX512": 7.0} and flops["tolerance"] == pytest.approx(max(2 * 0.05, 0.14))
+    # the rewritten file checks the old CPU's main job OK and a number beyond both CPUs' values as FAIL
+    new = tmp_path / "new.yaml"
+    new.write_text(agg.expected_yaml(summary, cfg, agg.earlier_main_job_values(old, None)))
+    checks, _ = load_expected(new)
+    check = next(c for c in checks if c.metric == "baseline.test.text_to_image.R@1")
+    assert [judge(v, check.expected, check.tolerance) for v in (26.0, 20.0, 33.0)] == ["OK", "OK", "FAIL"]
+    # another data set's file (another split_sha256) contributes nothing
+    assert agg.earlier_main_job_values(old.with_name("missing.yaml"), None) == {}
+    old.write_text(old.read_text().replace("cpu: AVX2", "cpu: AVX2\nsplit_sha256: other"))
+    assert agg.earlier_main_job_values(old, "this") == {}

@@ -29,7 +29,8 @@ from ..storage.errors import one_line_errors, read_result_json
 COMPARES = ("equal", "at_most", "at_least")
 STATUSES = ("OK", "OKish", "FAIL", "UNKNOWN", "MISSING")
 CONDITION_KEYS = {"file", "prefix", "metrics", "source", "compare", "tolerance", "note"}
-METRIC_KEYS = {"expected", "source", "compare", "tolerance", "note"}
+METRIC_KEYS = {"expected", "source", "compare", "tolerance", "note", "main_job_by_cpu"}
+TOP_KEYS = {"profile", "sources", "default_tolerance", "conditions", "split_sha256", "cpu", "cpus"}
 
 
 class ExpectedFileError(ValueError):
@@ -79,7 +80,7 @@ def load_expected(path: Union[str, Path]) -> tuple[list[Check], dict[str, str]]:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ExpectedFileError(f"{yaml_problem(path, e)}; fix that line") from None
-    unknown = sorted(set(raw) - {"profile", "sources", "default_tolerance", "conditions", "split_sha256"})
+    unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise ExpectedFileError(f"{path}: unknown top-level key(s) {', '.join(unknown)}")
     sources = {str(k): str(v).strip() for k, v in (raw.get("sources") or {}).items()}
@@ -127,6 +128,23 @@ def collection_mismatch(expected: Union[str, Path], results_dir: Path) -> Option
         f"{results_dir}/01_dense_baseline.json ({have[:12]}...): the data set changed, so its numbers are new; "
         f"measure them over the seeds (`python -m lsr_lib.run.seeds --profile {profile}`), then write new expected "
         f"values with `python -m lsr_lib.results.seeds --profile {profile} --write-expected`"
+    )
+
+
+def cpu_note(expected: Union[str, Path], results_dir: Path) -> Optional[str]:
+    """One line when the results were measured on a CPU kind (``torch-cpu``) none of the expected values were:
+    on the smoke slice a new CPU's rounding can move a Bernoulli-trained number as far as a new seed does."""
+    raw = yaml.safe_load(Path(expected).read_text()) or {}
+    doc = read_result_json(Path(results_dir) / "01_dense_baseline.json")
+    have = (((doc or {}).get("inputs") or {}).get("env") or {}).get("torch-cpu")
+    known = raw.get("cpus") or ([raw["cpu"]] if raw.get("cpu") else [])
+    if not have or not known or have in known:
+        return None
+    profile = raw.get("profile", Path(expected).stem)
+    return (
+        f"note: these results were measured on {have} CPUs; the expected values cover {', '.join(known)} only, so a "
+        f"FAIL may be the CPU, not the code. To cover this CPU: `python -m lsr_lib.run.seeds --profile {profile}`, "
+        f"then `python -m lsr_lib.results.seeds --profile {profile} --write-expected` (keeps the other CPUs' values)"
     )
 
 
@@ -259,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     outcomes = evaluate(checks, args.results or REPO_ROOT / "results" / args.profile)
     print(format_table(outcomes))
+    note = cpu_note(expected, args.results or REPO_ROOT / "results" / args.profile)
+    if note:
+        print(note)
     counts = summary_counts(outcomes)
     shown = expected.resolve().relative_to(REPO_ROOT) if expected.resolve().is_relative_to(REPO_ROOT) else expected
     print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"  (expected values: {shown})")

@@ -13,10 +13,11 @@ tests). An effect is called significant only when it is significant in every see
 sign (``lsr_lib.metrics.significance.compare_conditions``).
 
 Expected values (``--write-expected``): the main seed's value, with tolerance
-``max(TOLERANCE_STDS x std over seeds, floor)``. A rerun of the main job with the same seed on the
-same lock should land well inside the seed-to-seed spread; the floor (``FLOORS``) covers numbers
-that barely move across seeds. ``lsr_lib.results.expected`` then reports OK within the tolerance,
-OKish within twice it, FAIL beyond.
+``max(TOLERANCE_STDS x std over seeds, distance to the main job's value on another CPU kind, floor)``
+(the values of the CPU kinds measured before are kept from the file being rewritten). A rerun of the
+main job with the same seed on the same lock should land well inside the seed-to-seed spread; the floor
+(``FLOORS``) covers numbers that barely move across seeds. ``lsr_lib.results.expected`` then reports OK
+within the tolerance, OKish within twice it, FAIL beyond.
 """
 
 from __future__ import annotations
@@ -254,44 +255,82 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def expected_yaml(summary: dict, cfg: Config) -> str:
-    """``results/expected/<profile>.yaml``: the main seed's values, tolerances from the seed spread."""
+def cpu_of(folder: Path) -> Optional[str]:
+    """The CPU kind (``torch-cpu``: AVX2, AVX512, ...) a seed's results were measured on, from its stage 01 file."""
+    doc = _read(folder, "01_dense_baseline.json")
+    return (((doc or {}).get("inputs") or {}).get("env") or {}).get("torch-cpu")
+
+
+def earlier_main_job_values(path: Path, split: Optional[str]) -> dict[str, dict[str, float]]:
+    """metric path -> {CPU kind: the main job's value} from an expected-values file written before (same data set).
+
+    A file written before CPUs were recorded per metric says its CPU once, at the top (``cpu``)."""
+    raw = yaml.safe_load(path.read_text()) if path.exists() else None
+    if not raw or (split and raw.get("split_sha256") not in (None, split)):
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for spec in (raw.get("conditions") or {}).values():
+        for metric, e in (spec.get("metrics") or {}).items():
+            by_cpu = dict(e.get("main_job_by_cpu") or {})
+            if not by_cpu and raw.get("cpu") and isinstance(e.get("expected"), (int, float)):
+                by_cpu = {raw["cpu"]: e["expected"]}
+            out[f"results.{metric}"] = {str(c): float(v) for c, v in by_cpu.items()}
+    return out
+
+
+def expected_yaml(summary: dict, cfg: Config, earlier: Optional[dict[str, dict[str, float]]] = None) -> str:
+    """``results/expected/<profile>.yaml``: the main seed's values, tolerances from the seed spread.
+
+    ``earlier`` (:func:`earlier_main_job_values`) holds the main job's values measured on other CPU kinds: on a
+    tiny slice a new CPU's rounding can send a Bernoulli-sampled training elsewhere, as a new seed would, so the
+    tolerance also covers the main job's value on every CPU kind measured."""
     main = str(summary["seeds"][0])
+    main_dir = seed_results_dirs(cfg)[summary["seeds"][0]]
+    cpu = cpu_of(main_dir)
+    earlier = earlier or {}
     conditions: dict = {}
     for label, m in summary["metrics"].items():
         if main not in m["values"]:
             continue
+        value = m["values"][main]
+        by_cpu = {**earlier.get(m["path"], {}), **({cpu: value} if cpu else {})}
         spread = 0.0 if m.get("std") is None else TOLERANCE_STDS * m["std"]
-        tol = max(spread, floor_for(m["path"], m["values"][main]))
+        other_cpus = max((abs(v - value) for v in by_cpu.values()), default=0.0)
+        tol = max(spread, other_cpus, floor_for(m["path"], value))
         cond = conditions.setdefault(
             m["file"].removesuffix(".json"), {"file": m["file"], "prefix": "results", "source": "seeds", "metrics": {}}
         )
         cond["metrics"][m["path"].removeprefix("results.")] = {
-            "expected": round(m["values"][main], 6),
+            "expected": round(value, 6),
             "tolerance": round(tol, 6),
+            **({"main_job_by_cpu": {c: round(v, 6) for c, v in sorted(by_cpu.items())}} if by_cpu else {}),
             "note": label,
         }
     n = {len(m["values"]) for m in summary["metrics"].values()}
+    cpus = sorted({c for m in conditions.values() for e in m["metrics"].values() for c in e.get("main_job_by_cpu", {})})
     head = (
         f"# Expected numbers for the {cfg.profile} profile, written by `python -m lsr_lib.results.seeds --profile "
         f"{cfg.profile} --write-expected`\n"
         f"# from results/{cfg.profile}/seeds.json. Checked by `python -m lsr_lib.results.expected --profile "
         f"{cfg.profile}` (make main / make test).\n"
-        f"# expected: seed {main}'s value (the main job). tolerance: max({TOLERANCE_STDS:g} x sample std over the "
-        "training seeds, floor);\n"
+        f"# expected: seed {main}'s value (the main job) on {cpu or 'an unrecorded'} CPUs. tolerance: "
+        f"max({TOLERANCE_STDS:g} x sample std over the training seeds,\n"
+        "# the distance to the main job's value on each other CPU kind measured (main_job_by_cpu), floor);\n"
         "# floors: 0.5 points for R@k in percent, 2 % of the value for FLOPs and vector lengths, 0.005 for fractions.\n"
     )
-    first = read_result_json(seed_results_dirs(cfg)[summary["seeds"][0]] / "01_dense_baseline.json") or {}
+    first = read_result_json(main_dir / "01_dense_baseline.json") or {}
     split = (first.get("results") or {}).get("split_sha256")
     body = {
         "profile": cfg.profile,
         **({"split_sha256": split} if split else {}),  # the data set these numbers are for (lsr_lib.results.expected)
+        **({"cpu": cpu} if cpu else {}),  # the CPU kind (torch-cpu) of `expected` and of the seed spread
+        **({"cpus": cpus} if cpus else {}),  # every CPU kind whose main-job values the tolerances cover
         "sources": {
             "seeds": (
                 f"results/{cfg.profile}/seeds.json: seeds {summary['seeds']} "
-                f"({'/'.join(str(x) for x in sorted(n))} present per number); "
+                f"({'/'.join(str(x) for x in sorted(n))} present per number) on {cpu or 'an unrecorded'} CPU; "
                 "a rerun of the main job on the lock should differ from its committed value by less than the "
-                "seed-to-seed spread"
+                "seed-to-seed spread, or than the main job's value on another CPU kind measured"
             )
         },
         "conditions": conditions,
@@ -318,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.write_expected:
         path = REPO_ROOT / "results" / "expected" / f"{cfg.profile}.yaml"
-        atomic_write_text(path, expected_yaml(summary, cfg))
+        split = collection_of(seed_results_dirs(cfg)[summary["seeds"][0]])
+        atomic_write_text(path, expected_yaml(summary, cfg, earlier_main_job_values(path, split)))
         print(f"wrote {path.relative_to(REPO_ROOT)}")
     return 0
 
