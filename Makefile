@@ -83,6 +83,7 @@ main: setup
 
 # The heavy benchmarks kept out of `make main`: stage 04 at 100k / 1M synthetic documents (about an hour),
 # into results/default/04_scale.json (committed; stage 04 and the README read it while it is current).
+# Resumes: each measured job is kept in results/default/04_measured/scale/ (commit it to carry it over).
 bench: setup
 	$(PY) -m lsr_lib.run.pipeline --profile default --stages 04 --force --bench
 	$(PY) -m lsr_lib.results.report

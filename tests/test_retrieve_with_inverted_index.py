@@ -255,6 +255,62 @@ def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, m
     assert scale_rows(other_sizes, None, vectors, dense, inputs, run=False, progress=False) == []
 
 
+def test_an_interrupted_scale_benchmark_resumes_at_the_first_job_not_yet_measured(tmp_path, monkeypatch, capsys):
+    """`make bench` takes 1-2 hours: each (collection, condition, engine) job is kept once measured, so a rerun after
+    an interruption measures only what is left, and a new engine in the list only that engine."""
+    from dataclasses import replace
+
+    import lsr_lib.index.latency as latency
+    from lsr_lib.stages.retrieve_with_inverted_index import SCALE_PARTS_DIR, scale_rows
+
+    rng = np.random.default_rng(0)
+    cfg = load_config(
+        "smoke",
+        {
+            "index": {
+                "scale_sizes": [200],
+                "scale_backends": ["numba", "faiss_flat"],
+                "scale_pruning": [],
+                "latency_queries": 5,
+                "qps_queries": 10,
+            }
+        },
+    )
+    monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
+    vectors, models = _tiny_vectors(rng), _tiny_models(16, 300)
+    dense = (rng.standard_normal((60, 16)).astype(np.float32), rng.standard_normal((60, 16)).astype(np.float32))
+    inputs = {"stage": "04", "vectors": "a"}
+    real, timed = latency.benchmark_index, []
+
+    def interrupted_after_two(engine, *a, **kw):
+        if len(timed) == 2:
+            raise KeyboardInterrupt
+        timed.append(engine)
+        return real(engine, *a, **kw)
+
+    monkeypatch.setattr(latency, "benchmark_index", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        scale_rows(cfg, None, vectors, dense, inputs, run=True, progress=False, models=models)
+    assert len(list((tmp_path / "results" / SCALE_PARTS_DIR).glob("*.json"))) == 2
+    timed.clear()
+    monkeypatch.setattr(
+        latency, "benchmark_index", lambda engine, *a, **kw: timed.append(engine) or real(engine, *a, **kw)
+    )
+    rows = scale_rows(cfg, None, vectors, dense, inputs, run=True, progress=False, models=models)
+    assert len(timed) == 1 and len(rows) == 3  # with_control, without_control numba; dense faiss_flat
+    assert all(r["machine"] for r in rows)
+    # a new engine in the list: the jobs measured stay, only the new one is measured
+    timed.clear()
+    more = replace(cfg, index=replace(cfg.index, scale_backends=("numba", "numba_blocked", "faiss_flat")))
+    again = scale_rows(more, None, vectors, dense, inputs, run=True, progress=False, models=models)
+    assert sorted(timed) == ["numba_blocked", "numba_blocked"] and len(again) == 5
+    assert [r for r in again if r["kind"] != "numba_blocked"] == rows
+    # other vectors (a retrained model): every job is measured again
+    timed.clear()
+    scale_rows(cfg, None, vectors, dense, {**inputs, "vectors": "b"}, run=True, progress=False, models=models)
+    assert len(timed) == 3
+
+
 def test_scale_benchmark_setting_is_checked():
     from lsr_lib.config.profiles import ConfigError
 

@@ -261,6 +261,7 @@ def efficiency_table(
     size_label: str = "test split",
     progress: bool = True,
     dense_rows: bool = True,
+    part=None,
 ) -> list[dict]:
     """Build time, size, memory, latency and QPS (1 and 2 threads) per backend, text->image.
 
@@ -268,7 +269,8 @@ def efficiency_table(
     ``index.scale_pruning`` adds the exact numba engine on pruned vectors (kind ``numba-pruned <spec>``,
     recall against the unpruned exact top-10). On the test split every row (every sweep setting)
     also gets ``T->I R@10`` over all test captions, for the effectiveness-latency figure. ``dense_rows`` False: the
-    sparse conditions only.
+    sparse conditions only. ``part(job, measure)``: how each (condition, engine) job is measured, e.g. once per
+    input record (:func:`scale_benchmark`); default: measured now.
     """
     from ..storage.progress import progress_bar as tqdm
 
@@ -289,7 +291,8 @@ def efficiency_table(
         }
         backends.update({c: backends[c] + [f"numba-pruned {p}" for p in cfg.index.scale_pruning] for c in vectors})
     jobs = [(c, b) for c in conds for b in backends[c]]
-    for cond, kind in tqdm(jobs, desc=f"benchmark ({size_label})", disable=not progress):
+
+    def measure_job(cond: str, kind: str) -> list[dict]:
         if cond == "dense teacher":
             docs, all_queries = (docs_override or {}).get(cond, dense[0]), dense[1]
         else:
@@ -304,7 +307,7 @@ def efficiency_table(
             "milvus": cfg.index.milvus_max_docs,
         }.get(kind, n_docs):
             # graph builds, and Milvus's client-server round trips: too slow on this machine above the configured size
-            continue
+            return []
         engine, spec = ("numba", kind.split(" ", 1)[1]) if kind.startswith("numba-pruned ") else (kind, "")
         # approximate engines and pruned vectors: recall against exact
         if cond not in exact and (spec or not index_class(engine).exact):
@@ -332,16 +335,19 @@ def efficiency_table(
             base["FLOPs"] = sparse_summary(queries, docs)["flops"]
             base["postings_per_query"] = postings_per_query(docs, queries, n_latency)
         if engine in SWEPT:
-            out += search_sweep(cfg, engine, docs, queries, exact_rows, base, judge=judge)
-        else:
-            out.append(
-                {
-                    **base,
-                    **benchmark_index(engine, docs, queries, k, exact_rows, n_latency=n_latency, judge=judge),
-                    "kind": kind,
-                    "queries_timed": int(min(n_latency, queries.shape[0])),
-                }
-            )
+            return search_sweep(cfg, engine, docs, queries, exact_rows, base, judge=judge)
+        return [
+            {
+                **base,
+                **benchmark_index(engine, docs, queries, k, exact_rows, n_latency=n_latency, judge=judge),
+                "kind": kind,
+                "queries_timed": int(min(n_latency, queries.shape[0])),
+            }
+        ]
+
+    measure_jobs = part or (lambda job, measure: measure())
+    for cond, kind in tqdm(jobs, desc=f"benchmark ({size_label})", disable=not progress):
+        out += measure_jobs((size_label, cond, kind), lambda cond=cond, kind=kind: measure_job(cond, kind))
     # postings an exhaustive traversal would read, per second of single-query latency (in the engine's layout; others:
     # numba's 8 bytes)
     for r in out:
@@ -392,6 +398,7 @@ def scale_benchmark(
     dense: tuple[np.ndarray, np.ndarray],
     progress: bool = True,
     models: dict | None = None,
+    part=None,
 ) -> list[dict]:
     """:func:`efficiency_table` on larger collections, for each size in ``index.scale_sizes``.
 
@@ -401,7 +408,8 @@ def scale_benchmark(
     checkpoints), so both representations index one collection; ``independent_terms``, documents drawn term by term
     from each condition's test image vectors (``index.latency.synthetic_collection``: document frequencies and
     weights follow the model, term-term correlations do not), rows labelled ``<condition> · independent terms``, up
-    to ``index.independent_terms_max_docs`` documents. Queries are the real test captions.
+    to ``index.independent_terms_max_docs`` documents. Queries are the real test captions. ``part``: as
+    :func:`efficiency_table` (:func:`scale_rows` keeps each job's rows once measured).
     """
     from ..index.latency import synthetic_collection
 
@@ -422,7 +430,7 @@ def scale_benchmark(
                 for c, m in models.items()
             }
             docs["dense teacher"] = dense_docs
-            rows += efficiency_table(cfg, col, vectors, dense, docs, f"{size:,} model-encoded", progress)
+            rows += efficiency_table(cfg, col, vectors, dense, docs, f"{size:,} model-encoded", progress, part=part)
             del docs
         cap = cfg.index.independent_terms_max_docs
         if "independent_terms" in kinds and (not cap or size <= cap):
@@ -431,7 +439,7 @@ def scale_benchmark(
             docs["dense teacher"] = dense_docs
             label = f"{size:,} independent-term"
             rows += efficiency_table(
-                cfg, col, named, dense, docs, label, progress, dense_rows="model_encoded" not in kinds
+                cfg, col, named, dense, docs, label, progress, dense_rows="model_encoded" not in kinds, part=part
             )
             del docs
     return rows
@@ -460,6 +468,44 @@ SCALE_SETTINGS = (
     "milvus_queries",
     "independent_terms_max_docs",
 )
+
+
+# settings that say which scale jobs run, not how one is measured: a new size or engine keeps the measured jobs
+SCALE_JOB_LISTS = ("scale_collections", "scale_sizes", "scale_backends", "scale_pruning", "independent_terms_max_docs")
+# where each scale job's rows are kept once measured, under results/<profile>/ (committed for the default profile)
+SCALE_PARTS_DIR = "04_measured/scale"
+
+
+def scale_part_config(cfg: Config) -> str:
+    """The config digest one scale job depends on: :data:`SCALE_SETTINGS` without :data:`SCALE_JOB_LISTS`."""
+    from ..config.typed import to_dict
+
+    settings = [k for k in SCALE_SETTINGS if k not in SCALE_JOB_LISTS]
+    return config_digest(cfg, {k: to_dict(getattr(cfg.index, k)) for k in settings})
+
+
+def scale_part(cfg: Config, inputs: dict):
+    """``part(job, measure)`` for :func:`efficiency_table`: each (collection, condition, engine) job of the scale
+    benchmark measured once per input record (stage 04's code, environment, vectors; the job's settings) and kept in
+    ``results/<profile>/04_measured/scale/``, so that `make bench` (1-2 hours on 2 cores) finishes over several
+    sittings: an interrupted run resumes at the first job not yet measured. Each row says the machine it was measured
+    on (``machine``), as latencies are compared within one machine."""
+    import re
+
+    from ..results.provenance import machine
+    from ..storage.measured_parts import measured_once
+
+    info = machine()
+    here = f"{info.get('cpu', 'unknown CPU')}, {info.get('cpu_count')} cores"
+
+    def part(job: tuple[str, str, str], measure):
+        name = re.sub(r"[^A-Za-z0-9.+=-]+", "_", "_".join(job)).strip("_")
+        record = {**inputs, "job": list(job)}
+        return measured_once(
+            cfg.results_dir / SCALE_PARTS_DIR, name, record, lambda: [{**r, "machine": here} for r in measure()]
+        )
+
+    return part
 
 
 def scale_inputs(cfg: Config, inputs: dict) -> dict:
@@ -492,19 +538,31 @@ def scale_rows(
     from ..results.provenance import machine, write_results
     from ..storage.manifest import digest
 
+    part_inputs = {**inputs, "config": scale_part_config(cfg)}
     inputs = scale_inputs(cfg, inputs)
     if run is None:
         run = cfg.scale_benchmark == "stage"
     if run:
-        rows = scale_benchmark(cfg, col, vectors, dense, progress, models)
+        rows = scale_benchmark(cfg, col, vectors, dense, progress, models, part=scale_part(cfg, part_inputs))
         from ..index.latency import read_bandwidth_gbs
 
+        machines = sorted({r["machine"] for r in rows if r.get("machine")})
         write_results(
             cfg,
             SCALE_RESULT,
             inputs=inputs,
-            results={"machine": {**machine(), "read_bandwidth_gbs_1thread": read_bandwidth_gbs()}, "rows": rows},
+            results={
+                "machine": {**machine(), "read_bandwidth_gbs_1thread": read_bandwidth_gbs()},
+                "machines": machines,  # the machines the rows were measured on (more than one: over several sittings)
+                "rows": rows,
+            },
         )
+        if len(machines) > 1:
+            print(
+                f"note: the scale rows were measured on {len(machines)} machines ({'; '.join(machines)}): compare "
+                f"latencies within one machine's rows (column 'machine'), or delete {SCALE_PARTS_DIR}/ and rerun "
+                "`make bench` in one sitting"
+            )
         return rows
     path, doc = result_path(cfg, SCALE_RESULT), read_result(cfg, SCALE_RESULT)
     path = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
