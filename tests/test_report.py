@@ -10,6 +10,7 @@ from lsr_lib.results.report import (
     BLOCK,
     RENDERERS,
     against_hnsw,
+    control_effect_at_recall,
     data_scale,
     pages,
     render,
@@ -68,6 +69,24 @@ def test_against_hnsw_names_the_fastest_engine_reaching_the_target_and_the_ratio
     ]
     (line,) = against_hnsw(m, 10)
     assert "seismic qc=20 at 4.00 ms" in line and "2.0x the dense teacher's faiss_hnsw ef=32 (2.00 ms)" in line
+
+
+def test_control_effect_at_equal_recall_pairs_one_engine_on_the_same_documents():
+    def row(cond, engine, p50, target=0.95):
+        return {"n_docs": 10, "condition": cond, "engine": engine, "target_recall": target, "latency_p50_ms": p50}
+
+    m = [
+        row("with_control", "seismic", 2.0),
+        row("without_control", "seismic", 5.0),
+        row("with_control", "seismic", 1.0, target=0.9),  # another recall target: not this line's
+        row("with_control · independent terms", "seismic", 3.0),
+        row("without_control · independent terms", "seismic", 3.3),
+        row("with_control", "bmp", 1.0),
+        row("without_control", "bmp", float("nan")),  # never reached the target: no pair
+    ]
+    (line,) = control_effect_at_recall(m, 10)
+    assert "seismic 2.00 against 5.00 ms (2.5x)" in line
+    assert "seismic (independent terms) 3.00 against 3.30 ms (1.1x)" in line and "bmp" not in line
 
 
 def test_data_scale_table_shows_mean_and_std_per_size(tmp_path):

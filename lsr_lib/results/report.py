@@ -259,7 +259,11 @@ def efficiency(data: dict) -> str:
             cells.setdefault((r["condition"], r["engine"]), {})[r["target_recall"]] = v
         for (cond, engine), c in cells.items():
             lines.append(f"| {cond.replace('_', ' ')} | {engine} | " + " | ".join(c.get(t, "") for t in targets) + " |")
-        lines += ["", *against_hnsw(matched, n)]
+        every_size = [r for r in data["results"].get("recall_matched", []) if r["n_docs"] != n]
+        lines += ["", *against_hnsw(matched, n), *control_effect_at_recall(matched, n)]
+        for size in sorted({r["n_docs"] for r in every_size}, reverse=True):
+            at = [r for r in every_size if r["n_docs"] == size]
+            lines += [*against_hnsw(at, size), *control_effect_at_recall(at, size)]
     m = data["results"]["machine"]
     bw = m.get("read_bandwidth_gbs_1thread")
     exact = [r for r in rows if r["n_docs"] == n and r["kind"] == "numba" and r.get("posting_gb_per_s")]
@@ -275,11 +279,18 @@ def efficiency(data: dict) -> str:
             )
             + ".",
         ]
+    machines = sorted({r["machine"] for r in data["results"]["scale"] or [] if r.get("machine")})
+    several = (
+        f" The scale rows were measured on {len(machines)} machines ({'; '.join(machines)}, column `machine` of "
+        "`04_scale.json`): compare latencies within one machine's rows."
+        if len(machines) > 1
+        else ""
+    )
     lines.append("")
     lines.append(
         "_Generated from `results/default/04_efficiency.json` (its scale rows: `04_scale.json`, measured by `make "
         f"bench`); {m.get('cpu', '?')}, {m.get('cpu_count')} cores, {m.get('memory_gib')} GiB; one shared machine: "
-        "only 2x differences are meaningful._"
+        f"only 2x differences are meaningful.{several}_"
     )
     return "\n".join(lines) + "\n"
 
@@ -308,6 +319,31 @@ def against_hnsw(matched: list[dict], n: int, target: float = 0.95) -> list[str]
             f"{dense['setting'] or dense['engine']} ({dense['latency_p50_ms']:.2f} ms)."
         )
     return out
+
+
+def control_effect_at_recall(matched: list[dict], n: int, target: float = 0.95) -> list[str]:
+    """One line: per engine that reaches recall@10 >= ``target`` for both D2S models on the same documents, the p50
+    latency with expansion control against without (the paper's efficiency claim, at equal recall)."""
+    best: dict = {}
+    for r in matched:
+        if r["target_recall"] != target or r["latency_p50_ms"] is None or r["latency_p50_ms"] != r["latency_p50_ms"]:
+            continue
+        cond, _, collection = r["condition"].partition(" · ")
+        if cond in ("with_control", "without_control"):
+            best.setdefault((collection, r["engine"]), {})[cond] = r["latency_p50_ms"]
+    pairs = [
+        f"{engine}{f' ({collection})' if collection else ''} {c['with_control']:.2f} against "
+        f"{c['without_control']:.2f} ms ({c['without_control'] / c['with_control']:.1f}x)"
+        for (collection, engine), c in best.items()
+        if len(c) == 2
+    ]
+    if not pairs:
+        return []
+    return [
+        f"- expansion control at recall@10 >= {target:g}, {n:,} documents, p50 with against without: "
+        + "; ".join(pairs)
+        + "."
+    ]
 
 
 @from_stage("04_retrieval")
