@@ -212,10 +212,8 @@ def test_scale_collections_are_checked():
         load_config("smoke", {"index": {"scale_collections": ["gaussian"]}})
 
 
-def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, monkeypatch, capsys):
-    from lsr_lib.stages.retrieve_with_inverted_index import SCALE_RESULT, scale_rows
-
-    rng = np.random.default_rng(0)
+def _small_scale_cfg(tmp_path, monkeypatch):
+    """Smoke with a 200-document scale benchmark through two engines, results under ``tmp_path``."""
     cfg = load_config(
         "smoke",
         {
@@ -229,6 +227,14 @@ def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, m
         },
     )
     monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
+    return cfg
+
+
+def test_scale_rows_measure_then_reuse_only_while_inputs_are_current(tmp_path, monkeypatch, capsys):
+    from lsr_lib.stages.retrieve_with_inverted_index import SCALE_RESULT, scale_rows
+
+    rng = np.random.default_rng(0)
+    cfg = _small_scale_cfg(tmp_path, monkeypatch)
     vectors = _tiny_vectors(rng)
     dense = (rng.standard_normal((60, 16)).astype(np.float32), rng.standard_normal((60, 16)).astype(np.float32))
     inputs = {"stage": "04", "vectors": "a"}
@@ -264,19 +270,7 @@ def test_an_interrupted_scale_benchmark_resumes_at_the_first_job_not_yet_measure
     from lsr_lib.stages.retrieve_with_inverted_index import SCALE_PARTS_DIR, scale_rows
 
     rng = np.random.default_rng(0)
-    cfg = load_config(
-        "smoke",
-        {
-            "index": {
-                "scale_sizes": [200],
-                "scale_backends": ["numba", "faiss_flat"],
-                "scale_pruning": [],
-                "latency_queries": 5,
-                "qps_queries": 10,
-            }
-        },
-    )
-    monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
+    cfg = _small_scale_cfg(tmp_path, monkeypatch)
     vectors, models = _tiny_vectors(rng), _tiny_models(16, 300)
     dense = (rng.standard_normal((60, 16)).astype(np.float32), rng.standard_normal((60, 16)).astype(np.float32))
     inputs = {"stage": "04", "vectors": "a"}

@@ -113,12 +113,17 @@ def load_expected(path: Union[str, Path]) -> tuple[list[Check], dict[str, str]]:
     return checks, sources
 
 
+def _expected_and_stage01(expected: Union[str, Path], results_dir: Path) -> tuple[dict, dict]:
+    """The expected-values file, and stage 01's result file of the results it is checked against (or {})."""
+    raw = yaml.safe_load(Path(expected).read_text()) or {}
+    return raw, read_result_json(Path(results_dir) / "01_dense_baseline.json") or {}
+
+
 def collection_mismatch(expected: Union[str, Path], results_dir: Path) -> Optional[str]:
     """One line when the expected values were written for another data set than the results' (the emoji
     default's split checksum, ``split_sha256``); None when they match or either side does not say."""
-    raw = yaml.safe_load(Path(expected).read_text()) or {}
-    doc = read_result_json(Path(results_dir) / "01_dense_baseline.json")
-    have = ((doc or {}).get("results") or {}).get("split_sha256")
+    raw, doc = _expected_and_stage01(expected, results_dir)
+    have = (doc.get("results") or {}).get("split_sha256")
     want = raw.get("split_sha256")
     if not want or not have or want == have:
         return None
@@ -134,9 +139,8 @@ def collection_mismatch(expected: Union[str, Path], results_dir: Path) -> Option
 def cpu_note(expected: Union[str, Path], results_dir: Path) -> Optional[str]:
     """One line when the results were measured on a CPU kind (``torch-cpu``) none of the expected values were:
     on the smoke slice a new CPU's rounding can move a Bernoulli-trained number as far as a new seed does."""
-    raw = yaml.safe_load(Path(expected).read_text()) or {}
-    doc = read_result_json(Path(results_dir) / "01_dense_baseline.json")
-    have = (((doc or {}).get("inputs") or {}).get("env") or {}).get("torch-cpu")
+    raw, doc = _expected_and_stage01(expected, results_dir)
+    have = ((doc.get("inputs") or {}).get("env") or {}).get("torch-cpu")
     known = raw.get("cpus") or ([raw["cpu"]] if raw.get("cpu") else [])
     if not have or not known or have in known:
         return None
