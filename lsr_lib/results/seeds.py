@@ -35,7 +35,6 @@ from ..analysis.control_effect import EFFECT_METRICS, PER_QUERY_FILE, paired_val
 from ..config.profiles import REPO_ROOT, Config, load_config
 from ..metrics.significance import compare_conditions, mean_std
 from ..storage.atomic import atomic_write_json, atomic_write_text
-from ..storage.errors import read_result_json
 from .expected import lookup
 
 CONDITIONS = ("with_control", "without_control")
@@ -318,8 +317,7 @@ def expected_yaml(summary: dict, cfg: Config, earlier: Optional[dict[str, dict[s
         "# the distance to the main job's value on each other CPU kind measured (main_job_by_cpu), floor);\n"
         "# floors: 0.5 points for R@k in percent, 2 % of the value for FLOPs and vector lengths, 0.005 for fractions.\n"
     )
-    first = read_result_json(main_dir / "01_dense_baseline.json") or {}
-    split = (first.get("results") or {}).get("split_sha256")
+    split = collection_of(main_dir)
     body = {
         "profile": cfg.profile,
         **({"split_sha256": split} if split else {}),  # the data set these numbers are for (lsr_lib.results.expected)
