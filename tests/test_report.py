@@ -12,6 +12,7 @@ from lsr_lib.results.report import (
     against_hnsw,
     control_effect_at_recall,
     data_scale,
+    efficiency_headline,
     pages,
     render,
     update_pages,
@@ -87,6 +88,45 @@ def test_control_effect_at_equal_recall_pairs_one_engine_on_the_same_documents()
     (line,) = control_effect_at_recall(m, 10)
     assert "seismic 2.00 against 5.00 ms (2.5x)" in line
     assert "seismic (independent terms) 3.00 against 3.30 ms (1.1x)" in line and "bmp" not in line
+
+
+def test_the_readme_efficiency_line_takes_each_models_fastest_engine_at_the_largest_size_on_the_same_documents(
+    tmp_path,
+):
+    def row(n, cond, engine, p50, recall=0.96, setting=None, target=0.95):
+        return {
+            "n_docs": n,
+            "condition": cond,
+            "engine": engine,
+            "setting": setting or engine,
+            "target_recall": target,
+            "latency_p50_ms": p50,
+            "recall": recall,
+            "best_recall": recall,
+        }
+
+    big = 1_000
+    matched = [
+        row(big, "with_control", "kannolo", 1.0, 0.97, "kannolo ef=256"),
+        row(big, "with_control", "kannolo", 0.5, 0.91, "kannolo ef=128", target=0.9),  # another target
+        row(big, "with_control", "numba_blocked", 12.0, 1.0),
+        row(big, "with_control", "bmp", float("nan"), 0.94),  # never reached
+        row(big, "with_control · independent terms", "kannolo", 0.1),  # another collection: not the headline's
+        row(big, "without_control", "seismic", 3.0, 0.955, "seismic qc=10"),
+        row(big, "without_control", "numba_blocked", 24.0, 1.0),
+        row(big, "dense teacher", "faiss_hnsw", 4.0, 0.964, "faiss_hnsw ef=512"),
+        row(big, "dense teacher", "faiss_flat", 88.0, 1.0),
+        row(10, "with_control", "kannolo", 0.01),  # a smaller size
+        row(10, "dense teacher", "faiss_hnsw", 0.02),
+    ]
+    (tmp_path / "04_efficiency.json").write_text(json.dumps({"results": {"recall_matched": matched}}))
+    text = efficiency_headline(tmp_path)
+    assert "Efficiency at 1,000 documents" in text
+    assert "| D2S, with control | kannolo ef=256 | 1.00 | 0.970 | 12.00 | 0.25x |" in text
+    assert "| D2S, without control | seismic qc=10 | 3.00 | 0.955 | 24.00 | 0.75x |" in text
+    assert "| dense teacher | faiss_hnsw ef=512 | 4.00 | 0.964 | 88.00 | 1x |" in text
+    (tmp_path / "04_efficiency.json").write_text(json.dumps({"results": {"recall_matched": []}}))
+    assert "run `make bench`" in efficiency_headline(tmp_path)
 
 
 def test_data_scale_table_shows_mean_and_std_per_size(tmp_path):
