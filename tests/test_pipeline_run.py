@@ -285,3 +285,7 @@ def test_every_stage_has_its_executed_notebook_after_a_run_skipped_stages_includ
         assert pipeline.main(argv) == 0 and len(ran) == 2  # no executed notebook made these results: it runs
     assert "no executed notebook of these results is kept: run to make one" in caplog.text
     assert json.loads(executed.read_text())["metadata"]["run"] == 2
+    # the results were current: the run for the notebook leaves them as they were (git status stays clean), says so
+    assert json.loads(result.read_text()) == {"rewritten": "by another run, e.g. nbval"}
+    assert "03_analyses.json is kept as it was" in caplog.text
+    assert pipeline.main(argv) == 0 and len(ran) == 2  # and its executed notebook is now that of these results

@@ -320,6 +320,24 @@ def executed_matches(path: Path, checksums: dict) -> bool:
     return isinstance(meta, dict) and meta.get("result_files") == checksums
 
 
+def result_bytes(profile: str, stage: str) -> dict[Path, bytes]:
+    """The bytes of a stage's existing result files, to put back after a run made only for its executed notebook."""
+    from ..artifacts.catalog import RESULT_FILES, result_path
+    from ..config.profiles import load_config
+
+    cfg = load_config(profile)
+    return {p: p.read_bytes() for name in RESULT_FILES.get(stage, ()) if (p := result_path(cfg, name)).exists()}
+
+
+def put_back(kept: dict[Path, bytes]) -> list[Path]:
+    """Write back the result files of :func:`result_bytes` that a run changed; returns those paths (issue 28: a fresh
+    clone's `make main` leaves the committed results as they are when they were current)."""
+    changed = [p for p, data in kept.items() if not p.exists() or p.read_bytes() != data]
+    for p in changed:
+        atomic_write_text(p, kept[p].decode("utf-8"))
+    return changed
+
+
 def kept_executed(cfg, stage: str) -> Path:
     """Where the executed notebook of a stage's last finished run is kept: beside the profile's caches."""
     return cfg.cache_dir / "executed" / f"{stage}.ipynb"
@@ -472,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.info("[%d/%d] %s (profile %s): --force", k, len(stages), stage, args.profile)
         t0 = time.time()
+        # a current stage runs only to leave an executed notebook: its committed result files stay as they are
+        kept = result_bytes(args.profile, stage) if not args.force and current else {}
         try:
             with quiet_after_interrupt():
                 executed = run_stage(stage, args.profile, out_dir, progress=not args.no_progress, bench=args.bench)
@@ -482,6 +502,13 @@ def main(argv: list[str] | None = None) -> int:
             reason = f"{getattr(e, 'ename', type(e).__name__)}: {one_line(getattr(e, 'evalue', e))}"
             log.error("stage %s failed: %s (traceback: %s)", stage, reason, out_dir / f"{stage}.ipynb")
             return 1
+        for path in put_back(kept):
+            log.info(
+                "%s: its results were current, so %s is kept as it was (this run rewrote it, e.g. a machine fact "
+                "such as the read bandwidth; the executed notebook shows what this run computed)",
+                stage,
+                _shown(path),
+            )
         if executed is not None:  # None: a test's stand-in for papermill
             keep_executed(args.profile, stage, executed)
         log.info("[%d/%d] %s done in %.0f s", k, len(stages), stage, time.time() - t0)
