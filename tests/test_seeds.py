@@ -202,3 +202,22 @@ def test_expected_values_rewritten_on_another_cpu_keep_the_first_cpus_main_job_i
     assert agg.earlier_main_job_values(old.with_name("missing.yaml"), None) == {}
     old.write_text(old.read_text().replace("cpu: AVX2", "cpu: AVX2\nsplit_sha256: other"))
     assert agg.earlier_main_job_values(old, "this") == {}
+
+
+def test_rewriting_the_expected_values_rewrites_the_committed_check_table_too(tmp_path, monkeypatch):
+    """`make main` writes results/<profile>/expected_check.md from the expected values; rewriting those values must
+    write it again, or a fresh clone's `make main` changes a committed file (issue 28)."""
+    cfg = load_config("smoke")
+    monkeypatch.setattr(type(cfg), "results_dir", property(lambda self: tmp_path / "results"))
+    monkeypatch.setattr(agg, "REPO_ROOT", tmp_path)
+    for i, (k, v) in enumerate({0: 20.0, 1: 20.5, 2: 21.0}.items()):
+        _fake_results(tmp_path / "results" / ("" if i == 0 else f"seed{k}"), v, 0.2, k)
+    (tmp_path / "results" / "expected").mkdir(parents=True, exist_ok=True)
+    check = tmp_path / "results" / "expected_check.md"
+    check.write_text("| made from the old expected values |\n")
+    assert agg.main(["--profile", "smoke", "--write-expected"]) == 0
+    checks, sources = load_expected(tmp_path / "results" / "expected" / "smoke.yaml")
+    from lsr_lib.results.expected import evaluate, markdown_table
+
+    assert check.read_text() == markdown_table(evaluate(checks, tmp_path / "results"), sources)
+    assert "| 01_dense_baseline | baseline.test.text_to_image.R@1 | = 20 | 20 | ±1 | OK | seeds |" in check.read_text()
