@@ -244,6 +244,12 @@ def markdown_table(outcomes: list[Outcome], sources: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_check(outcomes: list[Outcome], sources: dict[str, str], path: Path) -> None:
+    """The check's markdown table to ``path`` (``make main``: results/default/expected_check.md)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown_table(outcomes, sources))
+
+
 def summary_counts(outcomes: list[Outcome]) -> dict[str, int]:
     """How many checks ended in each status."""
     return {s: sum(o.status == s for o in outcomes) for s in STATUSES}
@@ -288,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = expected.resolve().relative_to(REPO_ROOT) if expected.resolve().is_relative_to(REPO_ROOT) else expected
     print("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + f"  (expected values: {shown})")
     if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown_table(outcomes, sources))
+        write_check(outcomes, sources, args.markdown)
     return 1 if counts["FAIL"] or (args.strict and counts["MISSING"]) else 0
 
 

@@ -295,16 +295,21 @@ def efficiency(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def against_hnsw(matched: list[dict], n: int, target: float = 0.95) -> list[str]:
-    """One line per sparse condition: its fastest engine at recall@10 >= ``target`` against HNSW on the dense
-    teacher."""
-    ok = [
+def reached(matched: list[dict], target: float) -> list[dict]:
+    """The recall-matched rows for ``target`` whose engine reached it (a p50 latency, not None or NaN)."""
+    return [
         r
         for r in matched
         if r["target_recall"] == target
         and r["latency_p50_ms"] is not None
         and r["latency_p50_ms"] == r["latency_p50_ms"]
     ]
+
+
+def against_hnsw(matched: list[dict], n: int, target: float = 0.95) -> list[str]:
+    """One line per sparse condition: its fastest engine at recall@10 >= ``target`` against HNSW on the dense
+    teacher."""
+    ok = reached(matched, target)
     hnsw = [r for r in ok if r["condition"] == "dense teacher"]
     if not hnsw:
         return []
@@ -325,9 +330,7 @@ def control_effect_at_recall(matched: list[dict], n: int, target: float = 0.95) 
     """One line: per engine that reaches recall@10 >= ``target`` for both D2S models on the same documents, the p50
     latency with expansion control against without (the paper's efficiency claim, at equal recall)."""
     best: dict = {}
-    for r in matched:
-        if r["target_recall"] != target or r["latency_p50_ms"] is None or r["latency_p50_ms"] != r["latency_p50_ms"]:
-            continue
+    for r in reached(matched, target):
         cond, _, collection = r["condition"].partition(" · ")
         if cond in ("with_control", "without_control"):
             best.setdefault((collection, r["engine"]), {})[cond] = r["latency_p50_ms"]
@@ -350,9 +353,7 @@ def control_effect_at_recall(matched: list[dict], n: int, target: float = 0.95) 
 def efficiency_headline(data: dict, target: float = 0.95) -> str:
     """README: at the largest scale size, each model's fastest engine at recall@10 >= ``target`` against HNSW on the
     dense teacher, on the same documents (the model-encoded collection, not the independent-term rows)."""
-    matched = data["results"].get("recall_matched", [])
-    ok = [r for r in matched if r["target_recall"] == target and r["latency_p50_ms"] == r["latency_p50_ms"]]
-    ok = [r for r in ok if r["latency_p50_ms"] is not None and " · " not in r["condition"]]
+    ok = [r for r in reached(data["results"].get("recall_matched", []), target) if " · " not in r["condition"]]
     if not ok:
         return "_No recall-matched scale rows yet: run `make bench`._\n"
     n = max(r["n_docs"] for r in ok)

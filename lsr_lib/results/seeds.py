@@ -360,10 +360,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path.relative_to(REPO_ROOT)}")
         check = cfg.results_dir / "expected_check.md"
         if check.exists():  # the table `make main` writes, made from the old expected values: written again
-            from .expected import evaluate, load_expected, markdown_table
+            from .expected import evaluate, load_expected, write_check
 
             checks, sources = load_expected(path)
-            atomic_write_text(check, markdown_table(evaluate(checks, cfg.results_dir), sources))
+            write_check(evaluate(checks, cfg.results_dir), sources, check)
             print(f"wrote {check.relative_to(REPO_ROOT) if check.is_relative_to(REPO_ROOT) else check}")
     return 0
 
