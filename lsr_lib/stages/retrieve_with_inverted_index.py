@@ -594,13 +594,15 @@ CHOICE = "stage 07 choice "  # the condition label of the chosen model's rows, b
 
 def stage07_choice(cfg: Config) -> dict:
     """{condition label: (record, loader)} for the knob search's chosen model (stage 07, `make data-scale`), which the
-    scale benchmark measures beside stage 02's models on the model-encoded collections; {} (and a line saying why)
-    when there is none to add: no knob search yet, its result is not current, or it chose stage 02's recipe.
+    scale benchmark measures beside stage 02's models on the model-encoded collections; {} when there is none to
+    add: no knob search yet (said), none within its FLOPs budget, or stage 02's recipe itself.
 
-    The record is the chosen trial and the fingerprint of stage 07's inputs (its result file's), available on a fresh
-    clone; the loader loads the run from ``data/cache/<profile>/knob_search/<trial>/`` only when a job of it is
-    measured, and says what to do when that run is not on this machine."""
-    from ..artifacts.catalog import producer, read_result, result_status
+    The record is the chosen trial and the fingerprint of the inputs stage 07's result file records, both in that
+    committed file: a fresh clone, which has stage 07's results but not its seeds' features or runs, reads the
+    chosen model's rows back, and a new knob search measures them again. The loader loads the run from
+    ``data/cache/<profile>/knob_search/<trial>/`` only when a job of it is measured, and says what to do when that
+    run is not on this machine."""
+    from ..artifacts.catalog import producer, read_result
     from ..storage.manifest import Artifact
 
     doc = read_result(cfg, KNOB_RESULT)
@@ -612,10 +614,6 @@ def stage07_choice(cfg: Config) -> dict:
     chosen = doc.get("results", {}).get("chosen")
     if not chosen or chosen == "recipe":
         return {}  # none within the FLOPs budget, or stage 02's with-control model, benchmarked already
-    current, why = result_status(cfg, STAGE07)
-    if not current:
-        print(f"stage 07's chosen model {chosen} is not benchmarked: {KNOB_RESULT}.json is not current ({why})")
-        return {}
     run = Artifact(cfg.cache_dir / "knob_search" / chosen, f"D2S run {chosen}", producer(STAGE07, cfg.profile))
 
     def load():
