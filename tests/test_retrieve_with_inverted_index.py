@@ -292,8 +292,12 @@ def test_an_interrupted_scale_benchmark_resumes_at_the_first_job_not_yet_measure
     monkeypatch.setattr(
         latency, "benchmark_index", lambda engine, *a, **kw: timed.append(engine) or real(engine, *a, **kw)
     )
-    rows = scale_rows(cfg, None, vectors, dense, inputs, run=True, progress=False, models=models)
+    capsys.readouterr()
+    rows = scale_rows(cfg, None, vectors, dense, inputs, run=True, progress=True, models=models)
     assert len(timed) == 1 and len(rows) == 3  # with_control, without_control numba; dense faiss_flat
+    out = capsys.readouterr().out  # said up front, as a 1M run takes hours
+    assert "benchmark (200 model-encoded): 2 of 2 jobs measured already (read back), 0 to measure" in out
+    assert "benchmark (200 independent-term): 0 of 1 jobs measured already (read back), 1 to measure" in out
     assert all(r["machine"] for r in rows)
     # a new engine in the list: the jobs measured stay, only the new one is measured
     timed.clear()

@@ -347,6 +347,12 @@ def efficiency_table(
         ]
 
     measure_jobs = part or (lambda job, measure: measure())
+    if hasattr(part, "kept") and progress:  # hours at 1M: say up front what a resumed run reads back
+        kept = sum(part.kept((size_label, c, b)) for c, b in jobs)
+        print(
+            f"benchmark ({size_label}): {kept} of {len(jobs)} jobs measured already (read back), "
+            f"{len(jobs) - kept} to measure"
+        )
     last = {c: i for i, (c, _) in enumerate(jobs)}
     for i, (cond, kind) in enumerate(tqdm(jobs, desc=f"benchmark ({size_label})", disable=not progress)):
         out += measure_jobs((size_label, cond, kind), lambda cond=cond, kind=kind: measure_job(cond, kind))
@@ -557,10 +563,12 @@ def scale_part(cfg: Config, inputs: dict, models: dict | None = None):
     none for the dense teacher), the settings of its engine (:func:`engine_settings`) and the job itself. So a
     retrained model, or a new kANNolo setting, measures only that model's, or kANNolo's, jobs again. Each row says
     the machine it was measured on (``machine``), as latencies are compared within one machine."""
+    import json
     import re
 
     from ..config.typed import to_dict
     from ..results.provenance import machine
+    from ..storage.manifest import digest
     from ..storage.measured_parts import measured_once
 
     info = machine()
@@ -568,7 +576,7 @@ def scale_part(cfg: Config, inputs: dict, models: dict | None = None):
     shared = {k: v for k, v in inputs.items() if k not in ("vectors", "config")}
     vectors = inputs.get("vectors")
 
-    def part(job: tuple[str, str, str], measure):
+    def record(job: tuple[str, str, str]) -> dict:
         _, cond, kind = job
         model = cond.split(" · ")[0]  # the independent-term rows are drawn from the model's own test vectors
         if model == "dense teacher":
@@ -578,12 +586,26 @@ def scale_part(cfg: Config, inputs: dict, models: dict | None = None):
         else:
             own = vectors.get(model) if isinstance(vectors, dict) else vectors
         settings = {k: to_dict(getattr(cfg.index, k)) for k in engine_settings(kind)}
-        record = {**shared, "model": own, "config": config_digest(cfg, settings), "job": list(job)}
-        name = re.sub(r"[^A-Za-z0-9.+=-]+", "_", "_".join(job)).strip("_")
-        return measured_once(
-            cfg.results_dir / SCALE_PARTS_DIR, name, record, lambda: [{**r, "machine": here} for r in measure()]
+        return {**shared, "model": own, "config": config_digest(cfg, settings), "job": list(job)}
+
+    def path(job: tuple[str, str, str]) -> Path:
+        return (
+            cfg.results_dir / SCALE_PARTS_DIR / (re.sub(r"[^A-Za-z0-9.+=-]+", "_", "_".join(job)).strip("_") + ".json")
         )
 
+    def part(job: tuple[str, str, str], measure):
+        return measured_once(
+            path(job).parent, path(job).stem, record(job), lambda: [{**r, "machine": here} for r in measure()]
+        )
+
+    def kept(job: tuple[str, str, str]) -> bool:
+        """Whether ``job`` is measured on its current record already (read back, not measured)."""
+        try:
+            return json.loads(path(job).read_text())["inputs"] == digest(record(job))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    part.kept = kept
     return part
 
 
