@@ -578,7 +578,7 @@ def scale_part(cfg: Config, inputs: dict, models: dict | None = None):
 
     def record(job: tuple[str, str, str]) -> dict:
         _, cond, kind = job
-        model = cond.split(" · ")[0]  # the independent-term rows are drawn from the model's own test vectors
+        model = cond.removesuffix(INDEPENDENT_TERMS)  # the independent-term rows: drawn from the model's test vectors
         if model == "dense teacher":
             own = None
         elif models and model in models:
