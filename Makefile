@@ -96,9 +96,9 @@ seeds: setup
 	$(PY) -m lsr_lib.run.seeds --profile default
 
 # Stage 07 (issue 18), needs `make seeds` first. Part 1, the data-scale study: both D2S conditions on
-# 1-100% of the training pairs (about 520 to 52k), every seed (about 40 min on 2 cores). Part 2, the knob
-# search: 7 trials on validation, the choice on every seed, every trial on the latency frontier (about
-# 1.5 hours more from scratch). Writes results/default/07_data_scale.json and 07_knob_search.json; resumes.
+# 1-100% of the training pairs (about 520 to 52k), every seed (65 min on 2 cores). Part 2, the knob
+# search: 7 trials on validation, the choice on every seed, every trial on the latency frontier (an hour
+# more from scratch). Writes results/default/07_data_scale.json and 07_knob_search.json; resumes.
 data-scale: setup
 	$(PY) -m lsr_lib.run.pipeline --profile default --stages 07 --force --bench
 	$(PY) -m lsr_lib.results.report
