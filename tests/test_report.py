@@ -116,6 +116,7 @@ def test_the_readme_efficiency_line_takes_each_models_fastest_engine_at_the_larg
         row(big, "without_control", "numba_blocked", 24.0, 1.0),
         row(big, "dense teacher", "faiss_hnsw", 4.0, 0.964, "faiss_hnsw ef=512"),
         row(big, "dense teacher", "faiss_flat", 88.0, 1.0),
+        row(big, "stage 07 choice epochs6", "kannolo", 2.0, 0.951, "kannolo ef=64"),  # stage 07's chosen model
         row(10, "with_control", "kannolo", 0.01),  # a smaller size
         row(10, "dense teacher", "faiss_hnsw", 0.02),
     ]
@@ -125,6 +126,7 @@ def test_the_readme_efficiency_line_takes_each_models_fastest_engine_at_the_larg
     assert "| D2S, with control | kannolo ef=256 | 1.00 | 0.970 | 12.00 | 0.25x |" in text
     assert "| D2S, without control | seismic qc=10 | 3.00 | 0.955 | 24.00 | 0.75x |" in text
     assert "| dense teacher | faiss_hnsw ef=512 | 4.00 | 0.964 | 88.00 | 1x |" in text
+    assert "| D2S, stage 07 choice epochs6 | kannolo ef=64 | 2.00 | 0.951 |  | 0.50x |" in text
     (tmp_path / "04_efficiency.json").write_text(json.dumps({"results": {"recall_matched": []}}))
     assert "run `make bench`" in efficiency_headline(tmp_path)
 

@@ -1,5 +1,7 @@
 """Stage 04 glue: approximate-engine sweeps and the recall-matched comparison."""
 
+import json
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -290,8 +292,12 @@ def test_an_interrupted_scale_benchmark_resumes_at_the_first_job_not_yet_measure
     monkeypatch.setattr(
         latency, "benchmark_index", lambda engine, *a, **kw: timed.append(engine) or real(engine, *a, **kw)
     )
-    rows = scale_rows(cfg, None, vectors, dense, inputs, run=True, progress=False, models=models)
+    capsys.readouterr()
+    rows = scale_rows(cfg, None, vectors, dense, inputs, run=True, progress=True, models=models)
     assert len(timed) == 1 and len(rows) == 3  # with_control, without_control numba; dense faiss_flat
+    out = capsys.readouterr().out  # said up front, as a 1M run takes hours
+    assert "benchmark (200 model-encoded): 2 of 2 jobs measured already (read back), 0 to measure" in out
+    assert "benchmark (200 independent-term): 0 of 1 jobs measured already (read back), 1 to measure" in out
     assert all(r["machine"] for r in rows)
     # a new engine in the list: the jobs measured stay, only the new one is measured
     timed.clear()
@@ -299,10 +305,10 @@ def test_an_interrupted_scale_benchmark_resumes_at_the_first_job_not_yet_measure
     again = scale_rows(more, None, vectors, dense, inputs, run=True, progress=False, models=models)
     assert sorted(timed) == ["numba_blocked", "numba_blocked"] and len(again) == 5
     assert [r for r in again if r["kind"] != "numba_blocked"] == rows
-    # other vectors (a retrained model): every job is measured again
+    # other vectors (a retrained model): every sparse job is measured again; the dense teacher's reads none of them
     timed.clear()
     scale_rows(cfg, None, vectors, dense, {**inputs, "vectors": "b"}, run=True, progress=False, models=models)
-    assert len(timed) == 3
+    assert sorted(timed) == ["numba", "numba"]
 
 
 def test_scale_benchmark_setting_is_checked():
@@ -387,3 +393,162 @@ def test_bmp_sweep_builds_once_per_document_order_and_the_safe_setting_stays_exa
     assert out[0]["build_s"] != out[1]["build_s"]  # two builds
     with pytest.raises(ConfigError, match="bmp_reorder"):
         load_config("smoke", {"index": {"bmp_reorder": ["graph"]}})
+
+
+def _count_measured(monkeypatch):
+    """[(condition, engine)] of every scale job measured from now on (not read back)."""
+    import lsr_lib.index.latency as latency
+    from lsr_lib.stages import retrieve_with_inverted_index as stage
+
+    real_bench, real_sweep, seen = latency.benchmark_index, stage.search_sweep, []
+
+    def bench(engine, docs, *a, **kw):
+        seen.append(engine)
+        return real_bench(engine, docs, *a, **kw)
+
+    def sweep(cfg, kind, *a, **kw):
+        seen.append(kind)
+        return real_sweep(cfg, kind, *a, **kw)
+
+    monkeypatch.setattr(latency, "benchmark_index", bench)
+    monkeypatch.setattr(stage, "search_sweep", sweep)
+    return seen
+
+
+def test_a_scale_job_is_measured_again_only_when_its_own_model_or_engine_settings_change(tmp_path, monkeypatch):
+    """A job's record is its own model's vectors and its engine's settings: a retrained model measures only that
+    model's jobs again, a new HNSW setting only the HNSW jobs (not hours of other engines at 1M)."""
+    from dataclasses import replace
+
+    from lsr_lib.stages.retrieve_with_inverted_index import engine_settings, scale_rows
+
+    hnsw = {"latency_queries", "qps_queries", "hnsw_max_docs", "hnsw_ef_search", "hnsw_ef_construction"}
+    assert set(engine_settings("faiss_hnsw")) == hnsw
+    assert engine_settings("numba-pruned d32+q16") == engine_settings("numba_blocked") == engine_settings("faiss_flat")
+    assert "kannolo_ef_search" in engine_settings("kannolo") and "milvus_queries" in engine_settings("milvus")
+
+    rng = np.random.default_rng(0)
+    cfg = _small_scale_cfg(tmp_path, monkeypatch)
+    ix = replace(cfg.index, scale_backends=("numba", "faiss_flat", "faiss_hnsw"), scale_collections=("model_encoded",))
+    cfg = replace(cfg, index=ix)
+    vectors = {**_tiny_vectors(rng), "without_control": _tiny_vectors(rng)["with_control"]}
+    models = _tiny_models(16, 300, ("with_control", "without_control"))
+    dense = (rng.standard_normal((60, 16)).astype(np.float32), rng.standard_normal((60, 16)).astype(np.float32))
+    inputs = {"stage": "04", "dense": "d", "vectors": {"with_control": "a", "without_control": "b"}}
+    seen = _count_measured(monkeypatch)
+    first = scale_rows(cfg, None, vectors, dense, inputs, run=True, progress=False, models=models)
+    assert sorted(seen) == ["faiss_flat", "faiss_hnsw", "numba", "numba"]
+    seen.clear()
+    assert scale_rows(cfg, None, vectors, dense, inputs, run=True, progress=False, models=models) == first
+    assert seen == []
+    # stage 02 retrained the uncontrolled model: its job only
+    retrained = {**inputs, "vectors": {"with_control": "a", "without_control": "c"}}
+    scale_rows(cfg, None, vectors, dense, retrained, run=True, progress=False, models=models)
+    assert seen == ["numba"]
+    seen.clear()
+    # a new efSearch list: the HNSW job only
+    more_ef = replace(cfg, index=replace(cfg.index, hnsw_ef_search=(8, 16)))
+    scale_rows(more_ef, None, vectors, dense, retrained, run=True, progress=False, models=models)
+    assert seen == ["faiss_hnsw"]
+    seen.clear()
+    # the dense documents (the teacher's test vectors, which every collection is drawn from): every job
+    scale_rows(more_ef, None, vectors, dense, {**retrained, "dense": "e"}, run=True, progress=False, models=models)
+    assert len(seen) == 4
+
+
+def test_a_resumed_scale_benchmark_encodes_only_the_documents_of_jobs_it_measures(tmp_path, monkeypatch):
+    from lsr_lib.stages import retrieve_with_inverted_index as stage
+
+    rng = np.random.default_rng(0)
+    cfg = _small_scale_cfg(tmp_path, monkeypatch)
+    vectors = {**_tiny_vectors(rng), "without_control": _tiny_vectors(rng)["with_control"]}
+    models = _tiny_models(16, 300, ("with_control", "without_control"))
+    dense = (rng.standard_normal((60, 16)).astype(np.float32), rng.standard_normal((60, 16)).astype(np.float32))
+    inputs = {"stage": "04", "dense": "d", "vectors": {"with_control": "a", "without_control": "b"}}
+    real, encoded = stage.encode_documents, []
+    monkeypatch.setattr(stage, "encode_documents", lambda m, d, *a, **kw: encoded.append(m) or real(m, d, *a, **kw))
+    stage.scale_rows(cfg, None, vectors, dense, inputs, run=True, progress=False, models=models)
+    assert len(encoded) == 2
+    encoded.clear()
+    stage.scale_rows(
+        cfg,
+        None,
+        vectors,
+        dense,
+        {**inputs, "vectors": {**inputs["vectors"], "without_control": "c"}},
+        run=True,
+        progress=False,
+        models=models,
+    )
+    assert encoded == [models["without_control"]]  # the with-control jobs are read back: its documents never made
+
+
+def test_on_demand_values_are_made_once_and_released():
+    from lsr_lib.stages.retrieve_with_inverted_index import OnDemand
+
+    made = []
+    d = OnDemand({"a": lambda: made.append("a") or 1}, {"b": 2})
+    assert list(d) == ["b", "a"] and len(d) == 2 and "a" in d and made == []
+    assert d.get("a") == 1 and d["a"] == 1 and made == ["a"]
+    assert d.get("c", 3) == 3
+    d.release("a")
+    d.release("b")  # given, not made: kept
+    assert d["b"] == 2 and d["a"] == 1 and made == ["a", "a"]
+    with pytest.raises(KeyError):
+        d["c"]
+
+
+def _knob_result(cfg, chosen):
+    from lsr_lib.artifacts.catalog import result_path
+
+    path = result_path(cfg, "07_knob_search")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"inputs_fingerprint": "f07", "results": {"chosen": chosen}}))
+
+
+def test_the_scale_benchmark_adds_stage_07s_chosen_model_when_its_result_is_current(tmp_path, monkeypatch, capsys):
+    """Issue 29: `make bench` measures the knob search's chosen model beside stage 02's, on the model-encoded
+    collections; none when stage 07 has not chosen one or chose the recipe."""
+    from lsr_lib.stages import retrieve_with_inverted_index as stage
+
+    cfg = _small_scale_cfg(tmp_path, monkeypatch)
+    assert stage.stage07_choice(cfg) == {} and "make data-scale" in capsys.readouterr().out
+    _knob_result(cfg, "recipe")
+    assert stage.stage07_choice(cfg) == {}
+    _knob_result(cfg, "epochs6")
+    monkeypatch.setattr(type(cfg), "cache_dir", property(lambda self: tmp_path / "cache"))
+    ((label, (record, load)),) = stage.stage07_choice(cfg).items()
+    assert label == "stage 07 choice epochs6" and record == {"trial": "epochs6", "stage07_inputs": "f07"}
+    with pytest.raises(FileNotFoundError, match="make data-scale"):
+        load()  # no run on this machine: said when a job of it must be measured, not before
+
+    rng = np.random.default_rng(0)
+    vectors, models = _tiny_vectors(rng), _tiny_models(16, 300)
+    chosen = _tiny_models(16, 300, ("x",))["x"]
+    dense = (rng.standard_normal((60, 16)).astype(np.float32), rng.standard_normal((60, 16)).astype(np.float32))
+    cfg2 = load_config(
+        "smoke",
+        {
+            "index": {
+                "scale_collections": ["model_encoded", "independent_terms"],
+                "scale_sizes": [150],
+                "scale_backends": ["numba"],
+                "scale_pruning": [],
+                "latency_queries": 5,
+                "qps_queries": 10,
+            }
+        },
+    )
+    rows = stage.scale_benchmark(cfg2, None, vectors, dense, False, models, extra={label: lambda: chosen})
+    assert sorted({(r["condition"], r["collection"]) for r in rows}) == [
+        ("stage 07 choice epochs6", "150 model-encoded"),
+        ("with_control", "150 model-encoded"),
+        ("with_control · independent terms", "150 independent-term"),
+    ]
+    # its queries are the test captions through the chosen model (as stage 02 writes its conditions' vectors)
+    want = stage.test_vectors(chosen, dense, cfg2.d2s.eval_batch_size)
+    got = next(r for r in rows if r["condition"] == label)
+    from lsr_lib.metrics.sparse_stats import sparse_summary
+
+    docs = stage.encode_documents(chosen, stage.dense_like(dense[0], 150, seed=cfg2.seed), 64, progress=False)
+    assert got["FLOPs"] == pytest.approx(sparse_summary(want["texts"][:10], docs)["flops"], rel=1e-5)

@@ -136,7 +136,6 @@ def test_stage03_settings_live_in_the_config():
 
 
 def test_stage04_results(monkeypatch):
-    monkeypatch.setattr("lsr_lib.index.latency.read_bandwidth_gbs", lambda: 12.5)
     frame = pd.DataFrame([{"condition": "with_control", "backend": "numba", "R@1": 1.0}]).set_index(
         ["condition", "backend"]
     )
@@ -144,9 +143,13 @@ def test_stage04_results(monkeypatch):
     assert set(res) == {"metrics", "checks", "exact_engines_match_brute_force", "pruning"}
     assert res["metrics"] == [{"condition": "with_control", "backend": "numba", "R@1": 1.0}]
     rows = pd.DataFrame([{"condition": "with_control", "kind": "numba", "latency_p50_ms": 0.1}])
-    eff = s04.efficiency_results(rows, rows, rows)
+    monkeypatch.setattr("lsr_lib.index.latency.read_bandwidth_gbs", lambda: 12.5)
+    machine = s04.measuring_machine()
+    assert machine["read_bandwidth_gbs_1thread"] == 12.5 and machine["cpu_count"] >= 1
+    eff = s04.efficiency_results(rows, rows, rows, {**machine, "read_bandwidth_gbs_1thread": 7.5})
     assert set(eff) == {"machine", "test_collection", "scale", "recall_matched"}
-    assert eff["machine"]["read_bandwidth_gbs_1thread"] == 12.5 and eff["scale"][0]["kind"] == "numba"
+    # the machine given (the one that measured the rows), not one measured while writing
+    assert eff["machine"]["read_bandwidth_gbs_1thread"] == 7.5 and eff["scale"][0]["kind"] == "numba"
 
 
 def test_stage05_results():

@@ -361,6 +361,10 @@ def efficiency_headline(data: dict, target: float = 0.95) -> str:
     dense = [r for r in at if r["condition"] == "dense teacher" and r["engine"] == "faiss_hnsw"]
     hnsw = min(dense, key=lambda r: r["latency_p50_ms"]) if dense else None
     names = {"with_control": "D2S, with control", "without_control": "D2S, without control"}
+    # and any other model benchmarked on the same documents (stage 07's chosen model: "stage 07 choice <trial>")
+    names |= {
+        c: f"D2S, {c}" for c in dict.fromkeys(r["condition"] for r in at) if c not in names and c != "dense teacher"
+    }
     lines = [
         f"Efficiency at {n:,} documents (`make bench`): the fastest setting of any engine reaching recall@10 >= "
         f"{target:g}, single queries, p50:",

@@ -13,6 +13,7 @@ so exact-engine numbers can exceed the brute-force numbers of stage 02 by the ti
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -346,8 +347,17 @@ def efficiency_table(
         ]
 
     measure_jobs = part or (lambda job, measure: measure())
-    for cond, kind in tqdm(jobs, desc=f"benchmark ({size_label})", disable=not progress):
+    if hasattr(part, "kept") and progress:  # hours at 1M: say up front what a resumed run reads back
+        kept = sum(part.kept((size_label, c, b)) for c, b in jobs)
+        print(
+            f"benchmark ({size_label}): {kept} of {len(jobs)} jobs measured already (read back), "
+            f"{len(jobs) - kept} to measure"
+        )
+    last = {c: i for i, (c, _) in enumerate(jobs)}
+    for i, (cond, kind) in enumerate(tqdm(jobs, desc=f"benchmark ({size_label})", disable=not progress)):
         out += measure_jobs((size_label, cond, kind), lambda cond=cond, kind=kind: measure_job(cond, kind))
+        if i == last[cond] and hasattr(docs_override, "release"):
+            docs_override.release(cond)  # a model's encoded documents, once its last job is done
     # postings an exhaustive traversal would read, per second of single-query latency (in the engine's layout; others:
     # numba's 8 bytes)
     for r in out:
@@ -391,6 +401,50 @@ def encode_documents(
     return sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, model.vocab_size), dtype=np.float32)
 
 
+class OnDemand(Mapping):
+    """{key: value} for :func:`efficiency_table` whose values are made on first use (``make[key]()``) and kept until
+    :meth:`release`; ``ready`` values are given. A resumed benchmark whose jobs of a model are all measured never
+    encodes that model's million documents, nor loads a model it does not measure."""
+
+    def __init__(self, make: dict, ready: dict | None = None):
+        self._make, self._values = dict(make), dict(ready or {})
+
+    def __getitem__(self, key):
+        if key not in self._values:
+            if key not in self._make:
+                raise KeyError(key)
+            self._values[key] = self._make[key]()
+        return self._values[key]
+
+    def __contains__(self, key) -> bool:  # without making it
+        return key in self._values or key in self._make
+
+    def __iter__(self):
+        return iter(dict.fromkeys([*self._values, *self._make]))
+
+    def __len__(self) -> int:
+        return len(set(self._values) | set(self._make))
+
+    def release(self, key) -> None:
+        """Drop ``key``'s value if it can be made again."""
+        if key in self._make:
+            self._values.pop(key, None)
+
+
+def test_vectors(model, dense: tuple[np.ndarray, np.ndarray], batch_size: int) -> dict:
+    """{"images", "texts"}: the test split's dense vectors through a D2S model, as stage 02 writes its conditions'
+    (texts with full expansion)."""
+    import torch
+
+    from ..train.d2s import encode_sparse
+
+    img, txt = (torch.from_numpy(x) for x in dense)
+    return {
+        "images": encode_sparse(model, img, "image", batch_size),
+        "texts": encode_sparse(model, txt, "text", batch_size),
+    }
+
+
 def scale_benchmark(
     cfg: Config,
     col: ImageCaptionSet,
@@ -399,6 +453,7 @@ def scale_benchmark(
     progress: bool = True,
     models: dict | None = None,
     part=None,
+    extra: dict | None = None,
 ) -> list[dict]:
     """:func:`efficiency_table` on larger collections, for each size in ``index.scale_sizes``.
 
@@ -409,7 +464,12 @@ def scale_benchmark(
     from each condition's test image vectors (``index.latency.synthetic_collection``: document frequencies and
     weights follow the model, term-term correlations do not), rows labelled ``<condition> · independent terms``, up
     to ``index.independent_terms_max_docs`` documents. Queries are the real test captions. ``part``: as
-    :func:`efficiency_table` (:func:`scale_rows` keeps each job's rows once measured).
+    :func:`efficiency_table` (:func:`scale_rows` keeps each job's rows once measured). A model's documents are
+    encoded only when one of its jobs is measured (a resumed benchmark does not encode what it reuses).
+
+    ``extra``: {label: () -> D2SModel}, more models on the model-encoded collections only (:func:`stage07_choice`:
+    the knob search's chosen model), loaded when one of their jobs is measured; their test vectors are the test
+    split encoded by them (:func:`test_vectors`).
     """
     from ..index.latency import synthetic_collection
 
@@ -419,18 +479,24 @@ def scale_benchmark(
         from ..train.d2s import load_best
 
         models = {c: load_best(d2s_run_dir(cfg, c))[0] for c in vectors}
+    loaders = extra or {}
+    extra = {c: lambda load=load: test_vectors(load(), dense, cfg.d2s.eval_batch_size) for c, load in loaders.items()}
     rows: list[dict] = []
     for size in cfg.index.scale_sizes:
         dense_docs = dense_like(dense[0], size, seed=cfg.seed)
         if "model_encoded" in kinds:
-            docs = {
-                c: encode_documents(
-                    m, dense_docs, cfg.d2s.eval_batch_size, desc=f"{c}: encode {size:,}", progress=progress
-                )
-                for c, m in models.items()
-            }
-            docs["dense teacher"] = dense_docs
-            rows += efficiency_table(cfg, col, vectors, dense, docs, f"{size:,} model-encoded", progress, part=part)
+            load = {**{c: lambda m=m: m for c, m in models.items()}, **loaders}
+            docs = OnDemand(
+                {
+                    c: lambda get=get, c=c, d=dense_docs: encode_documents(
+                        get(), d, cfg.d2s.eval_batch_size, desc=f"{c}: encode {size:,}", progress=progress
+                    )
+                    for c, get in load.items()
+                },
+                {"dense teacher": dense_docs},
+            )
+            label = f"{size:,} model-encoded"
+            rows += efficiency_table(cfg, col, OnDemand(extra, vectors), dense, docs, label, progress, part=part)
             del docs
         cap = cfg.index.independent_terms_max_docs
         if "independent_terms" in kinds and (not cap or size <= cap):
@@ -472,40 +538,118 @@ SCALE_SETTINGS = (
 
 # settings that say which scale jobs run, not how one is measured: a new size or engine keeps the measured jobs
 SCALE_JOB_LISTS = ("scale_collections", "scale_sizes", "scale_backends", "scale_pruning", "independent_terms_max_docs")
+# settings every scale job is measured with; the others belong to one engine, by prefix (:func:`engine_settings`)
+SCALE_SHARED_SETTINGS = ("latency_queries", "qps_queries")
 # where each scale job's rows are kept once measured, under results/<profile>/ (committed for the default profile)
 SCALE_PARTS_DIR = "04_measured/scale"
 
 
-def scale_part_config(cfg: Config) -> str:
-    """The config digest one scale job depends on: :data:`SCALE_SETTINGS` without :data:`SCALE_JOB_LISTS`."""
-    from ..config.typed import to_dict
+def engine_settings(kind: str) -> tuple[str, ...]:
+    """The :data:`SCALE_SETTINGS` one scale job of engine ``kind`` is measured with: the shared ones and its
+    engine's (``kannolo_*`` for kANNolo, ``hnsw_*`` for faiss HNSW, none for the exact engines and faiss flat;
+    ``numba-pruned <spec>`` is numba's, the spec being in the job's name)."""
+    engine = kind.split(" ")[0].replace("numba-pruned", "numba")
+    prefix = engine.removeprefix("faiss_") + "_"
+    own = tuple(k for k in SCALE_SETTINGS if k.startswith(prefix) and k not in SCALE_JOB_LISTS)
+    return SCALE_SHARED_SETTINGS + own
 
-    settings = [k for k in SCALE_SETTINGS if k not in SCALE_JOB_LISTS]
-    return config_digest(cfg, {k: to_dict(getattr(cfg.index, k)) for k in settings})
 
-
-def scale_part(cfg: Config, inputs: dict):
+def scale_part(cfg: Config, inputs: dict, models: dict | None = None):
     """``part(job, measure)`` for :func:`efficiency_table`: each (collection, condition, engine) job of the scale
-    benchmark measured once per input record (stage 04's code, environment, vectors; the job's settings) and kept in
-    ``results/<profile>/04_measured/scale/``, so that `make bench` (1-2 hours on 2 cores) finishes over several
-    sittings: an interrupted run resumes at the first job not yet measured. Each row says the machine it was measured
-    on (``machine``), as latencies are compared within one machine."""
+    benchmark measured once per input record and kept in ``results/<profile>/04_measured/scale/``, so that `make
+    bench` (hours on 2 cores) finishes over several sittings: an interrupted run resumes at the first job not yet
+    measured. A job's record is what it reads: stage 04's code and environment, the dense test vectors, its own
+    model's vectors (``inputs["vectors"][condition]``, or ``models[condition]`` for a model stage 02 did not train;
+    none for the dense teacher), the settings of its engine (:func:`engine_settings`) and the job itself. So a
+    retrained model, or a new kANNolo setting, measures only that model's, or kANNolo's, jobs again. Each row says
+    the machine it was measured on (``machine``), as latencies are compared within one machine."""
+    import json
     import re
 
+    from ..config.typed import to_dict
     from ..results.provenance import machine
+    from ..storage.manifest import digest
     from ..storage.measured_parts import measured_once
 
     info = machine()
     here = f"{info.get('cpu', 'unknown CPU')}, {info.get('cpu_count')} cores"
+    shared = {k: v for k, v in inputs.items() if k not in ("vectors", "config")}
+    vectors = inputs.get("vectors")
 
-    def part(job: tuple[str, str, str], measure):
-        name = re.sub(r"[^A-Za-z0-9.+=-]+", "_", "_".join(job)).strip("_")
-        record = {**inputs, "job": list(job)}
-        return measured_once(
-            cfg.results_dir / SCALE_PARTS_DIR, name, record, lambda: [{**r, "machine": here} for r in measure()]
+    def record(job: tuple[str, str, str]) -> dict:
+        _, cond, kind = job
+        model = cond.removesuffix(INDEPENDENT_TERMS)  # the independent-term rows: drawn from the model's test vectors
+        if model == "dense teacher":
+            own = None
+        elif models and model in models:
+            own = models[model]
+        else:
+            own = vectors.get(model) if isinstance(vectors, dict) else vectors
+        settings = {k: to_dict(getattr(cfg.index, k)) for k in engine_settings(kind)}
+        return {**shared, "model": own, "config": config_digest(cfg, settings), "job": list(job)}
+
+    def path(job: tuple[str, str, str]) -> Path:
+        return (
+            cfg.results_dir / SCALE_PARTS_DIR / (re.sub(r"[^A-Za-z0-9.+=-]+", "_", "_".join(job)).strip("_") + ".json")
         )
 
+    def part(job: tuple[str, str, str], measure):
+        return measured_once(
+            path(job).parent, path(job).stem, record(job), lambda: [{**r, "machine": here} for r in measure()]
+        )
+
+    def kept(job: tuple[str, str, str]) -> bool:
+        """Whether ``job`` is measured on its current record already (read back, not measured)."""
+        try:
+            return json.loads(path(job).read_text())["inputs"] == digest(record(job))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    part.kept = kept
     return part
+
+
+# stage 07's knob search: its result names the chosen trial, whose seed-``cfg.seed`` run stays in its cache folder
+KNOB_RESULT, STAGE07 = "07_knob_search", "07_data_scale_study"
+CHOICE = "stage 07 choice "  # the condition label of the chosen model's rows, before the trial's name
+
+
+def stage07_choice(cfg: Config) -> dict:
+    """{condition label: (record, loader)} for the knob search's chosen model (stage 07, `make data-scale`), which the
+    scale benchmark measures beside stage 02's models on the model-encoded collections; {} when there is none to
+    add: no knob search yet (said), none within its FLOPs budget, or stage 02's recipe itself.
+
+    The record is the chosen trial and the fingerprint of the inputs stage 07's result file records, both in that
+    committed file: a fresh clone, which has stage 07's results but not its seeds' features or runs, reads the
+    chosen model's rows back, and a new knob search measures them again. The loader loads the run from
+    ``data/cache/<profile>/knob_search/<trial>/`` only when a job of it is measured, and says what to do when that
+    run is not on this machine."""
+    from ..artifacts.catalog import producer, read_result
+    from ..storage.manifest import Artifact
+
+    doc = read_result(cfg, KNOB_RESULT)
+    if doc is None:
+        print(
+            f"no stage 07 knob search yet ({KNOB_RESULT}.json): its chosen model is not benchmarked (`make data-scale`)"
+        )
+        return {}
+    chosen = doc.get("results", {}).get("chosen")
+    if not chosen or chosen == "recipe":
+        return {}  # none within the FLOPs budget, or stage 02's with-control model, benchmarked already
+    run = Artifact(cfg.cache_dir / "knob_search" / chosen, f"D2S run {chosen}", producer(STAGE07, cfg.profile))
+
+    def load():
+        from ..train.d2s import load_best
+
+        if not (status := run.status()).ok:
+            raise FileNotFoundError(
+                f"stage 07's chosen model {chosen}: its run {run.root} is {status.state} ({status.reason}), and a "
+                "scale job of it is not measured yet. `make data-scale` trains it on this machine once its measured "
+                f"parts (which it reuses instead of training) are deleted: {cfg.results_dir / '07_measured'}/knob_*"
+            )
+        return load_best(run.root)[0]
+
+    return {CHOICE + chosen: ({"trial": chosen, "stage07_inputs": doc.get("inputs_fingerprint")}, load)}
 
 
 def scale_inputs(cfg: Config, inputs: dict) -> dict:
@@ -538,12 +682,21 @@ def scale_rows(
     from ..results.provenance import machine, write_results
     from ..storage.manifest import digest
 
-    part_inputs = {**inputs, "config": scale_part_config(cfg)}
-    inputs = scale_inputs(cfg, inputs)
+    # stage 07's chosen model joins where the scale benchmark is `make bench`, run after `make data-scale` (a profile
+    # whose stage 04 measures it, as smoke, runs stage 04 before stage 07); not when the caller gives the models
+    choice = stage07_choice(cfg) if cfg.scale_benchmark == "bench" and models is None else {}
+    part_inputs = inputs
+    inputs = {
+        **scale_inputs(cfg, inputs),
+        **({"stage07_choice": {c: r for c, (r, _) in choice.items()}} if choice else {}),
+    }
     if run is None:
         run = cfg.scale_benchmark == "stage"
     if run:
-        rows = scale_benchmark(cfg, col, vectors, dense, progress, models, part=scale_part(cfg, part_inputs))
+        extra = {c: load for c, (_, load) in choice.items()}
+        records = {c: r for c, (r, _) in choice.items()}
+        part = scale_part(cfg, part_inputs, records)
+        rows = scale_benchmark(cfg, col, vectors, dense, progress, models, part=part, extra=extra)
         from ..index.latency import read_bandwidth_gbs
 
         machines = sorted({r["machine"] for r in rows if r.get("machine")})
@@ -825,14 +978,21 @@ def retrieval_results(metrics, checks, exact_ok: bool, pruning) -> dict:
     }
 
 
-def efficiency_results(eff_test, scale, matched) -> dict:
-    """The content of ``results/<profile>/04_efficiency.json``: the machine, the test-collection and scale rows,
-    recall-matched latencies."""
+def measuring_machine() -> dict:
+    """The machine a stage-04 measurement ran on, with its single-thread read bandwidth (the roofline of the exact
+    engines); stage 04 keeps it as a measured part beside the test-split latencies (``measured(cfg, inputs,
+    "machine", measuring_machine)``), so a rerun that reads those back reports the machine that measured them."""
     from ..index.latency import read_bandwidth_gbs
     from ..results.provenance import machine
 
+    return {**machine(), "read_bandwidth_gbs_1thread": read_bandwidth_gbs()}
+
+
+def efficiency_results(eff_test, scale, matched, machine: dict) -> dict:
+    """The content of ``results/<profile>/04_efficiency.json``: the machine that measured the test-split rows
+    (:func:`measuring_machine`), the test-collection and scale rows, recall-matched latencies."""
     return {
-        "machine": {**machine(), "read_bandwidth_gbs_1thread": read_bandwidth_gbs()},
+        "machine": machine,
         "test_collection": eff_test.to_dict(orient="records"),
         "scale": scale.to_dict(orient="records"),
         "recall_matched": matched.to_dict(orient="records"),
