@@ -48,7 +48,10 @@ def _agree(measured: list[dict], assembled: list[dict], where: str) -> None:
     derived columns), and ``assembled`` holds no row that was not measured."""
     by_job = {_job(r): r for r in assembled}
     assert len(by_job) == len(assembled), f"{where}: a job appears twice"
-    assert {_job(r) for r in measured} == set(by_job), f"{where}: not the measured jobs"
+    assert {_job(r) for r in measured} == set(by_job), (
+        f"{where} does not hold the measured jobs: a `make bench` left part way measured some of them again; "
+        "finish it (it resumes) so that stage 04 assembles the files from the parts"
+    )
     for row in measured:
         got = by_job[_job(row)]
         changed = {k: (v, got.get(k)) for k, v in row.items() if not _same(v, got.get(k))}
@@ -66,7 +69,11 @@ def test_the_scale_rows_are_the_measured_jobs_unchanged():
     parts = _scale_parts()
     assert parts, "no committed scale parts"
     _agree(parts, _results("04_scale")["rows"], "04_scale.json")
-    _agree(parts, _results("04_efficiency")["scale"], "04_efficiency.json scale")
+    shown = _results("04_efficiency")["scale"]
+    # empty where stage 04 ran on inputs the scale rows were not measured on (another CPU's `make main`): it shows
+    # none then, and says to rerun `make bench`
+    if shown:
+        _agree(parts, shown, "04_efficiency.json scale")
 
 
 def test_the_test_split_rows_are_the_measured_part_unchanged():
