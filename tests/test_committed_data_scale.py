@@ -34,7 +34,9 @@ def _results(name: str) -> dict:
 
 
 def _part(name: str):
-    return json.loads((PARTS / f"{name}.json").read_text())["value"]
+    path = PARTS / f"{name}.json"
+    assert path.exists(), f"a committed result row has no measured part {path.name}"
+    return json.loads(path.read_text())["value"]
 
 
 def _same(a, b) -> bool:
@@ -53,7 +55,8 @@ def _plain(value):
 
 
 def _unchanged(assembled: dict, part: dict, where: str) -> None:
-    """Every value the assembled row holds is the part's (the row may leave out run facts such as ``seconds``)."""
+    """Every value the assembled row holds is the part's (the row may leave out run facts such as ``seconds``). A part
+    of a size or trial since taken out of the profile may stay in the folder unused."""
     changed = {k: (v, part.get(k)) for k, v in assembled.items() if not _same(v, part.get(k))}
     assert not changed, f"{where}: {changed}"
 
@@ -62,7 +65,8 @@ def test_the_study_rows_are_the_measured_parts_and_the_summary_and_growth_follow
     study = _results("07_data_scale")
     rows = study["rows"]
     names = [f"seed{r['seed']}_{r['condition']}_{r['point']}" for r in rows]
-    assert sorted(names) == sorted(p.stem for p in PARTS.glob("seed*_*.json")), "rows and parts are not the same jobs"
+    unmeasured = set(names) - {p.stem for p in PARTS.glob("seed*_*.json")}
+    assert len(set(names)) == len(names) and not unmeasured, f"rows no committed part measured: {sorted(unmeasured)}"
     for name, row in zip(names, rows):
         _unchanged(row, _part(name), f"07_data_scale.json row {name}")
     assert _same(_plain(summary(rows).reset_index().to_dict(orient="records")), study["summary"])
@@ -71,10 +75,6 @@ def test_the_study_rows_are_the_measured_parts_and_the_summary_and_growth_follow
 
 def test_the_knob_search_choice_tests_and_significance_follow_from_the_measured_parts():
     knobs = _results("07_knob_search")
-    stems = {p.stem for p in PARTS.glob("knob_*.json")}
-    assert {f"knob_val_{r['trial']}" for r in knobs["val"]} == {s for s in stems if s.startswith("knob_val_")}
-    assert len(knobs["frontier"]) == len({s for s in stems if s.startswith("knob_frontier_")})
-    assert len(knobs["test"]) == len({s for s in stems if s.startswith("knob_test_")})
     for row in knobs["val"]:
         _unchanged(row, _part(f"knob_val_{row['trial']}"), f"val row {row['trial']}")
     assert _same(knobs["reference"], _part("knob_reference"))
