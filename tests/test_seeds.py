@@ -221,3 +221,22 @@ def test_rewriting_the_expected_values_rewrites_the_committed_check_table_too(tm
 
     assert check.read_text() == markdown_table(evaluate(checks, tmp_path / "results"), sources)
     assert "| 01_dense_baseline | baseline.test.text_to_image.R@1 | = 20 | 20 | ±1 | OK | seeds |" in check.read_text()
+
+
+def test_the_committed_seed_summary_is_the_aggregate_of_the_committed_seed_results():
+    """results/default/seeds.json and seeds.md (the README's error bars, the paired control effect) are what
+    ``aggregate`` computes from the seeds' committed result files, so a number edited by hand in either, or in one
+    seed's results, fails. After `make main` in another environment (seed 0 measured again, e.g. on an AVX2 CPU) the
+    seeds no longer share one environment: `python -m lsr_lib.results.seeds` aggregates them again then."""
+    cfg = load_config("default")
+    dirs = agg.seed_results_dirs(cfg)
+    if not (cfg.results_dir / "seeds.json").exists():
+        pytest.skip("no committed seed summary")
+    envs = {
+        json.dumps(json.loads((d / "02_d2s.json").read_text())["inputs"]["env"], sort_keys=True) for d in dirs.values()
+    }
+    if len(envs) > 1:
+        pytest.skip("the seeds' results were measured in different environments: not one committed run to compare")
+    summary = json.loads(json.dumps(agg.aggregate(cfg)))
+    assert summary == json.loads((cfg.results_dir / "seeds.json").read_text())
+    assert agg.markdown(summary) == (cfg.results_dir / "seeds.md").read_text()
