@@ -72,6 +72,7 @@ OLD_MODULES = {
 
 # Tests of a behaviour that spans modules, named for the behaviour.
 BEHAVIOUR_TESTS = {
+    "test_committed_results": "the committed default results against the measured parts they are built from",
     "test_determinism": "bit-identical retraining (LiT, D2S) and seed_everything across modules",
     "test_docs": "the pages a user reads (README.md, docs/, data/README.md, notebook markdown): links, paths, facts",
     "test_layering": "the import graph of the whole package",
