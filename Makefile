@@ -83,7 +83,7 @@ main: setup
 
 # The heavy benchmarks kept out of `make main`: stage 04 at 100k / 1M documents, every engine, stage 02's models and
 # stage 07's chosen one (run `make data-scale` first), into results/default/04_scale.json (committed; stage 04 and
-# the README read it while it is current). 3 h 41 min on 2 cores from scratch (docs/efficiency.md); resumes: each
+# the README read it while it is current). 3 h 42 min on 2 cores from scratch (docs/efficiency.md); resumes: each
 # measured job is kept in results/default/04_measured/scale/ (commit it to carry it over) and measured again only
 # when its own model, engine settings or stage 04's code change.
 bench: setup
