@@ -338,6 +338,52 @@ def test_results_from_a_cpu_kind_the_expected_values_do_not_cover_are_named_with
     assert "cover" not in capsys.readouterr().out
 
 
+def test_results_from_another_cpu_model_of_the_same_kind_are_named(tmp_path, capsys):
+    """torch calls an AMD EPYC and an Intel Xeon both AVX512, but MKL computes other last bits on the EPYC: the check
+    names both CPU models when the results come from another one than the expected values, and nothing otherwise."""
+    results = tmp_path / "results"
+    results.mkdir()
+    doc = {
+        "results": {"baseline": {"test": {"text_to_image": {"R@1": 20.3}}}},
+        "inputs": {"env": {"torch-cpu": "AVX512"}},
+        "provenance": {"machine": {"cpu": "AMD EPYC"}},
+    }
+    (results / "01_dense_baseline.json").write_text(json.dumps(doc))
+    spec = {
+        "profile": "default",
+        "cpu": "AVX512",
+        "cpus": ["AVX2", "AVX512"],
+        "cpu_model": "Intel(R) Xeon(R) Processor",
+        "sources": {"seeds": "a test"},
+        "conditions": {
+            "01": {
+                "file": "01_dense_baseline.json",
+                "prefix": "results",
+                "source": "seeds",
+                "metrics": {"baseline.test.text_to_image.R@1": {"expected": 20.0, "tolerance": 1.0}},
+            }
+        },
+    }
+    path = tmp_path / "expected.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["--expected", str(path), "--results", str(results)]) == 0  # a note, not a failure
+    out = capsys.readouterr().out
+    assert "measured on AMD EPYC, the expected values on Intel(R) Xeon(R) Processor (both AVX512" in out
+    assert "MKL" in out and "OK" in out
+    for model in ("Intel(R) Xeon(R) Processor", None):  # the same model, or a file that records none: no note
+        spec.pop("cpu_model") if model is None else spec.update(cpu_model=model)
+        doc["provenance"]["machine"]["cpu"] = "Intel(R) Xeon(R) Processor"
+        (results / "01_dense_baseline.json").write_text(json.dumps(doc))
+        path.write_text(yaml.safe_dump(spec))
+        main(["--expected", str(path), "--results", str(results)])
+        assert "note:" not in capsys.readouterr().out
+    spec["cpu_model"], spec["cpu"], spec["cpus"] = "Intel(R) Xeon(R) Processor", "AVX2", ["AVX2"]  # another kind:
+    path.write_text(yaml.safe_dump(spec))  # the kind's note, which says more, not the model's
+    main(["--expected", str(path), "--results", str(results)])
+    out = capsys.readouterr().out
+    assert "cover AVX2 only" in out and "MKL" not in out
+
+
 def test_the_committed_check_table_is_the_one_the_check_writes_from_the_committed_files():
     """results/default/expected_check.md is what `make main` writes: after the expected values are rewritten (make
     seeds --write-expected) it must be written again, or a fresh clone's `make main` changes it (issue 28)."""

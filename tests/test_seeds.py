@@ -175,6 +175,7 @@ def test_expected_values_rewritten_on_another_cpu_keep_the_first_cpus_main_job_i
         _fake_results(folder, v, 0.2, k)
         doc = json.loads((folder / "01_dense_baseline.json").read_text())
         doc["inputs"] = {"env": {"torch-cpu": "AVX512"}}
+        doc["provenance"] = {"machine": {"cpu": "AMD EPYC" if k else "Intel(R) Xeon(R) Processor"}}
         (folder / "01_dense_baseline.json").write_text(json.dumps(doc))
     summary = agg.aggregate(cfg)
     old = tmp_path / "old.yaml"  # the format before CPUs were recorded per metric: one `cpu` at the top
@@ -190,6 +191,7 @@ def test_expected_values_rewritten_on_another_cpu_keep_the_first_cpus_main_job_i
     assert entry["main_job_by_cpu"] == {"AVX2": 26.0, "AVX512": 20.0} and entry["expected"] == 20.0
     assert entry["tolerance"] == pytest.approx(6.0)  # |26 - 20| > 2 x std (1.0) over this CPU's seeds
     assert exp["cpu"] == "AVX512" and exp["cpus"] == ["AVX2", "AVX512"]
+    assert exp["cpu_model"] == "Intel(R) Xeon(R) Processor"  # the main job's (seed 0's) model, for the check's note
     flops = exp["conditions"]["02_d2s"]["metrics"]["test.with_control.sparsity_text_to_image.flops"]
     assert flops["main_job_by_cpu"] == {"AVX512": 7.0} and flops["tolerance"] == pytest.approx(max(2 * 0.05, 0.14))
     # the rewritten file checks the old CPU's main job OK and a number beyond both CPUs' values as FAIL

@@ -30,7 +30,7 @@ COMPARES = ("equal", "at_most", "at_least")
 STATUSES = ("OK", "OKish", "FAIL", "UNKNOWN", "MISSING")
 CONDITION_KEYS = {"file", "prefix", "metrics", "source", "compare", "tolerance", "note"}
 METRIC_KEYS = {"expected", "source", "compare", "tolerance", "note", "main_job_by_cpu"}
-TOP_KEYS = {"profile", "sources", "default_tolerance", "conditions", "split_sha256", "cpu", "cpus"}
+TOP_KEYS = {"profile", "sources", "default_tolerance", "conditions", "split_sha256", "cpu", "cpus", "cpu_model"}
 
 
 class ExpectedFileError(ValueError):
@@ -138,17 +138,36 @@ def collection_mismatch(expected: Union[str, Path], results_dir: Path) -> Option
 
 def cpu_note(expected: Union[str, Path], results_dir: Path) -> Optional[str]:
     """One line when the results were measured on a CPU kind (``torch-cpu``) none of the expected values were:
-    on the smoke slice a new CPU's rounding can move a Bernoulli-trained number as far as a new seed does."""
+    on the smoke slice a new CPU's rounding can move a Bernoulli-trained number as far as a new seed does. Or, on
+    the same kind, when they were measured on another CPU model than the expected values (:func:`_cpu_model_note`)."""
     raw, doc = _expected_and_stage01(expected, results_dir)
     have = ((doc.get("inputs") or {}).get("env") or {}).get("torch-cpu")
     known = raw.get("cpus") or ([raw["cpu"]] if raw.get("cpu") else [])
-    if not have or not known or have in known:
+    if have and known and have in known:
+        return _cpu_model_note(raw, doc, have)
+    if not have or not known:
         return None
     profile = raw.get("profile", Path(expected).stem)
     return (
         f"note: these results were measured on {have} CPUs; the expected values cover {', '.join(known)} only, so a "
         f"FAIL may be the CPU, not the code. To cover this CPU: `python -m lsr_lib.run.seeds --profile {profile}`, "
         f"then `python -m lsr_lib.results.seeds --profile {profile} --write-expected` (keeps the other CPUs' values)"
+    )
+
+
+def _cpu_model_note(raw: dict, doc: dict, kind: str) -> Optional[str]:
+    """One line when the results come from another CPU model than the expected values (``cpu_model``) with the same
+    ``torch-cpu`` kind: MKL, which computes torch's fp32 GEMMs, takes its instruction-set paths on Intel CPUs only,
+    so an AMD EPYC computes other last bits than an Intel Xeon that torch also calls AVX512 (docs/reliability.md)."""
+    want = raw.get("cpu_model")
+    have = (((doc.get("provenance") or {}).get("machine")) or {}).get("cpu")
+    if not want or not have or want == have or kind != raw.get("cpu"):
+        return None
+    return (
+        f"note: these results were measured on {have}, the expected values on {want} (both {kind} to torch): "
+        "another CPU model can compute other last bits (MKL takes its instruction-set paths on Intel CPUs only), and "
+        "training moves them as far as a seed does: the tolerances are there for that (docs/reliability.md, "
+        '"Two CPUs that torch calls the same")'
     )
 
 

@@ -254,6 +254,13 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_model_of(folder: Path) -> Optional[str]:
+    """The CPU model (``Intel(R) Xeon(R) Processor``, ``AMD EPYC``) a seed's results were measured on, from the
+    machine its stage 01 file records."""
+    doc = _read(folder, "01_dense_baseline.json")
+    return (((doc or {}).get("provenance") or {}).get("machine") or {}).get("cpu")
+
+
 def cpu_of(folder: Path) -> Optional[str]:
     """The CPU kind (``torch-cpu``: AVX2, AVX512, ...) a seed's results were measured on, from its stage 01 file."""
     doc = _read(folder, "01_dense_baseline.json")
@@ -323,6 +330,7 @@ def expected_yaml(summary: dict, cfg: Config, earlier: Optional[dict[str, dict[s
         **({"split_sha256": split} if split else {}),  # the data set these numbers are for (lsr_lib.results.expected)
         **({"cpu": cpu} if cpu else {}),  # the CPU kind (torch-cpu) of `expected` and of the seed spread
         **({"cpus": cpus} if cpus else {}),  # every CPU kind whose main-job values the tolerances cover
+        **({"cpu_model": model} if (model := cpu_model_of(main_dir)) else {}),  # the CPU model of `expected`
         "sources": {
             "seeds": (
                 f"results/{cfg.profile}/seeds.json: seeds {summary['seeds']} "
