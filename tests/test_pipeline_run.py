@@ -289,3 +289,17 @@ def test_every_stage_has_its_executed_notebook_after_a_run_skipped_stages_includ
     assert json.loads(result.read_text()) == {"rewritten": "by another run, e.g. nbval"}
     assert "03_analyses.json is kept as it was" in caplog.text
     assert pipeline.main(argv) == 0 and len(ran) == 2  # and its executed notebook is now that of these results
+
+
+def test_results_made_on_another_cpu_model_of_the_same_kind_are_named_before_the_run(tmp_path):
+    """A fresh clone on an AMD EPYC reruns every stage after 01 on new content ids although torch calls both CPUs
+    AVX512: the run says once, at the start, which CPU made the results and which one runs now."""
+    machine_note = pipeline.machine_note
+    doc = {"inputs": {"env": {"torch-cpu": "AVX512"}}, "provenance": {"machine": {"cpu": "Intel(R) Xeon(R) Processor"}}}
+    (tmp_path / "01_dense_baseline.json").write_text(json.dumps(doc))
+    note = machine_note(tmp_path, here="AMD EPYC", kind="AVX512")
+    assert note.startswith("note: the results in ") and "made on Intel(R) Xeon(R) Processor" in note
+    assert "this machine is AMD EPYC, the same AVX512 to torch" in note and "MKL" in note
+    assert machine_note(tmp_path, here="Intel(R) Xeon(R) Processor", kind="AVX512") is None  # the same model
+    assert machine_note(tmp_path, here="AMD EPYC", kind="AVX2") is None  # another kind: each stage's reason says so
+    assert machine_note(tmp_path / "none", here="AMD EPYC", kind="AVX512") is None  # no results yet

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .checkout import CHECKOUT_ENV
-from ..config.profiles import PROFILES, REPO_ROOT, split_profile
+from ..config.profiles import PROFILES, REPO_ROOT, load_config, split_profile
 from ..storage.atomic import atomic_write_text
 from ..storage.errors import one_line, one_line_errors, read_result_json
 from ..storage.manifest import sha256_file
@@ -279,6 +279,34 @@ def stage_is_current(profile: str, stage: str) -> bool:
     return stage_status(profile, stage)[0]
 
 
+def machine_note(results_dir: Path, here: Optional[str] = None, kind: Optional[str] = None) -> Optional[str]:
+    """One line when the results in ``results_dir`` were made on another CPU model than this machine's (``here``)
+    of the same ``torch-cpu`` kind (``kind``; a kind that differs is named in each stage's reason to rerun).
+
+    torch calls an AMD EPYC and an Intel Xeon both AVX512, but MKL, which computes torch's fp32 GEMMs, takes its
+    instruction-set paths on Intel CPUs only: a fresh clone on the EPYC rebuilds stage 01's caches with other last
+    bits, so every later stage reruns on new content ids, which the stages' reasons show only as changed ids."""
+    try:
+        doc = read_result_json(Path(results_dir) / "01_dense_baseline.json") or {}
+    except (OSError, ValueError):
+        return None  # a corrupt result file is named by the stage's own check
+    made_on = ((doc.get("provenance") or {}).get("machine") or {}).get("cpu")
+    made_kind = ((doc.get("inputs") or {}).get("env") or {}).get("torch-cpu")
+    if here is None or kind is None:
+        from ..results.provenance import machine
+        from ..storage.code_fingerprint import torch_cpu_capability
+
+        here, kind = here or machine().get("cpu"), kind or torch_cpu_capability()
+    if not made_on or not here or made_on == here or made_kind != kind:
+        return None
+    return (
+        f"note: the results in {_shown(Path(results_dir))} were made on {made_on}; this machine is {here}, the same "
+        f"{kind} to torch. It can compute other last bits (MKL takes its instruction-set paths on Intel CPUs only): "
+        "where stage 01 rebuilds its caches here, the later stages rerun on their new content ids, and their numbers "
+        'move within the expected tolerances (docs/reliability.md, "Two CPUs that torch calls the same")'
+    )
+
+
 def measured_elsewhere(profile: str, stage: str, bench: bool) -> Optional[str]:
     """The command that measures a stage's results when this run only reads them (stage 07 with
     ``data_scale.run: bench`` and no ``--bench``), else None. Such a stage is not rerun while stale:
@@ -444,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.dry_run:
         log.info("checkout %s, profile %s", REPO_ROOT, args.profile)
+        if note := machine_note(load_config(args.profile).results_dir):
+            log.info("%s", note)
     for k, stage in enumerate(stages, 1):
         cmd = f"papermill notebooks/{stage}.ipynb {out_dir / (stage + '.ipynb')} -p profile {args.profile}" + (
             " -p bench True" if args.bench else ""
