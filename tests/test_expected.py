@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -305,18 +306,20 @@ def test_expected_values_for_another_collection_are_named_not_compared(tmp_path,
     assert main(["--expected", str(path), "--results", str(results)]) == 0
 
 
-def test_results_from_a_cpu_kind_the_expected_values_do_not_cover_are_named_with_the_commands(tmp_path, capsys):
-    """A FAIL on a CPU kind never measured may be the CPU's rounding, not the code: the check says so."""
+def _one_number_check(tmp_path: Path, r_at_1: float, env: dict, machine: dict | None = None, **top):
+    """A results folder whose stage 01 file holds one test R@1 (measured with ``env``, on ``machine``), an expected
+    file checking it at 20 +- 1 (``top``: its top-level keys), and a function that runs the check on them:
+    ``check() -> (exit code, printed text)``, after ``spec`` (the file's content, returned) is changed."""
     results = tmp_path / "results"
     results.mkdir()
     doc = {
-        "results": {"baseline": {"test": {"text_to_image": {"R@1": 30.0}}}},
-        "inputs": {"env": {"torch-cpu": "AVX512"}},
+        "results": {"baseline": {"test": {"text_to_image": {"R@1": r_at_1}}}},
+        "inputs": {"env": env},
+        **({"provenance": {"machine": machine}} if machine is not None else {}),
     }
     (results / "01_dense_baseline.json").write_text(json.dumps(doc))
     spec = {
-        "profile": "smoke",
-        "cpu": "AVX2",
+        **top,
         "sources": {"seeds": "a test"},
         "conditions": {
             "01": {
@@ -328,59 +331,51 @@ def test_results_from_a_cpu_kind_the_expected_values_do_not_cover_are_named_with
         },
     }
     path = tmp_path / "expected.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    assert main(["--expected", str(path), "--results", str(results)]) == 1  # still a FAIL: the note explains it
-    out = capsys.readouterr().out
+
+    def check(capsys) -> tuple[int, str]:
+        (results / "01_dense_baseline.json").write_text(json.dumps(doc))
+        path.write_text(yaml.safe_dump(spec))
+        code = main(["--expected", str(path), "--results", str(results)])
+        return code, capsys.readouterr().out
+
+    return doc, spec, check
+
+
+def test_results_from_a_cpu_kind_the_expected_values_do_not_cover_are_named_with_the_commands(tmp_path, capsys):
+    """A FAIL on a CPU kind never measured may be the CPU's rounding, not the code: the check says so."""
+    _, spec, check = _one_number_check(tmp_path, 30.0, {"torch-cpu": "AVX512"}, profile="smoke", cpu="AVX2")
+    code, out = check(capsys)
+    assert code == 1  # still a FAIL: the note explains it
     assert "FAIL" in out and "AVX512" in out and "cover AVX2 only" in out and "--write-expected" in out
     spec["cpus"] = ["AVX2", "AVX512"]  # a file that covers this CPU says nothing more
-    path.write_text(yaml.safe_dump(spec))
-    main(["--expected", str(path), "--results", str(results)])
-    assert "cover" not in capsys.readouterr().out
+    assert "cover" not in check(capsys)[1]
 
 
 def test_results_from_another_cpu_model_of_the_same_kind_are_named(tmp_path, capsys):
     """torch calls an AMD EPYC and an Intel Xeon both AVX512, but MKL computes other last bits on the EPYC: the check
     names both CPU models when the results come from another one than the expected values, and nothing otherwise."""
-    results = tmp_path / "results"
-    results.mkdir()
-    doc = {
-        "results": {"baseline": {"test": {"text_to_image": {"R@1": 20.3}}}},
-        "inputs": {"env": {"torch-cpu": "AVX512"}},
-        "provenance": {"machine": {"cpu": "AMD EPYC"}},
-    }
-    (results / "01_dense_baseline.json").write_text(json.dumps(doc))
-    spec = {
-        "profile": "default",
-        "cpu": "AVX512",
-        "cpus": ["AVX2", "AVX512"],
-        "cpu_model": "Intel(R) Xeon(R) Processor",
-        "sources": {"seeds": "a test"},
-        "conditions": {
-            "01": {
-                "file": "01_dense_baseline.json",
-                "prefix": "results",
-                "source": "seeds",
-                "metrics": {"baseline.test.text_to_image.R@1": {"expected": 20.0, "tolerance": 1.0}},
-            }
-        },
-    }
-    path = tmp_path / "expected.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    assert main(["--expected", str(path), "--results", str(results)]) == 0  # a note, not a failure
-    out = capsys.readouterr().out
-    assert "measured on AMD EPYC, the expected values on Intel(R) Xeon(R) Processor (both AVX512" in out
+    xeon = "Intel(R) Xeon(R) Processor"
+    doc, spec, check = _one_number_check(
+        tmp_path,
+        20.3,
+        {"torch-cpu": "AVX512"},
+        {"cpu": "AMD EPYC"},
+        profile="default",
+        cpu="AVX512",
+        cpus=["AVX2", "AVX512"],
+        cpu_model=xeon,
+    )
+    code, out = check(capsys)
+    assert code == 0  # a note, not a failure
+    assert f"measured on AMD EPYC, the expected values on {xeon} (both AVX512" in out
     assert "MKL" in out and "OK" in out
-    for model in ("Intel(R) Xeon(R) Processor", None):  # the same model, or a file that records none: no note
-        spec.pop("cpu_model") if model is None else spec.update(cpu_model=model)
-        doc["provenance"]["machine"]["cpu"] = "Intel(R) Xeon(R) Processor"
-        (results / "01_dense_baseline.json").write_text(json.dumps(doc))
-        path.write_text(yaml.safe_dump(spec))
-        main(["--expected", str(path), "--results", str(results)])
-        assert "note:" not in capsys.readouterr().out
-    spec["cpu_model"], spec["cpu"], spec["cpus"] = "Intel(R) Xeon(R) Processor", "AVX2", ["AVX2"]  # another kind:
-    path.write_text(yaml.safe_dump(spec))  # the kind's note, which says more, not the model's
-    main(["--expected", str(path), "--results", str(results)])
-    out = capsys.readouterr().out
+    doc["provenance"]["machine"]["cpu"] = xeon
+    assert "note:" not in check(capsys)[1]  # the same model
+    del spec["cpu_model"]
+    assert "note:" not in check(capsys)[1]  # a file that records no model
+    doc["provenance"]["machine"]["cpu"] = "AMD EPYC"
+    spec.update(cpu_model=xeon, cpu="AVX2", cpus=["AVX2"])  # another kind: the kind's note, which says more
+    out = check(capsys)[1]
     assert "cover AVX2 only" in out and "MKL" not in out
 
 
