@@ -136,15 +136,23 @@ def collection_mismatch(expected: Union[str, Path], results_dir: Path) -> Option
     )
 
 
+def measured_on(doc: dict) -> tuple[Optional[str], Optional[str]]:
+    """(CPU kind, CPU model) a stage-01 result file records: its environment's ``torch-cpu`` (AVX2, AVX512, ...)
+    and its provenance's machine (``Intel(R) Xeon(R) Processor``, ``AMD EPYC``); None where it says nothing."""
+    kind = ((doc.get("inputs") or {}).get("env") or {}).get("torch-cpu")
+    model = ((doc.get("provenance") or {}).get("machine") or {}).get("cpu")
+    return kind, model
+
+
 def cpu_note(expected: Union[str, Path], results_dir: Path) -> Optional[str]:
     """One line when the results were measured on a CPU kind (``torch-cpu``) none of the expected values were:
     on the smoke slice a new CPU's rounding can move a Bernoulli-trained number as far as a new seed does. Or, on
     the same kind, when they were measured on another CPU model than the expected values (:func:`_cpu_model_note`)."""
     raw, doc = _expected_and_stage01(expected, results_dir)
-    have = ((doc.get("inputs") or {}).get("env") or {}).get("torch-cpu")
+    have, model = measured_on(doc)
     known = raw.get("cpus") or ([raw["cpu"]] if raw.get("cpu") else [])
     if have and known and have in known:
-        return _cpu_model_note(raw, doc, have)
+        return _cpu_model_note(raw, model, have)
     if not have or not known:
         return None
     profile = raw.get("profile", Path(expected).stem)
@@ -155,12 +163,11 @@ def cpu_note(expected: Union[str, Path], results_dir: Path) -> Optional[str]:
     )
 
 
-def _cpu_model_note(raw: dict, doc: dict, kind: str) -> Optional[str]:
+def _cpu_model_note(raw: dict, have: Optional[str], kind: str) -> Optional[str]:
     """One line when the results come from another CPU model than the expected values (``cpu_model``) with the same
     ``torch-cpu`` kind: MKL, which computes torch's fp32 GEMMs, takes its instruction-set paths on Intel CPUs only,
     so an AMD EPYC computes other last bits than an Intel Xeon that torch also calls AVX512 (docs/reliability.md)."""
     want = raw.get("cpu_model")
-    have = (((doc.get("provenance") or {}).get("machine")) or {}).get("cpu")
     if not want or not have or want == have or kind != raw.get("cpu"):
         return None
     return (

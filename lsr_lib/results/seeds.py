@@ -33,6 +33,7 @@ import yaml
 
 from ..analysis.control_effect import EFFECT_METRICS, PER_QUERY_FILE, paired_values, read_per_query
 from ..config.profiles import REPO_ROOT, Config, load_config
+from .expected import measured_on
 from ..metrics.significance import compare_conditions, mean_std
 from ..storage.atomic import atomic_write_json, atomic_write_text
 from .expected import lookup
@@ -254,17 +255,10 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cpu_model_of(folder: Path) -> Optional[str]:
-    """The CPU model (``Intel(R) Xeon(R) Processor``, ``AMD EPYC``) a seed's results were measured on, from the
-    machine its stage 01 file records."""
-    doc = _read(folder, "01_dense_baseline.json")
-    return (((doc or {}).get("provenance") or {}).get("machine") or {}).get("cpu")
-
-
-def cpu_of(folder: Path) -> Optional[str]:
-    """The CPU kind (``torch-cpu``: AVX2, AVX512, ...) a seed's results were measured on, from its stage 01 file."""
-    doc = _read(folder, "01_dense_baseline.json")
-    return (((doc or {}).get("inputs") or {}).get("env") or {}).get("torch-cpu")
+def cpu_of(folder: Path) -> tuple[Optional[str], Optional[str]]:
+    """(CPU kind, CPU model) a seed's results were measured on, from its stage 01 file
+    (:func:`lsr_lib.results.expected.measured_on`)."""
+    return measured_on(_read(folder, "01_dense_baseline.json") or {})
 
 
 def earlier_main_job_values(path: Path, split: Optional[str]) -> dict[str, dict[str, float]]:
@@ -292,7 +286,7 @@ def expected_yaml(summary: dict, cfg: Config, earlier: Optional[dict[str, dict[s
     tolerance also covers the main job's value on every CPU kind measured."""
     main = str(summary["seeds"][0])
     main_dir = seed_results_dirs(cfg)[summary["seeds"][0]]
-    cpu = cpu_of(main_dir)
+    cpu, model = cpu_of(main_dir)
     earlier = earlier or {}
     conditions: dict = {}
     for label, m in summary["metrics"].items():
@@ -330,7 +324,7 @@ def expected_yaml(summary: dict, cfg: Config, earlier: Optional[dict[str, dict[s
         **({"split_sha256": split} if split else {}),  # the data set these numbers are for (lsr_lib.results.expected)
         **({"cpu": cpu} if cpu else {}),  # the CPU kind (torch-cpu) of `expected` and of the seed spread
         **({"cpus": cpus} if cpus else {}),  # every CPU kind whose main-job values the tolerances cover
-        **({"cpu_model": model} if (model := cpu_model_of(main_dir)) else {}),  # the CPU model of `expected`
+        **({"cpu_model": model} if model else {}),  # the CPU model of `expected`
         "sources": {
             "seeds": (
                 f"results/{cfg.profile}/seeds.json: seeds {summary['seeds']} "

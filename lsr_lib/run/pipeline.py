@@ -38,6 +38,7 @@ from typing import Iterator, Optional
 
 from .checkout import CHECKOUT_ENV
 from ..config.profiles import PROFILES, REPO_ROOT, load_config, split_profile
+from ..results.expected import measured_on
 from ..storage.atomic import atomic_write_text
 from ..storage.errors import one_line, one_line_errors, read_result_json
 from ..storage.manifest import sha256_file
@@ -290,13 +291,15 @@ def machine_note(results_dir: Path, here: Optional[str] = None, kind: Optional[s
         doc = read_result_json(Path(results_dir) / "01_dense_baseline.json") or {}
     except (OSError, ValueError):
         return None  # a corrupt result file is named by the stage's own check
-    made_on = ((doc.get("provenance") or {}).get("machine") or {}).get("cpu")
-    made_kind = ((doc.get("inputs") or {}).get("env") or {}).get("torch-cpu")
-    if here is None or kind is None:
+    made_kind, made_on = measured_on(doc)
+    if here is None:
         from ..results.provenance import machine
+
+        here = machine().get("cpu")
+    if kind is None:
         from ..storage.code_fingerprint import torch_cpu_capability
 
-        here, kind = here or machine().get("cpu"), kind or torch_cpu_capability()
+        kind = torch_cpu_capability()
     if not made_on or not here or made_on == here or made_kind != kind:
         return None
     return (
